@@ -1,0 +1,275 @@
+"""Command line: argument parsing, output and exit codes. The only module that prints.
+
+    virt-reconcile validate PATH...
+    virt-reconcile plan     PATH... [-c URI] [--host NAME...] [--prune] [-o text|json]
+                                    [--detailed-exitcode]
+    virt-reconcile apply    PATH... [-c URI] [--host NAME...] [--prune] [--replace KIND/NAME...]
+                                    [-o text|json] [--dry-run]
+
+Exit codes: 0 success / no changes; 1 error; 2 with --detailed-exitcode:
+success and there are changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Mapping, Sequence
+
+from rich.console import Console
+from rich.markup import escape
+
+from reconciler import __version__, errors, manifests, plan, report
+from reconciler.execute import Result
+from reconciler.hosts import redact_uri
+from reconciler.plan import ActionType
+from reconciler.reconcile import Run, residual, resolve_hosts
+
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+
+_STYLES = {
+    ActionType.CREATE: "green",
+    ActionType.UPDATE: "yellow",
+    ActionType.DELETE: "red",
+    ActionType.ADOPT: "cyan",
+    ActionType.UNCHANGED: "dim",
+    ActionType.PENDING_RESTART: "magenta",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="virt-reconcile",
+        description="Declarative desired-state reconciler for libvirt: YAML manifests in, "
+        "the smallest libvirt changes out.",
+    )
+    p.add_argument("--version", action="version", version=f"virt-reconcile {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    v = sub.add_parser("validate", help="check manifests; needs no host")
+    v.add_argument("paths", nargs="+", metavar="PATH")
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("paths", nargs="+", metavar="PATH", help="manifest files or folders")
+        sp.add_argument(
+            "-c",
+            "--connect",
+            metavar="URI",
+            help="libvirt URI of the one host (without Host documents)",
+        )
+        sp.add_argument(
+            "--host",
+            action="append",
+            default=[],
+            metavar="NAME",
+            help="work only on this Host (repeatable)",
+        )
+        sp.add_argument(
+            "--hosts-override",
+            metavar="FILE",
+            help="Host documents whose URIs replace those of the same names",
+        )
+        sp.add_argument(
+            "--prune", action="store_true", help="delete managed objects that no manifest names"
+        )
+        sp.add_argument("-o", "--output", choices=["text", "json"], default="text")
+        sp.add_argument(
+            "-v",
+            "--verbose",
+            action="store_true",
+            help="also show unchanged objects and libvirt call counts",
+        )
+
+    pl = sub.add_parser("plan", help="show what apply would change")
+    common(pl)
+    pl.add_argument(
+        "--detailed-exitcode",
+        action="store_true",
+        help="exit 2 when there are changes (0: none, 1: error)",
+    )
+    ap = sub.add_parser("apply", help="make the hosts match the manifests")
+    common(ap)
+    ap.add_argument(
+        "--replace",
+        action="append",
+        default=[],
+        metavar="KIND/NAME",
+        help="allow delete-and-create of this object (repeatable)",
+    )
+    ap.add_argument("--dry-run", action="store_true", help="plan only, change nothing")
+    ap.add_argument(
+        "--detailed-exitcode", action="store_true", help="exit 2 when changes were made"
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    out = Console(highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    try:
+        if args.command == "validate":
+            return _validate(args, out)
+        return _plan_or_apply(args, out, err)
+    except errors.ManifestError as e:
+        for problem in e.problems:
+            err.print(escape(str(problem)), style="red")
+        err.print(f"{len(e.problems)} error(s); nothing was changed", style="red")
+        return EXIT_ERROR
+    except errors.ReconcileError as e:
+        err.print(f"error: {escape(str(e))}", style="red")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        err.print("interrupted", style="red")
+        return EXIT_ERROR
+
+
+def _validate(args: argparse.Namespace, out: Console) -> int:
+    loaded = manifests.load(args.paths)
+    out.print(
+        f"{len(loaded.objects) + len(loaded.hosts)} document(s) in {len(loaded.files)} "
+        "file(s) are valid"
+    )
+    return EXIT_OK
+
+
+def _plan_or_apply(args: argparse.Namespace, out: Console, err: Console) -> int:
+    loaded = manifests.load(args.paths)
+    overrides = manifests.load_hosts_override(args.hosts_override) if args.hosts_override else None
+    target = resolve_hosts(loaded, connect=args.connect, only=args.host, overrides=overrides)
+    options = plan.Options(prune=args.prune, replace=frozenset(getattr(args, "replace", [])))
+    run = Run(target=target, options=options)
+    try:
+        run.connect_and_observe()
+        run.build_plans()
+        problems = [(n, a) for n, hp in run.plans.items() for a in hp.actions if a.error]
+        applying = args.command == "apply" and not args.dry_run
+        changes = any(a.type.is_change for hp in run.plans.values() for a in hp.actions)
+        if not applying:
+            _print_plan(run.plans, args, out)
+            if problems:
+                return EXIT_ERROR
+            return EXIT_CHANGES if args.detailed_exitcode and changes else EXIT_OK
+        blocking = [(n, a) for n, a in problems if run.states[n].reachable]
+        if blocking:
+            # Checks that need a host failed: change nothing anywhere.
+            _print_plan(run.plans, args, out)
+            err.print("plan-time checks failed; nothing was changed", style="red")
+            return EXIT_ERROR
+        if args.output == "text":
+            _print_plan(run.plans, args, out)
+        results = run.execute()
+        executed_plans = dict(run.plans)
+        run.connect_and_observe()
+        run.build_plans()
+        failed_refs = {
+            (n, r.action.ref) for n, rs in results.items() for r in rs if r.result == "failed"
+        }
+        left = [(n, a) for n, a in residual(run.plans) if (n, a.ref) not in failed_refs]
+        converged = not left
+        if args.output == "json":
+            out.print_json(
+                json.dumps(report.plan_json(executed_plans, results, converged=converged))
+            )
+        else:
+            _print_results(results, args, out)
+            _print_convergence(left, out)
+        failed = any(r.result == "failed" for rs in results.values() for r in rs)
+        if failed or not converged:
+            return EXIT_ERROR
+        made = any(
+            r.action.type.is_change and r.result == "ok" for rs in results.values() for r in rs
+        )
+        return EXIT_CHANGES if args.detailed_exitcode and made else EXIT_OK
+    finally:
+        run.close()
+
+
+def _print_plan(plans: Mapping[str, plan.HostPlan], args: argparse.Namespace, out: Console) -> None:
+    if args.output == "json":
+        out.print_json(json.dumps(report.plan_json(plans)))
+        return
+    for name, hp in plans.items():
+        status = "" if hp.reachable else f" [red]unreachable: {escape(hp.error or '')}[/]"
+        out.print(f"[bold]Host {escape(name)}[/] ({escape(redact_uri(hp.host.uri))}){status}")
+        shown = 0
+        for a in hp.actions:
+            if a.type is ActionType.UNCHANGED and not args.verbose and a.error is None:
+                continue
+            shown += 1
+            _print_action(a, args, out)
+        if not shown:
+            out.print("  no changes")
+    counts = report.summary(plans)
+    out.print("Plan: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+
+
+def _print_action(a: plan.Action, args: argparse.Namespace, out: Console) -> None:
+    style = _STYLES[a.type]
+    disruption = f" ({a.disruption.value})" if a.disruption and a.type.is_change else ""
+    where = f"  [dim]{escape(a.source)}[/]" if a.source else ""
+    out.print(
+        f"  [{style}]{report.SYMBOLS[a.type]} {a.type.value} {escape(a.ref)}[/]{disruption}{where}"
+    )
+    if a.note:
+        out.print(f"      [dim]{escape(a.note)}[/]")
+    if a.error:
+        out.print(f"      [red]error: {escape(a.error)}[/]")
+    for c in a.changes:
+        if a.type in (ActionType.CREATE, ActionType.DELETE) and c.path == "definition":
+            continue
+        out.print(
+            f"      {escape(c.path)}: {escape(report.short(c.old))} → "
+            f"{escape(report.short(c.new))}  [dim]\\[{c.disruption.value}][/]"
+        )
+    if a.blast_radius:
+        out.print(
+            f"      [magenta]a network restart would affect running domains: "
+            f"{escape(', '.join(a.blast_radius))}[/]"
+        )
+    for line in report.xml_diff(a.xml_before, a.xml_after):
+        color = (
+            "green"
+            if line.startswith("+")
+            else "red"
+            if line.startswith("-")
+            else ("cyan" if line.startswith("@@") else "dim")
+        )
+        out.print(f"      [{color}]{escape(line)}[/]")
+
+
+def _print_results(
+    results: Mapping[str, Sequence[Result]], args: argparse.Namespace, out: Console
+) -> None:
+    out.print("[bold]Apply:[/]")
+    for name, rs in results.items():
+        for r in rs:
+            if not r.action.type.is_change and r.result == "ok" and not args.verbose:
+                continue
+            mark = "[green]ok[/]" if r.result == "ok" else "[red]FAILED[/]"
+            calls = ""
+            if args.verbose and r.calls:
+                calls = (
+                    "  [dim]" + ", ".join(f"{k}={v}" for k, v in sorted(r.calls.items())) + "[/]"
+                )
+            out.print(
+                f"  {mark} {escape(name)}: {r.action.type.value} {escape(r.action.ref)}{calls}"
+            )
+            if r.error:
+                out.print(f"      [red]{escape(r.error)}[/]")
+
+
+def _print_convergence(left: Sequence[tuple[str, plan.Action]], out: Console) -> None:
+    if not left:
+        out.print("[green]Converged:[/] a fresh plan finds nothing left to do.")
+        return
+    out.print(
+        "[red]Not converged:[/] libvirt rewrote or refused these fields; "
+        "adjust the manifests to match:"
+    )
+    for name, a in left:
+        for c in a.changes:
+            out.print(
+                f"  {escape(name)}: {escape(a.ref)} {escape(c.path)}: "
+                f"{escape(report.short(c.old))} → {escape(report.short(c.new))}"
+            )

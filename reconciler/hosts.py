@@ -1,0 +1,576 @@
+"""The only module that talks to libvirt: connections, observation, calls, events.
+
+* ``Session.open`` connects (after starting libvirt's default event loop in a
+  daemon thread, which keepalive and device-removal events need).
+* ``Session.observe`` reads one host in one pass: one ``listAll*`` per kind and
+  one XML read per object, into ``observed.HostState``.
+* ``Session.run`` carries out one ``plan.Step``; every mutating libvirt call
+  is counted by name in ``Session.calls``.
+* libvirt errors become ``errors.HostError``/``errors.ActionError`` with a
+  message a user can act on; URIs are shown without passwords.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import re
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from typing import Any
+
+import libvirt
+from lxml import etree
+
+from reconciler import errors, ownership
+from reconciler.model import Host, Kind
+from reconciler.observed import HostState, Observed
+from reconciler.plan import Action, Step
+
+_event_loop_lock = threading.Lock()
+_event_loop_started = False
+
+_DOMAIN_STATES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "nostate",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "running",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
+}
+
+_NET_SECTIONS = {
+    "ip-dhcp-host": libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST,
+    "ip-dhcp-range": libvirt.VIR_NETWORK_SECTION_IP_DHCP_RANGE,
+    "dns-host": libvirt.VIR_NETWORK_SECTION_DNS_HOST,
+    "dns-txt": libvirt.VIR_NETWORK_SECTION_DNS_TXT,
+    "dns-srv": libvirt.VIR_NETWORK_SECTION_DNS_SRV,
+    "portgroup": libvirt.VIR_NETWORK_SECTION_PORTGROUP,
+}
+_NET_COMMANDS = {
+    "modify": libvirt.VIR_NETWORK_UPDATE_COMMAND_MODIFY,
+    "delete": libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE,
+    "add-last": libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
+}
+
+
+def _quiet(_ctx: Any, _err: Any) -> None:
+    """libvirt prints every error to stderr by default; we report them ourselves."""
+
+
+libvirt.registerErrorHandler(_quiet, None)
+
+
+def start_event_loop() -> None:
+    """Register libvirt's default event loop and run it in a daemon thread (once)."""
+    global _event_loop_started
+    with _event_loop_lock:
+        if _event_loop_started:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=run, name="libvirt-events", daemon=True).start()
+        _event_loop_started = True
+
+
+def redact_uri(uri: str) -> str:
+    """A URI safe to print: no password, no key material in the query."""
+    try:
+        parts = urllib.parse.urlsplit(uri)
+    except ValueError:
+        return "<unparsable uri>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{hostport}" if ":" in userinfo else f"{user}@{hostport}"
+    query = urllib.parse.urlencode(
+        [
+            (k, "***" if re.search(r"pass|secret|token|key(?!file)", k, re.I) else v)
+            for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        ],
+        safe="/:",
+    )
+    if netloc == parts.netloc and query == parts.query:
+        return uri
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def describe(err: libvirt.libvirtError) -> str:
+    """A libvirt error as a message naming the cause."""
+    code = err.get_error_code()
+    msg = (err.get_error_message() or str(err)).strip()
+    hints = {
+        libvirt.VIR_ERR_AUTH_FAILED: "authentication failed",
+        libvirt.VIR_ERR_AUTH_CANCELLED: "authentication cancelled",
+        libvirt.VIR_ERR_NO_CONNECT: "host unreachable",
+        libvirt.VIR_ERR_SYSTEM_ERROR: "system error",
+        libvirt.VIR_ERR_OPERATION_DENIED: "permission denied",
+        libvirt.VIR_ERR_ACCESS_DENIED: "permission denied",
+        libvirt.VIR_ERR_OPERATION_INVALID: "operation not valid in this state",
+        libvirt.VIR_ERR_XML_ERROR: "invalid XML",
+        libvirt.VIR_ERR_CONFIG_UNSUPPORTED: "configuration not supported by the host",
+        libvirt.VIR_ERR_NO_SUPPORT: "not supported by this libvirt driver",
+    }
+    hint = hints.get(code)
+    return f"{hint}: {msg}" if hint and hint not in msg else msg
+
+
+class Session:
+    """One open connection to one host."""
+
+    def __init__(self, host: Host, conn: libvirt.virConnect) -> None:
+        self.host = host
+        self.conn = conn
+        self.calls: collections.Counter[str] = collections.Counter()
+        self.registry = ownership.Registry()
+        self.detach_timeout = 20.0
+        self._removed: dict[tuple[str, str], threading.Event] = {}
+        self._events_registered = False
+
+    # --- connecting --------------------------------------------------------------
+
+    @classmethod
+    def open(cls, host: Host) -> Session:
+        start_event_loop()
+        try:
+            conn = libvirt.open(host.uri)
+        except libvirt.libvirtError as e:
+            raise errors.HostError(
+                host.name, f"cannot connect to {redact_uri(host.uri)}: {describe(e)}"
+            ) from e
+        if conn is None:
+            raise errors.HostError(host.name, f"cannot connect to {redact_uri(host.uri)}")
+        with contextlib.suppress(libvirt.libvirtError):  # local drivers have no keepalive
+            conn.setKeepAlive(5, 3)
+        return cls(host, conn)
+
+    def close(self) -> None:
+        try:
+            if self._events_registered:
+                self.conn.domainEventDeregisterAny(self._event_id)
+            self.conn.close()
+        except libvirt.libvirtError:
+            pass
+
+    # --- observing ----------------------------------------------------------------
+
+    def observe(self) -> HostState:
+        """Read every domain, network, pool and volume on the host."""
+        try:
+            objects = self._observe()
+        except libvirt.libvirtError as e:
+            raise errors.HostError(self.host.name, describe(e)) from e
+        return HostState(
+            host=self.host,
+            objects={o.key: o for o in objects},
+            registry=self.registry,
+            driver=self._driver(),
+        )
+
+    def _driver(self) -> str:
+        try:
+            return str(self.conn.getType())
+        except libvirt.libvirtError:
+            return ""
+
+    def _observe(self) -> list[Observed]:
+        out: list[Observed] = []
+        for dom in self.conn.listAllDomains(0):
+            out.append(self._observe_domain(dom))
+        self.registry = ownership.Registry()
+        for net in self.conn.listAllNetworks(0):
+            name = net.name()
+            if name == ownership.REGISTRY_NETWORK:
+                self.registry = ownership.Registry.from_xml(_net_xml(net, inactive=True))
+                continue
+            active = bool(net.isActive())
+            xml = _net_xml(net, inactive=True)
+            out.append(
+                Observed(
+                    kind=Kind.NETWORK,
+                    name=name,
+                    uuid=net.UUIDString(),
+                    xml=xml,
+                    live_xml=_net_xml(net, inactive=False) if active else None,
+                    state="active" if active else "inactive",
+                    autostart=bool(net.autostart()),
+                    persistent=bool(net.isPersistent()),
+                    record=_record_of(xml),
+                )
+            )
+        for pool in self.conn.listAllStoragePools(0):
+            active = bool(pool.isActive())
+            name = pool.name()
+            out.append(
+                Observed(
+                    kind=Kind.STORAGE_POOL,
+                    name=name,
+                    uuid=pool.UUIDString(),
+                    xml=_inactive_xml(pool, libvirt.VIR_STORAGE_XML_INACTIVE),
+                    state="active" if active else "inactive",
+                    autostart=bool(pool.autostart()),
+                    persistent=bool(pool.isPersistent()),
+                    record=self.registry.pools.get(name),
+                )
+            )
+            if not active:
+                continue
+            for vol in pool.listAllVolumes(0):
+                vname = vol.name()
+                out.append(
+                    Observed(
+                        kind=Kind.VOLUME,
+                        name=vname,
+                        pool=name,
+                        xml=vol.XMLDesc(0),
+                        state="active",
+                        record=self.registry.volumes.get(f"{name}/{vname}"),
+                    )
+                )
+        return out
+
+    def _observe_domain(self, dom: libvirt.virDomain) -> Observed:
+        state, reason = dom.state()
+        sname = _DOMAIN_STATES.get(state, "nostate")
+        persistent = bool(dom.isPersistent())
+        xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        live = dom.XMLDesc(0) if sname in ("running", "paused", "pmsuspended") else None
+        autostart = bool(dom.autostart()) if persistent else False
+        return Observed(
+            kind=Kind.DOMAIN,
+            name=dom.name(),
+            uuid=dom.UUIDString(),
+            xml=xml,
+            live_xml=live,
+            state=sname,
+            state_reason=str(reason),
+            autostart=autostart,
+            persistent=persistent,
+            record=_record_of(xml),
+        )
+
+    # --- doing ---------------------------------------------------------------------
+
+    def _call(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
+        result = fn(*args)
+        self.calls[name] += 1
+        return result
+
+    def run(self, step: Step, action: Action) -> None:
+        """Carry out one step of an action; raises ActionError on failure."""
+        method = getattr(self, f"_{step.call}")
+        try:
+            method(action, **step.params)
+        except libvirt.libvirtError as e:
+            raise errors.ActionError(
+                action.ref, self.host.name, f"{step.call}: {describe(e)}"
+            ) from e
+
+    # domains
+    def _dom(self, action: Action) -> libvirt.virDomain:
+        return self.conn.lookupByName(action.name)
+
+    def _dom_define(self, action: Action, xml: str) -> None:
+        self._call(
+            "defineXMLFlags", self.conn.defineXMLFlags, xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE
+        )
+
+    def _dom_set_record(self, action: Action, xml: str) -> None:
+        el = etree.fromstring(xml)
+        inner = f"<owner>{_escape(el.text or '')}</owner>"
+        self._call(
+            "setMetadata",
+            self._dom(action).setMetadata,
+            libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+            inner,
+            ownership.PREFIX,
+            ownership.NAMESPACE,
+            libvirt.VIR_DOMAIN_AFFECT_CONFIG,
+        )
+
+    def _dom_start(self, action: Action, paused: bool = False) -> None:
+        flags = libvirt.VIR_DOMAIN_START_PAUSED if paused else 0
+        self._call("createWithFlags", self._dom(action).createWithFlags, flags)
+
+    def _dom_suspend(self, action: Action) -> None:
+        self._call("suspend", self._dom(action).suspend)
+
+    def _dom_resume(self, action: Action) -> None:
+        self._call("resume", self._dom(action).resume)
+
+    def _dom_destroy(self, action: Action) -> None:
+        self._call("destroy", self._dom(action).destroy)
+
+    def _dom_shutdown(self, action: Action, timeout: float) -> None:
+        dom = self._dom(action)
+        if dom.isActive():
+            with contextlib.suppress(libvirt.libvirtError):  # no ACPI: destroy below
+                self._call("shutdown", dom.shutdown)
+            deadline = time.monotonic() + timeout
+            while dom.isActive() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if dom.isActive():
+                self._call("destroy", dom.destroy)
+
+    def _dom_restart(self, action: Action, timeout: float) -> None:
+        self._dom_shutdown(action, timeout)
+        self._call("createWithFlags", self._dom(action).createWithFlags, 0)
+
+    def _dom_undefine(self, action: Action) -> None:
+        dom = self._dom(action)
+        flags = (
+            libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+            | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+            | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+            | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+        )
+        try:
+            self._call("undefineFlags", dom.undefineFlags, flags)
+        except libvirt.libvirtError as e:
+            if e.get_error_code() not in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
+                raise
+            self._call("undefineFlags", dom.undefineFlags, libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+
+    def _dom_autostart(self, action: Action, on: bool) -> None:
+        self._call("setAutostart", self._dom(action).setAutostart, int(on))
+
+    @staticmethod
+    def _affect(live: bool, config: bool) -> int:
+        return (libvirt.VIR_DOMAIN_AFFECT_LIVE if live else 0) | (
+            libvirt.VIR_DOMAIN_AFFECT_CONFIG if config else 0
+        )
+
+    def _dom_attach(self, action: Action, xml: str, live: bool, config: bool) -> None:
+        self._call(
+            "attachDeviceFlags",
+            self._dom(action).attachDeviceFlags,
+            xml,
+            self._affect(live, config),
+        )
+
+    def _dom_update_device(self, action: Action, xml: str, live: bool, config: bool) -> None:
+        self._call(
+            "updateDeviceFlags",
+            self._dom(action).updateDeviceFlags,
+            xml,
+            self._affect(live, config),
+        )
+
+    def _dom_detach(
+        self, action: Action, xml: str, alias: str | None, live: bool, config: bool
+    ) -> None:
+        dom = self._dom(action)
+        waiter = None
+        if live and alias:
+            self._register_events()
+            waiter = threading.Event()
+            self._removed[(dom.UUIDString(), alias)] = waiter
+        try:
+            self._call("detachDeviceFlags", dom.detachDeviceFlags, xml, self._affect(live, config))
+            if waiter is not None and alias is not None:
+                # libvirt may report success for a device the guest keeps:
+                # wait for DEVICE_REMOVED (or _FAILED), then look.
+                waiter.wait(self.detach_timeout)
+                if f"<alias name='{alias}'/>" in dom.XMLDesc(0):
+                    raise errors.ActionError(
+                        action.ref,
+                        self.host.name,
+                        f"the guest did not release device {alias} within "
+                        f"{self.detach_timeout:.0f}s; it is still attached (live drift)",
+                    )
+        finally:
+            if alias:
+                self._removed.pop((dom.UUIDString(), alias), None)
+
+    def _register_events(self) -> None:
+        if self._events_registered:
+            return
+
+        def removed(_conn: Any, dom: libvirt.virDomain, alias: str, _opaque: Any) -> None:
+            ev = self._removed.get((dom.UUIDString(), alias))
+            if ev is not None:
+                ev.set()
+
+        def failed(_conn: Any, dom: libvirt.virDomain, alias: str, _opaque: Any) -> None:
+            removed(_conn, dom, alias, _opaque)
+
+        self._event_id = self.conn.domainEventRegisterAny(
+            None, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED, removed, None
+        )
+        self._event_id2 = self.conn.domainEventRegisterAny(
+            None, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVAL_FAILED, failed, None
+        )
+        self._events_registered = True
+
+    def _dom_set_memory(self, action: Action, kib: int, live: bool, config: bool) -> None:
+        dom = self._dom(action)
+        try:
+            self._call("setMemoryFlags", dom.setMemoryFlags, kib, self._affect(live, config))
+        except libvirt.libvirtError as e:
+            # Some drivers (the test driver) refuse LIVE|CONFIG together.
+            if not (live and config) or e.get_error_code() != libvirt.VIR_ERR_INVALID_ARG:
+                raise
+            self._call("setMemoryFlags", dom.setMemoryFlags, kib, self._affect(True, False))
+            self._call("setMemoryFlags", dom.setMemoryFlags, kib, self._affect(False, True))
+
+    def _dom_set_vcpus(self, action: Action, count: int, live: bool, config: bool) -> None:
+        self._call(
+            "setVcpusFlags", self._dom(action).setVcpusFlags, count, self._affect(live, config)
+        )
+
+    # networks
+    def _net(self, action: Action) -> libvirt.virNetwork:
+        return self.conn.networkLookupByName(action.name)
+
+    def _net_define(self, action: Action, xml: str) -> None:
+        self._call(
+            "networkDefineXMLFlags",
+            self.conn.networkDefineXMLFlags,
+            xml,
+            libvirt.VIR_NETWORK_DEFINE_VALIDATE,
+        )
+
+    def _net_start(self, action: Action) -> None:
+        self._call("networkCreate", self._net(action).create)
+
+    def _net_stop(self, action: Action) -> None:
+        self._call("networkDestroy", self._net(action).destroy)
+
+    def _net_undefine(self, action: Action) -> None:
+        self._call("networkUndefine", self._net(action).undefine)
+
+    def _net_autostart(self, action: Action, on: bool) -> None:
+        self._call("networkSetAutostart", self._net(action).setAutostart, int(on))
+
+    def _net_update(
+        self,
+        action: Action,
+        command: str,
+        section: str,
+        parent_index: int,
+        xml: str,
+        live: bool,
+        config: bool,
+    ) -> None:
+        flags = (libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE if live else 0) | (
+            libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG if config else 0
+        )
+        self._call(
+            "networkUpdate",
+            self._net(action).update,
+            _NET_COMMANDS[command],
+            _NET_SECTIONS[section],
+            parent_index,
+            xml,
+            flags,
+        )
+
+    # pools and volumes
+    def _pool(self, name: str) -> libvirt.virStoragePool:
+        return self.conn.storagePoolLookupByName(name)
+
+    def _pool_define(self, action: Action, xml: str) -> None:
+        self._call(
+            "storagePoolDefineXML",
+            self.conn.storagePoolDefineXML,
+            xml,
+            libvirt.VIR_STORAGE_POOL_DEFINE_VALIDATE,
+        )
+
+    def _pool_build(self, action: Action) -> None:
+        pool = self._pool(action.name)
+        kind = etree.fromstring(pool.XMLDesc(0).encode()).get("type")
+        try:
+            # Never overwrite: building a disk or logical pool formats the device.
+            self._call("storagePoolBuild", pool.build, libvirt.VIR_STORAGE_POOL_BUILD_NO_OVERWRITE)
+        except libvirt.libvirtError as e:
+            if e.get_error_code() not in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
+                raise
+            if kind in ("dir", "fs", "netfs"):
+                self._call("storagePoolBuild", pool.build, 0)  # mkdir only
+
+    def _pool_start(self, action: Action) -> None:
+        self._call("storagePoolCreate", self._pool(action.name).create, 0)
+
+    def _pool_stop(self, action: Action) -> None:
+        self._call("storagePoolDestroy", self._pool(action.name).destroy)
+
+    def _pool_undefine(self, action: Action) -> None:
+        self._call("storagePoolUndefine", self._pool(action.name).undefine)
+
+    def _pool_autostart(self, action: Action, on: bool) -> None:
+        self._call("storagePoolSetAutostart", self._pool(action.name).setAutostart, int(on))
+
+    def _vol_create(self, action: Action, pool: str, xml: str) -> None:
+        p = self._pool(pool)
+        try:
+            self._call(
+                "storageVolCreateXML", p.createXML, xml, libvirt.VIR_STORAGE_VOL_CREATE_VALIDATE
+            )
+        except libvirt.libvirtError as e:
+            # libvirt 9.0's test driver knows no VALIDATE flag for volumes.
+            if e.get_error_code() != libvirt.VIR_ERR_INVALID_ARG or "unsupported flags" not in str(
+                e
+            ):
+                raise
+            self._call("storageVolCreateXML", p.createXML, xml, 0)
+
+    def _vol_resize(self, action: Action, pool: str, capacity: int, in_use: bool) -> None:
+        vol = self._pool(pool).storageVolLookupByName(action.name)
+        self._call("storageVolResize", vol.resize, capacity, 0)
+
+    def _vol_delete(self, action: Action, pool: str) -> None:
+        vol = self._pool(pool).storageVolLookupByName(action.name)
+        self._call("storageVolDelete", vol.delete, 0)
+
+    def _registry_set(
+        self, action: Action, kind: str, key: str, record: dict[str, Any] | None
+    ) -> None:
+        rec = ownership.Record.from_json(record) if record is not None else None
+        if kind == "pool":
+            self.registry = self.registry.with_pool(key, rec)
+        else:
+            self.registry = self.registry.with_volume(key, rec)
+        net = self._call(
+            "networkDefineXMLFlags",
+            self.conn.networkDefineXMLFlags,
+            self.registry.to_xml(),
+            libvirt.VIR_NETWORK_DEFINE_VALIDATE,
+        )
+        if not self.registry.uuid:
+            self.registry = dataclasses.replace(self.registry, uuid=net.UUIDString(), exists=True)
+
+
+def _net_xml(net: libvirt.virNetwork, *, inactive: bool) -> str:
+    return _inactive_xml(net, libvirt.VIR_NETWORK_XML_INACTIVE if inactive else 0)
+
+
+def _inactive_xml(obj: Any, flag: int) -> str:
+    try:
+        return str(obj.XMLDesc(flag))
+    except libvirt.libvirtError as e:
+        # libvirt 9.0's test driver knows no INACTIVE flag for networks and pools.
+        if not flag or e.get_error_code() != libvirt.VIR_ERR_INVALID_ARG:
+            raise
+        return str(obj.XMLDesc(0))
+
+
+def _record_of(xml: str) -> ownership.Record | None:
+    try:
+        return ownership.read_record(etree.fromstring(xml.encode()))
+    except etree.XMLSyntaxError:
+        return None
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

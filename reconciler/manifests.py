@@ -1,0 +1,772 @@
+"""Stage 1 of the pipeline: read manifest files into the validated model.
+
+YAML text -> nodes with line numbers -> plain data (YAML 1.2 core-like
+scalars, so ``52:54:00:12:34:56`` and ``no`` stay strings) -> JSON Schema
+validation against ``schemas/<Kind>.json`` -> checks across documents ->
+``model.ManifestSet``.
+
+Every problem in every file is collected and raised together as one
+``errors.ManifestError`` (``FILE:LINE: FIELD.PATH: message``), so one bad
+document means nothing is applied. No host is needed here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from reconciler import errors, model, units
+from reconciler.render import identity
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+MAX_FILE_BYTES = 4 << 20
+MAX_ALIASES = 100
+MAX_NODES = 100_000
+MAX_DEPTH = 100
+MANIFEST_SUFFIXES = (".yaml", ".yml")
+DEFAULT_HOST_NAME = "default"
+
+_KINDS = {k.value: k for k in model.Kind}
+
+# --------------------------------------------------------------------------
+# YAML: a SafeLoader that only composes nodes; ``_Builder`` turns them into
+# data with our own scalar rules and records every field's line.
+
+_PLAIN_TAG = "tag:virt-reconcile.dev,2024:plain"
+_STR_TAG = "tag:yaml.org,2002:str"
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+
+_INT = re.compile(r"-?[0-9]+")
+_FLOAT = re.compile(r"-?[0-9]+\.[0-9]+")
+_BOOLS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+_NULLS = {"", "~", "null", "Null", "NULL"}
+
+
+class _LoadAbort(Exception):
+    """Stops reading one file (or one document) with a located message."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.message = message
+
+
+class _Loader(yaml.SafeLoader):
+    """Composes YAML nodes; plain scalars keep a marker tag for ``_Builder``.
+
+    Implicit typing (YAML 1.1's ``on``/``no``/sexagesimal ints) is switched
+    off here; ``_plain_scalar`` applies the small YAML 1.2 core-like rule set.
+    Aliases are counted so that a "billion laughs" document fails fast.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.alias_count = 0
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        if kind is yaml.ScalarNode and implicit[0]:
+            return _PLAIN_TAG
+        return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            self.alias_count += 1
+            if self.alias_count > MAX_ALIASES:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise _LoadAbort(mark.line + 1, f"document uses more than {MAX_ALIASES} aliases")
+        return super().compose_node(parent, index)
+
+
+def _plain_scalar(text: str) -> Any:
+    if text in _NULLS:
+        return None
+    if text in _BOOLS:
+        return _BOOLS[text]
+    if _INT.fullmatch(text):
+        return int(text)
+    if _FLOAT.fullmatch(text):
+        return float(text)
+    return text
+
+
+def _join(path: str, key: str | int) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+@dataclass(kw_only=True)
+class _Builder:
+    """Node tree -> plain data; ``lines`` and ``raws`` are keyed by dotted path."""
+
+    lines: dict[str, int] = field(default_factory=dict)
+    # Original text of plain scalars that became int/float/bool, so a value the
+    # schema wants as a string ("names are always strings") can be restored.
+    raws: dict[str, str] = field(default_factory=dict)
+    problems: list[tuple[int, str, str]] = field(default_factory=list)
+    nodes: int = 0
+
+    def build(self, node: yaml.Node, path: str = "", depth: int = 0) -> Any:
+        self.nodes += 1
+        line = node.start_mark.line + 1
+        if self.nodes > MAX_NODES:
+            raise _LoadAbort(line, f"document expands to more than {MAX_NODES} values")
+        if depth > MAX_DEPTH:
+            raise _LoadAbort(line, f"document is nested more than {MAX_DEPTH} levels deep")
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag == _PLAIN_TAG:
+                value = _plain_scalar(str(node.value))
+                if value is not None and not isinstance(value, str):
+                    self.raws[path] = str(node.value)
+                return value
+            if node.tag == _STR_TAG:
+                return str(node.value)
+        elif isinstance(node, yaml.SequenceNode) and node.tag == _SEQ_TAG:
+            items = []
+            for index, item in enumerate(node.value):
+                item_path = _join(path, index)
+                self.lines[item_path] = item.start_mark.line + 1
+                items.append(self.build(item, item_path, depth + 1))
+            return items
+        elif isinstance(node, yaml.MappingNode) and node.tag == _MAP_TAG:
+            result: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                key_line = key_node.start_mark.line + 1
+                if not isinstance(key_node, yaml.ScalarNode):
+                    self.problems.append((key_line, path, "a key must be plain text"))
+                    continue
+                key = str(key_node.value)
+                key_path = _join(path, key)
+                if key in result:
+                    self.problems.append((key_line, key_path, f"duplicate key {key!r}"))
+                    continue
+                self.lines[key_path] = key_line
+                result[key] = self.build(value_node, key_path, depth + 1)
+            return result
+        tag = str(node.tag).replace("tag:yaml.org,2002:", "!!")
+        self.problems.append((line, path, f"unsupported YAML tag {tag!r}"))
+        return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Document:
+    file: str
+    line: int  # the line of its first key
+    data: dict[str, Any]
+    lines: dict[str, int]
+    raws: dict[str, str]
+
+
+def _read_text(file: str, problems: list[errors.Problem]) -> str | None:
+    def problem(line: int, message: str) -> None:
+        problems.append(errors.Problem(file=file, line=line, path="", message=message))
+
+    try:
+        with open(file, "rb") as stream:
+            data = stream.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        problem(0, f"cannot read file: {exc.strerror or exc}")
+        return None
+    if len(data) > MAX_FILE_BYTES:
+        problem(1, "file is larger than 4 MiB")
+        return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        problem(line, f"not valid UTF-8 (byte 0x{data[exc.start]:02x} at column {column})")
+        return None
+    return text.removeprefix("\ufeff")
+
+
+def _read_documents(file: str, problems: list[errors.Problem]) -> list[_Document]:
+    """Every non-empty document of one file; problems are appended, not raised."""
+    text = _read_text(file, problems)
+    if text is None:
+        return []
+    documents: list[_Document] = []
+
+    def problem(line: int, path: str, message: str) -> None:
+        problems.append(errors.Problem(file=file, line=line, path=path, message=message))
+
+    loader: _Loader | None = None
+    try:
+        loader = _Loader(text)
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:
+                continue
+            builder = _Builder()
+            data = builder.build(node)
+            for line, path, message in builder.problems:
+                problem(line, path, message)
+            if builder.problems:
+                continue  # schema errors would only repeat them
+            if data is None:
+                continue  # an empty document ("---" alone)
+            start = node.start_mark.line + 1
+            if not isinstance(data, dict):
+                kind = "a list" if isinstance(data, list) else f"the scalar {data!r}"
+                problem(start, "", f"a document must be a mapping, not {kind}")
+                continue
+            if isinstance(node, yaml.MappingNode) and node.value:
+                start = node.value[0][0].start_mark.line + 1
+            documents.append(
+                _Document(file=file, line=start, data=data, lines=builder.lines, raws=builder.raws)
+            )
+    except _LoadAbort as exc:
+        problem(exc.line, "", exc.message)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        detail = exc.problem or exc.context or "syntax error"
+        if exc.context and exc.problem:
+            detail = f"{exc.problem} ({exc.context})"
+        problem(line, "", f"invalid YAML: {detail}")
+    except yaml.reader.ReaderError as exc:
+        line = text[: exc.position].count("\n") + 1
+        problem(line, "", f"invalid YAML: unacceptable character #x{exc.character:04x}")
+    except yaml.YAMLError as exc:
+        problem(1, "", f"invalid YAML: {exc}")
+    except RecursionError:
+        problem(1, "", "invalid YAML: nested too deeply")
+    finally:
+        if loader is not None:
+            loader.dispose()
+    return documents
+
+
+# --------------------------------------------------------------------------
+# Files
+
+
+def _manifest_files(paths: Sequence[str], problems: list[errors.Problem]) -> list[str]:
+    """The files to read, as they will be named in messages, in a stable order.
+
+    Directories are walked recursively in sorted order; hidden files and
+    directories (``.git``, ``.github``) are skipped. A file named directly is
+    read whatever its suffix.
+    """
+    found: list[str] = []
+    seen: set[str] = set()
+
+    def add(display: str) -> None:
+        real = os.path.realpath(display)
+        if real not in seen:
+            seen.add(real)
+            found.append(display)
+
+    for given in paths:
+        if os.path.isdir(given):
+            for root, dirs, files in os.walk(given):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                rel_root = os.path.relpath(root, given)
+                for name in sorted(files):
+                    if name.startswith(".") or not name.endswith(MANIFEST_SUFFIXES):
+                        continue
+                    rel = name if rel_root == "." else os.path.join(rel_root, name)
+                    add(os.path.join(given, rel))
+        elif os.path.exists(given):
+            add(given)
+        else:
+            problems.append(
+                errors.Problem(file=given, line=0, path="", message="no such file or directory")
+            )
+    return found
+
+
+# --------------------------------------------------------------------------
+# Schema validation
+
+
+def _is_integer(_checker: Any, instance: Any) -> bool:
+    # JSON Schema counts 2.0 as an integer; a vCPU count of 2.0 is a typo.
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
+)
+
+
+@functools.cache
+def _validator(kind: model.Kind) -> Any:
+    schema = json.loads((SCHEMA_DIR / f"{kind.value}.json").read_text(encoding="utf-8"))
+    return _Validator(schema)
+
+
+_TYPE_NAMES = {
+    "string": "string",
+    "integer": "integer",
+    "number": "number",
+    "boolean": "boolean",
+    "object": "mapping",
+    "array": "list",
+    "null": "null",
+}
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, dict):
+        return "mapping"
+    if isinstance(value, list):
+        return "list"
+    return type(value).__name__
+
+
+def _show(value: Any, raw: str | None = None) -> str:
+    if raw is not None:
+        return repr(raw)
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    return json.dumps(value)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _error_problems(
+    err: Any, doc: _Document
+) -> Iterator[tuple[str, str]]:  # (dotted path, message)
+    keys = [str(p) for p in err.absolute_path]
+    path = ".".join(keys)
+    schema = err.schema if isinstance(err.schema, dict) else {}
+    value = err.instance
+    shown = _show(value, doc.raws.get(path))
+    custom = schema.get("x-messages", {}).get(err.validator)
+    validator = err.validator
+    if custom is not None:
+        extra = schema.get("x-field")
+        yield (_join(path, extra) if extra else path), custom.replace("{value}", shown)
+    elif validator == "additionalProperties":
+        known = list(schema.get("properties", {}))
+        for key in value:
+            if key in known:
+                continue
+            message = f"unknown field {key!r}"
+            close = difflib.get_close_matches(key, known, n=1)
+            if close:
+                message += f" (did you mean {close[0]!r}?)"
+            yield _join(path, key), message
+    elif validator == "required":
+        for key in err.validator_value:
+            if key not in value:
+                yield _join(path, key), "required field is missing"
+    elif validator == "type":
+        wanted = err.validator_value
+        wanted = [wanted] if isinstance(wanted, str) else list(wanted)
+        names = " or ".join(_TYPE_NAMES.get(w, w) for w in wanted)
+        yield path, f"expected {names}, got {_type_name(value)}"
+    elif validator == "enum":
+        choices = ", ".join(str(c) for c in err.validator_value)
+        yield path, f"must be one of: {choices} (got {shown})"
+    elif validator == "const":
+        yield path, f"must be {_show(err.validator_value)} (got {shown})"
+    elif validator == "minimum":
+        yield path, f"must be at least {err.validator_value} (got {shown})"
+    elif validator == "maximum":
+        yield path, f"must be at most {err.validator_value} (got {shown})"
+    elif validator == "minItems":
+        yield path, f"needs at least {_plural(err.validator_value, 'item')}"
+    elif validator == "maxItems":
+        yield path, f"takes at most {_plural(err.validator_value, 'item')}"
+    elif validator == "uniqueItems":
+        yield path, "items must be unique"
+    elif validator == "minLength":
+        if err.validator_value == 1:
+            yield path, "must not be empty"
+        else:
+            yield path, f"must be at least {_plural(err.validator_value, 'character')}"
+    elif validator == "maxLength":
+        yield path, f"must be at most {_plural(err.validator_value, 'character')}"
+    elif validator == "minProperties":
+        yield path, f"needs at least {_plural(err.validator_value, 'field')}"
+    elif validator == "maxProperties":
+        yield path, f"takes at most {_plural(err.validator_value, 'field')}"
+    elif validator == "pattern":
+        yield path, f"{shown} does not match {err.validator_value!r}"
+    else:
+        yield path, str(err.message)
+
+
+def _line_of(doc: _Document, path: str) -> int:
+    """The line of the deepest field of ``path`` that exists in the document."""
+    while path:
+        if path in doc.lines:
+            return doc.lines[path]
+        path = path.rpartition(".")[0]
+    return doc.line
+
+
+def _restore_strings(validator: Any, doc: _Document) -> None:
+    """Give back the text of plain scalars where the schema wants a string.
+
+    ``name: 123`` or ``serial: 0042`` read as numbers by the YAML rules; names
+    and other string fields are always strings, so the original text is used.
+    Repeats because a fixed value may uncover errors below it (never deeper
+    than the document, so the loop is short).
+    """
+    for _ in range(MAX_DEPTH):
+        changed = False
+        for err in validator.iter_errors(doc.data):
+            wanted = err.validator_value
+            if err.validator != "type" or "string" not in (
+                [wanted] if isinstance(wanted, str) else wanted
+            ):
+                continue
+            keys = list(err.absolute_path)
+            raw = doc.raws.get(".".join(str(k) for k in keys))
+            if raw is None or not keys:
+                continue
+            parent: Any = doc.data
+            for key in keys[:-1]:
+                parent = parent[key]
+            parent[keys[-1]] = raw
+            changed = True
+        if not changed:
+            return
+
+
+def _validate(doc: _Document, problems: list[errors.Problem]) -> model.Kind | None:
+    """Envelope and schema checks; the kind when the document is valid."""
+
+    def problem(path: str, message: str) -> None:
+        problems.append(
+            errors.Problem(file=doc.file, line=_line_of(doc, path), path=path, message=message)
+        )
+
+    data = doc.data
+    ok = True
+    if "apiVersion" not in data:
+        problem("apiVersion", f"required field is missing (use {model.API_VERSION!r})")
+        ok = False
+    elif data["apiVersion"] != model.API_VERSION:
+        shown = _show(data["apiVersion"], doc.raws.get("apiVersion"))
+        problem("apiVersion", f"unknown apiVersion {shown} (use {model.API_VERSION!r})")
+        ok = False
+    kind = _KINDS.get(data["kind"]) if isinstance(data.get("kind"), str) else None
+    if "kind" not in data:
+        problem("kind", f"required field is missing (one of: {', '.join(_KINDS)})")
+    elif kind is None:
+        shown = _show(data["kind"], doc.raws.get("kind"))
+        close = difflib.get_close_matches(str(data["kind"]), list(_KINDS), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"one of: {', '.join(_KINDS)}"
+        problem("kind", f"unknown kind {shown} ({hint})")
+    if kind is None or not ok:
+        return None
+    validator = _validator(kind)
+    _restore_strings(validator, doc)
+    found: set[tuple[str, str]] = set()
+    for err in validator.iter_errors(data):
+        found.update(_error_problems(err, doc))
+    for path, message in sorted(found):
+        problem(path, message)
+    return None if found else kind
+
+
+# --------------------------------------------------------------------------
+# Checks within one valid document
+
+
+def _check_domain(doc: _Document, problem: Callable[[str, str], None]) -> None:
+    spec = doc.data["spec"]
+    if "currentMemory" in spec and units.parse_size(spec["currentMemory"]) > units.parse_size(
+        spec["memory"]
+    ):
+        problem(
+            "spec.currentMemory",
+            f"currentMemory ({spec['currentMemory']}) is more than memory ({spec['memory']})",
+        )
+    vcpus = spec.get("vcpus", 1)
+    if "maxVcpus" in spec and vcpus > spec["maxVcpus"]:
+        problem("spec.vcpus", f"vcpus ({vcpus}) is more than maxVcpus ({spec['maxVcpus']})")
+    targets: dict[str, int] = {}
+    for index, disk in enumerate(spec.get("disks", [])):
+        if disk["target"] in targets:
+            first = targets[disk["target"]]
+            problem(
+                f"spec.disks.{index}.target",
+                f"target {disk['target']!r} is already used by spec.disks.{first}",
+            )
+        targets.setdefault(disk["target"], index)
+    names: dict[str, int] = {}
+    for index, nic in enumerate(spec.get("interfaces", [])):
+        name = nic.get("name", f"nic{index}")
+        if name in names:
+            problem(
+                f"spec.interfaces.{index}.name",
+                f"interface name {name!r} is already used by spec.interfaces.{names[name]}",
+            )
+        names.setdefault(name, index)
+        mac = nic.get("mac")
+        if mac is not None and int(mac[:2], 16) & 1:
+            problem(f"spec.interfaces.{index}.mac", f"MAC {mac!r} is a multicast address")
+
+
+# --------------------------------------------------------------------------
+# Checks across documents
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Valid:
+    doc: _Document
+    kind: model.Kind
+
+    @property
+    def name(self) -> str:
+        return str(self.doc.data["metadata"]["name"])
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        spec: dict[str, Any] = self.doc.data["spec"]
+        return spec
+
+    def where(self, path: str) -> str:
+        return f"{self.doc.file}:{_line_of(self.doc, path)}"
+
+
+def _check_hosts(
+    valid: list[_Valid], problem: Callable[[_Valid, str, str], None]
+) -> dict[str, model.Host]:
+    hosts: dict[str, model.Host] = {}
+    first: dict[str, _Valid] = {}
+    for item in valid:
+        if item.kind is not model.Kind.HOST:
+            continue
+        if item.name in first:
+            other = first[item.name]
+            problem(
+                item,
+                "metadata.name",
+                f"Host {item.name!r} is also declared at {other.where('metadata.name')}",
+            )
+            problem(
+                other,
+                "metadata.name",
+                f"Host {item.name!r} is also declared at {item.where('metadata.name')}",
+            )
+            continue
+        first[item.name] = item
+        hosts[item.name] = model.Host(
+            name=item.name,
+            uri=item.spec["uri"],
+            labels=dict(item.doc.data["metadata"].get("labels", {})),
+            source=model.Source(file=item.doc.file, line=item.doc.line),
+        )
+    return hosts
+
+
+def _candidates(
+    item: _Valid, hosts: Mapping[str, model.Host], problem: Callable[[_Valid, str, str], None]
+) -> frozenset[str]:
+    """The hosts an object may live on; "" is the single default host."""
+    spec = item.spec
+    if "host" in spec:
+        if spec["host"] not in hosts:
+            problem(item, "spec.host", f"no Host document declares {spec['host']!r}")
+        return frozenset([spec["host"]])
+    placement = spec.get("placement")
+    if placement is not None:
+        if "hosts" in placement:
+            for index, name in enumerate(placement["hosts"]):
+                if name not in hosts:
+                    problem(
+                        item, f"spec.placement.hosts.{index}", f"no Host document declares {name!r}"
+                    )
+            return frozenset(placement["hosts"])
+        selector = placement["selector"]
+        matched = frozenset(
+            h.name for h in hosts.values() if all(h.labels.get(k) == v for k, v in selector.items())
+        )
+        if not matched:
+            problem(item, "spec.placement.selector", "matches no Host document")
+        return matched
+    if len(hosts) > 1:
+        problem(
+            item,
+            "spec.host",
+            f"required when several Host documents exist ({', '.join(sorted(hosts))})",
+        )
+    return frozenset(hosts) if len(hosts) == 1 else frozenset([""])
+
+
+def _check_duplicates(
+    objects: list[tuple[_Valid, frozenset[str]]], problem: Callable[[_Valid, str, str], None]
+) -> None:
+    groups: dict[tuple[str, ...], list[tuple[_Valid, frozenset[str]]]] = {}
+    for item, candidates in objects:
+        key: tuple[str, ...] = (item.kind.value, item.name)
+        if item.kind is model.Kind.VOLUME:
+            key = (item.kind.value, str(item.spec["pool"]), item.name)
+        groups.setdefault(key, []).append((item, candidates))
+    for members in groups.values():
+        for i, (a, hosts_a) in enumerate(members):
+            for b, hosts_b in members[i + 1 :]:
+                shared = sorted(hosts_a & hosts_b)
+                if not shared:
+                    continue
+                what = f"{a.kind.value} {a.name!r}"
+                if a.kind is model.Kind.VOLUME:
+                    what = f"Volume {a.name!r} in pool {a.spec['pool']!r}"
+                if shared != [""]:
+                    what += f" on host {shared[0]!r}"
+                problem(
+                    a, "metadata.name", f"{what} is also declared at {b.where('metadata.name')}"
+                )
+                problem(
+                    b, "metadata.name", f"{what} is also declared at {a.where('metadata.name')}"
+                )
+
+
+def _check_macs(domains: list[_Valid], problem: Callable[[_Valid, str, str], None]) -> None:
+    users: dict[str, list[tuple[_Valid, int, str]]] = {}
+    for item in domains:
+        for index, nic in enumerate(item.spec.get("interfaces", [])):
+            name = nic.get("name", f"nic{index}")
+            mac = str(nic["mac"]).lower() if "mac" in nic else identity.derive_mac(item.name, name)
+            users.setdefault(mac, []).append((item, index, name))
+    for mac, group in users.items():
+        if len(group) < 2:
+            continue
+        for item, index, name in group:
+            others = ", ".join(
+                f"Domain {o.name!r} interface {o_name!r} at {o.where(f'spec.interfaces.{o_index}')}"
+                for o, o_index, o_name in group
+                if (o, o_index) != (item, index)
+            )
+            nic = item.spec["interfaces"][index]
+            what = (
+                f"MAC {mac}" if "mac" in nic else f"MAC {mac} (derived from '{item.name}/{name}')"
+            )
+            problem(item, f"spec.interfaces.{index}", f"{what} is also used by {others}")
+
+
+# --------------------------------------------------------------------------
+# Public API
+
+
+def _sorted(problems: list[errors.Problem]) -> list[errors.Problem]:
+    return sorted(problems, key=lambda p: (p.file, p.line, p.path, p.message))
+
+
+def _valid_documents(files: Sequence[str], problems: list[errors.Problem]) -> list[_Valid]:
+    valid: list[_Valid] = []
+    for file in files:
+        for doc in _read_documents(file, problems):
+            kind = _validate(doc, problems)
+            if kind is None:
+                continue
+            before = len(problems)
+
+            def problem(path: str, message: str, doc: _Document = doc) -> None:
+                problems.append(
+                    errors.Problem(
+                        file=doc.file, line=_line_of(doc, path), path=path, message=message
+                    )
+                )
+
+            if kind is model.Kind.DOMAIN:
+                _check_domain(doc, problem)
+            if len(problems) == before:
+                valid.append(_Valid(doc=doc, kind=kind))
+    return valid
+
+
+def load(paths: Sequence[str], *, default_uri: str | None = None) -> model.ManifestSet:
+    """Read, validate and cross-check every manifest under ``paths``.
+
+    Raises ``errors.ManifestError`` listing every problem, sorted by file and
+    line. Without Host documents, ``default_uri`` (from ``-c`` or
+    ``$LIBVIRT_DEFAULT_URI``) becomes the single host named ``"default"``;
+    with Host documents it is ignored (the caller rejects ``-c``).
+    """
+    problems: list[errors.Problem] = []
+    files = _manifest_files(paths, problems)
+    valid = _valid_documents(files, problems)
+
+    def problem(item: _Valid, path: str, message: str) -> None:
+        problems.append(
+            errors.Problem(
+                file=item.doc.file, line=_line_of(item.doc, path), path=path, message=message
+            )
+        )
+
+    hosts = _check_hosts(valid, problem)
+    placed = [
+        (item, _candidates(item, hosts, problem))
+        for item in valid
+        if item.kind is not model.Kind.HOST
+    ]
+    _check_duplicates(placed, problem)
+    _check_macs([item for item, _ in placed if item.kind is model.Kind.DOMAIN], problem)
+    if problems:
+        raise errors.ManifestError(_sorted(problems))
+
+    objects = []
+    for item, _ in placed:
+        metadata = item.doc.data["metadata"]
+        objects.append(
+            model.Manifest(
+                kind=item.kind,
+                name=item.name,
+                spec=item.spec,
+                source=model.Source(file=item.doc.file, line=item.doc.line),
+                host=item.spec.get("host"),
+                labels=dict(metadata.get("labels", {})),
+                annotations=dict(metadata.get("annotations", {})),
+                lines=dict(item.doc.lines),
+            )
+        )
+    objects.sort(key=lambda m: (m.kind.order, m.host or "", m.name, str(m.spec.get("pool", ""))))
+    host_list = sorted(hosts.values(), key=lambda h: h.name)
+    if not host_list and default_uri:
+        host_list = [model.Host(name=DEFAULT_HOST_NAME, uri=default_uri)]
+    return model.ManifestSet(objects=tuple(objects), hosts=tuple(host_list), files=tuple(files))
+
+
+def load_hosts_override(path: str) -> dict[str, str]:
+    """A ``--hosts-override`` file of Host documents -> {host name: URI}."""
+    problems: list[errors.Problem] = []
+    files = _manifest_files([path], problems)
+    valid = _valid_documents(files, problems)
+
+    def problem(item: _Valid, path: str, message: str) -> None:
+        problems.append(
+            errors.Problem(
+                file=item.doc.file, line=_line_of(item.doc, path), path=path, message=message
+            )
+        )
+
+    for item in valid:
+        if item.kind is not model.Kind.HOST:
+            problem(item, "kind", "a hosts override file holds only Host documents")
+    hosts = _check_hosts(valid, problem)
+    if problems:
+        raise errors.ManifestError(_sorted(problems))
+    return {name: host.uri for name, host in sorted(hosts.items())}

@@ -1,0 +1,161 @@
+"""Ownership records: which objects virt-reconcile manages, and what it applied last.
+
+Pure data and (de)serialisation; ``hosts`` reads and writes them.
+
+* Domains and networks carry the record in their own XML, as
+  ``<metadata><vr:owner xmlns:vr="..."/></metadata>``, written in the same
+  define call that creates or updates the object.
+* Storage pools and volumes have no ``<metadata>`` (libvirt drops it), so their
+  records live in a per-host *registry*: the metadata of one inactive,
+  never-started network named ``virt-reconcile-registry`` on that host. It is
+  durable (libvirt persists it like any network definition), it lives on the
+  host itself, and every machine that can reach the host can read it.
+
+A record holds: managed, the last-applied field paths (for the three-way
+diff), the prune permission, and the placement (candidate hosts).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from lxml import etree
+
+NAMESPACE = "https://virt-reconcile.dev/xmlns/owner/v1"
+PREFIX = "vr"
+REGISTRY_NETWORK = "virt-reconcile-registry"
+_OWNER = f"{{{NAMESPACE}}}owner"
+_REGISTRY = f"{{{NAMESPACE}}}registry"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Record:
+    """The ownership record of one object."""
+
+    managed: bool = True
+    applied: frozenset[str] = frozenset()
+    prune: bool = True
+    placement: tuple[str, ...] = ()
+    host: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "managed": self.managed,
+            "applied": sorted(self.applied),
+            "prune": self.prune,
+            "placement": list(self.placement),
+            "host": self.host,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Record:
+        return cls(
+            managed=bool(data.get("managed", True)),
+            applied=frozenset(str(p) for p in data.get("applied", ())),
+            prune=bool(data.get("prune", True)),
+            placement=tuple(str(h) for h in data.get("placement", ())),
+            host=str(data.get("host", "")),
+        )
+
+
+def record_element(record: Record) -> etree._Element:
+    """The ``<vr:owner>`` element that goes inside ``<metadata>``."""
+    el = etree.Element(_OWNER, nsmap={PREFIX: NAMESPACE})
+    el.text = json.dumps(record.to_json(), sort_keys=True, separators=(",", ":"))
+    return el
+
+
+def read_record(root: etree._Element) -> Record | None:
+    """The record stored in a domain or network document, if any."""
+    el = root.find(f"metadata/{_OWNER}")
+    if el is None or not (el.text or "").strip():
+        return None
+    try:
+        return Record.from_json(json.loads(el.text or "{}"))
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+def write_record(root: etree._Element, record: Record | None) -> None:
+    """Put (or with None, remove) the record into a document's ``<metadata>``."""
+    metadata = root.find("metadata")
+    if metadata is not None:
+        for old in metadata.findall(_OWNER):
+            metadata.remove(old)
+    if record is None:
+        if metadata is not None and len(metadata) == 0:
+            root.remove(metadata)
+        return
+    if metadata is None:
+        metadata = etree.Element("metadata")
+        # libvirt's order: name, uuid, (title, description,) metadata, ...
+        anchor = 0
+        for i, child in enumerate(root):
+            if child.tag in ("name", "uuid", "title", "description"):
+                anchor = i + 1
+        root.insert(anchor, metadata)
+    metadata.append(record_element(record))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Registry:
+    """Records of pools (by name) and volumes (by ``pool/name``) on one host."""
+
+    pools: Mapping[str, Record] = field(default_factory=dict)
+    volumes: Mapping[str, Record] = field(default_factory=dict)
+    exists: bool = False
+    uuid: str = ""
+
+    def to_xml(self) -> str:
+        root = etree.Element("network")
+        etree.SubElement(root, "name").text = REGISTRY_NETWORK
+        if self.uuid:
+            # A redefine must carry the existing UUID.
+            etree.SubElement(root, "uuid").text = self.uuid
+        metadata = etree.SubElement(root, "metadata")
+        reg = etree.SubElement(metadata, _REGISTRY, nsmap={PREFIX: NAMESPACE})
+        reg.text = json.dumps(
+            {
+                "pools": {k: v.to_json() for k, v in sorted(self.pools.items())},
+                "volumes": {k: v.to_json() for k, v in sorted(self.volumes.items())},
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+        return etree.tostring(root, encoding="unicode")
+
+    @classmethod
+    def from_xml(cls, xml: str | None) -> Registry:
+        if not xml:
+            return cls()
+        root = etree.fromstring(xml.encode())
+        uuid = root.findtext("uuid") or ""
+        el = root.find(f"metadata/{_REGISTRY}")
+        if el is None:
+            return cls(exists=True, uuid=uuid)
+        data = json.loads(el.text or "{}")
+        return cls(
+            pools={k: Record.from_json(v) for k, v in data.get("pools", {}).items()},
+            volumes={k: Record.from_json(v) for k, v in data.get("volumes", {}).items()},
+            exists=True,
+            uuid=uuid,
+        )
+
+    def with_pool(self, name: str, record: Record | None) -> Registry:
+        pools = dict(self.pools)
+        if record is None:
+            pools.pop(name, None)
+        else:
+            pools[name] = record
+        return Registry(pools=pools, volumes=self.volumes, exists=self.exists, uuid=self.uuid)
+
+    def with_volume(self, key: str, record: Record | None) -> Registry:
+        volumes = dict(self.volumes)
+        if record is None:
+            volumes.pop(key, None)
+        else:
+            volumes[key] = record
+        return Registry(pools=self.pools, volumes=volumes, exists=self.exists, uuid=self.uuid)

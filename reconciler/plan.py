@@ -1,0 +1,997 @@
+"""Stage 6 of the pipeline: decide the actions for one host (pure).
+
+``build_host_plan`` takes the desired objects for a host and what ``hosts``
+observed there, and returns ordered actions. Each action carries its field
+changes (with a disruption class) and the exact libvirt steps that
+``execute`` will run, so the executor decides nothing and a dry run shows
+precisely what would happen.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from lxml import etree
+
+from reconciler import canonical, diff, ownership, units
+from reconciler.model import Host, Kind, Manifest
+from reconciler.observed import HostState, ObjectKey, Observed, object_key
+from reconciler.render import xmlutil
+
+
+class ActionType(enum.StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+    ADOPT = "adopt"
+    UNCHANGED = "unchanged"
+    PENDING_RESTART = "pending-restart"
+
+    @property
+    def is_change(self) -> bool:
+        return self not in (ActionType.UNCHANGED, ActionType.PENDING_RESTART)
+
+
+class Disruption(enum.StrEnum):
+    NONE = "none"
+    LIVE = "live"
+    NEXT_START = "next-start"
+    RESTART_REQUIRED = "restart-required"
+    REPLACE = "replace"
+
+    @property
+    def rank(self) -> int:
+        return list(Disruption).index(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Change:
+    """One field-level change, with how it reaches the running object."""
+
+    path: str
+    old: str | None
+    new: str | None
+    disruption: Disruption
+
+
+@dataclass(frozen=True, kw_only=True)
+class Step:
+    """One libvirt call for ``execute``; ``call`` names a ``hosts.Session`` method."""
+
+    call: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Action:
+    """What happens to one object."""
+
+    kind: Kind
+    name: str
+    type: ActionType
+    pool: str | None = None
+    source: str | None = None
+    changes: tuple[Change, ...] = ()
+    steps: tuple[Step, ...] = ()
+    error: str | None = None
+    note: str | None = None
+    xml_before: str | None = None
+    xml_after: str | None = None
+    blast_radius: tuple[str, ...] = ()
+
+    @property
+    def ref(self) -> str:
+        if self.kind is Kind.VOLUME:
+            return f"{self.kind.value}/{self.pool}/{self.name}"
+        return f"{self.kind.value}/{self.name}"
+
+    @property
+    def disruption(self) -> Disruption | None:
+        if not self.changes:
+            return Disruption.NONE if self.type is not ActionType.UNCHANGED else None
+        return max((c.disruption for c in self.changes), key=lambda d: d.rank)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostPlan:
+    host: Host
+    reachable: bool = True
+    error: str | None = None
+    actions: tuple[Action, ...] = ()
+
+    @property
+    def problems(self) -> list[Action]:
+        return [a for a in self.actions if a.error is not None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Options:
+    prune: bool = False
+    replace: frozenset[str] = frozenset()
+
+
+# --- helpers --------------------------------------------------------------------
+
+
+def _parse(xml: str) -> etree._Element:
+    return xmlutil.parse_xml(xml, what="libvirt XML", max_bytes=64 << 20)
+
+
+def _pretty(el: etree._Element) -> str:
+    return xmlutil.to_string(el)
+
+
+def _ignores(m: Manifest) -> list[str]:
+    return [str(x) for x in m.spec.get("ignoreDifferences", ())]
+
+
+def _record(m: Manifest, flat: canonical.Flat, host: str) -> ownership.Record:
+    placement = m.spec.get("placement", {}).get("hosts", ()) if m.kind is Kind.DOMAIN else ()
+    prune = not m.prune_protected
+    if m.kind is Kind.VOLUME:
+        prune = prune and bool(m.spec.get("prune", False))
+    return ownership.Record(
+        managed=True,
+        applied=frozenset(flat.values),
+        prune=prune,
+        placement=tuple(placement),
+        host=host,
+    )
+
+
+def _with_record(el: etree._Element, record: ownership.Record | None) -> str:
+    copy = etree.fromstring(etree.tostring(el))
+    ownership.write_record(copy, record)
+    return etree.tostring(copy, encoding="unicode")
+
+
+def _to_changes(
+    changes: Sequence[diff.FieldChange],
+    desired: canonical.Flat,
+    live: canonical.Flat | None,
+    disruption: Disruption,
+) -> list[Change]:
+    out = []
+    for c in changes:
+        old, new = c.old, c.new
+        if (
+            c.is_element
+            and c.added
+            and desired.elements.get(c.path) is not None
+            and len(desired.elements[c.path]) + len(desired.elements[c.path].attrib)
+        ):
+            new = diff.element_xml(desired.elements[c.path])
+        if (
+            c.is_element
+            and c.removed
+            and live is not None
+            and live.elements.get(c.path) is not None
+        ):
+            el = live.elements[c.path]
+            if len(el) + len(el.attrib):
+                old = diff.element_xml(el)
+        out.append(Change(path=c.path, old=old, new=new, disruption=disruption))
+    return out
+
+
+def _power(desired: str | None, observed: str) -> tuple[str | None, list[Step]]:
+    """The state change and steps to take a domain from observed to desired."""
+    if (
+        desired is None
+        or desired == observed
+        or (desired == "shutoff" and observed in ("shutoff", "crashed", "shutdown"))
+    ):
+        return None, []
+    if desired == "running":
+        return "running", [Step(call="dom_resume" if observed == "paused" else "dom_start")]
+    if desired == "paused":
+        if observed == "running":
+            return "paused", [Step(call="dom_suspend")]
+        return "paused", [Step(call="dom_start", params={"paused": True})]
+    return "shutoff", []
+
+
+# --- domains --------------------------------------------------------------------
+
+_DEVICE = re.compile(r"^(devices/(disk|interface)\[[^/]*\])(/.*)?$")
+_IFACE_LIVE = re.compile(
+    r"^devices/interface\[[^/]*\]/(@type|link/@state|source/@network|source/@bridge|bandwidth(/.*)?)$"
+)
+
+
+def _live_op(path: str, desired: canonical.Flat, live: canonical.Flat) -> str | None:
+    """Which live call can apply a change to this path on a running domain, if any."""
+    if path == "currentMemory":
+        return "memory"
+    if path == "vcpu/@current":
+        return "vcpus"
+    m = _DEVICE.match(path)
+    if not m:
+        return None
+    device, tag, rest = m.group(1), m.group(2), m.group(3)
+    if not rest:
+        return "device"
+    if tag == "interface" and _IFACE_LIVE.match(path):
+        return "update"
+    if tag == "disk":
+        el = desired.elements.get(device) or live.elements.get(device)
+        kind = el.get("device", "disk") if el is not None else "disk"
+        if kind in ("cdrom", "floppy") and re.match(r"^/(@type|source(/.*)?)$", rest):
+            return "update"
+    return None
+
+
+def _plan_domain(
+    m: Manifest, desired: etree._Element, obs: Observed | None, host: Host, options: Options
+) -> Action:
+    ignore = _ignores(m)
+    dflat = canonical.flatten(desired, Kind.DOMAIN, ignore=ignore)
+    record = _record(m, dflat, host.name)
+    state = m.spec.get("state")
+    timeout = units.parse_duration(m.spec.get("updateStrategy", {}).get("shutdownTimeout", "120s"))
+    restart_if_needed = m.spec.get("updateStrategy", {}).get("restart", "never") == "ifNeeded"
+    autostart = m.spec.get("autostart")
+    base: dict[str, Any] = {"kind": Kind.DOMAIN, "name": m.name, "source": str(m.source)}
+
+    if obs is None:
+        create = [Step(call="dom_define", params={"xml": _with_record(desired, record)})]
+        if autostart is not None:
+            create.append(Step(call="dom_autostart", params={"on": bool(autostart)}))
+        made = [Change(path="definition", old=None, new="defined", disruption=Disruption.NONE)]
+        if state in ("running", "paused"):
+            create.append(Step(call="dom_start", params={"paused": state == "paused"}))
+            made.append(Change(path="state", old=None, new=state, disruption=Disruption.LIVE))
+        return Action(
+            **base,
+            type=ActionType.CREATE,
+            changes=tuple(made),
+            steps=tuple(create),
+            xml_after=_pretty(desired),
+        )
+
+    inactive = _parse(obs.xml)
+    iflat = canonical.flatten(inactive, Kind.DOMAIN, ignore=ignore)
+    applied = obs.record.applied if obs.managed and obs.record else frozenset()
+    cfg = diff.diff_fields(Kind.DOMAIN, dflat, iflat, applied)
+    running = obs.state in ("running", "paused") and obs.live_xml is not None
+    lflat = (
+        canonical.flatten(_parse(obs.live_xml), Kind.DOMAIN, ignore=ignore)
+        if (running and obs.live_xml)
+        else None
+    )
+    live_diff = diff.diff_fields(Kind.DOMAIN, dflat, lflat, applied) if lflat else []
+
+    changes: list[Change] = []
+    steps: list[Step] = []
+    cfg_paths = {c.path for c in cfg}
+    live_paths = {c.path for c in live_diff}
+    # Live-capable changes, by path, with where they differ.
+    ops: dict[str, tuple[str, diff.FieldChange]] = {}
+    pending: list[diff.FieldChange] = []
+    if running and lflat is not None:
+        for c in [*live_diff, *cfg]:
+            op = _live_op(c.path, dflat, lflat)
+            if op and c.path not in ops:
+                ops[c.path] = (op, c)
+            elif not op and c.path in live_paths and c.path not in cfg_paths:
+                pending.append(c)
+    nonlive_cfg = [c for c in cfg if c.path not in ops]
+    restart = False
+    if nonlive_cfg:
+        disruption = Disruption.RESTART_REQUIRED if running else Disruption.NEXT_START
+        if running and restart_if_needed and state != "shutoff":
+            restart = True
+        changes += _to_changes(nonlive_cfg, dflat, iflat, disruption)
+    live_changes = [next(c for c in [*live_diff, *cfg] if c.path == p) for p in ops]
+    changes += _to_changes(live_changes, dflat, lflat or iflat, Disruption.LIVE)
+
+    merged = etree.fromstring(etree.tostring(inactive))
+    mflat = canonical.flatten(merged, Kind.DOMAIN, ignore=ignore)
+    diff.apply_changes(mflat, dflat, cfg)
+    record_changed = obs.record != record
+    define = bool(nonlive_cfg) or (not running and bool(cfg))
+    if define:
+        steps.append(Step(call="dom_define", params={"xml": _with_record(merged, record)}))
+    if running and lflat is not None and not restart:
+        steps += _live_steps(ops, dflat, lflat, iflat, cfg_paths, live_paths, config=not define)
+    if not define and (record_changed and (cfg or ops or not obs.managed)):
+        steps.append(
+            Step(
+                call="dom_set_record",
+                params={"xml": diff.element_xml(ownership.record_element(record))},
+            )
+        )
+    if restart:
+        steps.append(Step(call="dom_restart", params={"timeout": timeout}))
+    elif pending and restart_if_needed and state != "shutoff":
+        restart = True
+        changes += _to_changes(pending, dflat, lflat, Disruption.RESTART_REQUIRED)
+        steps.append(Step(call="dom_restart", params={"timeout": timeout}))
+    # Power state and autostart.
+    new_state, power_steps = _power(state, obs.state)
+    if new_state == "shutoff" and obs.state not in ("shutoff", "crashed", "shutdown"):
+        power_steps = [Step(call="dom_shutdown", params={"timeout": timeout})]
+    if new_state:
+        changes.append(
+            Change(path="state", old=obs.state, new=new_state, disruption=Disruption.LIVE)
+        )
+        steps += power_steps
+    if autostart is not None and bool(autostart) != obs.autostart:
+        changes.append(
+            Change(
+                path="autostart",
+                old=_yn(obs.autostart),
+                new=_yn(bool(autostart)),
+                disruption=Disruption.NONE,
+            )
+        )
+        steps.append(Step(call="dom_autostart", params={"on": bool(autostart)}))
+
+    if not obs.persistent:
+        return Action(
+            **base,
+            type=ActionType.UNCHANGED,
+            error=("a transient domain with this name exists; define it persistently or remove it"),
+        )
+    kind = _action_type(obs, changes, steps)
+    if kind is ActionType.UNCHANGED and pending:
+        kind = ActionType.PENDING_RESTART
+        changes = _to_changes(pending, dflat, lflat, Disruption.RESTART_REQUIRED)
+    return Action(
+        **base,
+        type=kind,
+        changes=tuple(changes),
+        steps=tuple(steps),
+        xml_before=_pretty(inactive) if cfg else None,
+        xml_after=_pretty(merged) if cfg else None,
+    )
+
+
+def _live_steps(
+    ops: Mapping[str, tuple[str, diff.FieldChange]],
+    dflat: canonical.Flat,
+    lflat: canonical.Flat,
+    iflat: canonical.Flat,
+    cfg_paths: set[str],
+    live_paths: set[str],
+    *,
+    config: bool,
+) -> list[Step]:
+    steps: list[Step] = []
+    updated: set[str] = set()
+    for path, (op, change) in sorted(ops.items()):
+        flags = {"live": path in live_paths, "config": config and path in cfg_paths}
+        if op != "update" and not (flags["live"] or flags["config"]):
+            continue
+        if op == "memory":
+            steps.append(Step(call="dom_set_memory", params={"kib": int(change.new or 0), **flags}))
+        elif op == "vcpus":
+            steps.append(
+                Step(call="dom_set_vcpus", params={"count": int(change.new or 0), **flags})
+            )
+        elif op == "device" and change.added:
+            steps.append(
+                Step(
+                    call="dom_attach",
+                    params={"xml": diff.element_xml(dflat.elements[path]), **flags},
+                )
+            )
+        elif op == "device":
+            el = lflat.elements.get(path)
+            if el is None:
+                el = iflat.elements[path]
+            alias_el = el.find("alias")
+            steps.append(
+                Step(
+                    call="dom_detach",
+                    params={
+                        "xml": diff.element_xml(el),
+                        "alias": alias_el.get("name") if alias_el is not None else None,
+                        **flags,
+                    },
+                )
+            )
+        elif op == "update":
+            device = _DEVICE.match(path).group(1)  # type: ignore[union-attr]
+            if device in updated:
+                continue
+            updated.add(device)
+            # The live device, with every desired change to it applied.
+            live_dev = lflat.elements.get(device) or iflat.elements[device]
+            dev_copy = etree.fromstring(etree.tostring(live_dev))
+            dev_flat = canonical.flatten(_wrap(dev_copy), Kind.DOMAIN)
+            sub = [
+                diff.FieldChange(path=c.path, old=c.old, new=c.new)
+                for p, (o, c) in ops.items()
+                if p.startswith(device + "/")
+            ]
+            diff.apply_changes(dev_flat, dflat, sub)
+            dev_flags = {
+                "live": any(p in live_paths for p in ops if p.startswith(device + "/")),
+                "config": config and any(p in cfg_paths for p in ops if p.startswith(device + "/")),
+            }
+            if not (dev_flags["live"] or dev_flags["config"]):
+                continue
+            steps.append(
+                Step(
+                    call="dom_update_device",
+                    params={"xml": diff.element_xml(dev_copy), **dev_flags},
+                )
+            )
+    return steps
+
+
+def _wrap(device: etree._Element) -> etree._Element:
+    root = etree.Element("domain")
+    devices = etree.SubElement(root, "devices")
+    devices.append(device)
+    return root
+
+
+def _yn(b: bool) -> str:
+    return "true" if b else "false"
+
+
+def _action_type(obs: Observed, changes: Sequence[Change], steps: Sequence[Step]) -> ActionType:
+    if changes:
+        return ActionType.UPDATE
+    if not obs.managed:
+        return ActionType.ADOPT
+    return ActionType.UPDATE if steps else ActionType.UNCHANGED
+
+
+# --- networks -------------------------------------------------------------------
+
+_NET_SECTIONS = [
+    (re.compile(r"^(ip\[[^/]*\])/dhcp/(host\[[^/]*\])"), "ip-dhcp-host"),
+    (re.compile(r"^(ip\[[^/]*\])/dhcp/(range\[[^/]*\])"), "ip-dhcp-range"),
+    (re.compile(r"^()dns/(host\[[^/]*\])"), "dns-host"),
+    (re.compile(r"^()dns/(txt\[[^/]*\])"), "dns-txt"),
+    (re.compile(r"^()dns/(srv\[[^/]*\])"), "dns-srv"),
+    (re.compile(r"^()(portgroup\[[^/]*\])"), "portgroup"),
+]
+_MODIFIABLE = {"ip-dhcp-host", "portgroup"}
+
+
+def _net_section(path: str) -> tuple[str, str, str] | None:
+    """(section, parent ip path, element path) of a path net-update can change."""
+    for rx, section in _NET_SECTIONS:
+        m = rx.match(path)
+        if m:
+            ip, el = m.group(1), m.group(2)
+            element = (
+                f"{ip}/dhcp/{el}" if ip else ("dns/" + el if section.startswith("dns") else el)
+            )
+            return section, ip, element
+    return None
+
+
+def _plan_network(
+    m: Manifest,
+    desired: etree._Element,
+    obs: Observed | None,
+    host: Host,
+    running_users: Mapping[str, tuple[str, ...]],
+) -> Action:
+    dflat = canonical.flatten(desired, Kind.NETWORK)
+    record = _record(m, dflat, host.name)
+    state = m.spec.get("state", "active")
+    autostart = m.spec.get("autostart")
+    base: dict[str, Any] = {"kind": Kind.NETWORK, "name": m.name, "source": str(m.source)}
+    if obs is None:
+        create = [Step(call="net_define", params={"xml": _with_record(desired, record)})]
+        if state == "active":
+            create.append(Step(call="net_start"))
+        if autostart is not None:
+            create.append(Step(call="net_autostart", params={"on": bool(autostart)}))
+        return Action(
+            **base,
+            type=ActionType.CREATE,
+            steps=tuple(create),
+            changes=(
+                Change(path="definition", old=None, new="defined", disruption=Disruption.NONE),
+            ),
+            xml_after=_pretty(desired),
+        )
+    inactive = _parse(obs.xml)
+    iflat = canonical.flatten(inactive, Kind.NETWORK)
+    applied = obs.record.applied if obs.managed and obs.record else frozenset()
+    cfg = diff.diff_fields(Kind.NETWORK, dflat, iflat, applied)
+    active = obs.state == "active" and obs.live_xml is not None
+    lflat = (
+        canonical.flatten(_parse(obs.live_xml), Kind.NETWORK) if active and obs.live_xml else None
+    )
+    live_diff = diff.diff_fields(Kind.NETWORK, dflat, lflat, applied) if lflat else []
+
+    updatable = {c.path for c in [*cfg, *live_diff] if _net_section(c.path)} if active else set()
+    nonlive = [c for c in cfg if c.path not in updatable]
+    changes: list[Change] = []
+    disruption = Disruption.RESTART_REQUIRED if active else Disruption.NEXT_START
+    changes += _to_changes(nonlive, dflat, iflat, disruption)
+    live_changes = {c.path: c for c in [*cfg, *live_diff] if c.path in updatable}
+    changes += _to_changes(list(live_changes.values()), dflat, lflat or iflat, Disruption.LIVE)
+    merged = etree.fromstring(etree.tostring(inactive))
+    mflat = canonical.flatten(merged, Kind.NETWORK)
+    diff.apply_changes(mflat, dflat, cfg)
+    steps: list[Step] = []
+    define = bool(cfg) or obs.record != record
+    if define:
+        steps.append(Step(call="net_define", params={"xml": _with_record(merged, record)}))
+    if active and lflat is not None:
+        steps += _net_update_steps(
+            live_changes,
+            dflat,
+            lflat,
+            {c.path for c in cfg},
+            {c.path for c in live_diff},
+            config=not define,
+        )
+    if state == "active" and obs.state != "active":
+        changes.append(
+            Change(path="state", old=obs.state, new="active", disruption=Disruption.LIVE)
+        )
+        steps.append(Step(call="net_start"))
+    elif state == "inactive" and obs.state == "active":
+        changes.append(
+            Change(path="state", old="active", new="inactive", disruption=Disruption.LIVE)
+        )
+        steps.append(Step(call="net_stop"))
+    if autostart is not None and bool(autostart) != obs.autostart:
+        changes.append(
+            Change(
+                path="autostart",
+                old=_yn(obs.autostart),
+                new=_yn(bool(autostart)),
+                disruption=Disruption.NONE,
+            )
+        )
+        steps.append(Step(call="net_autostart", params={"on": bool(autostart)}))
+    kind = _action_type(obs, changes, steps)
+    if kind is ActionType.UPDATE and not changes:
+        # Only the ownership record changed (e.g. the applied field set).
+        kind = ActionType.UNCHANGED if obs.managed else ActionType.ADOPT
+        if kind is ActionType.UNCHANGED:
+            steps = []
+    radius = (
+        running_users.get(m.name, ())
+        if any(c.disruption is Disruption.RESTART_REQUIRED for c in changes)
+        else ()
+    )
+    return Action(
+        **base,
+        type=kind,
+        changes=tuple(changes),
+        steps=tuple(steps),
+        blast_radius=radius,
+        xml_before=_pretty(inactive) if cfg else None,
+        xml_after=_pretty(merged) if cfg else None,
+    )
+
+
+def _net_update_steps(
+    live_changes: Mapping[str, diff.FieldChange],
+    dflat: canonical.Flat,
+    lflat: canonical.Flat,
+    cfg_paths: set[str],
+    live_paths: set[str],
+    *,
+    config: bool,
+) -> list[Step]:
+    steps: list[Step] = []
+    done: set[str] = set()
+    ips = [p for p in lflat.values if re.fullmatch(r"ip(\[[^/]*\])?", p)]
+    for path in sorted(live_changes):
+        found = _net_section(path)
+        if found is None:
+            continue
+        section, ip, element = found
+        if element in done:
+            continue
+        done.add(element)
+        touched = [p for p in live_changes if p == element or p.startswith(element + "/")]
+        flags = {
+            "live": any(p in live_paths for p in touched),
+            "config": config and any(p in cfg_paths for p in touched),
+        }
+        parent = ips.index(ip) if ip in ips else -1
+        new_el, old_el = dflat.elements.get(element), lflat.elements.get(element)
+        base: dict[str, Any] = {"section": section, "parent_index": parent, **flags}
+        if new_el is not None and old_el is not None and section in _MODIFIABLE:
+            steps.append(
+                Step(
+                    call="net_update",
+                    params={"command": "modify", "xml": diff.element_xml(new_el), **base},
+                )
+            )
+            continue
+        if old_el is not None:
+            steps.append(
+                Step(
+                    call="net_update",
+                    params={"command": "delete", "xml": diff.element_xml(old_el), **base},
+                )
+            )
+        if new_el is not None:
+            steps.append(
+                Step(
+                    call="net_update",
+                    params={"command": "add-last", "xml": diff.element_xml(new_el), **base},
+                )
+            )
+    return steps
+
+
+# --- storage --------------------------------------------------------------------
+
+
+def _plan_pool(
+    m: Manifest,
+    desired: etree._Element,
+    obs: Observed | None,
+    host: Host,
+    registry: ownership.Registry,
+) -> Action:
+    dflat = canonical.flatten(desired, Kind.STORAGE_POOL)
+    record = _record(m, dflat, host.name)
+    state = m.spec.get("state", "active")
+    autostart = m.spec.get("autostart")
+    base: dict[str, Any] = {"kind": Kind.STORAGE_POOL, "name": m.name, "source": str(m.source)}
+    reg_step = Step(
+        call="registry_set", params={"kind": "pool", "key": m.name, "record": record.to_json()}
+    )
+    if obs is None:
+        create = [reg_step, Step(call="pool_define", params={"xml": _pretty(desired)})]
+        if state == "active":
+            create += [Step(call="pool_build"), Step(call="pool_start")]
+        if autostart is not None:
+            create.append(Step(call="pool_autostart", params={"on": bool(autostart)}))
+        return Action(
+            **base,
+            type=ActionType.CREATE,
+            steps=tuple(create),
+            changes=(
+                Change(path="definition", old=None, new="defined", disruption=Disruption.NONE),
+            ),
+            xml_after=_pretty(desired),
+        )
+    old_record = registry.pools.get(m.name)
+    managed = old_record is not None and old_record.managed
+    inactive = _parse(obs.xml)
+    iflat = canonical.flatten(inactive, Kind.STORAGE_POOL)
+    cfg = diff.diff_fields(
+        Kind.STORAGE_POOL, dflat, iflat, old_record.applied if managed and old_record else ()
+    )
+    active = obs.state == "active"
+    changes = _to_changes(
+        cfg, dflat, iflat, Disruption.RESTART_REQUIRED if active else Disruption.NEXT_START
+    )
+    steps: list[Step] = []
+    if old_record != record:
+        steps.append(reg_step)
+    merged = etree.fromstring(etree.tostring(inactive))
+    if cfg:
+        diff.apply_changes(canonical.flatten(merged, Kind.STORAGE_POOL), dflat, cfg)
+        steps.append(Step(call="pool_define", params={"xml": _pretty(merged)}))
+    if state == "active" and not active:
+        changes.append(
+            Change(path="state", old=obs.state, new="active", disruption=Disruption.LIVE)
+        )
+        steps += [Step(call="pool_build"), Step(call="pool_start")]
+    elif state == "inactive" and active:
+        changes.append(
+            Change(path="state", old="active", new="inactive", disruption=Disruption.LIVE)
+        )
+        steps.append(Step(call="pool_stop"))
+    if autostart is not None and bool(autostart) != obs.autostart:
+        changes.append(
+            Change(
+                path="autostart",
+                old=_yn(obs.autostart),
+                new=_yn(bool(autostart)),
+                disruption=Disruption.NONE,
+            )
+        )
+        steps.append(Step(call="pool_autostart", params={"on": bool(autostart)}))
+    kind = ActionType.UPDATE if changes else (ActionType.UNCHANGED if managed else ActionType.ADOPT)
+    if kind is ActionType.UNCHANGED:
+        steps = [s for s in steps if s.call != "registry_set"] if old_record == record else []
+    return Action(
+        **base,
+        type=kind,
+        changes=tuple(changes),
+        steps=tuple(steps),
+        xml_before=_pretty(inactive) if cfg else None,
+        xml_after=_pretty(merged) if cfg else None,
+    )
+
+
+def _plan_volume(
+    m: Manifest,
+    desired: etree._Element,
+    obs: Observed | None,
+    host: Host,
+    registry: ownership.Registry,
+    options: Options,
+    in_use: bool,
+) -> Action:
+    pool = str(m.spec["pool"])
+    key = f"{pool}/{m.name}"
+    dflat = canonical.flatten(desired, Kind.VOLUME)
+    record = _record(m, dflat, host.name)
+    base: dict[str, Any] = {
+        "kind": Kind.VOLUME,
+        "name": m.name,
+        "pool": pool,
+        "source": str(m.source),
+    }
+    reg_step = Step(
+        call="registry_set", params={"kind": "volume", "key": key, "record": record.to_json()}
+    )
+    create = Step(call="vol_create", params={"pool": pool, "xml": _pretty(desired)})
+    if obs is None:
+        return Action(
+            **base,
+            type=ActionType.CREATE,
+            steps=(reg_step, create),
+            changes=(
+                Change(path="definition", old=None, new="created", disruption=Disruption.NONE),
+            ),
+            xml_after=_pretty(desired),
+        )
+    old_record = registry.volumes.get(key)
+    managed = old_record is not None and old_record.managed
+    current = _parse(obs.xml)
+    cflat = canonical.flatten(current, Kind.VOLUME)
+    cfg = diff.diff_fields(
+        Kind.VOLUME, dflat, cflat, old_record.applied if managed and old_record else ()
+    )
+    changes: list[Change] = []
+    steps: list[Step] = []
+    error = None
+    others = [c for c in cfg if c.path not in ("capacity", "allocation")]
+    for c in cfg:
+        if c.path == "capacity" and c.old is not None and c.new is not None:
+            if int(c.new) < int(c.old):
+                error = (
+                    f"volume {key}: capacity {c.new} bytes is smaller than the current "
+                    f"{c.old} bytes; shrinking a volume is refused (it would lose data)"
+                )
+            else:
+                changes.append(
+                    Change(path="capacity", old=c.old, new=c.new, disruption=Disruption.LIVE)
+                )
+                steps.append(
+                    Step(
+                        call="vol_resize",
+                        params={"pool": pool, "capacity": int(c.new), "in_use": in_use},
+                    )
+                )
+    ref = f"{Kind.VOLUME.value}/{pool}/{m.name}"
+    if others and error is None:
+        replace_ok = ref in options.replace or f"{Kind.VOLUME.value}/{m.name}" in options.replace
+        if replace_ok:
+            changes = _to_changes(others, dflat, cflat, Disruption.REPLACE)
+            steps = [Step(call="vol_delete", params={"pool": pool}), reg_step, create]
+        else:
+            paths = ", ".join(c.path for c in others)
+            error = (
+                f"volume {key}: {paths} cannot change in place; "
+                f"apply with --replace {ref} to delete and recreate it (its data is lost)"
+            )
+    if error:
+        return Action(
+            **base,
+            type=ActionType.UPDATE,
+            error=error,
+            changes=tuple(_to_changes(cfg, dflat, cflat, Disruption.REPLACE)),
+        )
+    if old_record != record and not any(s.call == "registry_set" for s in steps):
+        steps.insert(0, reg_step)
+    kind = ActionType.UPDATE if changes else (ActionType.UNCHANGED if managed else ActionType.ADOPT)
+    if kind is ActionType.UNCHANGED and old_record == record:
+        steps = []
+    return Action(**base, type=kind, changes=tuple(changes), steps=tuple(steps))
+
+
+# --- deletion -------------------------------------------------------------------
+
+
+def _plan_delete(
+    obs: Observed, registry: ownership.Registry, volume_users: Mapping[str, tuple[str, ...]]
+) -> Action | None:
+    if obs.kind is Kind.DOMAIN:
+        record = obs.record
+        steps = ([Step(call="dom_destroy")] if obs.active else []) + [Step(call="dom_undefine")]
+    elif obs.kind is Kind.NETWORK:
+        record = obs.record
+        steps = ([Step(call="net_stop")] if obs.active else []) + [Step(call="net_undefine")]
+    elif obs.kind is Kind.STORAGE_POOL:
+        record = registry.pools.get(obs.name)
+        steps = ([Step(call="pool_stop")] if obs.active else []) + [
+            Step(call="pool_undefine"),
+            Step(call="registry_set", params={"kind": "pool", "key": obs.name, "record": None}),
+        ]
+    else:
+        key = f"{obs.pool}/{obs.name}"
+        record = registry.volumes.get(key)
+        steps = [
+            Step(call="vol_delete", params={"pool": obs.pool}),
+            Step(call="registry_set", params={"kind": "volume", "key": key, "record": None}),
+        ]
+    if record is None or not record.managed or not record.prune:
+        return None
+    action = Action(
+        kind=obs.kind,
+        name=obs.name,
+        pool=obs.pool,
+        type=ActionType.DELETE,
+        steps=tuple(steps),
+        changes=(
+            Change(
+                path="definition",
+                old="defined",
+                new=None,
+                disruption=Disruption.NONE,
+            ),
+        ),
+    )
+    users = volume_users.get(f"{obs.pool}/{obs.name}", ()) if obs.kind is Kind.VOLUME else ()
+    if users:
+        return replace(action, steps=(), note=f"kept: in use by {', '.join(users)}")
+    return action
+
+
+# --- the host plan --------------------------------------------------------------
+
+
+def _volume_users(state: HostState) -> dict[str, tuple[str, ...]]:
+    """Domains that use each volume (``pool/name``), by source pool+volume or path."""
+    paths: dict[str, str] = {}
+    for o in state.objects.values():
+        if o.kind is Kind.VOLUME:
+            try:
+                p = _parse(o.xml).findtext("target/path")
+            except ValueError:
+                p = None
+            if p:
+                paths[p] = f"{o.pool}/{o.name}"
+    users: dict[str, list[str]] = {}
+    for o in state.objects.values():
+        if o.kind is not Kind.DOMAIN:
+            continue
+        for src in _parse(o.xml).iterfind("devices/disk/source"):
+            key = None
+            if src.get("pool") and src.get("volume"):
+                key = f"{src.get('pool')}/{src.get('volume')}"
+            elif src.get("file") or src.get("dev"):
+                key = paths.get(src.get("file") or src.get("dev") or "")
+            if key:
+                users.setdefault(key, []).append(o.name)
+    return {k: tuple(sorted(v)) for k, v in users.items()}
+
+
+def _network_users(state: HostState) -> dict[str, tuple[str, ...]]:
+    """Running domains attached to each network (the blast radius of a restart)."""
+    users: dict[str, list[str]] = {}
+    for o in state.objects.values():
+        if o.kind is Kind.DOMAIN and o.active and o.live_xml:
+            for src in _parse(o.live_xml).iterfind("devices/interface/source"):
+                if src.get("network"):
+                    users.setdefault(str(src.get("network")), []).append(o.name)
+    return {k: tuple(sorted(set(v))) for k, v in users.items()}
+
+
+def _references(
+    m: Manifest, desired: etree._Element, state: HostState, desired_keys: set[ObjectKey]
+) -> list[str]:
+    """Plan-time checks that need the host: referenced pools, volumes, networks."""
+    problems = []
+
+    def exists(kind: Kind, name: str, pool: str | None = None) -> bool:
+        key = object_key(kind, name, pool)
+        return key in state.objects or key in desired_keys
+
+    if m.kind is Kind.VOLUME and not exists(Kind.STORAGE_POOL, str(m.spec["pool"])):
+        problems.append(
+            f"spec.pool: storage pool '{m.spec['pool']}' does not exist on host "
+            f"{state.host.name} and no manifest declares it"
+        )
+    if m.kind is Kind.DOMAIN:
+        for i, disk in enumerate(m.spec.get("disks", ())):
+            vol = disk.get("source", {}).get("volume")
+            if vol and not exists(Kind.VOLUME, str(vol["name"]), str(vol["pool"])):
+                problems.append(
+                    f"spec.disks.{i}.source.volume: volume '{vol['pool']}/{vol['name']}'"
+                    f" does not exist on host {state.host.name} and no manifest declares it"
+                )
+        for i, nic in enumerate(m.spec.get("interfaces", ())):
+            net = nic.get("network")
+            if net and not exists(Kind.NETWORK, str(net)):
+                problems.append(
+                    f"spec.interfaces.{i}.network: network '{net}' does not exist on "
+                    f"host {state.host.name} and no manifest declares it"
+                )
+    return problems
+
+
+def build_host_plan(
+    desired: Sequence[tuple[Manifest, etree._Element]],
+    state: HostState,
+    options: Options,
+    *,
+    kinds: frozenset[Kind] | None = None,
+) -> HostPlan:
+    """All actions for one host, in execution order."""
+    if not state.reachable:
+        return HostPlan(
+            host=state.host,
+            reachable=False,
+            error=state.error,
+            actions=tuple(
+                Action(
+                    kind=m.kind,
+                    name=m.name,
+                    pool=m.spec.get("pool"),
+                    type=ActionType.UNCHANGED,
+                    source=str(m.source),
+                    error=f"host {state.host.name} is unreachable: {state.error}",
+                )
+                for m, _ in desired
+            ),
+        )
+    desired_keys = {object_key(m.kind, m.name, m.spec.get("pool")) for m, _ in desired}
+    net_users = _network_users(state)
+    vol_users = _volume_users(state)
+    actions: list[Action] = []
+    for m, el in sorted(
+        desired, key=lambda d: (d[0].kind.order, d[0].spec.get("pool", ""), d[0].name)
+    ):
+        key = object_key(m.kind, m.name, m.spec.get("pool"))
+        obs = state.objects.get(key)
+        base: dict[str, Any] = {
+            "kind": m.kind,
+            "name": m.name,
+            "pool": m.spec.get("pool"),
+            "source": str(m.source),
+        }
+        if m.suspended:
+            actions.append(Action(**base, type=ActionType.UNCHANGED, note="suspended"))
+            continue
+        problems = _references(m, el, state, desired_keys)
+        if problems:
+            actions.append(
+                Action(
+                    **base,
+                    type=ActionType.CREATE if obs is None else ActionType.UPDATE,
+                    error="; ".join(problems),
+                )
+            )
+            continue
+        try:
+            if m.kind is Kind.DOMAIN:
+                action = _plan_domain(m, el, obs, state.host, options)
+            elif m.kind is Kind.NETWORK:
+                action = _plan_network(m, el, obs, state.host, net_users)
+            elif m.kind is Kind.STORAGE_POOL:
+                action = _plan_pool(m, el, obs, state.host, state.registry)
+            else:
+                action = _plan_volume(
+                    m, el, obs, state.host, state.registry, options, bool(vol_users.get(key[1]))
+                )
+        except ValueError as e:
+            action = Action(**base, type=ActionType.UPDATE, error=str(e))
+        actions.append(action)
+    if options.prune:
+        deletes: list[Action] = []
+        for key, obs in sorted(state.objects.items(), key=lambda kv: (-kv[0][0].order, kv[0][1])):
+            if key in desired_keys or (kinds is not None and obs.kind not in kinds):
+                continue
+            delete = _plan_delete(obs, state.registry, vol_users)
+            if delete is not None:
+                deletes.append(delete)
+        actions += deletes
+    return HostPlan(host=state.host, actions=tuple(actions))

@@ -1,0 +1,40 @@
+"""Stage 3 of the pipeline (render): a Volume manifest -> ``<volume>`` XML.
+
+As documented in ``docs/manifests.md``: capacity and allocation in bytes,
+``<target><format>``, ``<backingStore>``. ``host``, ``pool`` and ``prune`` are
+not XML and are not rendered (the pool is where the volume is created).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from lxml import etree
+
+from reconciler import units
+from reconciler.render.xmlutil import combine, sub
+
+
+def render_volume(name: str, spec: Mapping[str, Any]) -> etree._Element:
+    """The volume XML for ``spec`` (a validated Volume spec), including ``spec.xml``."""
+    return combine(name, spec.get("xml"), "volume", lambda defaults: _friendly(name, spec))
+
+
+def _friendly(name: str, spec: Mapping[str, Any]) -> etree._Element:
+    root = etree.Element("volume")
+    sub(root, "name", name)
+    if "capacity" in spec:
+        sub(root, "capacity", units.parse_size(spec["capacity"]), unit="bytes")
+    if "allocation" in spec:
+        sub(root, "allocation", units.parse_size(spec["allocation"]), unit="bytes")
+    if "format" in spec:
+        target_el = sub(root, "target")
+        sub(target_el, "format", type=spec["format"])
+    backing = spec.get("backingStore")
+    if backing is not None:
+        backing_el = sub(root, "backingStore")
+        sub(backing_el, "path", backing["path"])
+        if "format" in backing:
+            sub(backing_el, "format", type=backing["format"])
+    return root

@@ -1,0 +1,119 @@
+"""Plans and change sets as plain data (``-o json``) and as text lines (pure).
+
+The JSON document is a stable contract (SPEC §2): fields may be added, never
+renamed. ``cli`` prints what these functions return.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from reconciler.execute import Result
+from reconciler.hosts import redact_uri
+from reconciler.plan import Action, ActionType, HostPlan
+
+JSON_VERSION = 1
+SYMBOLS = {
+    ActionType.CREATE: "+",
+    ActionType.UPDATE: "~",
+    ActionType.DELETE: "-",
+    ActionType.ADOPT: ">",
+    ActionType.UNCHANGED: "=",
+    ActionType.PENDING_RESTART: "!",
+}
+
+
+def action_json(action: Action, result: Result | None = None) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "kind": action.kind.value,
+        "name": action.name,
+        "action": action.type.value,
+        "source": action.source,
+        "disruption": action.disruption.value if action.disruption else None,
+        "changes": [
+            {"path": c.path, "old": c.old, "new": c.new, "disruption": c.disruption.value}
+            for c in action.changes
+        ],
+    }
+    if action.pool is not None:
+        data["pool"] = action.pool
+    if action.blast_radius:
+        data["blastRadius"] = list(action.blast_radius)
+    if action.note:
+        data["note"] = action.note
+    if result is not None:
+        data["result"] = result.result
+        data["error"] = result.error
+        data["calls"] = dict(sorted(result.calls.items()))
+    elif action.error is not None:
+        data["error"] = action.error
+    return data
+
+
+def summary(
+    plans: Mapping[str, HostPlan], results: Mapping[str, Sequence[Result]] | None = None
+) -> dict[str, int]:
+    counts = {t.value: 0 for t in ActionType if t is not ActionType.PENDING_RESTART}
+    counts["pending-restart"] = 0
+    failed = 0
+    for hp in plans.values():
+        for a in hp.actions:
+            if a.error is None:
+                counts[a.type.value] += 1
+        if results is None:
+            failed += sum(1 for a in hp.actions if a.error is not None)
+    if results is not None:
+        failed = sum(1 for rs in results.values() for r in rs if r.result == "failed")
+    counts["failed"] = failed
+    return counts
+
+
+def plan_json(
+    plans: Mapping[str, HostPlan],
+    results: Mapping[str, Sequence[Result]] | None = None,
+    *,
+    converged: bool | None = None,
+) -> dict[str, Any]:
+    hosts = []
+    for name, hp in plans.items():
+        by_action = {id(r.action): r for r in (results or {}).get(name, ())}
+        hosts.append(
+            {
+                "host": name,
+                "uri": redact_uri(hp.host.uri),
+                "reachable": hp.reachable,
+                "error": hp.error,
+                "actions": [
+                    action_json(a, by_action.get(id(a)) if results is not None else None)
+                    for a in hp.actions
+                ],
+            }
+        )
+    doc: dict[str, Any] = {
+        "version": JSON_VERSION,
+        "hosts": hosts,
+        "summary": summary(plans, results),
+    }
+    if converged is not None:
+        doc["converged"] = converged
+    return doc
+
+
+def xml_diff(before: str | None, after: str | None) -> list[str]:
+    """A unified diff of two XML documents (lines without trailing newlines)."""
+    if before is None or after is None or before == after:
+        return []
+    return list(
+        difflib.unified_diff(
+            before.splitlines(), after.splitlines(), "live", "desired", n=2, lineterm=""
+        )
+    )
+
+
+def short(value: str | None, limit: int = 120) -> str:
+    if value is None:
+        return "(absent)"
+    text = value if value != "" else '""'
+    return text if len(text) <= limit else text[: limit - 1] + "…"
