@@ -173,8 +173,9 @@ def _plan_or_apply(args: argparse.Namespace, out: Console, err: Console) -> int:
             )
         else:
             _print_results(results, args, out)
-            _print_convergence(left, out)
         failed = any(r.result == "failed" for rs in results.values() for r in rs)
+        if args.output == "text":
+            _print_convergence(left, failed, out)
         if failed or not converged:
             return EXIT_ERROR
         made = any(
@@ -259,15 +260,22 @@ def _print_results(
                 out.print(f"      [red]{escape(r.error)}[/]")
 
 
-def _print_convergence(left: Sequence[tuple[str, plan.Action]], out: Console) -> None:
+def _print_convergence(
+    left: Sequence[tuple[str, plan.Action]], failed: bool, out: Console
+) -> None:
+    if failed:
+        out.print("[red]Failed:[/] some actions failed (above); the rest was applied.")
     if not left:
-        out.print("[green]Converged:[/] a fresh plan finds nothing left to do.")
+        if not failed:
+            out.print("[green]Converged:[/] a fresh plan finds nothing left to do.")
         return
     out.print(
         "[red]Not converged:[/] libvirt rewrote or refused these fields; "
         "adjust the manifests to match:"
     )
     for name, a in left:
+        if not a.changes:
+            out.print(f"  {escape(name)}: {escape(a.ref)} still plans {a.type.value}")
         for c in a.changes:
             out.print(
                 f"  {escape(name)}: {escape(a.ref)} {escape(c.path)}: "

@@ -31,6 +31,11 @@ from reconciler.observed import HostState, Observed
 from reconciler.plan import Action, Step
 
 _event_loop_lock = threading.Lock()
+# A file-backed test-driver host (test:///PATH.xml) is a fresh in-memory copy per
+# connection; keeping one connection per URI makes it one host for the whole
+# process, like test:///default, so plan after apply sees what apply did.
+_test_hosts: dict[str, libvirt.virConnect] = {}
+_test_hosts_lock = threading.Lock()
 _event_loop_started = False
 
 _DOMAIN_STATES = {
@@ -143,7 +148,7 @@ class Session:
     def open(cls, host: Host) -> Session:
         start_event_loop()
         try:
-            conn = libvirt.open(host.uri)
+            conn = _open(host.uri)
         except libvirt.libvirtError as e:
             raise errors.HostError(
                 host.name, f"cannot connect to {redact_uri(host.uri)}: {describe(e)}"
@@ -155,6 +160,8 @@ class Session:
         return cls(host, conn)
 
     def close(self) -> None:
+        if self.host.uri.startswith("test://"):
+            return  # shared for the process, see _test_hosts
         try:
             if self._events_registered:
                 self.conn.domainEventDeregisterAny(self._event_id)
@@ -490,14 +497,15 @@ class Session:
     def _pool_build(self, action: Action) -> None:
         pool = self._pool(action.name)
         kind = etree.fromstring(pool.XMLDesc(0).encode()).get("type")
+        if kind == "dir":
+            self._call("storagePoolBuild", pool.build, 0)  # mkdir only
+            return
         try:
             # Never overwrite: building a disk or logical pool formats the device.
             self._call("storagePoolBuild", pool.build, libvirt.VIR_STORAGE_POOL_BUILD_NO_OVERWRITE)
         except libvirt.libvirtError as e:
             if e.get_error_code() not in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
                 raise
-            if kind in ("dir", "fs", "netfs"):
-                self._call("storagePoolBuild", pool.build, 0)  # mkdir only
 
     def _pool_start(self, action: Action) -> None:
         self._call("storagePoolCreate", self._pool(action.name).create, 0)
@@ -549,6 +557,15 @@ class Session:
         )
         if not self.registry.uuid:
             self.registry = dataclasses.replace(self.registry, uuid=net.UUIDString(), exists=True)
+
+
+def _open(uri: str) -> libvirt.virConnect:
+    if not uri.startswith("test://"):
+        return libvirt.open(uri)
+    with _test_hosts_lock:
+        if uri not in _test_hosts:
+            _test_hosts[uri] = libvirt.open(uri)
+        return _test_hosts[uri]
 
 
 def _net_xml(net: libvirt.virNetwork, *, inactive: bool) -> str:

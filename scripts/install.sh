@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Install what virt-reconcile and its tests need on a Debian machine. Idempotent.
+#   - Debian packages that are missing (libvirt daemon + client, QEMU, build deps
+#     of libvirt-python, busybox/cpio for the test guest)
+#   - a virtualenv in .venv with virt-reconcile (editable) and its test tools
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export DEBIAN_FRONTEND=noninteractive
+PACKAGES=(
+    python3 python3-venv python3-dev gcc pkg-config libvirt-dev
+    libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils dnsmasq-base
+    busybox-static cpio zstd xz-utils
+)
+
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$pkg")
+    fi
+done
+if ((${#missing[@]})); then
+    echo "install: apt-get install ${missing[*]}"
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+$SUDO mkdir -p /var/log/libvirt/qemu
+
+cd "$REPO"
+if [[ ! -x .venv/bin/python ]]; then
+    python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+.venv/bin/python -m pip install -q -e '.[test]'
+echo "install: ready (.venv)"

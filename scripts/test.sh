@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite: install, prepare the real-libvirt test bed, lint, type-check,
+# then every tier (unit, integration on test-driver hosts, e2e on real libvirtd).
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+bash scripts/install.sh
+PYTHON="$REPO/.venv/bin/python" bash scripts/setup-testbed.sh
+.venv/bin/ruff check reconciler tests
+.venv/bin/mypy reconciler
+exec .venv/bin/python -m pytest -p no:cacheprovider -q "$@"
