@@ -264,6 +264,10 @@ def _plan_domain(
         else None
     )
     live_diff = diff.diff_fields(Kind.DOMAIN, dflat, lflat, applied) if lflat else []
+    if lflat is not None and lflat.values.get("currentMemory") == lflat.values.get("memory"):
+        # The balloon never moved: the guest has no balloon driver (or has not
+        # loaded it yet), so the live value says nothing about drift.
+        live_diff = [c for c in live_diff if c.path != "currentMemory"]
 
     changes: list[Change] = []
     steps: list[Step] = []
@@ -365,6 +369,8 @@ def _live_steps(
     updated: set[str] = set()
     for path, (op, change) in sorted(ops.items()):
         flags = {"live": path in live_paths, "config": config and path in cfg_paths}
+        if op == "memory":
+            flags["live"] = True  # the balloon target is set whatever the guest reported
         if op != "update" and not (flags["live"] or flags["config"]):
             continue
         if op == "memory":
