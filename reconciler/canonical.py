@@ -164,7 +164,8 @@ def flatten(root: etree._Element, kind: Kind, *, ignore: Iterable[str] = ()) -> 
 
     # The root itself is implicit: its attributes live at "@attr", children at "tag".
     for name, value in sorted((str(k), str(v)) for k, v in root.attrib.items()):
-        values[f"@{name}"] = _normalise_attr(name, value)
+        if (id(root), name) not in skipped_attrs:
+            values[f"@{name}"] = _normalise_attr(name, value)
     for key, child in _child_keys(kind, "", root):
         if id(child) in skipped:
             continue

@@ -119,10 +119,10 @@ def apply_changes(
                 continue
             el = target.elements[path]
             el.text = change.new
-            # A folded unit (memory unit='GiB') is rewritten in the desired unit.
-            unit = desired.elements[path].get("unit")
-            if unit is not None:
-                el.set("unit", unit)
+            # The value is canonical (KiB for memory, bytes for capacities):
+            # write it with that unit, whatever unit the manifest used.
+            if desired.elements[path].get("unit") is not None or el.get("unit") is not None:
+                el.set("unit", "bytes" if el.tag in ("capacity", "allocation") else "KiB")
             continue
         el_path, _, attr = path.rpartition("/@")
         if path.startswith("@"):

@@ -1,0 +1,418 @@
+"""Stage 6 (plan): actions, disruption classes and libvirt steps, from hand-built host states."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from lxml import etree
+
+from reconciler import canonical, model, ownership, plan, render
+from reconciler.model import Kind
+from reconciler.observed import HostState, Observed, object_key
+
+pytestmark = pytest.mark.unit
+
+HOST = model.Host(name="h", uri="test:///x")
+SOURCE = model.Source(file="m.yaml", line=1)
+
+DOMAIN_SPEC: dict[str, Any] = {"type": "kvm", "memory": "1GiB"}
+VOLUME_SPEC: dict[str, Any] = {"pool": "p", "capacity": "1GiB", "format": "qcow2"}
+POOL_SPEC: dict[str, Any] = {"type": "dir", "target": "/x"}
+NETWORK_SPEC: dict[str, Any] = {"forward": "nat", "ip": {"address": "10.0.0.1", "prefix": 24}}
+
+
+def manifest(
+    kind: Kind, name: str, spec: Mapping[str, Any], annotations: Mapping[str, str] | None = None
+) -> model.Manifest:
+    return model.Manifest(
+        kind=kind, name=name, spec=spec, source=SOURCE, host=None, annotations=annotations or {}
+    )
+
+
+def dom(name: str = "d", **spec: Any) -> model.Manifest:
+    return manifest(Kind.DOMAIN, name, {**DOMAIN_SPEC, **spec})
+
+
+def vol(name: str = "v", **spec: Any) -> model.Manifest:
+    return manifest(Kind.VOLUME, name, {**VOLUME_SPEC, **spec})
+
+
+def record_for(m: model.Manifest, **kw: Any) -> ownership.Record:
+    """The record a previous apply of ``m`` on host h would have written."""
+    applied = frozenset(canonical.flatten(render.render(m), m.kind).values)
+    return ownership.Record(applied=applied, host="h", **kw)
+
+
+def xml_of(m: model.Manifest, record: ownership.Record | None = None, **extra: str) -> str:
+    """``m`` rendered as libvirt would show it (uuid added), with the record in metadata."""
+    root = render.render(m)
+    uuid = etree.Element("uuid")
+    uuid.text = "0b6f5a0e-3c2f-4b8a-9a0e-3c2f4b8a9a0e"
+    root.insert(1, uuid)
+    if record is not None:
+        ownership.write_record(root, record)
+    return etree.tostring(root, encoding="unicode")
+
+
+def observed(
+    m: model.Manifest,
+    *,
+    managed: bool = True,
+    record: ownership.Record | None = None,
+    live: model.Manifest | None = None,
+    **kw: Any,
+) -> Observed:
+    """A domain or network as observed: its record both in the XML and on ``Observed``."""
+    rec = (record or record_for(m)) if managed else None
+    xml = xml_of(m, rec)
+    return Observed(
+        kind=m.kind,
+        name=m.name,
+        xml=xml,
+        record=ownership.read_record(etree.fromstring(xml)),
+        live_xml=xml_of(live, rec) if live is not None else None,
+        **kw,
+    )
+
+
+def volume_xml(capacity: int, fmt: str = "qcow2", name: str = "v") -> str:
+    return (
+        f"<volume type='file'><name>{name}</name><key>/x/{name}</key>"
+        f"<capacity unit='bytes'>{capacity}</capacity>"
+        f"<allocation unit='bytes'>196608</allocation>"
+        f"<target><path>/x/{name}</path><format type='{fmt}'/></target></volume>"
+    )
+
+
+POOL_OBS = Observed(
+    kind=Kind.STORAGE_POOL,
+    name="p",
+    xml="<pool type='dir'><name>p</name><target><path>/x</path></target></pool>",
+    state="active",
+)
+
+
+def host_state(*objects: Observed, **kw: Any) -> HostState:
+    return HostState(host=HOST, objects={o.key: o for o in objects}, **kw)
+
+
+def build(manifests: list[model.Manifest], state: HostState, **options: Any) -> plan.HostPlan:
+    return plan.build_host_plan(
+        [(m, render.render(m)) for m in manifests], state, plan.Options(**options)
+    )
+
+
+def only(p: plan.HostPlan) -> plan.Action:
+    assert len(p.actions) == 1, p.actions
+    return p.actions[0]
+
+
+def calls(a: plan.Action) -> list[str]:
+    return [s.call for s in a.steps]
+
+
+# --- creation ---------------------------------------------------------------------
+
+
+def full_set() -> list[model.Manifest]:
+    return [
+        dom(
+            disks=[{"target": "vda", "source": {"volume": {"pool": "p", "name": "v"}}}],
+            interfaces=[{"network": "n"}],
+        ),
+        manifest(Kind.NETWORK, "n", NETWORK_SPEC),
+        vol(),
+        manifest(Kind.STORAGE_POOL, "p", POOL_SPEC),
+    ]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_empty_host_creates_in_kind_order(seed: int) -> None:
+    manifests = full_set()
+    random.Random(seed).shuffle(manifests)
+    p = build(manifests, host_state())
+    assert p.reachable and p.problems == []
+    assert [a.kind for a in p.actions] == [
+        Kind.STORAGE_POOL,
+        Kind.VOLUME,
+        Kind.NETWORK,
+        Kind.DOMAIN,
+    ]
+    assert all(a.type is plan.ActionType.CREATE for a in p.actions)
+
+
+def test_create_steps_per_kind() -> None:
+    p = build(full_set(), host_state())
+    by_kind = {a.kind: a for a in p.actions}
+    assert calls(by_kind[Kind.STORAGE_POOL]) == [
+        "registry_set",
+        "pool_define",
+        "pool_build",
+        "pool_start",
+    ]
+    assert calls(by_kind[Kind.VOLUME]) == ["registry_set", "vol_create"]
+    assert by_kind[Kind.VOLUME].steps[1].params["pool"] == "p"
+    assert calls(by_kind[Kind.NETWORK]) == ["net_define", "net_start"]
+    assert calls(by_kind[Kind.DOMAIN]) == ["dom_define"]  # no state: power not managed
+
+
+def test_create_domain_define_carries_record_and_start() -> None:
+    m = dom(state="running")
+    a = only(build([m], host_state()))
+    assert a.type is plan.ActionType.CREATE
+    assert calls(a) == ["dom_define", "dom_start"]
+    assert a.steps[1].params == {"paused": False}
+    defined = etree.fromstring(a.steps[0].params["xml"])
+    rec = ownership.read_record(defined)
+    assert rec is not None and rec.managed and rec.host == "h" and rec.prune
+    assert rec.applied == frozenset(canonical.flatten(render.render(m), Kind.DOMAIN).values)
+    assert defined.findtext("memory") == "1048576"
+    assert any(c.path == "state" and c.new == "running" for c in a.changes)
+
+
+def test_create_volume_registry_record_before_create() -> None:
+    a = only(build([vol(prune=True)], host_state(POOL_OBS)))
+    assert calls(a) == ["registry_set", "vol_create"]
+    params = a.steps[0].params
+    assert params["kind"] == "volume" and params["key"] == "p/v"
+    assert params["record"]["prune"] is True
+
+
+# --- domain updates -------------------------------------------------------------------
+
+
+def test_shutoff_domain_changed_memory_is_next_start_define() -> None:
+    m = dom()
+    obs = observed(dom(memory="2GiB"), record=record_for(m), state="shutoff")
+    a = only(build([m], host_state(obs)))
+    assert a.type is plan.ActionType.UPDATE
+    assert a.disruption is plan.Disruption.NEXT_START
+    assert [(c.path, c.old, c.new) for c in a.changes] == [("memory", "2097152", "1048576")]
+    assert calls(a) == ["dom_define"]
+    defined = etree.fromstring(a.steps[0].params["xml"])
+    assert defined.findtext("memory") == "1048576"
+    assert defined.findtext("uuid") == "0b6f5a0e-3c2f-4b8a-9a0e-3c2f4b8a9a0e"  # kept
+    assert ownership.read_record(defined) == record_for(m)
+
+
+def test_running_domain_added_disk_is_live_attach() -> None:
+    vda = {"target": "vda", "source": {"file": "/x/a.img"}, "format": "raw"}
+    vdb = {"target": "vdb", "source": {"file": "/x/b.img"}, "format": "raw"}
+    before = dom(disks=[vda])
+    m = dom(disks=[vda, vdb])
+    obs = observed(before, state="running", live=before)
+    a = only(build([m], host_state(obs)))
+    assert a.error is None
+    assert a.type is plan.ActionType.UPDATE
+    assert a.disruption is plan.Disruption.LIVE
+    assert [c.path for c in a.changes] == ["devices/disk[target=vdb]"]
+    attach = [s for s in a.steps if s.call == "dom_attach"]
+    assert len(attach) == 1
+    assert attach[0].params["live"] is True and attach[0].params["config"] is True
+    disk = etree.fromstring(attach[0].params["xml"])
+    assert disk.find("target").get("dev") == "vdb"
+    assert "dom_define" not in calls(a)
+    assert "dom_restart" not in calls(a)
+
+
+def cpu_case(**strategy: Any) -> plan.Action:
+    m = dom(cpu={"mode": "host-passthrough"}, **strategy)
+    old = dom(cpu={"mode": "host-model"}, **strategy)
+    obs = observed(old, record=record_for(m), state="running", live=old)
+    return only(build([m], host_state(obs)))
+
+
+def test_running_domain_cpu_change_is_restart_required() -> None:
+    a = cpu_case()
+    assert a.type is plan.ActionType.UPDATE
+    assert a.disruption is plan.Disruption.RESTART_REQUIRED
+    assert [(c.path, c.old, c.new) for c in a.changes] == [
+        ("cpu/@mode", "host-model", "host-passthrough")
+    ]
+    assert "dom_define" in calls(a)
+    assert "dom_restart" not in calls(a)
+
+
+def test_running_domain_cpu_change_restarts_if_needed() -> None:
+    a = cpu_case(updateStrategy={"restart": "ifNeeded", "shutdownTimeout": "30s"})
+    assert calls(a) == ["dom_define", "dom_restart"]
+    assert a.steps[1].params == {"timeout": 30.0}
+
+
+def test_inactive_matches_but_live_differs_is_pending_restart() -> None:
+    m = dom(cpu={"mode": "host-passthrough"})
+    obs = observed(m, state="running", live=dom(cpu={"mode": "host-model"}))
+    a = only(build([m], host_state(obs)))
+    assert a.type is plan.ActionType.PENDING_RESTART
+    assert not a.type.is_change
+    assert a.steps == ()
+    assert [(c.path, c.disruption) for c in a.changes] == [
+        ("cpu/@mode", plan.Disruption.RESTART_REQUIRED)
+    ]
+
+
+def test_managed_identical_domain_is_unchanged() -> None:
+    m = dom()
+    a = only(build([m], host_state(observed(m))))
+    assert a.type is plan.ActionType.UNCHANGED
+    assert a.steps == () and a.changes == ()
+
+
+def test_unmanaged_identical_domain_is_adopted() -> None:
+    m = dom()
+    a = only(build([m], host_state(observed(m, managed=False))))
+    assert a.type is plan.ActionType.ADOPT
+    assert a.disruption is plan.Disruption.NONE
+    assert calls(a) == ["dom_set_record"]
+    el = etree.fromstring(a.steps[0].params["xml"])
+    assert el.tag == f"{{{ownership.NAMESPACE}}}owner"
+
+
+def test_unmanaged_identical_pool_is_adopted() -> None:
+    a = only(build([manifest(Kind.STORAGE_POOL, "p", POOL_SPEC)], host_state(POOL_OBS)))
+    assert a.type is plan.ActionType.ADOPT
+    assert calls(a) == ["registry_set"]
+    assert a.steps[0].params["key"] == "p"
+
+
+def test_transient_domain_is_an_error() -> None:
+    m = dom()
+    a = only(build([m], host_state(observed(m, persistent=False))))
+    assert a.error is not None and "transient" in a.error
+
+
+# --- pruning --------------------------------------------------------------------------
+
+
+def prunable_state(pool_volume_prune: bool = True) -> HostState:
+    d = observed(dom("old-dom"), state="running")
+    n = observed(manifest(Kind.NETWORK, "old-net", NETWORK_SPEC), state="active")
+    v = Observed(kind=Kind.VOLUME, name="old-vol", pool="p", xml=volume_xml(1 << 30, name="x"))
+    registry = ownership.Registry(
+        pools={"p": ownership.Record(prune=pool_volume_prune)},
+        volumes={"p/old-vol": ownership.Record(prune=pool_volume_prune)},
+    )
+    return host_state(d, n, v, POOL_OBS, registry=registry)
+
+
+def test_prune_deletes_managed_in_reverse_kind_order() -> None:
+    p = build([], prunable_state(), prune=True)
+    assert [(a.kind, a.name, a.type) for a in p.actions] == [
+        (Kind.DOMAIN, "old-dom", plan.ActionType.DELETE),
+        (Kind.NETWORK, "old-net", plan.ActionType.DELETE),
+        (Kind.VOLUME, "old-vol", plan.ActionType.DELETE),
+        (Kind.STORAGE_POOL, "p", plan.ActionType.DELETE),
+    ]
+    steps = {a.kind: calls(a) for a in p.actions}
+    assert steps[Kind.DOMAIN] == ["dom_destroy", "dom_undefine"]
+    assert steps[Kind.NETWORK] == ["net_stop", "net_undefine"]
+    assert steps[Kind.VOLUME] == ["vol_delete", "registry_set"]
+    assert steps[Kind.STORAGE_POOL] == ["pool_stop", "pool_undefine", "registry_set"]
+
+
+def test_no_prune_no_delete() -> None:
+    assert build([], prunable_state()).actions == ()
+
+
+def test_prune_keeps_desired_objects() -> None:
+    p = build([dom("old-dom")], prunable_state(), prune=True)
+    assert [a.name for a in p.actions if a.type is plan.ActionType.DELETE] == [
+        "old-net",
+        "old-vol",
+        "p",
+    ]
+
+
+def test_prune_leaves_unmanaged_objects() -> None:
+    d = observed(dom("theirs"), managed=False, state="running")
+    v = Observed(kind=Kind.VOLUME, name="theirs", pool="p", xml=volume_xml(1 << 30))
+    assert build([], host_state(d, v, POOL_OBS), prune=True).actions == ()
+
+
+def test_prune_respects_record_prune_false() -> None:
+    d = observed(dom("kept"), record=record_for(dom("kept"), prune=False))
+    p = build([], host_state(d), prune=True)
+    assert p.actions == ()
+    assert build([], prunable_state(pool_volume_prune=False), prune=True).actions != ()
+    only_false = build([], prunable_state(pool_volume_prune=False), prune=True)
+    assert {a.kind for a in only_false.actions} == {Kind.DOMAIN, Kind.NETWORK}
+
+
+# --- volumes -----------------------------------------------------------------------------
+
+
+def volume_state(capacity: int, fmt: str = "qcow2") -> HostState:
+    v = Observed(kind=Kind.VOLUME, name="v", pool="p", xml=volume_xml(capacity, fmt))
+    registry = ownership.Registry(volumes={"p/v": record_for(vol(), prune=False)})
+    return host_state(POOL_OBS, v, registry=registry)
+
+
+def test_volume_unchanged() -> None:
+    a = only(build([vol()], volume_state(1 << 30)))
+    assert a.type is plan.ActionType.UNCHANGED and a.error is None and a.steps == ()
+
+
+def test_volume_growth_is_live_resize() -> None:
+    a = only(build([vol(capacity="2GiB")], volume_state(1 << 30)))
+    assert a.error is None
+    assert a.disruption is plan.Disruption.LIVE
+    resize = [s for s in a.steps if s.call == "vol_resize"]
+    assert [s.params["capacity"] for s in resize] == [2 << 30]
+
+
+def test_volume_shrink_is_refused() -> None:
+    a = only(build([vol()], volume_state(2 << 30)))
+    assert a.error is not None and "shrinking" in a.error
+    assert a.steps == ()
+
+
+def test_volume_format_change_needs_replace() -> None:
+    a = only(build([vol()], volume_state(1 << 30, fmt="raw")))
+    assert a.error is not None and "--replace" in a.error and "Volume/p/v" in a.error
+    assert a.steps == ()
+
+
+def test_volume_format_change_with_replace() -> None:
+    p = build([vol()], volume_state(1 << 30, fmt="raw"), replace=frozenset({"Volume/p/v"}))
+    a = only(p)
+    assert a.error is None
+    assert a.disruption is plan.Disruption.REPLACE
+    assert calls(a) == ["vol_delete", "registry_set", "vol_create"]
+    assert [c.path for c in a.changes] == ["target/format/@type"]
+
+
+def test_volume_in_missing_pool_is_an_error() -> None:
+    a = only(build([vol()], host_state()))
+    assert a.error is not None and "storage pool 'p'" in a.error
+
+
+# --- references and reachability ---------------------------------------------------------
+
+
+def test_domain_disk_with_missing_volume_is_an_error() -> None:
+    m = dom(disks=[{"target": "vda", "source": {"volume": {"pool": "p", "name": "missing"}}}])
+    a = only(build([m], host_state(POOL_OBS)))
+    assert a.type is plan.ActionType.CREATE
+    assert a.error is not None and "p/missing" in a.error
+    assert a.steps == ()
+
+
+def test_domain_disk_with_existing_volume_is_fine() -> None:
+    m = dom(disks=[{"target": "vda", "source": {"volume": {"pool": "p", "name": "v"}}}])
+    v = Observed(kind=Kind.VOLUME, name="v", pool="p", xml=volume_xml(1 << 30))
+    assert object_key(Kind.VOLUME, "v", "p") == v.key
+    a = only(build([m], host_state(POOL_OBS, v)))
+    assert a.error is None and a.type is plan.ActionType.CREATE
+
+
+def test_unreachable_host_every_action_errors() -> None:
+    state = HostState(host=HOST, reachable=False, error="connection refused")
+    p = build(full_set(), state)
+    assert not p.reachable and p.error == "connection refused"
+    assert len(p.actions) == 4
+    assert all(a.error and "unreachable" in a.error for a in p.actions)
+    assert all(a.steps == () for a in p.actions)
+    assert p.problems == list(p.actions)
