@@ -27,7 +27,13 @@ def vr(*args: object, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "LIBVIRT_DEFAULT_URI"}
     return subprocess.run(
         [sys.executable, "-m", "reconciler", *map(str, args)],
-        cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
 
 
 def _remove_examples(uri: str) -> None:
@@ -91,13 +97,20 @@ def test_examples_apply_and_converge_on_real_libvirtd(clean_examples: str) -> No
 
 
 def guest_manifests(
-    folder: Path, guest: Guest, serial_log: Path, *, name: str = "vrt-guest",
-    host: str | None = None, memory: str = "160MiB", extra: str = "",
+    folder: Path,
+    guest: Guest,
+    serial_log: Path,
+    *,
+    name: str = "vrt-guest",
+    host: str | None = None,
+    memory: str = "160MiB",
+    extra: str = "",
 ) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     host_line = f"  host: {host}\n" if host else ""
     ports = "".join(
-        f"<controller type='pci' index='{i}' model='pcie-root-port'/>" for i in range(1, 5))
+        f"<controller type='pci' index='{i}' model='pcie-root-port'/>" for i in range(1, 5)
+    )
     (folder / f"{name}.yaml").write_text(f"""\
 apiVersion: virt-reconcile/v1
 kind: Domain
@@ -146,7 +159,8 @@ def test_booted_guest_then_one_field_change_is_exactly_that_change(
     action = actions[0]
     assert action["action"] == "update"
     assert [(c["path"], c["old"], c["new"]) for c in action["changes"]] == [
-        ("memory", str(160 * 1024), str(192 * 1024))]
+        ("memory", str(160 * 1024), str(192 * 1024))
+    ]
     assert action["disruption"] == "restart-required"
     applied = vr("apply", folder, "-c", system_uri)
     assert applied.returncode == 0, applied.stdout + applied.stderr
@@ -167,22 +181,30 @@ def test_prune_removes_managed_and_keeps_unmanaged_same_prefix(
     guest_manifests(folder, guest, scratch_dir / "a.log", name="vrt-prune-a")
     (folder / "b.yaml").write_text(
         "apiVersion: virt-reconcile/v1\nkind: Domain\nmetadata: {name: vrt-prune-b}\n"
-        "spec: {type: qemu, memory: 64MiB}\n")
+        "spec: {type: qemu, memory: 64MiB}\n"
+    )
     assert vr("apply", folder, "-c", system_uri).returncode == 0
     conn = libvirt.open(system_uri)
     try:
-        conn.defineXML("<domain type='qemu'><name>vrt-prune-unmanaged</name>"
-                       "<memory>65536</memory><os><type>hvm</type></os></domain>")
+        conn.defineXML(
+            "<domain type='qemu'><name>vrt-prune-unmanaged</name>"
+            "<memory>65536</memory><os><type>hvm</type></os></domain>"
+        )
         (folder / "b.yaml").unlink()
         (folder / "vrt-prune-a.yaml").unlink()
         # An empty folder would be refused by the prune guard later; keep one object.
         (folder / "keep.yaml").write_text(
             "apiVersion: virt-reconcile/v1\nkind: Domain\nmetadata: {name: vrt-prune-keep}\n"
-            "spec: {type: qemu, memory: 64MiB}\n")
+            "spec: {type: qemu, memory: 64MiB}\n"
+        )
         result = vr("apply", folder, "-c", system_uri, "--prune", "-o", "json")
         assert result.returncode == 0, result.stdout + result.stderr
-        deleted = sorted(a["name"] for h in json.loads(result.stdout)["hosts"]
-                         for a in h["actions"] if a["action"] == "delete")
+        deleted = sorted(
+            a["name"]
+            for h in json.loads(result.stdout)["hosts"]
+            for a in h["actions"]
+            if a["action"] == "delete"
+        )
         assert deleted == ["vrt-prune-a", "vrt-prune-b"]
         names = {d.name() for d in conn.listAllDomains()}
         assert "vrt-prune-unmanaged" in names and "vrt-prune-keep" in names
@@ -193,14 +215,19 @@ def test_prune_removes_managed_and_keeps_unmanaged_same_prefix(
 
 def _hosts_file(folder: Path, hosts: list[IsolatedHost]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    docs = [f"apiVersion: virt-reconcile/v1\nkind: Host\nmetadata: {{name: {h.name}}}\n"
-            f"spec: {{uri: \"{h.uri}\"}}\n" for h in hosts]
+    docs = [
+        f"apiVersion: virt-reconcile/v1\nkind: Host\nmetadata: {{name: {h.name}}}\n"
+        f'spec: {{uri: "{h.uri}"}}\n'
+        for h in hosts
+    ]
     (folder / "hosts.yaml").write_text("---\n".join(docs))
 
 
 def _domain_doc(name: str, host: str) -> str:
-    return (f"apiVersion: virt-reconcile/v1\nkind: Domain\nmetadata: {{name: {name}}}\n"
-            f"spec: {{host: {host}, type: qemu, memory: 64MiB, machine: q35}}\n")
+    return (
+        f"apiVersion: virt-reconcile/v1\nkind: Domain\nmetadata: {{name: {name}}}\n"
+        f"spec: {{host: {host}, type: qemu, memory: 64MiB, machine: q35}}\n"
+    )
 
 
 def _names(uri: str) -> set[str]:
@@ -223,7 +250,8 @@ def test_two_isolated_hosts_each_get_their_own_objects(
     folder = tmp_path / "m"
     _hosts_file(folder, [a, b])
     (folder / "d.yaml").write_text(
-        _domain_doc("vrt-on-a", a.name) + "---\n" + _domain_doc("vrt-on-b", b.name))
+        _domain_doc("vrt-on-a", a.name) + "---\n" + _domain_doc("vrt-on-b", b.name)
+    )
     result = vr("apply", folder, "-o", "json")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "vrt-on-a" in _names(a.uri) and "vrt-on-a" not in _names(b.uri)
@@ -242,7 +270,8 @@ def test_a_stopped_host_fails_alone_and_the_other_converges(
     folder = tmp_path / "m"
     _hosts_file(folder, [a, b])
     (folder / "d.yaml").write_text(
-        _domain_doc("vrt-up", a.name) + "---\n" + _domain_doc("vrt-down", b.name))
+        _domain_doc("vrt-up", a.name) + "---\n" + _domain_doc("vrt-down", b.name)
+    )
     b.stop()
     result = vr("apply", folder, "-o", "json")
     assert result.returncode == 1, result.stdout + result.stderr

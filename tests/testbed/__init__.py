@@ -1,0 +1,11 @@
+"""Real-libvirt test bed for the e2e tier (no reconciler logic lives here).
+
+* :mod:`tests.testbed.daemon`: ``ensure_system_libvirtd()``, ``start_isolated_host()``,
+  ``stop_all()``, ``cleanup_prefixed()``, ``ensure_event_loop()``.
+* :mod:`tests.testbed.guest`: ``build_guest()``, ``guest_domain_xml()``,
+  ``wait_for_ready()``, ``make_scratch_dir()``; ``python -m tests.testbed.guest`` builds
+  the guest.
+
+Submodules are not imported here, so ``python -m tests.testbed.guest`` runs cleanly.
+See ``tests/e2e/conftest.py`` for the fixtures, ``scripts/setup-testbed.sh`` for set-up.
+"""
