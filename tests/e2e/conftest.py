@@ -15,6 +15,8 @@ Fixtures
                               it BEFORE opening the connection whose events you need.
 ``scratch_dir``               fresh dir under /var/tmp that qemu can read (images, serial
                               logs); removed afterwards.
+``_e2e_session_lock``          machine-wide flock (``/run/virt-reconcile-e2e.lock``): a second
+                              e2e session on the same machine waits instead of clobbering.
 ``vr_cleanup`` (autouse)      removes ``vrt-*`` domains/networks/pools/volumes on the system
                               daemon before and after each test.  Name test objects ``vrt-*``.
 """
@@ -41,6 +43,7 @@ from tests.testbed.daemon import (  # noqa: E402
     cleanup_prefixed,
     ensure_event_loop,
     ensure_system_libvirtd,
+    exclusive_session,
     start_isolated_hosts,
     stop_all,
 )
@@ -60,7 +63,14 @@ def _quiet_libvirt_errors(_ctx: object, _err: object) -> None:
 
 
 @pytest.fixture(scope="session")
-def system_uri() -> Iterator[str]:
+def _e2e_session_lock() -> Iterator[None]:
+    """One e2e session per machine at a time (they share the system daemon + cleanup)."""
+    with exclusive_session():
+        yield
+
+
+@pytest.fixture(scope="session")
+def system_uri(_e2e_session_lock: None) -> Iterator[str]:
     libvirt.registerErrorHandler(_quiet_libvirt_errors, None)
     uri = ensure_system_libvirtd()
     cleanup_prefixed(uri, TEST_PREFIX)
@@ -81,7 +91,7 @@ def libvirt_events() -> None:
 
 @pytest.fixture(scope="session")
 def isolated_hosts(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, _e2e_session_lock: None
 ) -> Iterator[Callable[..., list[IsolatedHost]]]:
     """Factory: ``isolated_hosts(n=2, prefix="host")`` starts ``n`` fresh private daemons."""
     libvirt.registerErrorHandler(_quiet_libvirt_errors, None)

@@ -35,7 +35,7 @@ def test_guest_boots_and_prints_ready_line(
     try:
         dom = conn.createXML(guest_domain_xml("vrt-boot", guest, serial_log=log), 0)
         assert dom.isActive()
-        waited = wait_for_ready(log, timeout=60)
+        waited = wait_for_ready(log, timeout=60, domain=dom)
         assert waited < 60
         assert READY_LINE in log.read_text()
         # The ACPI power button is honoured: a graceful shutdown ends the transient guest.
@@ -68,7 +68,7 @@ def test_disk_hotplug_then_unplug_emits_device_removed(
     try:
         dom = conn.defineXML(guest_domain_xml("vrt-hotplug", guest, serial_log=log))
         dom.create()
-        wait_for_ready(log, timeout=60)
+        wait_for_ready(log, timeout=60, domain=dom)
 
         disk_xml = (
             "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
@@ -110,7 +110,7 @@ def test_isolated_hosts_do_not_see_each_other(
         log = scratch_dir / "serial.log"
         dom = conn.defineXML(guest_domain_xml("vrt-iso-a", guest, serial_log=log))
         dom.create()  # guests run on isolated hosts too
-        wait_for_ready(log, timeout=60)
+        wait_for_ready(log, timeout=60, domain=dom)
     finally:
         conn.close()
     assert "vrt-iso-a" in _domain_names(a.uri)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import os
 import re
 import shutil
@@ -26,7 +27,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,6 +134,45 @@ def _require(*binaries: str) -> None:
         raise DaemonError(
             f"missing {missing}: run scripts/setup-testbed.sh (installs libvirt/qemu)"
         )
+
+
+# --------------------------------------------------------------------------- session lock
+
+SESSION_LOCK = Path(os.environ.get("VR_E2E_LOCK", "/run/virt-reconcile-e2e.lock"))
+
+
+@contextlib.contextmanager
+def exclusive_session(timeout: float = 1800.0, path: Path = SESSION_LOCK) -> Iterator[None]:
+    """Hold a machine-wide lock for a whole e2e session.
+
+    Sessions share the system daemon and clean up ``vrt-*`` objects on it, so two test
+    sessions on one machine would destroy each other's guests: the second one waits.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        deadline = time.monotonic() + timeout
+        announced = False
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not announced:
+                    print(f"testbed: waiting for another e2e session ({path})", file=sys.stderr)
+                    announced = True
+                if time.monotonic() > deadline:
+                    raise DaemonError(
+                        f"another e2e session held {path} for {timeout:.0f}s"
+                    ) from None
+                time.sleep(0.5)
+        try:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"{os.getpid()}\n")
+            fh.flush()
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 # --------------------------------------------------------------------------- system daemon

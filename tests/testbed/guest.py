@@ -29,6 +29,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 READY_LINE = "VR-GUEST-READY"
@@ -477,10 +478,17 @@ def guest_domain_xml(
 """
 
 
-def wait_for_ready(serial_log: Path | str, timeout: float = 60.0, line: str = READY_LINE) -> float:
+def wait_for_ready(
+    serial_log: Path | str,
+    timeout: float = 60.0,
+    line: str = READY_LINE,
+    *,
+    domain: Any = None,
+) -> float:
     """Wait until ``line`` shows up in the serial log; return the seconds waited.
 
     Any other console text works too, e.g. ``line="VR-GUEST-DEVICE add block vdb"``.
+    Pass the ``libvirt.virDomain`` as ``domain`` to fail at once if the guest stops.
     """
     path = Path(serial_log)
     start = time.monotonic()
@@ -491,10 +499,17 @@ def wait_for_ready(serial_log: Path | str, timeout: float = 60.0, line: str = RE
             text = ""
         if line in text:
             return time.monotonic() - start
+        problem = None
         if time.monotonic() - start > timeout:
-            raise TimeoutError(
-                f"{line!r} not seen in {path} after {timeout:.0f}s; last output:\n{text[-3000:]}"
-            )
+            problem = f"not seen after {timeout:.0f}s"
+        elif domain is not None:
+            try:
+                if not domain.isActive():
+                    problem = "the domain is no longer running"
+            except Exception as e:  # libvirtError: e.g. a transient domain that is gone
+                problem = f"the domain is gone ({e})"
+        if problem:
+            raise TimeoutError(f"{line!r} in {path}: {problem}; last output:\n{text[-3000:]}")
         time.sleep(0.1)
 
 
