@@ -14,6 +14,8 @@ if timeout 10 virsh -c qemu:///system version >/dev/null 2>&1; then
     uri="qemu:///system"
 elif [[ $(id -u) -eq 0 ]] && command -v libvirtd >/dev/null; then
     mkdir -p /var/log/libvirt
+    # Without systemd nothing starts virtlogd, which QEMU domains need.
+    pgrep -x virtlogd >/dev/null || virtlogd -d || true
     libvirtd -d || true
     for _ in $(seq 1 30); do
         if timeout 5 virsh -c qemu:///system version >/dev/null 2>&1; then uri="qemu:///system"; break; fi
