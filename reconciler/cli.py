@@ -260,9 +260,7 @@ def _print_results(
                 out.print(f"      [red]{escape(r.error)}[/]")
 
 
-def _print_convergence(
-    left: Sequence[tuple[str, plan.Action]], failed: bool, out: Console
-) -> None:
+def _print_convergence(left: Sequence[tuple[str, plan.Action]], failed: bool, out: Console) -> None:
     if failed:
         out.print("[red]Failed:[/] some actions failed (above); the rest was applied.")
     if not left:

@@ -324,16 +324,7 @@ def _plan_domain(
             Change(path="state", old=obs.state, new=new_state, disruption=Disruption.LIVE)
         )
         steps += power_steps
-    if autostart is not None and bool(autostart) != obs.autostart:
-        changes.append(
-            Change(
-                path="autostart",
-                old=_yn(obs.autostart),
-                new=_yn(bool(autostart)),
-                disruption=Disruption.NONE,
-            )
-        )
-        steps.append(Step(call="dom_autostart", params={"on": bool(autostart)}))
+    _autostart(changes, steps, "dom", autostart, obs)
 
     if not obs.persistent:
         return Action(
@@ -442,6 +433,23 @@ def _yn(b: bool) -> str:
     return "true" if b else "false"
 
 
+def _autostart(
+    changes: list[Change], steps: list[Step], prefix: str, autostart: Any, obs: Observed
+) -> None:
+    """The autostart change and step (``{prefix}_autostart``), when it differs."""
+    if autostart is None or bool(autostart) == obs.autostart:
+        return
+    changes.append(
+        Change(
+            path="autostart",
+            old=_yn(obs.autostart),
+            new=_yn(bool(autostart)),
+            disruption=Disruption.NONE,
+        )
+    )
+    steps.append(Step(call=f"{prefix}_autostart", params={"on": bool(autostart)}))
+
+
 def _action_type(obs: Observed, changes: Sequence[Change], steps: Sequence[Step]) -> ActionType:
     if changes:
         return ActionType.UPDATE
@@ -546,16 +554,7 @@ def _plan_network(
             Change(path="state", old="active", new="inactive", disruption=Disruption.LIVE)
         )
         steps.append(Step(call="net_stop"))
-    if autostart is not None and bool(autostart) != obs.autostart:
-        changes.append(
-            Change(
-                path="autostart",
-                old=_yn(obs.autostart),
-                new=_yn(bool(autostart)),
-                disruption=Disruption.NONE,
-            )
-        )
-        steps.append(Step(call="net_autostart", params={"on": bool(autostart)}))
+    _autostart(changes, steps, "net", autostart, obs)
     kind = _action_type(obs, changes, steps)
     if kind is ActionType.UPDATE and not changes:
         # Only the ownership record changed (e.g. the applied field set).
@@ -692,16 +691,7 @@ def _plan_pool(
             Change(path="state", old="active", new="inactive", disruption=Disruption.LIVE)
         )
         steps.append(Step(call="pool_stop"))
-    if autostart is not None and bool(autostart) != obs.autostart:
-        changes.append(
-            Change(
-                path="autostart",
-                old=_yn(obs.autostart),
-                new=_yn(bool(autostart)),
-                disruption=Disruption.NONE,
-            )
-        )
-        steps.append(Step(call="pool_autostart", params={"on": bool(autostart)}))
+    _autostart(changes, steps, "pool", autostart, obs)
     kind = ActionType.UPDATE if changes else (ActionType.UNCHANGED if managed else ActionType.ADOPT)
     if kind is ActionType.UNCHANGED:
         steps = [s for s in steps if s.call != "registry_set"] if old_record == record else []
