@@ -5,8 +5,7 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
-bash scripts/install.sh
-PYTHON="$REPO/.venv/bin/python" bash scripts/setup-testbed.sh
+PYTHON="$REPO/.venv/bin/python" bash scripts/setup-testbed.sh  # runs scripts/install.sh
 .venv/bin/ruff check reconciler tests
 .venv/bin/mypy reconciler
 exec .venv/bin/python -m pytest -p no:cacheprovider -q "$@"
