@@ -8,4 +8,5 @@ cd "$REPO"
 PYTHON="$REPO/.venv/bin/python" bash scripts/setup-testbed.sh  # runs scripts/install.sh
 .venv/bin/ruff check reconciler tests
 .venv/bin/mypy reconciler
+.venv/bin/lint-imports --no-cache --no-logo
 exec .venv/bin/python -m pytest -p no:cacheprovider -q "$@"
