@@ -5,6 +5,7 @@
                                     [--detailed-exitcode]
     virt-reconcile apply    PATH... [-c URI] [--host NAME...] [--prune] [--replace KIND/NAME...]
                                     [-o text|json] [--dry-run]
+    virt-reconcile status   PATH... [-c URI] [--host NAME...] [-o text|json]
 
 Exit codes: 0 success / no changes; 1 error; 2 with --detailed-exitcode:
 success and there are changes.
@@ -19,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from rich.console import Console
 from rich.markup import escape
 
-from reconciler import __version__, errors, manifests, plan, report
+from reconciler import __version__, errors, manifests, plan, report, status
 from reconciler.execute import Result
 from reconciler.hosts import redact_uri
 from reconciler.plan import ActionType
@@ -49,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check manifests; needs no host")
     v.add_argument("paths", nargs="+", metavar="PATH")
 
-    def common(sp: argparse.ArgumentParser) -> None:
+    def hosts_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("paths", nargs="+", metavar="PATH", help="manifest files or folders")
         sp.add_argument(
             "-c",
@@ -69,10 +70,13 @@ def _parser() -> argparse.ArgumentParser:
             metavar="FILE",
             help="Host documents whose URIs replace those of the same names",
         )
+        sp.add_argument("-o", "--output", choices=["text", "json"], default="text")
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        hosts_args(sp)
         sp.add_argument(
             "--prune", action="store_true", help="delete managed objects that no manifest names"
         )
-        sp.add_argument("-o", "--output", choices=["text", "json"], default="text")
         sp.add_argument(
             "-v",
             "--verbose",
@@ -100,6 +104,11 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--detailed-exitcode", action="store_true", help="exit 2 when changes were made"
     )
+    st = sub.add_parser(
+        "status",
+        help="sync state, power state and health of every object the manifests name",
+    )
+    hosts_args(st)
     return p
 
 
@@ -110,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "validate":
             return _validate(args, out)
+        if args.command == "status":
+            return _status(args, out)
         return _plan_or_apply(args, out, err)
     except errors.ManifestError as e:
         for problem in e.problems:
@@ -133,12 +144,56 @@ def _validate(args: argparse.Namespace, out: Console) -> int:
     return EXIT_OK
 
 
-def _plan_or_apply(args: argparse.Namespace, out: Console, err: Console) -> int:
+def _run(args: argparse.Namespace, options: plan.Options) -> Run:
     loaded = manifests.load(args.paths)
     overrides = manifests.load_hosts_override(args.hosts_override) if args.hosts_override else None
     target = resolve_hosts(loaded, connect=args.connect, only=args.host, overrides=overrides)
+    return Run(target=target, options=options)
+
+
+_SYNC_STYLES = {
+    status.Sync.SYNCED: "green",
+    status.Sync.OUT_OF_SYNC: "yellow",
+    status.Sync.PENDING_RESTART: "magenta",
+    status.Sync.SUSPENDED: "dim",
+    status.Sync.MISSING: "yellow",
+    status.Sync.FAILED: "red",
+}
+
+
+def _status(args: argparse.Namespace, out: Console) -> int:
+    run = _run(args, plan.Options())
+    try:
+        run.connect_and_observe()
+        run.build_plans()
+    finally:
+        run.close()
+    statuses = status.build(run.target.assignments, run.plans, run.states)
+    if args.output == "json":
+        out.print_json(json.dumps(report.status_json(statuses)))
+    else:
+        for hs in statuses:
+            reach = "" if hs.reachable else f" [red]unreachable: {escape(hs.error or '')}[/]"
+            out.print(f"[bold]Host {escape(hs.host)}[/] ({escape(redact_uri(hs.uri))}){reach}")
+            for o in hs.objects:
+                power = ""
+                if o.power:
+                    why = f" ({o.power_reason})" if o.power_reason else ""
+                    health = "" if o.healthy else " [red]unhealthy[/]"
+                    power = f"  {escape(o.power + why)}{health}"
+                out.print(
+                    f"  [{_SYNC_STYLES[o.sync]}]{o.sync.value:<14}[/] {escape(o.ref)}{power}"
+                    f"  [dim]{escape(o.reason)}[/]"
+                )
+        counts = status.summary(statuses)
+        out.print("Status: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
+    failed = any(o.sync is status.Sync.FAILED for hs in statuses for o in hs.objects)
+    return EXIT_ERROR if failed else EXIT_OK
+
+
+def _plan_or_apply(args: argparse.Namespace, out: Console, err: Console) -> int:
     options = plan.Options(prune=args.prune, replace=frozenset(getattr(args, "replace", [])))
-    run = Run(target=target, options=options)
+    run = _run(args, options)
     try:
         run.connect_and_observe()
         run.build_plans()

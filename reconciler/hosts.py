@@ -49,6 +49,24 @@ _DOMAIN_STATES = {
     libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
 }
 
+
+def _reason_names(prefix: str) -> dict[int, str]:
+    """libvirt's reason constants (VIR_DOMAIN_PAUSED_IOERROR → "ioerror") by value."""
+    return {
+        getattr(libvirt, n): n[len(prefix) :].lower()
+        for n in dir(libvirt)
+        if n.startswith(prefix) and not n.endswith("_LAST")
+    }
+
+
+_STATE_REASONS = {
+    libvirt.VIR_DOMAIN_RUNNING: _reason_names("VIR_DOMAIN_RUNNING_"),
+    libvirt.VIR_DOMAIN_PAUSED: _reason_names("VIR_DOMAIN_PAUSED_"),
+    libvirt.VIR_DOMAIN_SHUTOFF: _reason_names("VIR_DOMAIN_SHUTOFF_"),
+    libvirt.VIR_DOMAIN_CRASHED: _reason_names("VIR_DOMAIN_CRASHED_"),
+    libvirt.VIR_DOMAIN_PMSUSPENDED: _reason_names("VIR_DOMAIN_PMSUSPENDED_"),
+}
+
 _NET_SECTIONS = {
     "ip-dhcp-host": libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST,
     "ip-dhcp-range": libvirt.VIR_NETWORK_SECTION_IP_DHCP_RANGE,
@@ -260,7 +278,7 @@ class Session:
             xml=xml,
             live_xml=live,
             state=sname,
-            state_reason=str(reason),
+            state_reason=_STATE_REASONS.get(state, {}).get(reason, str(reason)),
             autostart=autostart,
             persistent=persistent,
             record=_record_of(xml),
