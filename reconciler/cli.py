@@ -37,6 +37,16 @@ _STYLES = {
 }
 
 
+def _percent(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 0 to 100")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="virt-reconcile",
@@ -71,6 +81,19 @@ def _parser() -> argparse.ArgumentParser:
         )
         sp.add_argument(
             "--prune", action="store_true", help="delete managed objects that no manifest names"
+        )
+        sp.add_argument(
+            "--max-prune",
+            type=_percent,
+            default=plan.DEFAULT_MAX_PRUNE,
+            metavar="PERCENT",
+            help="refuse a run that would delete more than this share of a host's managed "
+            f"objects (default {plan.DEFAULT_MAX_PRUNE})",
+        )
+        sp.add_argument(
+            "--force-prune",
+            action="store_true",
+            help="delete even when more than --max-prune percent would go",
         )
         sp.add_argument("-o", "--output", choices=["text", "json"], default="text")
         sp.add_argument(
@@ -137,7 +160,12 @@ def _plan_or_apply(args: argparse.Namespace, out: Console, err: Console) -> int:
     loaded = manifests.load(args.paths)
     overrides = manifests.load_hosts_override(args.hosts_override) if args.hosts_override else None
     target = resolve_hosts(loaded, connect=args.connect, only=args.host, overrides=overrides)
-    options = plan.Options(prune=args.prune, replace=frozenset(getattr(args, "replace", [])))
+    options = plan.Options(
+        prune=args.prune,
+        replace=frozenset(getattr(args, "replace", [])),
+        max_prune=args.max_prune,
+        force_prune=args.force_prune,
+    )
     run = Run(target=target, options=options)
     try:
         run.connect_and_observe()
@@ -195,7 +223,8 @@ def _print_plan(plans: Mapping[str, plan.HostPlan], args: argparse.Namespace, ou
         out.print(f"[bold]Host {escape(name)}[/] ({escape(redact_uri(hp.host.uri))}){status}")
         shown = 0
         for a in hp.actions:
-            if a.type is ActionType.UNCHANGED and not args.verbose and a.error is None:
+            quiet = a.error is None and a.note is None
+            if a.type is ActionType.UNCHANGED and not args.verbose and quiet:
                 continue
             shown += 1
             _print_action(a, args, out)

@@ -25,7 +25,7 @@ from typing import Any
 import libvirt
 from lxml import etree
 
-from reconciler import errors, ownership
+from reconciler import errors, ownership, plan
 from reconciler.model import Host, Kind
 from reconciler.observed import HostState, Observed
 from reconciler.plan import Action, Step
@@ -539,6 +539,17 @@ class Session:
 
     def _vol_delete(self, action: Action, pool: str) -> None:
         vol = self._pool(pool).storageVolLookupByName(action.name)
+        # The plan checked the users of the volume; look again right before
+        # deleting, since any process may have defined a domain since then.
+        refs = {f"{pool}/{action.name}", f"path:{vol.path()}"}
+        for dom in self.conn.listAllDomains(0):
+            xmls = [dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)]
+            if dom.isActive():
+                xmls.append(dom.XMLDesc(0))
+            if any(refs & plan.disk_refs(x) for x in xmls):
+                raise errors.ActionError(
+                    action.ref, self.host.name, f"not deleted: domain {dom.name()} uses it"
+                )
         self._call("storageVolDelete", vol.delete, 0)
 
     def _registry_set(
