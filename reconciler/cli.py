@@ -13,17 +13,19 @@ success and there are changes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from collections.abc import Mapping, Sequence
 
 from rich.console import Console
 from rich.markup import escape
 
-from reconciler import __version__, errors, manifests, plan, report
+from reconciler import __version__, errors, lock, manifests, plan, report, units
 from reconciler.execute import Result
 from reconciler.hosts import redact_uri
+from reconciler.model import Host
 from reconciler.plan import ActionType
-from reconciler.reconcile import Run, residual, resolve_hosts
+from reconciler.reconcile import Run, Target, residual, resolve_hosts
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
@@ -44,6 +46,16 @@ def _percent(text: str) -> int:
         value = -1
     if not 0 <= value <= 100:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 0 to 100")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = units.parse_duration(text) if text[-1:].isalpha() else float(text)
+    except (ValueError, IndexError):
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (e.g. 30 or 2m)")
     return value
 
 
@@ -121,6 +133,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--dry-run", action="store_true", help="plan only, change nothing")
     ap.add_argument(
+        "--lock-timeout",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for another apply on this machine to release a host (default 0)",
+    )
+    ap.add_argument(
         "--detailed-exitcode", action="store_true", help="exit 2 when changes were made"
     )
     return p
@@ -166,6 +185,28 @@ def _plan_or_apply(args: argparse.Namespace, out: Console, err: Console) -> int:
         max_prune=args.max_prune,
         force_prune=args.force_prune,
     )
+    applying = args.command == "apply" and not args.dry_run
+
+    def waiting(host: Host, holder: lock.Holder) -> None:
+        err.print(
+            f"waiting up to {args.lock_timeout:g}s for host {escape(host.name)}: "
+            f"locked by {escape(str(holder))}",
+            style="yellow",
+        )
+
+    # plan and --dry-run change nothing, so they take no lock.
+    held = (
+        lock.hold(target.hosts, timeout=args.lock_timeout, command="apply", on_wait=waiting)
+        if applying
+        else contextlib.nullcontext()
+    )
+    with held:
+        return _reconcile(args, target, options, out, err)
+
+
+def _reconcile(
+    args: argparse.Namespace, target: Target, options: plan.Options, out: Console, err: Console
+) -> int:
     run = Run(target=target, options=options)
     try:
         run.connect_and_observe()
