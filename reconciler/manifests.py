@@ -542,6 +542,27 @@ def _check_domain(doc: _Document, problem: Callable[[str, str], None]) -> None:
             problem(f"spec.interfaces.{index}.mac", f"MAC {mac!r} is a multicast address")
 
 
+# The largest sizes that make sense: memory no host has, or bytes libvirt cannot
+# count (a signed 64-bit number), are refused here rather than by the host.
+_MAX_SIZES: dict[model.Kind, dict[str, tuple[int, str]]] = {
+    model.Kind.DOMAIN: {
+        "memory": (64 << 40, "64 TiB (more memory than any host has)"),
+        "currentMemory": (64 << 40, "64 TiB (more memory than any host has)"),
+    },
+    model.Kind.VOLUME: {
+        "capacity": ((1 << 63) - 1, "8 EiB (more bytes than libvirt can count)"),
+        "allocation": ((1 << 63) - 1, "8 EiB (more bytes than libvirt can count)"),
+    },
+}
+
+
+def _check_sizes(doc: _Document, kind: model.Kind, problem: Callable[[str, str], None]) -> None:
+    spec = doc.data["spec"]
+    for field_name, (limit, why) in _MAX_SIZES.get(kind, {}).items():
+        if field_name in spec and units.parse_size(spec[field_name]) > limit:
+            problem(f"spec.{field_name}", f"size {spec[field_name]!r} is more than {why}")
+
+
 # --------------------------------------------------------------------------
 # Checks across documents
 
@@ -706,6 +727,7 @@ def _valid_documents(files: Sequence[str], problems: list[errors.Problem]) -> li
 
             if kind is model.Kind.DOMAIN:
                 _check_domain(doc, problem)
+            _check_sizes(doc, kind, problem)
             name_bytes = len(str(doc.data["metadata"]["name"]).encode("utf-8"))
             if name_bytes > MAX_NAME_BYTES:
                 # libvirt keeps objects in files named after them (NAME.xml, a

@@ -1014,7 +1014,8 @@ def _references(
                     f"spec.interfaces.{i}.network: network '{net}' does not exist on "
                     f"host {state.host.name} and no manifest declares it"
                 )
-    return problems
+    # FILE:LINE of the field, as for every other input error.
+    return [f"{m.source_of(p.partition(':')[0])}: {p}" for p in problems]
 
 
 def build_host_plan(
