@@ -10,18 +10,11 @@ from pathlib import Path
 
 import libvirt
 
+from tests.testbed.lockholder import hold_lock
+
 REPO = Path(__file__).resolve().parents[2]
 DOMAINS = [f"vrt-lock-dom{i}" for i in range(4)]
 NETWORKS = [f"vrt-lock-net{i}" for i in range(3)]
-
-HOLDER = """
-import sys
-from reconciler import lock
-from reconciler.model import Host
-with lock.hold([Host(name="other", uri=sys.argv[1])], command="apply (test holder)"):
-    print("locked", flush=True)
-    sys.stdin.readline()
-"""
 
 
 def _manifests(folder: Path) -> Path:
@@ -92,14 +85,7 @@ def test_apply_refuses_while_another_process_holds_the_host(
     system_uri: str, tmp_path: Path
 ) -> None:
     folder = _manifests(tmp_path / "m")
-    with subprocess.Popen(
-        [sys.executable, "-c", HOLDER, system_uri],
-        cwd=REPO,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as holder:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    with hold_lock(system_uri) as holder:
         refused = _apply(folder, system_uri)
         out, err = refused.communicate(timeout=120)
         assert refused.returncode == 1, out + err

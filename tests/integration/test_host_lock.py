@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,17 +15,9 @@ import pytest
 from reconciler import lock
 from reconciler.model import Host
 from tests.integration.conftest import EXAMPLES, REPO, Run, host_snapshot
+from tests.testbed.lockholder import hold_lock
 
 Conn = Callable[[str], libvirt.virConnect]
-
-HOLDER = """
-import sys, time
-from reconciler import lock
-from reconciler.model import Host
-with lock.hold([Host(name="other", uri=sys.argv[1])], command="apply (test holder)"):
-    print("locked", flush=True)
-    sys.stdin.readline()  # hold until the test closes stdin
-"""
 
 
 @pytest.fixture
@@ -39,18 +30,8 @@ def lock_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def holder(lock_dir: Path, host_uri: str) -> Iterator[subprocess.Popen[str]]:
     """Another process on this machine that holds the lock of ``host_uri``."""
-    with subprocess.Popen(
-        [sys.executable, "-c", HOLDER, host_uri],
-        cwd=REPO,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, lock.LOCK_DIR_ENV: str(lock_dir)},
-    ) as proc:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+    with hold_lock(host_uri, env={lock.LOCK_DIR_ENV: str(lock_dir)}) as proc:
         yield proc
-        if proc.poll() is None:
-            proc.kill()
 
 
 def test_apply_refuses_while_another_process_holds_the_host(
