@@ -195,3 +195,13 @@ def test_volume_delete_rechecks_users_just_before_deleting(
     assert res.result == "failed"
     assert res.error is not None and "not deleted: domain late uses it" in res.error
     assert "volume/vr-lab/web-1.qcow2" in _names(c)
+
+
+def test_wrong_path_with_prune_changes_nothing(
+    applied: str, tmp_path: Path, run: Run, conn: Conn
+) -> None:
+    before = host_snapshot(conn(applied))
+    code, out, err = run("apply", tmp_path / "typo", "-c", applied, "--prune", "--force-prune")
+    assert code == 1, out + err
+    assert f"{tmp_path / 'typo'}:0: no such file or directory" in err
+    assert host_snapshot(conn(applied)) == before
