@@ -24,6 +24,9 @@ def test_unreachable_host_names_the_cause_never_the_password(run: Run) -> None:
     assert "qemu+tcp://admin:***@127.0.0.1:1/system" in text
     assert "hunter22" not in text and "s3cret" not in text
     assert "Traceback" not in text
+    code, out, err = run("plan", EXAMPLES, "-c", uri, "-o", "json")
+    assert code == 1
+    assert "host unreachable" in out and "hunter22" not in out + err and "s3cret" not in out + err
 
 
 def test_volume_in_an_inactive_pool(host_uri: str, tmp_path: Path, run: Run, conn: Conn) -> None:
