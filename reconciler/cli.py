@@ -14,17 +14,19 @@ success and there are changes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from collections.abc import Mapping, Sequence
 
 from rich.console import Console
 from rich.markup import escape
 
-from reconciler import __version__, errors, manifests, plan, report, status
+from reconciler import __version__, errors, lock, manifests, plan, report, status, units
 from reconciler.execute import Result
 from reconciler.hosts import redact_uri
+from reconciler.model import Host
 from reconciler.plan import ActionType
-from reconciler.reconcile import Run, residual, resolve_hosts
+from reconciler.reconcile import Run, Target, residual, resolve_hosts
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
@@ -36,6 +38,26 @@ _STYLES = {
     ActionType.UNCHANGED: "dim",
     ActionType.PENDING_RESTART: "magenta",
 }
+
+
+def _percent(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 0 to 100")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = units.parse_duration(text) if text[-1:].isalpha() else float(text)
+    except (ValueError, IndexError):
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (e.g. 30 or 2m)")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,6 +100,19 @@ def _parser() -> argparse.ArgumentParser:
             "--prune", action="store_true", help="delete managed objects that no manifest names"
         )
         sp.add_argument(
+            "--max-prune",
+            type=_percent,
+            default=plan.DEFAULT_MAX_PRUNE,
+            metavar="PERCENT",
+            help="refuse a run that would delete more than this share of a host's managed "
+            f"objects (default {plan.DEFAULT_MAX_PRUNE})",
+        )
+        sp.add_argument(
+            "--force-prune",
+            action="store_true",
+            help="delete even when more than --max-prune percent would go",
+        )
+        sp.add_argument(
             "-v",
             "--verbose",
             action="store_true",
@@ -101,6 +136,13 @@ def _parser() -> argparse.ArgumentParser:
         help="allow delete-and-create of this object (repeatable)",
     )
     ap.add_argument("--dry-run", action="store_true", help="plan only, change nothing")
+    ap.add_argument(
+        "--lock-timeout",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for another apply on this machine to release a host (default 0)",
+    )
     ap.add_argument(
         "--detailed-exitcode", action="store_true", help="exit 2 when changes were made"
     )
@@ -144,11 +186,10 @@ def _validate(args: argparse.Namespace, out: Console) -> int:
     return EXIT_OK
 
 
-def _run(args: argparse.Namespace, options: plan.Options) -> Run:
+def _target(args: argparse.Namespace) -> Target:
     loaded = manifests.load(args.paths)
     overrides = manifests.load_hosts_override(args.hosts_override) if args.hosts_override else None
-    target = resolve_hosts(loaded, connect=args.connect, only=args.host, overrides=overrides)
-    return Run(target=target, options=options)
+    return resolve_hosts(loaded, connect=args.connect, only=args.host, overrides=overrides)
 
 
 _SYNC_STYLES = {
@@ -162,7 +203,7 @@ _SYNC_STYLES = {
 
 
 def _status(args: argparse.Namespace, out: Console) -> int:
-    run = _run(args, plan.Options())
+    run = Run(target=_target(args), options=plan.Options())
     try:
         run.connect_and_observe()
         run.build_plans()
@@ -192,8 +233,36 @@ def _status(args: argparse.Namespace, out: Console) -> int:
 
 
 def _plan_or_apply(args: argparse.Namespace, out: Console, err: Console) -> int:
-    options = plan.Options(prune=args.prune, replace=frozenset(getattr(args, "replace", [])))
-    run = _run(args, options)
+    target = _target(args)
+    options = plan.Options(
+        prune=args.prune,
+        replace=frozenset(getattr(args, "replace", [])),
+        max_prune=args.max_prune,
+        force_prune=args.force_prune,
+    )
+    applying = args.command == "apply" and not args.dry_run
+
+    def waiting(host: Host, holder: lock.Holder) -> None:
+        err.print(
+            f"waiting up to {args.lock_timeout:g}s for host {escape(host.name)}: "
+            f"locked by {escape(str(holder))}",
+            style="yellow",
+        )
+
+    # plan and --dry-run change nothing, so they take no lock.
+    held = (
+        lock.hold(target.hosts, timeout=args.lock_timeout, command="apply", on_wait=waiting)
+        if applying
+        else contextlib.nullcontext()
+    )
+    with held:
+        return _reconcile(args, target, options, out, err)
+
+
+def _reconcile(
+    args: argparse.Namespace, target: Target, options: plan.Options, out: Console, err: Console
+) -> int:
+    run = Run(target=target, options=options)
     try:
         run.connect_and_observe()
         run.build_plans()
@@ -250,7 +319,8 @@ def _print_plan(plans: Mapping[str, plan.HostPlan], args: argparse.Namespace, ou
         out.print(f"[bold]Host {escape(name)}[/] ({escape(redact_uri(hp.host.uri))}){status}")
         shown = 0
         for a in hp.actions:
-            if a.type is ActionType.UNCHANGED and not args.verbose and a.error is None:
+            quiet = a.error is None and a.note is None
+            if a.type is ActionType.UNCHANGED and not args.verbose and quiet:
                 continue
             shown += 1
             _print_action(a, args, out)

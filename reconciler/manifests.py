@@ -25,7 +25,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from reconciler import errors, model, units
+from reconciler import errors, model, render, units
 from reconciler.render import identity
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
@@ -33,6 +33,7 @@ MAX_FILE_BYTES = 4 << 20
 MAX_ALIASES = 100
 MAX_NODES = 100_000
 MAX_DEPTH = 100
+MAX_NAME_BYTES = 200
 MANIFEST_SUFFIXES = (".yaml", ".yml")
 DEFAULT_HOST_NAME = "default"
 
@@ -113,6 +114,9 @@ class _Builder:
     # schema wants as a string ("names are always strings") can be restored.
     raws: dict[str, str] = field(default_factory=dict)
     problems: list[tuple[int, str, str]] = field(default_factory=list)
+    # The first line of a scalar's text: the line after the key for block
+    # scalars (``xml: |``), so a line inside an XML overlay maps to the file.
+    text_lines: dict[str, int] = field(default_factory=dict)
     nodes: int = 0
 
     def build(self, node: yaml.Node, path: str = "", depth: int = 0) -> Any:
@@ -123,6 +127,7 @@ class _Builder:
         if depth > MAX_DEPTH:
             raise _LoadAbort(line, f"document is nested more than {MAX_DEPTH} levels deep")
         if isinstance(node, yaml.ScalarNode):
+            self.text_lines[path] = line + 1 if node.style in ("|", ">") else line
             if node.tag == _PLAIN_TAG:
                 value = _plain_scalar(str(node.value))
                 if value is not None and not isinstance(value, str):
@@ -164,6 +169,7 @@ class _Document:
     data: dict[str, Any]
     lines: dict[str, int]
     raws: dict[str, str]
+    text_lines: dict[str, int] = field(default_factory=dict)
 
 
 def _read_text(file: str, problems: list[errors.Problem]) -> str | None:
@@ -222,7 +228,14 @@ def _read_documents(file: str, problems: list[errors.Problem]) -> list[_Document
             if isinstance(node, yaml.MappingNode) and node.value:
                 start = node.value[0][0].start_mark.line + 1
             documents.append(
-                _Document(file=file, line=start, data=data, lines=builder.lines, raws=builder.raws)
+                _Document(
+                    file=file,
+                    line=start,
+                    data=data,
+                    lines=builder.lines,
+                    raws=builder.raws,
+                    text_lines=builder.text_lines,
+                )
             )
     except _LoadAbort as exc:
         problem(exc.line, "", exc.message)
@@ -529,6 +542,27 @@ def _check_domain(doc: _Document, problem: Callable[[str, str], None]) -> None:
             problem(f"spec.interfaces.{index}.mac", f"MAC {mac!r} is a multicast address")
 
 
+# The largest sizes that make sense: memory no host has, or bytes libvirt cannot
+# count (a signed 64-bit number), are refused here rather than by the host.
+_MAX_SIZES: dict[model.Kind, dict[str, tuple[int, str]]] = {
+    model.Kind.DOMAIN: {
+        "memory": (64 << 40, "64 TiB (more memory than any host has)"),
+        "currentMemory": (64 << 40, "64 TiB (more memory than any host has)"),
+    },
+    model.Kind.VOLUME: {
+        "capacity": ((1 << 63) - 1, "8 EiB (more bytes than libvirt can count)"),
+        "allocation": ((1 << 63) - 1, "8 EiB (more bytes than libvirt can count)"),
+    },
+}
+
+
+def _check_sizes(doc: _Document, kind: model.Kind, problem: Callable[[str, str], None]) -> None:
+    spec = doc.data["spec"]
+    for field_name, (limit, why) in _MAX_SIZES.get(kind, {}).items():
+        if field_name in spec and units.parse_size(spec[field_name]) > limit:
+            problem(f"spec.{field_name}", f"size {spec[field_name]!r} is more than {why}")
+
+
 # --------------------------------------------------------------------------
 # Checks across documents
 
@@ -693,9 +727,40 @@ def _valid_documents(files: Sequence[str], problems: list[errors.Problem]) -> li
 
             if kind is model.Kind.DOMAIN:
                 _check_domain(doc, problem)
+            _check_sizes(doc, kind, problem)
+            name_bytes = len(str(doc.data["metadata"]["name"]).encode("utf-8"))
+            if name_bytes > MAX_NAME_BYTES:
+                # libvirt keeps objects in files named after them (NAME.xml, a
+                # volume's own file): a longer name fails at the host, mid-run.
+                problem(
+                    "metadata.name",
+                    f"name is {name_bytes} bytes in UTF-8, more than {MAX_NAME_BYTES}",
+                )
             if len(problems) == before:
                 valid.append(_Valid(doc=doc, kind=kind))
     return valid
+
+
+def _check_render(item: _Valid, manifest: model.Manifest) -> errors.Problem | None:
+    """Render once now, so a bad ``spec.xml`` overlay fails validation, not a host run.
+
+    The overlay is parsed with no DTD, no entities, no network and a 1 MiB cap
+    (``xmlutil.parse_xml``); a line inside it is reported as a line of the file.
+    """
+    doc = item.doc
+    path = "spec.xml" if "xml" in item.spec else "spec"
+    line = _line_of(doc, path)
+    try:
+        render.render(manifest)
+    except render.XMLInputError as e:
+        message = str(e).removeprefix("spec.xml: ")
+        if path == "spec.xml" and e.line is not None:
+            message = message.removeprefix(f"line {e.line}: ")
+            line = doc.text_lines.get(path, line) + e.line - 1
+        return errors.Problem(file=doc.file, line=line, path=path, message=message)
+    except ValueError as e:
+        return errors.Problem(file=doc.file, line=line, path=path, message=str(e))
+    return None
 
 
 def load(paths: Sequence[str], *, default_uri: str | None = None) -> model.ManifestSet:
@@ -731,18 +796,22 @@ def load(paths: Sequence[str], *, default_uri: str | None = None) -> model.Manif
     objects = []
     for item, _ in placed:
         metadata = item.doc.data["metadata"]
-        objects.append(
-            model.Manifest(
-                kind=item.kind,
-                name=item.name,
-                spec=item.spec,
-                source=model.Source(file=item.doc.file, line=item.doc.line),
-                host=item.spec.get("host"),
-                labels=dict(metadata.get("labels", {})),
-                annotations=dict(metadata.get("annotations", {})),
-                lines=dict(item.doc.lines),
-            )
+        manifest = model.Manifest(
+            kind=item.kind,
+            name=item.name,
+            spec=item.spec,
+            source=model.Source(file=item.doc.file, line=item.doc.line),
+            host=item.spec.get("host"),
+            labels=dict(metadata.get("labels", {})),
+            annotations=dict(metadata.get("annotations", {})),
+            lines=dict(item.doc.lines),
         )
+        rendered = _check_render(item, manifest)
+        if rendered is not None:
+            problems.append(rendered)
+        objects.append(manifest)
+    if problems:
+        raise errors.ManifestError(_sorted(problems))
     objects.sort(key=lambda m: (m.kind.order, m.host or "", m.name, str(m.spec.get("pool", ""))))
     host_list = sorted(hosts.values(), key=lambda h: h.name)
     if not host_list and default_uri:

@@ -108,10 +108,17 @@ class HostPlan:
         return [a for a in self.actions if a.error is not None]
 
 
+DEFAULT_MAX_PRUNE = 50
+
+
 @dataclass(frozen=True, kw_only=True)
 class Options:
+    """What the user allowed: ``--prune``, ``--replace``, and the prune guard."""
+
     prune: bool = False
     replace: frozenset[str] = frozenset()
+    max_prune: int = DEFAULT_MAX_PRUNE  # percent of a host's managed objects
+    force_prune: bool = False
 
 
 # --- helpers --------------------------------------------------------------------
@@ -837,36 +844,132 @@ def _plan_delete(
     )
     users = volume_users.get(f"{obs.pool}/{obs.name}", ()) if obs.kind is Kind.VOLUME else ()
     if users:
-        return replace(action, steps=(), note=f"kept: in use by {', '.join(users)}")
+        return _kept(action, f"in use by {', '.join(users)}")
     return action
+
+
+def _kept(action: Action, why: str) -> Action:
+    """A deletion the guards refuse: the object stays, and the plan says why."""
+    return replace(
+        action, type=ActionType.UNCHANGED, steps=(), changes=(), note=f"not deleted: {why}"
+    )
+
+
+def _keep_pools_with_volumes(deletes: list[Action], state: HostState) -> list[Action]:
+    """A pool is not deleted while it holds a volume this run keeps (any volume)."""
+    going = {(d.pool, d.name) for d in deletes if d.kind is Kind.VOLUME and d.steps}
+    if not any(d.kind is Kind.STORAGE_POOL for d in deletes):
+        return deletes
+    out = []
+    for d in deletes:
+        kept = sorted(
+            o.name
+            for o in state.objects.values()
+            if d.kind is Kind.STORAGE_POOL
+            and o.kind is Kind.VOLUME
+            and o.pool == d.name
+            and (o.pool, o.name) not in going
+        )
+        out.append(_kept(d, f"it holds volumes {', '.join(kept)}") if kept else d)
+    return out
+
+
+def prune_refusal(orphans: int, managed: int, *, host: str, options: Options) -> str | None:
+    """The prune guard: why pruning is refused on a host, if it is (pure).
+
+    ``orphans`` counts the managed objects that no manifest names and that
+    ``--prune`` may delete (their record allows it; an in-use volume counts,
+    though it is kept). When they are more than ``options.max_prune`` percent of
+    the ``managed`` objects on the host, the run looks like an empty folder, a
+    wrong path or a file that parses to nothing, and must not empty the host.
+    The share is compared strictly (1 of 2 is 50%: allowed under the default),
+    so on a host with one managed object, deleting it is 100% and always needs
+    ``--force-prune``.
+    """
+    if options.force_prune or orphans == 0 or orphans * 100 <= options.max_prune * managed:
+        return None
+    share = orphans * 100 // managed if managed else 100
+    only = " (the only one)" if managed == 1 else ""
+    return (
+        f"prune guard: no manifest names {orphans} of the {managed} managed objects on host "
+        f"{host}{only} ({share}%), more than --max-prune {options.max_prune}%; nothing was "
+        "changed. Check the manifest paths (an empty folder or a file that parses to nothing "
+        "looks like this); if the deletions are intended, run again with --force-prune"
+    )
+
+
+def _plan_prune(
+    state: HostState,
+    desired_keys: set[ObjectKey],
+    options: Options,
+    kinds: frozenset[Kind] | None,
+) -> list[Action]:
+    """Deletions of managed objects no manifest names, behind the prune guards."""
+    orphans = [
+        obs
+        for key, obs in sorted(state.objects.items(), key=lambda kv: (-kv[0][0].order, kv[0][1]))
+        if key not in desired_keys and (kinds is None or obs.kind in kinds)
+    ]
+    first = [d for o in orphans if (d := _plan_delete(o, state.registry, {})) is not None]
+    # Domains are deleted before volumes, so a volume only they use may go too.
+    leaving = frozenset(d.name for d in first if d.kind is Kind.DOMAIN)
+    users = _volume_users(state, leaving=leaving)
+    deletes = [d for o in orphans if (d := _plan_delete(o, state.registry, users)) is not None]
+    deletes = _keep_pools_with_volumes(deletes, state)
+    managed = sum(1 for o in state.objects.values() if o.managed)
+    refusal = prune_refusal(len(first), managed, host=state.host.name, options=options)
+    if refusal:
+        refused = [d for d in deletes if d.steps]
+        see = f"prune guard: refused on host {state.host.name}, see {refused[0].ref}"
+        deletes = [
+            replace(d, error=refusal if d is refused[0] else see) if d.steps else d for d in deletes
+        ]
+    return deletes
 
 
 # --- the host plan --------------------------------------------------------------
 
 
-def _volume_users(state: HostState) -> dict[str, tuple[str, ...]]:
-    """Domains that use each volume (``pool/name``), by source pool+volume or path."""
-    paths: dict[str, str] = {}
+def disk_refs(domain_xml: str) -> set[str]:
+    """What a domain's disks (and their backing chains) point at (pure).
+
+    ``POOL/VOLUME`` for volume sources, ``path:PATH`` for file and block sources.
+    ``hosts`` uses it too, to check again just before deleting a volume.
+    """
+    refs: set[str] = set()
+    for src in _parse(domain_xml).iterfind(".//source"):
+        if src.get("pool") and src.get("volume"):
+            refs.add(f"{src.get('pool')}/{src.get('volume')}")
+        refs.update(f"path:{src.get(a)}" for a in ("file", "dev") if src.get(a))
+    return refs
+
+
+def _volume_users(
+    state: HostState, *, leaving: frozenset[str] = frozenset()
+) -> dict[str, tuple[str, ...]]:
+    """Domains that use each volume (``pool/name``), by source pool+volume or path.
+
+    Any domain, managed or not, except those in ``leaving`` (deleted earlier in
+    the same run); the live XML too, for a disk hot-plugged only live.
+    """
+    keys: dict[str, str] = {}
     for o in state.objects.values():
         if o.kind is Kind.VOLUME:
+            keys[f"{o.pool}/{o.name}"] = f"{o.pool}/{o.name}"
             try:
                 p = _parse(o.xml).findtext("target/path")
             except ValueError:
                 p = None
             if p:
-                paths[p] = f"{o.pool}/{o.name}"
-    users: dict[str, list[str]] = {}
+                keys[f"path:{p}"] = f"{o.pool}/{o.name}"
+    users: dict[str, set[str]] = {}
     for o in state.objects.values():
-        if o.kind is not Kind.DOMAIN:
+        if o.kind is not Kind.DOMAIN or o.name in leaving:
             continue
-        for src in _parse(o.xml).iterfind("devices/disk/source"):
-            key = None
-            if src.get("pool") and src.get("volume"):
-                key = f"{src.get('pool')}/{src.get('volume')}"
-            elif src.get("file") or src.get("dev"):
-                key = paths.get(src.get("file") or src.get("dev") or "")
-            if key:
-                users.setdefault(key, []).append(o.name)
+        for xml in (o.xml, o.live_xml):
+            for ref in disk_refs(xml) if xml else ():
+                if ref in keys:
+                    users.setdefault(keys[ref], set()).add(o.name)
     return {k: tuple(sorted(v)) for k, v in users.items()}
 
 
@@ -911,7 +1014,8 @@ def _references(
                     f"spec.interfaces.{i}.network: network '{net}' does not exist on "
                     f"host {state.host.name} and no manifest declares it"
                 )
-    return problems
+    # FILE:LINE of the field, as for every other input error.
+    return [f"{m.source_of(p.partition(':')[0])}: {p}" for p in problems]
 
 
 def build_host_plan(
@@ -982,12 +1086,5 @@ def build_host_plan(
             action = Action(**base, type=ActionType.UPDATE, error=str(e))
         actions.append(action)
     if options.prune:
-        deletes: list[Action] = []
-        for key, obs in sorted(state.objects.items(), key=lambda kv: (-kv[0][0].order, kv[0][1])):
-            if key in desired_keys or (kinds is not None and obs.kind not in kinds):
-                continue
-            delete = _plan_delete(obs, state.registry, vol_users)
-            if delete is not None:
-                deletes.append(delete)
-        actions += deletes
+        actions += _plan_prune(state, desired_keys, options, kinds)
     return HostPlan(host=state.host, actions=tuple(actions))
