@@ -173,6 +173,86 @@ def flatten(root: etree._Element, kind: Kind, *, ignore: Iterable[str] = ()) -> 
     return Flat(values=values, elements=elements)
 
 
+# --- values libvirt fills in by itself -------------------------------------------
+#
+# A manifest that does not set these gets them from libvirt; a manifest that
+# does set them is compared on them like on anything else (``diff`` compares
+# only the paths the manifest determines). ``export`` leaves them out, so an
+# exported manifest says what the user chose, not what libvirt derived, and
+# the same manifest applies to another host. One rule per value, with why.
+
+
+@dataclass(frozen=True, kw_only=True)
+class Filled:
+    """A value libvirt fills in: ``path`` (flattened, regex), optionally only ``value``."""
+
+    kind: Kind
+    path: re.Pattern[str]
+    why: str
+    value: re.Pattern[str] | None = None
+
+    def matches(self, kind: Kind, path: str, value: str) -> bool:
+        return (
+            kind is self.kind
+            and self.path.match(path) is not None
+            and (self.value is None or self.value.fullmatch(value) is not None)
+        )
+
+
+def _filled(kind: Kind, path: str, why: str, value: str | None = None) -> Filled:
+    return Filled(
+        kind=kind,
+        path=re.compile(path),
+        why=why,
+        value=None if value is None else re.compile(value),
+    )
+
+
+_DEV = r"^devices/[^/]+"
+FILLED: tuple[Filled, ...] = (
+    _filled(Kind.DOMAIN, r"^uuid$", "generated at define; a redefine keeps the live one"),
+    _filled(Kind.DOMAIN, r"^@id$", "the running domain's id"),
+    _filled(Kind.DOMAIN, _DEV + r"/address$", "device addresses are assigned at define"),
+    _filled(Kind.DOMAIN, _DEV + r"/alias$", "device aliases are assigned at start"),
+    _filled(Kind.DOMAIN, r"^devices/emulator$", "the host's default emulator binary"),
+    _filled(
+        Kind.DOMAIN,
+        r"^devices/controller\[type=pci,index=0\]$",
+        "the PCI root (pci-root / pcie-root) comes with the machine type",
+    ),
+    _filled(Kind.DOMAIN, r"^vcpu/@placement$", "'static' is the default", value="static"),
+    _filled(Kind.DOMAIN, r"^on_poweroff$", "'destroy' is the default", value="destroy"),
+    _filled(Kind.DOMAIN, r"^on_reboot$", "'restart' is the default", value="restart"),
+    _filled(Kind.DOMAIN, r"^on_crash$", "'destroy' is the default", value="destroy"),
+    _filled(
+        Kind.DOMAIN,
+        r"^devices/console\[#\d+\]/target/@port$",
+        "console ports are numbered by libvirt, and renumbered when the domain starts",
+    ),
+    _filled(Kind.DOMAIN, r"^seclabel(\[#\d+\])?$", "security labels are assigned at start"),
+    _filled(Kind.NETWORK, r"^uuid$", "generated at define"),
+    _filled(Kind.NETWORK, r"^@connections$", "the number of attached interfaces (live state)"),
+    _filled(Kind.STORAGE_POOL, r"^uuid$", "generated at define"),
+    _filled(Kind.STORAGE_POOL, r"^(capacity|allocation|available)$", "measured by libvirt"),
+    _filled(Kind.VOLUME, r"^key$", "derived from the path"),
+    _filled(Kind.VOLUME, r"^@type$", "derived from the pool type"),
+    _filled(Kind.VOLUME, r"^(allocation|physical)$", "measured by libvirt"),
+    _filled(Kind.VOLUME, r"^source$", "extents of disk/logical volumes, measured by libvirt"),
+    _filled(Kind.VOLUME, r"^target/path$", "the pool's target path plus the volume name"),
+    _filled(Kind.VOLUME, r"^target/(permissions|timestamps)$", "read from the file"),
+    _filled(
+        Kind.VOLUME,
+        r"^backingStore/(?!path$|format$)[^/]+$",
+        "details of the backing file, read from it",
+    ),
+)
+
+
+def is_filled(kind: Kind, path: str, value: str) -> bool:
+    """Whether ``path`` (with ``value``) is something libvirt fills in by itself."""
+    return any(rule.matches(kind, path, value) for rule in FILLED)
+
+
 # --- values libvirt rewrites into an equivalent form ------------------------------
 
 _MACHINE_ALIASES = {"q35": "pc-q35-", "pc": "pc-i440fx-"}
