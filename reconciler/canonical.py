@@ -184,27 +184,38 @@ def flatten(root: etree._Element, kind: Kind, *, ignore: Iterable[str] = ()) -> 
 
 @dataclass(frozen=True, kw_only=True)
 class Filled:
-    """A value libvirt fills in: ``path`` (flattened, regex), optionally only ``value``."""
+    """A value libvirt fills in: ``path`` (flattened, regex), optionally only with
+    ``value``, or only for an element whose ``type`` attribute matches ``of_type``."""
 
     kind: Kind
     path: re.Pattern[str]
     why: str
     value: re.Pattern[str] | None = None
+    of_type: re.Pattern[str] | None = None
 
-    def matches(self, kind: Kind, path: str, value: str) -> bool:
-        return (
-            kind is self.kind
-            and self.path.match(path) is not None
-            and (self.value is None or self.value.fullmatch(value) is not None)
-        )
+    def matches(
+        self, kind: Kind, path: str, value: str, element: etree._Element | None = None
+    ) -> bool:
+        if kind is not self.kind or self.path.match(path) is None:
+            return False
+        if self.value is not None and self.value.fullmatch(value) is None:
+            return False
+        if self.of_type is not None:
+            return (
+                element is not None and self.of_type.fullmatch(element.get("type", "")) is not None
+            )
+        return True
 
 
-def _filled(kind: Kind, path: str, why: str, value: str | None = None) -> Filled:
+def _filled(
+    kind: Kind, path: str, why: str, value: str | None = None, of_type: str | None = None
+) -> Filled:
     return Filled(
         kind=kind,
         path=re.compile(path),
         why=why,
         value=None if value is None else re.compile(value),
+        of_type=None if of_type is None else re.compile(of_type),
     )
 
 
@@ -212,7 +223,12 @@ _DEV = r"^devices/[^/]+"
 FILLED: tuple[Filled, ...] = (
     _filled(Kind.DOMAIN, r"^uuid$", "generated at define; a redefine keeps the live one"),
     _filled(Kind.DOMAIN, r"^@id$", "the running domain's id"),
-    _filled(Kind.DOMAIN, _DEV + r"/address$", "device addresses are assigned at define"),
+    _filled(
+        Kind.DOMAIN,
+        _DEV + r"/address$",
+        "bus addresses are assigned at define (an ISA iobase is the device's own choice)",
+        of_type="pci|drive|virtio-serial|ccid|usb|spapr-vio|ccw|virtio-mmio|unassigned",
+    ),
     _filled(Kind.DOMAIN, _DEV + r"/alias$", "device aliases are assigned at start"),
     _filled(Kind.DOMAIN, r"^devices/emulator$", "the host's default emulator binary"),
     _filled(
@@ -248,9 +264,10 @@ FILLED: tuple[Filled, ...] = (
 )
 
 
-def is_filled(kind: Kind, path: str, value: str) -> bool:
-    """Whether ``path`` (with ``value``) is something libvirt fills in by itself."""
-    return any(rule.matches(kind, path, value) for rule in FILLED)
+def is_filled(kind: Kind, path: str, value: str, element: etree._Element | None = None) -> bool:
+    """Whether ``path`` (``value``; for an element path, ``element``) is something
+    libvirt fills in by itself."""
+    return any(rule.matches(kind, path, value, element) for rule in FILLED)
 
 
 # --- values libvirt rewrites into an equivalent form ------------------------------

@@ -151,13 +151,14 @@ def export_host(
 
 
 def _selected(obs: Observed, kinds: Collection[Kind], names: Collection[str]) -> bool:
-    # Volumes of exported pools come along unless kinds exclude them.
-    pool_volume = obs.kind is Kind.VOLUME and Kind.STORAGE_POOL in kinds and not names
-    if kinds and obs.kind not in kinds and not pool_volume:
-        return False
-    if names and obs.name not in names:
-        return obs.kind is Kind.VOLUME and obs.pool in names and Kind.VOLUME not in kinds
-    return True
+    """Chosen by ``--kind``/``--name``; volumes also come along with their pool."""
+
+    def chosen(kind: Kind, name: str) -> bool:
+        return (not kinds or kind in kinds) and (not names or name in names)
+
+    if chosen(obs.kind, obs.name):
+        return True
+    return obs.kind is Kind.VOLUME and chosen(Kind.STORAGE_POOL, obs.pool or "")
 
 
 def _shared_macs(domains: Iterable[Observed]) -> set[str]:
@@ -295,7 +296,7 @@ def clean(root: etree._Element, kind: Kind) -> etree._Element:
             root.remove(metadata)
     flat = canonical.flatten(root, kind)
     for path, value in sorted(flat.values.items(), key=lambda kv: -kv[0].count("/")):
-        if not canonical.is_filled(kind, path, value):
+        if not canonical.is_filled(kind, path, value, flat.elements.get(path)):
             continue
         el_path, _, attr = path.rpartition("/@") if "/@" in path else (path, "", "")
         if path.startswith("@"):
@@ -460,8 +461,13 @@ def _domain(root: etree._Element, shared_macs: Collection[str]) -> Spec:
     disks = _disks(root)
     if disks:
         spec["disks"] = disks
-    nics = [_interface(el, shared_macs) for el in root.iterfind("devices/interface")]
-    if nics and all(n is not None for n in nics):
+    nics: list[Spec] = []
+    for el in root.iterfind("devices/interface"):
+        nic = _interface(el, shared_macs)
+        if nic is None:
+            break  # as for disks: the rest stay in the overlay, in order
+        nics.append(nic)
+    if nics:
         spec["interfaces"] = nics
     consoles = root.findall("devices/console")
     if consoles and all(c.get("type") == "pty" for c in consoles):
@@ -511,15 +517,14 @@ def _os(root: etree._Element, spec: Spec) -> None:
 
 
 def _disks(root: etree._Element) -> list[Spec]:
+    """Friendly disks: the leading ones that fit. The first that does not, and all
+    after it, stay in the overlay, which appends them after the friendly ones, so
+    the order (the boot order without ``<boot order>``) is kept."""
     out: list[Spec] = []
-    seen: set[str] = set()
     for el in root.iterfind("devices/disk"):
         disk = _disk(el)
-        if disk is None or disk["target"] in seen:
-            # All disks or none: friendly disks render first, so a device left in
-            # the overlay would change the order libvirt boots them in.
-            return []
-        seen.add(disk["target"])
+        if disk is None or any(d["target"] == disk["target"] for d in out):
+            break
         out.append(disk)
     return out
 
