@@ -230,7 +230,7 @@ FILLED: tuple[Filled, ...] = (
         of_type="pci|drive|virtio-serial|ccid|usb|spapr-vio|ccw|virtio-mmio|unassigned",
     ),
     _filled(Kind.DOMAIN, _DEV + r"/alias$", "device aliases are assigned at start"),
-    _filled(Kind.DOMAIN, r"^devices/emulator$", "the host's default emulator binary"),
+    _filled(Kind.DOMAIN, r"^devices/emulator\[#0\]$", "the host's default emulator binary"),
     _filled(
         Kind.DOMAIN,
         r"^devices/controller\[type=pci,index=0\]$",
