@@ -28,9 +28,8 @@ DOMAIN = """
   <devices>
     <emulator>/usr/bin/qemu-system-x86_64</emulator>
     <disk type='file' device='disk'>
-      <source file='/var/lib/libvirt/images/a.qcow2'/>
-      <target dev='vda' bus='virtio'/>
-      <alias name='virtio-disk0'/>
+      <driver name='qemu' type='qcow2' discard='unmap'/>
+      <source file='/srv/a.qcow2'/><target dev='vda' bus='virtio'/><alias name='virtio-disk0'/>
       <address type='pci' domain='0x0000' bus='0x04' slot='0x00' function='0x0'/>
     </disk>
     <controller type='pci' index='0' model='pcie-root'/>
@@ -131,14 +130,20 @@ def test_domain_friendly_fields_and_overlay_for_the_rest() -> None:
     assert spec["memory"] == "1GiB"
     assert spec["vcpus"] == 2 and spec["machine"] == "pc-q35-7.2" and spec["type"] == "kvm"
     assert spec["disks"] == [
-        {"target": "vda", "bus": "virtio", "source": {"file": "/var/lib/libvirt/images/a.qcow2"}}
+        {"target": "vda", "bus": "virtio", "source": {"file": "/srv/a.qcow2"}, "format": "qcow2"}
     ]
     assert spec["consoles"] == [{"type": "pty"}]
     assert spec["state"] == "running" and spec["autostart"] is True
     overlay = etree.fromstring(str(spec["xml"]))
     # Only what the friendly fields do not say; nothing libvirt filled in.
     assert overlay.find("name") is None and overlay.find("uuid") is None
-    assert overlay.find("memory") is None and overlay.find("devices/disk") is None
+    assert overlay.find("memory") is None
+    # The disk stays only for what the friendly fields cannot say, found by its target.
+    disk = overlay.find("devices/disk")
+    assert disk is not None and [(c.tag, dict(c.attrib)) for c in disk] == [
+        ("driver", {"discard": "unmap"}),
+        ("target", {"dev": "vda"}),
+    ]
     assert overlay.find("devices/emulator") is None and overlay.find("seclabel") is None
     assert overlay.find("devices/controller").get("model") == "pcie-root-port"  # type: ignore[union-attr]
     assert overlay.find("devices/panic/address").get("iobase") == "0x505"  # type: ignore[union-attr]
@@ -162,7 +167,7 @@ def test_odd_disk_goes_to_the_overlay_after_the_friendly_ones() -> None:
     assert [d["target"] for d in spec["disks"]] == ["vda"]  # type: ignore[index]
     overlay = etree.fromstring(str(spec["xml"]))
     targets = [t.get("dev") for t in overlay.iterfind("devices/disk/target")]
-    assert targets == ["vdb", "sda"]
+    assert targets == ["vda", "vdb", "sda"]  # vda: its driver's discard only
 
 
 def test_network_friendly_fields() -> None:
