@@ -290,8 +290,15 @@ def _same_capacity(desired: str, live: str) -> bool:
     return d <= v < d + 512 and v % 512 == 0
 
 
+def _checked_cpu(desired: str, live: str) -> bool:
+    # A running domain reports check='full' once QEMU has checked its CPU,
+    # whatever the definition says.
+    return live == "full" and desired in ("none", "partial")
+
+
 EQUIVALENT: list[tuple[Kind, re.Pattern[str], Callable[[str, str], bool]]] = [
     (Kind.DOMAIN, re.compile(r"^os/type/@machine$"), _same_machine),
+    (Kind.DOMAIN, re.compile(r"^cpu/@check$"), _checked_cpu),
     (Kind.VOLUME, re.compile(r"^capacity$"), _same_capacity),
 ]
 

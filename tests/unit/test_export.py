@@ -294,3 +294,14 @@ def test_yaml_reloads_as_the_same_strings(tmp_path: Path) -> None:
     assert loaded.spec["disks"][0]["serial"] == "on"
     assert loaded.spec["xml"] == doc["spec"]["xml"]  # type: ignore[index]
     assert "xml: |" in path.read_text()
+
+
+# --- canonical.EQUIVALENT rules the export round trips revealed ------------------
+
+
+def test_running_domain_reports_checked_cpu_as_full() -> None:
+    assert canonical.equivalent(Kind.DOMAIN, "cpu/@check", "none", "full")
+    assert canonical.equivalent(Kind.DOMAIN, "cpu/@check", "partial", "full")
+    # A real change of the definition is still one.
+    assert not canonical.equivalent(Kind.DOMAIN, "cpu/@check", "full", "none")
+    assert not canonical.equivalent(Kind.DOMAIN, "cpu/@check", "none", "partial")
