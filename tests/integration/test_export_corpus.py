@@ -218,3 +218,25 @@ def test_export_selects_kinds_and_names(corpus_uri: str, run: Run, tmp_path: Pat
     assert all(ref.startswith(("StoragePool/pool-dir", "Volume/pool-dir/")) for ref in files)
     with pytest.raises(SystemExit):
         run("export", "-c", corpus_uri, "-d", out, "--kind", "Disk")
+
+
+def test_export_with_host_documents_names_the_host(
+    corpus_uri: str, run: Run, tmp_path: Path, plan_json: Callable[..., dict[str, Any]]
+) -> None:
+    inventory = tmp_path / "hosts.yaml"
+    inventory.write_text(
+        f"apiVersion: virt-reconcile/v1\nkind: Host\nmetadata: {{name: lab}}\n"
+        f"spec: {{uri: '{corpus_uri}'}}\n"
+    )
+    out = tmp_path / "out"
+    code, stdout, err = run("export", inventory, "--host", "lab", "-d", out, "--kind", "Network")
+    assert code == 0, stdout + err
+    files = _files(out)
+    assert files and all(p.parent == out / "lab" / "network" for p in files.values())
+    assert all(yaml.safe_load(p.read_text())["spec"]["host"] == "lab" for p in files.values())
+    actions = _actions(plan_json(inventory, out))
+    assert set(actions) == set(files)
+    assert {a["action"] for a in actions.values()} == {"adopt"}
+    # -c beside Host documents is refused, as for plan.
+    code, stdout, err = run("export", inventory, "-c", corpus_uri, "-d", out)
+    assert code == 1 and "Host documents" in err
