@@ -136,7 +136,7 @@ def export_host(
             continue
         spec, form = export_object(obs, shared_macs=shared)
         if host_field is not None:
-            spec = {"host": host_field, **spec}
+            spec = _ordered({"host": host_field, **spec})
         objects.append(
             Exported(
                 kind=obs.kind,
@@ -208,10 +208,18 @@ def export_object(obs: Observed, *, shared_macs: Collection[str] = ()) -> tuple[
     spec: Spec = {}
     for form, spec in _candidates(obs.kind, cleaned, friendly):
         if _renders_exactly(obs, {**spec, **extra}, cleaned):
-            return {**spec, **extra}, form
+            return _ordered({**spec, **extra}), form
     # Not even the complete document renders back (a bug in render or here):
     # export it anyway; plan shows the difference.
-    return {**spec, **extra}, "inexact"
+    return _ordered({**spec, **extra}), "inexact"
+
+
+def _ordered(spec: Spec) -> Spec:
+    """Where the object lives first, the overlay last: how a person writes a manifest."""
+    first = [k for k in ("host", "pool") if k in spec]
+    last = [k for k in ("state", "autostart", "xml") if k in spec]
+    middle = [k for k in spec if k not in first and k not in last]
+    return {k: spec[k] for k in [*first, *middle, *last]}
 
 
 def _candidates(kind: Kind, cleaned: etree._Element, friendly: Spec) -> Iterable[tuple[str, Spec]]:
