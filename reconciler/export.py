@@ -112,27 +112,9 @@ def export_host(
         if o.kind is Kind.STORAGE_POOL
     }
     for obs in sorted(chosen, key=lambda o: (o.kind.order, o.pool or "", o.name)):
-        lun_pool = pool_types.get(obs.pool or "") if obs.kind is Kind.VOLUME else None
-        if lun_pool in LUN_POOLS:
-            skipped.append(
-                Skipped(
-                    kind=obs.kind,
-                    name=obs.name,
-                    pool=obs.pool,
-                    reason=f"a LUN of a {lun_pool} pool: the storage presents it, "
-                    "libvirt cannot create it",
-                )
-            )
-            continue
-        if not obs.persistent:
-            skipped.append(
-                Skipped(
-                    kind=obs.kind,
-                    name=obs.name,
-                    pool=obs.pool,
-                    reason="transient (no persistent definition to manage)",
-                )
-            )
+        reason = _skip_reason(obs, pool_types)
+        if reason is not None:
+            skipped.append(Skipped(kind=obs.kind, name=obs.name, pool=obs.pool, reason=reason))
             continue
         spec, form = export_object(obs, shared_macs=shared)
         if host_field is not None:
@@ -148,6 +130,16 @@ def export_host(
             )
         )
     return HostExport(host=host, objects=tuple(objects), skipped=tuple(skipped))
+
+
+def _skip_reason(obs: Observed, pool_types: Mapping[str, str | None]) -> str | None:
+    """Why an object gets no manifest (None: it gets one)."""
+    lun_pool = pool_types.get(obs.pool or "") if obs.kind is Kind.VOLUME else None
+    if lun_pool in LUN_POOLS:
+        return f"a LUN of a {lun_pool} pool: the storage presents it, libvirt cannot create it"
+    if not obs.persistent:
+        return "transient (no persistent definition to manage)"
+    return None
 
 
 def _selected(obs: Observed, kinds: Collection[Kind], names: Collection[str]) -> bool:
