@@ -170,7 +170,44 @@ def flatten(root: etree._Element, kind: Kind, *, ignore: Iterable[str] = ()) -> 
         if id(child) in skipped:
             continue
         walk(child, key)
+    for rule in _DERIVED.get(kind, ()):
+        rule(values, elements)
     return Flat(values=values, elements=elements)
+
+
+# --- values libvirt writes differently in the live XML of a running domain ---------
+#
+# Both sides are flattened the same way, so each rule is a statement about
+# what a document *means*, true of desired, inactive and live XML alike.
+
+
+def _firmware_from_loader(values: Fields, elements: dict[str, etree._Element]) -> None:
+    """A pflash ``<loader>`` is UEFI firmware: ``os/@firmware='efi'``. A running
+    domain's XML has the firmware libvirt chose for ``firmware='efi'`` as a
+    ``<loader>`` and no longer says ``firmware``."""
+    os_el = elements.get("os")
+    if os_el is None or "os/@firmware" in values:
+        return
+    loader = os_el.find("loader")
+    if loader is not None and loader.get("type") == "pflash":
+        values["os/@firmware"] = "efi"
+
+
+_DISK = re.compile(r"^(devices/disk\[[^/]*\])/driver/@type$")
+
+
+def _no_format_without_media(values: Fields, elements: dict[str, etree._Element]) -> None:
+    """An empty cdrom or floppy has no format: a running domain's XML drops
+    ``<driver type='raw'/>`` of a drive with no medium."""
+    for path in [p for p in values if _DISK.match(p)]:
+        disk = elements.get(_DISK.match(path).group(1))  # type: ignore[union-attr]
+        if disk is not None and disk.find("source") is None:
+            del values[path]
+
+
+_DERIVED: dict[Kind, tuple[Callable[[Fields, dict[str, etree._Element]], None], ...]] = {
+    Kind.DOMAIN: (_firmware_from_loader, _no_format_without_media),
+}
 
 
 # --- values libvirt fills in by itself -------------------------------------------
@@ -296,7 +333,13 @@ def _checked_cpu(desired: str, live: str) -> bool:
     return live == "full" and desired in ("none", "partial")
 
 
+def _auto_port(desired: str, live: str) -> bool:
+    # port='-1' (autoport) in a definition; a running domain shows the port it got.
+    return desired == "-1" and live.isdigit()
+
+
 EQUIVALENT: list[tuple[Kind, re.Pattern[str], Callable[[str, str], bool]]] = [
+    (Kind.DOMAIN, re.compile(r"^devices/graphics\[[^/]*\]/@(port|tlsPort|websocket)$"), _auto_port),
     (Kind.DOMAIN, re.compile(r"^os/type/@machine$"), _same_machine),
     (Kind.DOMAIN, re.compile(r"^cpu/@check$"), _checked_cpu),
     (Kind.VOLUME, re.compile(r"^capacity$"), _same_capacity),

@@ -305,3 +305,38 @@ def test_running_domain_reports_checked_cpu_as_full() -> None:
     # A real change of the definition is still one.
     assert not canonical.equivalent(Kind.DOMAIN, "cpu/@check", "full", "none")
     assert not canonical.equivalent(Kind.DOMAIN, "cpu/@check", "none", "partial")
+
+
+def test_autoport_equals_the_port_a_running_domain_got() -> None:
+    path = "devices/graphics[#0]/@port"
+    assert canonical.equivalent(Kind.DOMAIN, path, "-1", "5901")
+    assert not canonical.equivalent(Kind.DOMAIN, path, "5900", "5901")
+    assert not canonical.equivalent(Kind.DOMAIN, "devices/serial[#0]/@port", "-1", "5901")
+
+
+def test_a_pflash_loader_means_efi_firmware() -> None:
+    running = (
+        "<domain><os><type>hvm</type><loader readonly='yes' type='pflash'>/usr/share/OVMF/"
+        "OVMF_CODE_4M.ms.fd</loader></os></domain>"
+    )
+    desired = "<domain><os firmware='efi'><type>hvm</type></os></domain>"
+    live = canonical.flatten(etree.fromstring(running), Kind.DOMAIN).values
+    assert (
+        live["os/@firmware"]
+        == canonical.flatten(etree.fromstring(desired), Kind.DOMAIN).values["os/@firmware"]
+    )
+    rom = running.replace("pflash", "rom")
+    assert "os/@firmware" not in canonical.flatten(etree.fromstring(rom), Kind.DOMAIN).values
+
+
+def test_an_empty_drive_has_no_format() -> None:
+    xml = (
+        "<domain><devices><disk type='file' device='cdrom'><driver name='qemu' type='raw'/>"
+        "<target dev='sda' bus='sata'/></disk><disk type='file' device='cdrom'>"
+        "<driver name='qemu' type='raw'/><source file='/x.iso'/><target dev='sdb' bus='sata'/>"
+        "</disk></devices></domain>"
+    )
+    values = canonical.flatten(etree.fromstring(xml), Kind.DOMAIN).values
+    assert "devices/disk[target=sda]/driver/@type" not in values
+    assert values["devices/disk[target=sda]/driver/@name"] == "qemu"
+    assert values["devices/disk[target=sdb]/driver/@type"] == "raw"
