@@ -11,8 +11,15 @@ A document becomes a flat mapping ``path -> value``:
 Only the paths the manifest determines are compared (``diff``), so anything
 libvirt fills in by itself (uuid, addresses, aliases, auto-added controllers,
 seclabel, ...) never shows as a difference. What remains are values libvirt
-*rewrites*; each such rule lives here, in ``NORMALISERS`` and ``EQUIVALENT``,
-with a test in ``tests/unit/test_canonical.py``.
+*rewrites*; each such rule lives here, with a unit test
+(``tests/unit/test_canonical.py``, ``tests/unit/test_export.py``):
+
+* ``_SCALED`` and ``_normalise_attr``: units and MAC case;
+* ``_DERIVED``: what a document means, stated the same for desired, inactive and
+  live XML (a pflash loader is ``firmware='efi'``; an empty drive has no format);
+* ``EQUIVALENT``: a desired value and the value libvirt shows for it (``q35`` is
+  ``pc-q35-7.2``, ``port='-1'`` is the port a running domain got, ...);
+* ``FILLED``: what libvirt fills in by itself, which ``export`` leaves out.
 """
 
 from __future__ import annotations
