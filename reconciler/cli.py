@@ -372,7 +372,7 @@ def _export(args: argparse.Namespace, out: Console, err: Console) -> int:
             for skipped in exported.skipped:
                 out.print(f"  [dim]skipped {escape(skipped.ref)}: {escape(skipped.reason)}[/]")
         if args.adopt and written:
-            failed = _adopt(args, [*args.paths, *map(str, written)], run, out, err) or failed
+            failed = _adopt(args, [str(p) for p in written], run, out, err) or failed
         return EXIT_ERROR if failed else EXIT_OK
     finally:
         run.close()
@@ -386,7 +386,11 @@ def _adopt(
     Returns whether something failed. Anything else the plan wants (an export
     that does not describe its object exactly) is reported and left alone.
     """
-    loaded = manifests.load(paths)
+    written = set(paths)
+    loaded = manifests.load([*args.paths, *paths])  # the Host documents, and what we wrote
+    loaded = dataclasses.replace(
+        loaded, objects=tuple(m for m in loaded.objects if m.source.file in written)
+    )
     overrides = manifests.load_hosts_override(args.hosts_override) if args.hosts_override else None
     target = resolve_hosts(loaded, connect=args.connect, only=args.host, overrides=overrides)
     run = Run(target=target, options=plan.Options(), sessions=previous.sessions)
@@ -395,7 +399,7 @@ def _adopt(
     failed = False
     for name, hp in run.plans.items():
         for a in hp.actions:
-            if a.error or a.type not in (ActionType.ADOPT, ActionType.UNCHANGED):
+            if a.error or (a.type.is_change and a.type is not ActionType.ADOPT):
                 failed = True
                 what = a.error or ", ".join(c.path for c in a.changes) or a.type.value
                 err.print(f"not adopted: {escape(name)}: {escape(a.ref)}: {escape(what)}")

@@ -221,7 +221,11 @@ def test_export_selects_kinds_and_names(corpus_uri: str, run: Run, tmp_path: Pat
 
 
 def test_export_with_host_documents_names_the_host(
-    corpus_uri: str, run: Run, tmp_path: Path, plan_json: Callable[..., dict[str, Any]]
+    corpus_uri: str,
+    run: Run,
+    tmp_path: Path,
+    plan_json: Callable[..., dict[str, Any]],
+    conn: Callable[[str], libvirt.virConnect],
 ) -> None:
     inventory = tmp_path / "hosts.yaml"
     inventory.write_text(
@@ -237,6 +241,18 @@ def test_export_with_host_documents_names_the_host(
     actions = _actions(plan_json(inventory, out))
     assert set(actions) == set(files)
     assert {a["action"] for a in actions.values()} == {"adopt"}
+    # --adopt adopts what it wrote, and nothing else the PATHs declare.
+    with inventory.open("a") as f:
+        f.write(
+            "---\napiVersion: virt-reconcile/v1\nkind: Network\nmetadata: {name: vrt-extra}\n"
+            "spec: {host: lab}\n"
+        )
+    code, stdout, err = run("export", inventory, "-d", out, "--kind", "Network", "--adopt")
+    assert code == 0, stdout + err
+    assert f"Adopted {len(files)} object(s)" in stdout
+    assert (
+        "vrt-extra" not in conn(corpus_uri).listNetworks() + conn(corpus_uri).listDefinedNetworks()
+    )
     # -c beside Host documents is refused, as for plan.
     code, stdout, err = run("export", inventory, "-c", corpus_uri, "-d", out)
     assert code == 1 and "Host documents" in err
