@@ -6,6 +6,8 @@
     virt-reconcile apply    PATH... [-c URI] [--host NAME...] [--prune] [--replace KIND/NAME...]
                                     [-o text|json] [--dry-run]
     virt-reconcile status   PATH... [-c URI] [--host NAME...] [-o text|json]
+    virt-reconcile export   [PATH...] [-c URI] [--host NAME] [--kind K...] [--name N...]
+                                    [--adopt] -d DIR
 
 Exit codes: 0 success / no changes; 1 error; 2 with --detailed-exitcode:
 success and there are changes.
@@ -15,16 +17,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
-from reconciler import __version__, errors, lock, manifests, plan, report, status, units
+from reconciler import __version__, errors, export, lock, manifests, plan, report, status, units
 from reconciler.execute import Result
 from reconciler.hosts import redact_uri
-from reconciler.model import Host
+from reconciler.model import Host, Kind, ManifestSet
 from reconciler.plan import ActionType
 from reconciler.reconcile import Run, Target, residual, resolve_hosts
 
@@ -151,7 +156,56 @@ def _parser() -> argparse.ArgumentParser:
         help="sync state, power state and health of every object the manifests name",
     )
     hosts_args(st)
+    _export_parser(sub)
     return p
+
+
+def _export_parser(sub: Any) -> None:
+    ex = sub.add_parser(
+        "export",
+        help="write a manifest for every existing object of a host (read-only unless --adopt)",
+        description="Write one manifest per existing domain, network, storage pool and volume "
+        "to DIR/HOST/KIND/NAME.yaml (volumes: DIR/HOST/volume/POOL/NAME.yaml). HOST is "
+        "'default' with -c URI, else the Host document's name. With --adopt the exported "
+        "objects also become managed, so plan shows no changes.",
+    )
+    ex.add_argument(
+        "paths", nargs="*", metavar="PATH", help="Host documents naming the hosts (optional)"
+    )
+    ex.add_argument("-c", "--connect", metavar="URI", help="libvirt URI of the one host")
+    ex.add_argument(
+        "--host", action="append", default=[], metavar="NAME", help="export only this Host"
+    )
+    ex.add_argument(
+        "--hosts-override",
+        metavar="FILE",
+        help="Host documents whose URIs replace those of the same names",
+    )
+    ex.add_argument(
+        "--kind",
+        action="append",
+        default=[],
+        metavar="KIND",
+        type=_kind,
+        help="export only this kind (Domain, Network, StoragePool, Volume; repeatable)",
+    )
+    ex.add_argument(
+        "--name", action="append", default=[], metavar="NAME", help="export only this object"
+    )
+    ex.add_argument(
+        "--adopt", action="store_true", help="also mark the exported objects as managed"
+    )
+    ex.add_argument("-d", "--directory", required=True, metavar="DIR", help="output folder")
+    ex.add_argument("-v", "--verbose", action="store_true", help="list every file written")
+
+
+def _kind(text: str) -> Kind:
+    for kind in Kind:
+        if kind is not Kind.HOST and text.lower() in (kind.value.lower(), kind.name.lower()):
+            return kind
+    raise argparse.ArgumentTypeError(
+        f"unknown kind {text!r}: use Domain, Network, StoragePool or Volume"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -163,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _validate(args, out)
         if args.command == "status":
             return _status(args, out)
+        if args.command == "export":
+            return _export(args, out, err)
         return _plan_or_apply(args, out, err)
     except errors.ManifestError as e:
         for problem in e.problems:
@@ -404,3 +460,86 @@ def _print_convergence(left: Sequence[tuple[str, plan.Action]], failed: bool, ou
                 f"  {escape(name)}: {escape(a.ref)} {escape(c.path)}: "
                 f"{escape(report.short(c.old))} → {escape(report.short(c.new))}"
             )
+
+
+def _export(args: argparse.Namespace, out: Console, err: Console) -> int:
+    loaded = manifests.load(args.paths) if args.paths else ManifestSet()
+    hosts_only = ManifestSet(hosts=loaded.hosts)
+    overrides = manifests.load_hosts_override(args.hosts_override) if args.hosts_override else None
+    target = resolve_hosts(hosts_only, connect=args.connect, only=args.host, overrides=overrides)
+    directory = Path(args.directory)
+    run = Run(target=target, options=plan.Options())
+    try:
+        run.connect_and_observe()
+        failed = False
+        written: list[Path] = []
+        for host in target.hosts:
+            state = run.states[host.name]
+            if not state.reachable:
+                err.print(f"error: host {escape(host.name)}: {escape(state.error or '')}")
+                failed = True
+                continue
+            exported = export.export_host(
+                state,
+                host_field=host.name if loaded.hosts else None,
+                kinds=frozenset(args.kind),
+                names=frozenset(args.name),
+            )
+            files = export.write(exported, directory)
+            written += files
+            out.print(
+                f"Host {escape(host.name)}: exported {len(files)} object(s) to "
+                f"{escape(str(directory / export.host_folder(host.name)))}"
+            )
+            for path in files if args.verbose else ():
+                out.print(f"  {escape(str(path))}")
+            for skipped in exported.skipped:
+                out.print(f"  [dim]skipped {escape(skipped.ref)}: {escape(skipped.reason)}[/]")
+        if args.adopt and written:
+            failed = _adopt(args, [str(p) for p in written], run, out, err) or failed
+        return EXIT_ERROR if failed else EXIT_OK
+    finally:
+        run.close()
+
+
+def _adopt(
+    args: argparse.Namespace, paths: Sequence[str], previous: Run, out: Console, err: Console
+) -> bool:
+    """Mark the exported objects managed: run only the plan's ``adopt`` actions.
+
+    Returns whether something failed. Anything else the plan wants (an export
+    that does not describe its object exactly) is reported and left alone.
+    """
+    written = set(paths)
+    loaded = manifests.load([*args.paths, *paths])  # the Host documents, and what we wrote
+    loaded = dataclasses.replace(
+        loaded, objects=tuple(m for m in loaded.objects if m.source.file in written)
+    )
+    overrides = manifests.load_hosts_override(args.hosts_override) if args.hosts_override else None
+    target = resolve_hosts(loaded, connect=args.connect, only=args.host, overrides=overrides)
+    run = Run(target=target, options=plan.Options(), sessions=previous.sessions)
+    run.connect_and_observe()
+    run.build_plans()
+    failed = False
+    for name, hp in run.plans.items():
+        for a in hp.actions:
+            if a.error or (a.type.is_change and a.type is not ActionType.ADOPT):
+                failed = True
+                what = a.error or ", ".join(c.path for c in a.changes) or a.type.value
+                err.print(f"not adopted: {escape(name)}: {escape(a.ref)}: {escape(what)}")
+        run.plans[name] = dataclasses.replace(
+            hp, actions=tuple(a for a in hp.actions if a.type is ActionType.ADOPT and not a.error)
+        )
+    results = run.execute()
+    adopted = 0
+    for name, rs in results.items():
+        for r in rs:
+            if r.result == "ok":
+                adopted += 1
+            else:
+                failed = True
+                err.print(
+                    f"adopt failed: {escape(name)}: {escape(r.action.ref)}: {escape(r.error or '')}"
+                )
+    out.print(f"Adopted {adopted} object(s)")
+    return failed

@@ -834,6 +834,11 @@ def load(paths: Sequence[str], *, default_uri: str | None = None) -> model.Manif
     return model.ManifestSet(objects=tuple(objects), hosts=tuple(host_list), files=tuple(files))
 
 
+def schema_valid(kind: model.Kind, document: Mapping[str, Any]) -> bool:
+    """Whether one document (plain data) is valid against its kind's schema."""
+    return bool(_validator(kind).is_valid(document))
+
+
 def load_hosts_override(path: str) -> dict[str, str]:
     """A ``--hosts-override`` file of Host documents -> {host name: URI}."""
     problems: list[errors.Problem] = []
