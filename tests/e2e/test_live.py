@@ -1,0 +1,290 @@
+"""Minimal live changes on a real libvirtd with a booted guest (issue #4).
+
+One guest is booted for the whole module (booting is the slow part); every
+test first applies the base manifests (``Lab.reset``), which also reverts what
+the previous test changed, so each test starts from the same converged lab:
+a dir pool with a qcow2 volume, an active NAT network and a running guest with
+one NIC on it and a SATA cdrom with media ``a.iso``.
+
+Tests that restart or stop the guest come last; ``reset`` starts it again.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import libvirt
+import pytest
+
+from tests.e2e.test_reconcile import CMDLINE, vr
+from tests.testbed.daemon import TEST_PREFIX, cleanup_prefixed
+from tests.testbed.guest import Guest, make_scratch_dir, wait_for_ready
+
+DOMAIN = "vrt-live"
+NETWORK = "vrt-live-net"
+POOL = "vrt-live-pool"
+VOLUME = "vrt-data.qcow2"
+BRIDGE = "vrtlive0"
+SUBNET = "10.213.77"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Spec:
+    """The parts of the lab a test varies; the defaults are the base lab."""
+
+    memory: str = "192MiB"
+    current_memory: str = "128MiB"
+    vcpus: int = 1
+    machine: str = "q35"
+    cpu: str = ""
+    restart: str = "never"
+    shutdown_timeout: str = "5s"
+    state: str = "running"
+    media: str = "a.iso"
+    extra_disk: bool = False
+    extra_nic: bool = False
+    volume_capacity: str = "16MiB"
+    volume_in_use: bool = False
+    dhcp_hosts: tuple[tuple[str, str], ...] = ()
+    net_bridge: str = BRIDGE
+    net_forward: str = "nat"
+
+
+@dataclass
+class Lab:
+    uri: str
+    guest: Guest
+    folder: Path
+    scratch: Path
+    spec: Spec = field(default_factory=Spec)
+
+    @property
+    def log(self) -> Path:
+        return self.scratch / "serial.log"
+
+    def write(self, spec: Spec) -> None:
+        self.spec = spec
+        disks = [
+            f"    - {{target: sda, bus: sata, device: cdrom, readonly: true, "
+            f"source: {{file: {self.scratch / spec.media}}}}}\n"
+        ]
+        if spec.extra_disk or spec.volume_in_use:
+            disks.append(
+                f"    - {{target: vdb, bus: virtio, format: qcow2, "
+                f"source: {{volume: {{pool: {POOL}, name: {VOLUME}}}}}}}\n"
+            )
+        nics = ["    - {name: lan, network: " + NETWORK + ", model: virtio}\n"]
+        if spec.extra_nic:
+            nics.append("    - {name: extra, network: " + NETWORK + ", model: virtio}\n")
+        cpu = f"  cpu: {{mode: {spec.cpu}}}\n" if spec.cpu else ""
+        ports = "".join(
+            f"<controller type='pci' index='{i}' model='pcie-root-port'/>" for i in range(1, 7)
+        )
+        dhcp_hosts = "".join(
+            f'\n        - {{mac: "{mac}", ip: {ip}}}' for mac, ip in spec.dhcp_hosts
+        )
+        (self.folder / "lab.yaml").write_text(f"""\
+apiVersion: virt-reconcile/v1
+kind: StoragePool
+metadata: {{name: {POOL}}}
+spec: {{type: dir, target: {self.scratch / "pool"}, state: active}}
+---
+apiVersion: virt-reconcile/v1
+kind: Volume
+metadata: {{name: {VOLUME}}}
+spec: {{pool: {POOL}, capacity: {spec.volume_capacity}, format: qcow2}}
+---
+apiVersion: virt-reconcile/v1
+kind: Network
+metadata: {{name: {NETWORK}}}
+spec:
+  forward: {spec.net_forward}
+  bridge: {spec.net_bridge}
+  ip:
+    address: {SUBNET}.1
+    prefix: 24
+    dhcp:
+      range: [{SUBNET}.100, {SUBNET}.200]
+      hosts:{dhcp_hosts or " []"}
+  state: active
+---
+apiVersion: virt-reconcile/v1
+kind: Domain
+metadata: {{name: {DOMAIN}}}
+spec:
+  type: qemu
+  machine: {spec.machine}
+  memory: {spec.memory}
+  currentMemory: {spec.current_memory}
+  vcpus: {spec.vcpus}
+  maxVcpus: 2
+{cpu}  kernel: {{path: {self.guest.kernel}, initrd: {self.guest.initrd}, cmdline: "{CMDLINE}"}}
+  disks:
+{"".join(disks)}  interfaces:
+{"".join(nics)}  state: {spec.state}
+  updateStrategy: {{restart: {spec.restart}, shutdownTimeout: {spec.shutdown_timeout}}}
+  xml: |
+    <domain>
+      <features><acpi/></features>
+      <devices>
+        {ports}
+        <serial type='file'><source path='{self.log}'/></serial>
+        <memballoon model='virtio'/>
+      </devices>
+    </domain>
+""")
+
+    # --- running the command line --------------------------------------------------
+
+    def plan(self, *extra: str) -> tuple[int, dict[str, Any]]:
+        result = vr("plan", self.folder, "-c", self.uri, "-o", "json", *extra)
+        assert result.returncode in (0, 2), result.stdout + result.stderr
+        return result.returncode, json.loads(result.stdout)
+
+    def apply(self, *extra: str, ok: bool = True) -> dict[str, Any]:
+        result = vr("apply", self.folder, "-c", self.uri, "-o", "json", *extra)
+        if ok:
+            assert result.returncode == 0, result.stdout + result.stderr
+        doc: dict[str, Any] = json.loads(result.stdout)
+        return doc
+
+    def assert_converged(self) -> None:
+        code, doc = self.plan("--detailed-exitcode")
+        assert code == 0, json.dumps(doc, indent=1)
+
+    def reset(self, **changes: Any) -> None:
+        """Apply the base lab (plus ``changes``) and wait until the guest is up."""
+        self.write(replace(Spec(), **changes))
+        self.apply()
+        with self.conn() as conn:
+            dom = conn.lookupByName(DOMAIN)
+            if dom.isActive():
+                wait_for_ready(self.log, timeout=120, domain=dom)
+                self.wait_balloon(units_kib(self.spec.current_memory))
+        self.assert_converged()
+
+    def wait_balloon(self, kib: int, timeout: float = 30) -> None:
+        """Wait until the guest's balloon reached ``kib`` (libvirt reports it with a lag)."""
+        deadline = time.monotonic() + timeout
+        while f"<currentMemory unit='KiB'>{kib}</currentMemory>" not in self.live_xml():
+            assert time.monotonic() < deadline, f"balloon never reached {kib} KiB"
+            time.sleep(0.2)
+
+    # --- looking at the host -------------------------------------------------------
+
+    def conn(self) -> _Conn:
+        return _Conn(self.uri)
+
+    def dom_id(self) -> int:
+        with self.conn() as conn:
+            return int(conn.lookupByName(DOMAIN).ID())
+
+    def live_xml(self) -> str:
+        with self.conn() as conn:
+            return str(conn.lookupByName(DOMAIN).XMLDesc(0))
+
+    def console(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_console(self, offset: int, *lines: str, timeout: float = 30) -> None:
+        """Wait until the guest printed every line (after ``offset``) on its console."""
+        deadline = time.monotonic() + timeout
+        while not all(line in self.console()[offset:] for line in lines):
+            assert time.monotonic() < deadline, f"{lines} not all in {self.console()[offset:]!r}"
+            time.sleep(0.1)
+
+
+class _Conn:
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+
+    def __enter__(self) -> libvirt.virConnect:
+        self.c = libvirt.open(self.uri)
+        return self.c
+
+    def __exit__(self, *exc: object) -> None:
+        self.c.close()
+
+
+def units_kib(size: str) -> int:
+    number, unit = size[:-3], size[-3:]
+    return int(number) * {"KiB": 1, "MiB": 1024, "GiB": 1024 * 1024}[unit]
+
+
+def actions(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Actions by ``Kind/name`` (volumes by ``Volume/name``)."""
+    return {f"{a['kind']}/{a['name']}": a for h in doc["hosts"] for a in h["actions"]}
+
+
+def all_calls(doc: dict[str, Any]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for a in actions(doc).values():
+        for k, v in (a.get("calls") or {}).items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
+# --- fixtures ------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def vr_cleanup() -> Iterator[None]:
+    """Overrides the per-test cleanup: the module shares one lab (see ``lab``)."""
+    yield
+
+
+@pytest.fixture(scope="module")
+def lab(system_uri: str, guest: Guest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    cleanup_prefixed(system_uri, TEST_PREFIX)
+    scratch = make_scratch_dir()
+    for iso in ("a.iso", "b.iso"):
+        (scratch / iso).write_bytes(b"\0" * 2048 * 16)
+    folder = tmp_path_factory.mktemp("live")
+    the_lab = Lab(uri=system_uri, guest=guest, folder=folder, scratch=scratch)
+    try:
+        yield the_lab
+    finally:
+        cleanup_prefixed(system_uri, TEST_PREFIX)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+# --- tests ----------------------------------------------------------------------------
+
+
+def test_disk_and_nic_attach_live_then_detach(lab: Lab) -> None:
+    lab.reset()
+    before = lab.dom_id()
+    seen = len(lab.console())
+    lab.write(replace(lab.spec, extra_disk=True, extra_nic=True))
+    code, planned = lab.plan("--detailed-exitcode")
+    assert code == 2
+    dom = actions(planned)[f"Domain/{DOMAIN}"]
+    assert dom["action"] == "update" and dom["disruption"] == "live", dom
+    applied = lab.apply()
+    # Exactly the attaches, plus the ownership record (its last-applied field set
+    # now holds the new devices): no define, no destroy, no restart.
+    assert all_calls(applied) == {"attachDeviceFlags": 2, "setMetadata": 1}, applied
+    live = lab.live_xml()
+    assert "<target dev='vdb' bus='virtio'/>" in live
+    assert live.count("<interface type='network'>") == 2
+    assert lab.dom_id() == before
+    # The guest names disks itself: the first virtio disk is its vda, whatever the target.
+    lab.wait_console(seen, "VR-GUEST-DEVICE add block vda", "VR-GUEST-DEVICE add net eth1")
+    lab.assert_converged()
+
+    seen = len(lab.console())
+    lab.write(replace(lab.spec, extra_disk=False, extra_nic=False))
+    applied = lab.apply()
+    assert all_calls(applied) == {"detachDeviceFlags": 2, "setMetadata": 1}, applied
+    live = lab.live_xml()
+    assert "vdb" not in live
+    assert live.count("<interface type='network'>") == 1
+    assert lab.dom_id() == before
+    lab.wait_console(seen, "VR-GUEST-DEVICE remove block vda", "VR-GUEST-DEVICE remove net eth1")
+    lab.assert_converged()
