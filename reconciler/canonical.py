@@ -11,7 +11,7 @@ A document becomes a flat mapping ``path -> value``:
 Only the paths the manifest determines are compared (``diff``), so anything
 libvirt fills in by itself (uuid, addresses, aliases, auto-added controllers,
 seclabel, ...) never shows as a difference. What remains are values libvirt
-*rewrites*; each such rule lives here, in ``NORMALISERS`` and ``EQUIVALENT``,
+*rewrites*; each such rule lives here, in ``IMPLIED`` and ``EQUIVALENT``,
 with a test in ``tests/unit/test_canonical.py``.
 """
 
@@ -170,7 +170,18 @@ def flatten(root: etree._Element, kind: Kind, *, ignore: Iterable[str] = ()) -> 
         if id(child) in skipped:
             continue
         walk(child, key)
+    for (k, path), source in IMPLIED.items():
+        if k is kind and path not in values and source in values:
+            values[path] = values[source]
     return Flat(values=values, elements=elements)
+
+
+# Attributes libvirt leaves out when they equal another value: (kind, path) -> the
+# path whose value they then have. ``<vcpu current='2'>2</vcpu>`` reads back as
+# ``<vcpu>2</vcpu>``; both flatten to the same fields.
+IMPLIED: dict[tuple[Kind, str], str] = {
+    (Kind.DOMAIN, "vcpu/@current"): "vcpu",
+}
 
 
 # --- values libvirt rewrites into an equivalent form ------------------------------

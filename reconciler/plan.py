@@ -218,7 +218,9 @@ def _live_op(path: str, desired: canonical.Flat, live: canonical.Flat) -> str | 
     if tag == "interface" and _IFACE_LIVE.match(path):
         return "update"
     if tag == "disk":
-        el = desired.elements.get(device) or live.elements.get(device)
+        el = desired.elements.get(device)
+        if el is None:
+            el = live.elements.get(device)
         kind = el.get("device", "disk") if el is not None else "disk"
         if kind in ("cdrom", "floppy") and re.match(r"^/(@type|source(/.*)?)$", rest):
             return "update"
@@ -279,6 +281,10 @@ def _plan_domain(
     if running and lflat is not None:
         for c in [*live_diff, *cfg]:
             op = _live_op(c.path, dflat, lflat)
+            if op == "vcpus" and c.path not in cfg_paths and _fewer(c):
+                # Only the running domain has more vCPUs: the guest refused the
+                # unplug at the last apply (hosts fell back to the definition).
+                op = None
             if op and c.path not in ops:
                 ops[c.path] = (op, c)
             elif not op and c.path in live_paths and c.path not in cfg_paths:
@@ -346,6 +352,13 @@ def _plan_domain(
     )
 
 
+def _fewer(change: diff.FieldChange) -> bool:
+    try:
+        return int(change.new or 0) < int(change.old or 0)
+    except ValueError:
+        return False
+
+
 def _live_steps(
     ops: Mapping[str, tuple[str, diff.FieldChange]],
     dflat: canonical.Flat,
@@ -398,7 +411,9 @@ def _live_steps(
                 continue
             updated.add(device)
             # The live device, with every desired change to it applied.
-            live_dev = lflat.elements.get(device) or iflat.elements[device]
+            live_dev = lflat.elements.get(device)
+            if live_dev is None:
+                live_dev = iflat.elements[device]
             dev_copy = etree.fromstring(etree.tostring(live_dev))
             dev_flat = canonical.flatten(_wrap(dev_copy), Kind.DOMAIN)
             sub = [

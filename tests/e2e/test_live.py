@@ -160,7 +160,8 @@ spec:
 
     def reset(self, **changes: Any) -> None:
         """Apply the base lab (plus ``changes``) and wait until the guest is up."""
-        self.write(replace(Spec(), **changes))
+        # The volume keeps the size a test grew it to: a shrink is refused.
+        self.write(replace(Spec(volume_capacity=self.spec.volume_capacity), **changes))
         self.apply()
         with self.conn() as conn:
             dom = conn.lookupByName(DOMAIN)
@@ -287,4 +288,199 @@ def test_disk_and_nic_attach_live_then_detach(lab: Lab) -> None:
     assert live.count("<interface type='network'>") == 1
     assert lab.dom_id() == before
     lab.wait_console(seen, "VR-GUEST-DEVICE remove block vda", "VR-GUEST-DEVICE remove net eth1")
+    lab.assert_converged()
+
+
+def test_cdrom_media_memory_and_vcpus_change_live(lab: Lab) -> None:
+    lab.reset()
+    before = lab.dom_id()
+    lab.write(replace(lab.spec, media="b.iso", current_memory="160MiB", vcpus=2))
+    code, planned = lab.plan("--detailed-exitcode")
+    assert code == 2
+    dom = actions(planned)[f"Domain/{DOMAIN}"]
+    assert dom["disruption"] == "live"
+    assert {c["disruption"] for c in dom["changes"]} == {"live"}, dom
+    applied = lab.apply()
+    assert all_calls(applied) == {
+        "updateDeviceFlags": 1,
+        "setMemoryFlags": 1,
+        "setVcpusFlags": 1,
+    }, applied
+    assert lab.dom_id() == before
+    live = lab.live_xml()
+    assert f"<source file='{lab.scratch / 'b.iso'}'" in live
+    with lab.conn() as conn:
+        dom_obj = conn.lookupByName(DOMAIN)
+        assert dom_obj.vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE) == 2
+        assert dom_obj.vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_CONFIG) == 2
+        inactive = dom_obj.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    assert f"<source file='{lab.scratch / 'b.iso'}'" in inactive
+    assert "<currentMemory unit='KiB'>163840</currentMemory>" in inactive
+    lab.wait_balloon(160 * 1024)  # the guest's balloon driver gave the memory back
+    lab.assert_converged()
+
+    # The tiny guest never releases a vCPU: libvirt times out, the count is
+    # persisted, and the running domain waits for a restart.
+    lab.write(replace(lab.spec, vcpus=1))
+    applied = lab.apply()
+    assert all_calls(applied) == {"setVcpusFlags": 1}, applied
+    with lab.conn() as conn:
+        dom_obj = conn.lookupByName(DOMAIN)
+        assert dom_obj.vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE) == 2
+        assert dom_obj.vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_CONFIG) == 1
+    code, after = lab.plan("--detailed-exitcode")
+    assert code == 0
+    pending = actions(after)[f"Domain/{DOMAIN}"]
+    assert pending["action"] == "pending-restart", pending
+    assert [(c["path"], c["old"], c["new"]) for c in pending["changes"]] == [
+        ("vcpu/@current", "2", "1")
+    ]
+
+
+def test_live_memory_change_behind_our_back_is_drift_and_reverted(lab: Lab) -> None:
+    lab.reset()
+    with lab.conn() as conn:
+        conn.lookupByName(DOMAIN).setMemoryFlags(144 * 1024, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+    lab.wait_balloon(144 * 1024)
+    code, planned = lab.plan("--detailed-exitcode")
+    assert code == 2
+    dom = actions(planned)[f"Domain/{DOMAIN}"]
+    assert [(c["path"], c["old"], c["new"], c["disruption"]) for c in dom["changes"]] == [
+        ("currentMemory", str(144 * 1024), str(128 * 1024), "live")
+    ]
+    # -v prints the libvirt calls each action made.
+    result = vr("apply", lab.folder, "-c", lab.uri, "-v")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "setMemoryFlags=1" in result.stdout, result.stdout
+    lab.wait_balloon(128 * 1024)
+    lab.assert_converged()
+
+
+def _dnsmasq_pid() -> int:
+    return int(Path(f"/run/libvirt/network/{NETWORK}.pid").read_text().strip())
+
+
+def test_dhcp_host_added_to_active_network_without_restart(lab: Lab) -> None:
+    lab.reset()
+    before, pid = lab.dom_id(), _dnsmasq_pid()
+    mac, ip = "52:54:00:aa:bb:01", f"{SUBNET}.50"
+    lab.write(replace(lab.spec, dhcp_hosts=((mac, ip),)))
+    code, planned = lab.plan("--detailed-exitcode")
+    assert code == 2
+    net = actions(planned)[f"Network/{NETWORK}"]
+    assert net["disruption"] == "live" and "blastRadius" not in net, net
+    applied = lab.apply()
+    calls = actions(applied)[f"Network/{NETWORK}"]["calls"]
+    assert calls.get("networkUpdate") == 1, calls
+    assert not {"networkDestroy", "networkCreate"} & set(calls), calls
+    assert _dnsmasq_pid() == pid
+    assert lab.dom_id() == before
+    entry = f"<host mac='{mac}' ip='{ip}'/>"
+    with lab.conn() as conn:
+        network = conn.networkLookupByName(NETWORK)
+        assert entry in network.XMLDesc(0)
+        assert entry in network.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE)
+    lab.assert_converged()
+
+
+def test_network_bridge_change_is_restart_required_with_blast_radius(lab: Lab) -> None:
+    lab.reset()
+    before, pid = lab.dom_id(), _dnsmasq_pid()
+    lab.write(replace(lab.spec, net_bridge="vrtlive1", net_forward="route"))
+    code, planned = lab.plan("--detailed-exitcode")
+    assert code == 2
+    net = actions(planned)[f"Network/{NETWORK}"]
+    assert net["disruption"] == "restart-required", net
+    assert net["blastRadius"] == [DOMAIN]
+    assert {c["path"] for c in net["changes"]} == {"bridge/@name", "forward/@mode"}
+    text = vr("plan", lab.folder, "-c", lab.uri)
+    assert f"running domains: {DOMAIN}" in text.stdout, text.stdout
+    applied = lab.apply()
+    assert actions(applied)[f"Network/{NETWORK}"]["calls"] == {"networkDefineXMLFlags": 1}
+    assert _dnsmasq_pid() == pid and lab.dom_id() == before
+    assert Path(f"/sys/class/net/{BRIDGE}").exists()
+    assert not Path("/sys/class/net/vrtlive1").exists()
+    code, after = lab.plan("--detailed-exitcode")
+    assert code == 0, json.dumps(after, indent=1)
+    net = actions(after)[f"Network/{NETWORK}"]
+    assert net["action"] == "pending-restart", net
+    assert net["blastRadius"] == [DOMAIN]
+    assert after["summary"]["pending-restart"] == 1
+
+
+def test_volume_grows_in_place_in_use_through_block_resize_and_never_shrinks(lab: Lab) -> None:
+    lab.reset()
+    mib = 1024 * 1024
+    lab.write(replace(lab.spec, volume_capacity="32MiB"))
+    applied = lab.apply()
+    assert actions(applied)[f"Volume/{VOLUME}"]["calls"] == {"storageVolResize": 1}
+    with lab.conn() as conn:
+        vol = conn.storagePoolLookupByName(POOL).storageVolLookupByName(VOLUME)
+        assert vol.info()[1] == 32 * mib
+    lab.assert_converged()
+
+    # In use by the running guest: qemu holds the image, so it grows through the domain.
+    lab.write(replace(lab.spec, volume_in_use=True))
+    lab.apply()
+    lab.write(replace(lab.spec, volume_capacity="48MiB"))
+    applied = lab.apply()
+    assert actions(applied)[f"Volume/{VOLUME}"]["calls"] == {"blockResize": 1}
+    with lab.conn() as conn:
+        assert conn.lookupByName(DOMAIN).blockInfo("vdb")[0] == 48 * mib
+        vol = conn.storagePoolLookupByName(POOL).storageVolLookupByName(VOLUME)
+        assert vol.info()[1] == 48 * mib
+    lab.assert_converged()
+
+    lab.write(replace(lab.spec, volume_capacity="8MiB"))
+    result = vr("apply", lab.folder, "-c", lab.uri, "-o", "json")
+    assert result.returncode == 1, result.stdout + result.stderr
+    vol_action = actions(json.loads(result.stdout))[f"Volume/{VOLUME}"]
+    assert vol_action["result"] == "failed" and vol_action["calls"] == {}
+    assert f"{POOL}/{VOLUME}" in vol_action["error"] and "shrink" in vol_action["error"]
+    with lab.conn() as conn:
+        vol = conn.storagePoolLookupByName(POOL).storageVolLookupByName(VOLUME)
+        assert vol.info()[1] == 48 * mib
+    lab.write(replace(lab.spec, volume_capacity="48MiB", volume_in_use=False))
+    lab.apply()
+
+
+def test_cpu_change_waits_under_never_and_restarts_once_under_if_needed(lab: Lab) -> None:
+    lab.reset()
+    before = lab.dom_id()
+    lab.write(replace(lab.spec, cpu="maximum"))
+    code, planned = lab.plan("--detailed-exitcode")
+    assert code == 2
+    dom = actions(planned)[f"Domain/{DOMAIN}"]
+    assert dom["disruption"] == "restart-required", dom
+    applied = lab.apply()
+    assert all_calls(applied) == {"defineXMLFlags": 1}, applied
+    assert lab.dom_id() == before
+    code, after = lab.plan("--detailed-exitcode")
+    assert code == 0
+    assert actions(after)[f"Domain/{DOMAIN}"]["action"] == "pending-restart"
+
+    seen = len(lab.console())
+    lab.write(replace(lab.spec, restart="ifNeeded"))
+    applied = lab.apply()
+    calls = all_calls(applied)
+    assert calls.get("createWithFlags") == 1, calls
+    assert not {"defineXMLFlags", "undefineFlags"} & set(calls), calls
+    assert lab.dom_id() != before
+    lab.wait_console(seen, "VR-GUEST-READY", timeout=120)
+    lab.wait_balloon(128 * 1024)
+    lab.assert_converged()
+    assert "<cpu mode='maximum'" in lab.live_xml()
+
+
+def test_shutoff_shuts_down_gracefully_then_destroys_after_timeout(lab: Lab) -> None:
+    lab.reset()
+    lab.write(replace(lab.spec, state="shutoff", shutdown_timeout="2s"))
+    started = time.monotonic()
+    applied = lab.apply()
+    took = time.monotonic() - started
+    calls = all_calls(applied)
+    assert calls == {"shutdown": 1, "destroy": 1}, calls
+    assert took >= 2
+    with lab.conn() as conn:
+        assert not conn.lookupByName(DOMAIN).isActive()
     lab.assert_converged()
