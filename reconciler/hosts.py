@@ -551,9 +551,20 @@ class Session:
                 raise
             self._call("storageVolCreateXML", p.createXML, xml, 0)
 
-    def _vol_resize(self, action: Action, pool: str, capacity: int, in_use: bool) -> None:
+    def _vol_resize(self, action: Action, pool: str, capacity: int, domain: str | None) -> None:
         vol = self._pool(pool).storageVolLookupByName(action.name)
-        self._call("storageVolResize", vol.resize, capacity, 0)
+        if domain is None:
+            self._call("storageVolResize", vol.resize, capacity, 0)
+            return
+        # The running domain's qemu holds the image: grow it through the domain,
+        # so the guest sees the new size too.
+        self._call(
+            "blockResize",
+            self.conn.lookupByName(domain).blockResize,
+            vol.path(),
+            capacity,
+            libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES,
+        )
 
     def _vol_delete(self, action: Action, pool: str) -> None:
         vol = self._pool(pool).storageVolLookupByName(action.name)

@@ -576,6 +576,13 @@ def _plan_network(
         kind = ActionType.UNCHANGED if obs.managed else ActionType.ADOPT
         if kind is ActionType.UNCHANGED:
             steps = []
+    # The definition matches but the running network still has the old bridge,
+    # forward mode or addresses: it waits for a restart, like a domain.
+    cfg_paths = {c.path for c in cfg}
+    pending = [c for c in live_diff if c.path not in updatable and c.path not in cfg_paths]
+    if kind is ActionType.UNCHANGED and pending and state != "inactive":
+        kind = ActionType.PENDING_RESTART
+        changes = _to_changes(pending, dflat, lflat, Disruption.RESTART_REQUIRED)
     radius = (
         running_users.get(m.name, ())
         if any(c.disruption is Disruption.RESTART_REQUIRED for c in changes)
@@ -727,7 +734,7 @@ def _plan_volume(
     host: Host,
     registry: ownership.Registry,
     options: Options,
-    in_use: bool,
+    running_user: str | None,
 ) -> Action:
     pool = str(m.spec["pool"])
     key = f"{pool}/{m.name}"
@@ -778,7 +785,9 @@ def _plan_volume(
                 steps.append(
                     Step(
                         call="vol_resize",
-                        params={"pool": pool, "capacity": int(c.new), "in_use": in_use},
+                        # qemu holds an in-use image open (and locked): a running
+                        # domain grows it with blockResize.
+                        params={"pool": pool, "capacity": int(c.new), "domain": running_user},
                     )
                 )
     ref = f"{Kind.VOLUME.value}/{pool}/{m.name}"
@@ -874,7 +883,11 @@ def _volume_users(state: HostState) -> dict[str, tuple[str, ...]]:
     for o in state.objects.values():
         if o.kind is not Kind.DOMAIN:
             continue
-        for src in _parse(o.xml).iterfind("devices/disk/source"):
+        # The running definition too: a disk may be attached to it only.
+        sources = [
+            s for x in (o.xml, o.live_xml) if x for s in _parse(x).iterfind("devices/disk/source")
+        ]
+        for src in sources:
             key = None
             if src.get("pool") and src.get("volume"):
                 key = f"{src.get('pool')}/{src.get('volume')}"
@@ -882,7 +895,7 @@ def _volume_users(state: HostState) -> dict[str, tuple[str, ...]]:
                 key = paths.get(src.get("file") or src.get("dev") or "")
             if key:
                 users.setdefault(key, []).append(o.name)
-    return {k: tuple(sorted(v)) for k, v in users.items()}
+    return {k: tuple(sorted(set(v))) for k, v in users.items()}
 
 
 def _network_users(state: HostState) -> dict[str, tuple[str, ...]]:
@@ -957,6 +970,7 @@ def build_host_plan(
     desired_keys = {object_key(m.kind, m.name, m.spec.get("pool")) for m, _ in desired}
     net_users = _network_users(state)
     vol_users = _volume_users(state)
+    running_domains = {o.name for o in state.objects.values() if o.kind is Kind.DOMAIN and o.active}
     actions: list[Action] = []
     for m, el in sorted(
         desired, key=lambda d: (d[0].kind.order, d[0].spec.get("pool", ""), d[0].name)
@@ -990,8 +1004,15 @@ def build_host_plan(
             elif m.kind is Kind.STORAGE_POOL:
                 action = _plan_pool(m, el, obs, state.host, state.registry)
             else:
+                running = [d for d in vol_users.get(key[1], ()) if d in running_domains]
                 action = _plan_volume(
-                    m, el, obs, state.host, state.registry, options, bool(vol_users.get(key[1]))
+                    m,
+                    el,
+                    obs,
+                    state.host,
+                    state.registry,
+                    options,
+                    running[0] if running else None,
                 )
         except ValueError as e:
             action = Action(**base, type=ActionType.UPDATE, error=str(e))
