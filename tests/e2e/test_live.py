@@ -22,6 +22,7 @@ from typing import Any
 import libvirt
 import pytest
 
+from reconciler import manifests, plan, reconcile
 from tests.e2e.test_reconcile import CMDLINE, vr
 from tests.testbed.daemon import TEST_PREFIX, cleanup_prefixed
 from tests.testbed.guest import Guest, make_scratch_dir, wait_for_ready
@@ -442,6 +443,43 @@ def test_volume_grows_in_place_in_use_through_block_resize_and_never_shrinks(lab
         vol = conn.storagePoolLookupByName(POOL).storageVolLookupByName(VOLUME)
         assert vol.info()[1] == 48 * mib
     lab.write(replace(lab.spec, volume_capacity="48MiB"))
+
+
+def test_a_device_the_guest_does_not_release_fails_and_stays_live_drift(lab: Lab) -> None:
+    lab.reset(extra_disk=True)
+    with lab.conn() as conn:
+        conn.lookupByName(DOMAIN).suspend()  # a paused guest cannot answer the unplug
+    lab.write(replace(lab.spec, extra_disk=False))
+    # In process, to shorten the wait for DEVICE_REMOVED (20 s by default).
+    run = reconcile.Run(
+        target=reconcile.resolve_hosts(manifests.load([str(lab.folder)]), connect=lab.uri),
+        options=plan.Options(),
+    )
+    try:
+        run.connect_and_observe()
+        run.sessions[reconcile.DEFAULT_HOST].detach_timeout = 1.0
+        run.build_plans()
+        results = run.execute()[reconcile.DEFAULT_HOST]
+    finally:
+        run.close()
+    result = next(r for r in results if r.action.name == DOMAIN)
+    assert result.result == "failed" and "did not release" in (result.error or ""), result
+    assert result.calls == {"detachDeviceFlags": 1}
+    with lab.conn() as conn:
+        dom = conn.lookupByName(DOMAIN)
+        assert "<target dev='vdb'" in dom.XMLDesc(0)
+        assert "<target dev='vdb'" not in dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    code, planned = lab.plan("--detailed-exitcode")
+    assert code == 2
+    changes = {c["path"]: c for c in actions(planned)[f"Domain/{DOMAIN}"]["changes"]}
+    assert changes["devices/disk[target=vdb]"]["disruption"] == "live", changes
+    assert changes["devices/disk[target=vdb]"]["new"] is None
+    # Running again, the guest answers the pending unplug request.
+    seen = len(lab.console())
+    with lab.conn() as conn:
+        conn.lookupByName(DOMAIN).resume()
+    lab.wait_console(seen, "VR-GUEST-DEVICE remove block vda")
+    lab.assert_converged()
 
 
 def test_cpu_change_waits_under_never_and_restarts_once_under_if_needed(lab: Lab) -> None:
