@@ -536,13 +536,18 @@ def _plan_network(
     )
     live_diff = diff.diff_fields(Kind.NETWORK, dflat, lflat, applied) if lflat else []
 
-    updatable = {c.path for c in [*cfg, *live_diff] if _net_section(c.path)} if active else set()
+    # A whole <dhcp> or <dns> added or removed is its entries, one by one.
+    cfg_entries, cfg_boxes = _net_entries(cfg, dflat, iflat)
+    live_entries = _net_entries(live_diff, dflat, lflat)[0] if lflat else []
+    entries = [c for c in [*cfg_entries, *live_entries] if _net_section(c.path)]
+    updatable = {c.path for c in entries} | cfg_boxes if active else set()
     nonlive = [c for c in cfg if c.path not in updatable]
     changes: list[Change] = []
     disruption = Disruption.RESTART_REQUIRED if active else Disruption.NEXT_START
     changes += _to_changes(nonlive, dflat, iflat, disruption)
-    live_changes = {c.path: c for c in [*cfg, *live_diff] if c.path in updatable}
-    changes += _to_changes(list(live_changes.values()), dflat, lflat or iflat, Disruption.LIVE)
+    shown = {c.path: c for c in [*cfg, *live_diff] if c.path in updatable}
+    changes += _to_changes(list(shown.values()), dflat, lflat or iflat, Disruption.LIVE)
+    live_changes = {c.path: c for c in entries}
     merged = etree.fromstring(etree.tostring(inactive))
     mflat = canonical.flatten(merged, Kind.NETWORK)
     diff.apply_changes(mflat, dflat, cfg)
@@ -555,8 +560,8 @@ def _plan_network(
             live_changes,
             dflat,
             lflat,
-            {c.path for c in cfg},
-            {c.path for c in live_diff},
+            {c.path for c in cfg_entries},
+            {c.path for c in live_entries},
             config=not define,
         )
     if state == "active" and obs.state != "active":
@@ -597,6 +602,44 @@ def _plan_network(
         xml_before=_pretty(inactive) if cfg else None,
         xml_after=_pretty(merged) if cfg else None,
     )
+
+
+_NET_BOXES = re.compile(r"^(ip\[[^/]*\]/dhcp|dns)$")
+
+
+def _net_entries(
+    changes: Sequence[diff.FieldChange], dflat: canonical.Flat, other: canonical.Flat
+) -> tuple[list[diff.FieldChange], set[str]]:
+    """``changes`` with an added/removed ``<dhcp>``/``<dns>`` replaced by its entries.
+
+    libvirt adds the container with its first entry and drops it with its last
+    (net-update), so a container without attributes whose entries net-update can
+    all change is live too. Returns the changes and the containers expanded.
+    """
+    out: list[diff.FieldChange] = []
+    boxes: set[str] = set()
+    for c in changes:
+        flat = dflat if c.added else other
+        el = flat.elements.get(c.path)
+        if c.is_element and (c.added or c.removed) and _NET_BOXES.match(c.path) and el is not None:
+            kids = [
+                p
+                for p in flat.elements
+                if p.startswith(c.path + "/") and "/" not in p[len(c.path) + 1 :]
+            ]
+            if kids and not el.attrib and all(_net_section(k) for k in kids):
+                boxes.add(c.path)
+                out += [
+                    diff.FieldChange(
+                        path=k,
+                        old=None if c.added else flat.values[k],
+                        new=flat.values[k] if c.added else None,
+                    )
+                    for k in kids
+                ]
+                continue
+        out.append(c)
+    return out, boxes
 
 
 def _net_update_steps(

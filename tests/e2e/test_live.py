@@ -385,6 +385,45 @@ def test_dhcp_host_added_to_active_network_without_restart(lab: Lab) -> None:
     lab.assert_converged()
 
 
+def test_first_and_last_dhcp_host_of_an_active_network_are_live(lab: Lab) -> None:
+    name, doc = "vrt-live-net2", lab.folder / "net2.yaml"
+    mac, ip = "52:54:00:aa:bb:02", "10.213.78.5"
+
+    def write(hosts: str) -> None:
+        doc.write_text(
+            "apiVersion: virt-reconcile/v1\nkind: Network\n"
+            f"metadata: {{name: {name}}}\n"
+            "spec:\n  forward: nat\n  bridge: vrtlive2\n  state: active\n"
+            f"  ip: {{address: 10.213.78.1, prefix: 24{hosts}}}\n"
+        )
+
+    try:
+        write("")
+        lab.apply()
+        bridge = Path("/sys/class/net/vrtlive2/ifindex").read_text()
+        write(f', dhcp: {{hosts: [{{mac: "{mac}", ip: {ip}}}]}}')
+        applied = actions(lab.apply())[f"Network/{name}"]
+        assert applied["calls"] == {"networkUpdate": 1, "networkDefineXMLFlags": 1}, applied
+        with lab.conn() as conn:
+            net = conn.networkLookupByName(name)
+            for xml in (net.XMLDesc(0), net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE)):
+                assert f"<host mac='{mac}' ip='{ip}'/>" in xml
+        lab.assert_converged()
+        write("")
+        applied = actions(lab.apply())[f"Network/{name}"]
+        assert applied["calls"] == {"networkUpdate": 1, "networkDefineXMLFlags": 1}, applied
+        with lab.conn() as conn:
+            net = conn.networkLookupByName(name)
+            for xml in (net.XMLDesc(0), net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE)):
+                assert "<dhcp>" not in xml
+        lab.assert_converged()
+        # The network was not restarted: same bridge device (libvirt itself
+        # restarts dnsmasq when DHCP is switched on or off).
+        assert Path("/sys/class/net/vrtlive2/ifindex").read_text() == bridge
+    finally:
+        doc.unlink()
+
+
 def test_network_bridge_change_is_restart_required_with_blast_radius(lab: Lab) -> None:
     lab.reset()
     before, pid = lab.dom_id(), _dnsmasq_pid()

@@ -478,3 +478,26 @@ def test_network_dhcp_host_only_live_is_a_live_update_not_pending() -> None:
     assert a.type is plan.ActionType.UPDATE and a.blast_radius == ()
     assert [s.call for s in a.steps] == ["net_update"]
     assert a.steps[0].params["live"] is True and a.steps[0].params["config"] is False
+
+
+def test_network_first_and_last_dhcp_host_are_live_updates() -> None:
+    # libvirt adds <dhcp> with the first entry and drops it with the last.
+    host = {"mac": "52:54:00:00:00:01", "ip": "10.0.0.5"}
+    with_host = manifest(
+        Kind.NETWORK, "n", {**NETWORK_SPEC, "ip": {**NETWORK_SPEC["ip"], "dhcp": {"hosts": [host]}}}
+    )
+    without = manifest(Kind.NETWORK, "n", NETWORK_SPEC)
+    for desired, before, command in (
+        (with_host, without, "add-last"),
+        (without, with_host, "delete"),
+    ):
+        obs = observed(before, record=record_for(with_host), state="active", live=before)
+        a = only(build([desired], host_state(obs)))
+        assert a.type is plan.ActionType.UPDATE
+        assert [(c.path, c.disruption) for c in a.changes] == [
+            ("ip[address=10.0.0.1]/dhcp", plan.Disruption.LIVE)
+        ]
+        update = [s.params for s in a.steps if s.call == "net_update"]
+        assert [(u["section"], u["command"], u["live"]) for u in update] == [
+            ("ip-dhcp-host", command, True)
+        ]
