@@ -15,6 +15,8 @@ seclabel, ...) never shows as a difference. What remains are values libvirt
 (``tests/unit/test_canonical.py``, ``tests/unit/test_export.py``):
 
 * ``_SCALED`` and ``_normalise_attr``: units and MAC case;
+* ``IMPLIED``: attributes libvirt leaves out when they equal another value
+  (``<vcpu current='2'>2</vcpu>`` reads back as ``<vcpu>2</vcpu>``);
 * ``_DERIVED``: what a document means, stated the same for desired, inactive and
   live XML (a pflash loader is ``firmware='efi'``; an empty drive has no format);
 * ``EQUIVALENT``: a desired value and the value libvirt shows for it (``q35`` is
@@ -177,9 +179,20 @@ def flatten(root: etree._Element, kind: Kind, *, ignore: Iterable[str] = ()) -> 
         if id(child) in skipped:
             continue
         walk(child, key)
+    for (k, path), source in IMPLIED.items():
+        if k is kind and path not in values and source in values:
+            values[path] = values[source]
     for rule in _DERIVED.get(kind, ()):
         rule(values, elements)
     return Flat(values=values, elements=elements)
+
+
+# Attributes libvirt leaves out when they equal another value: (kind, path) -> the
+# path whose value they then have. ``<vcpu current='2'>2</vcpu>`` reads back as
+# ``<vcpu>2</vcpu>``; both flatten to the same fields.
+IMPLIED: dict[tuple[Kind, str], str] = {
+    (Kind.DOMAIN, "vcpu/@current"): "vcpu",
+}
 
 
 # --- values libvirt writes differently in the live XML of a running domain ---------

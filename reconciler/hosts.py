@@ -244,6 +244,7 @@ class Session:
         self.calls: collections.Counter[str] = collections.Counter()
         self.registry = ownership.Registry()
         self.detach_timeout = 20.0
+        self.balloon_timeout = 10.0
         self._removed: dict[tuple[str, str], threading.Event] = {}
         self._events_registered = False
 
@@ -534,6 +535,7 @@ class Session:
 
     def _dom_set_memory(self, action: Action, kib: int, live: bool, config: bool) -> None:
         dom = self._dom(action)
+        _state, max_kib, before_kib, *_ = dom.info() if live else (0, 0, 0)
         try:
             self._call("setMemoryFlags", dom.setMemoryFlags, kib, self._affect(live, config))
         except libvirt.libvirtError as e:
@@ -542,11 +544,27 @@ class Session:
                 raise
             self._call("setMemoryFlags", dom.setMemoryFlags, kib, self._affect(True, False))
             self._call("setMemoryFlags", dom.setMemoryFlags, kib, self._affect(False, True))
+        if live and before_kib != max_kib:
+            # The guest's balloon driver moves within a second or so and libvirt
+            # reports it a little later; wait (bounded), so the plan that checks
+            # convergence sees the new value. A balloon that never moved means no
+            # driver: nothing to wait for (the planner ignores it too).
+            deadline = time.monotonic() + self.balloon_timeout
+            while dom.info()[2] != kib and time.monotonic() < deadline:
+                time.sleep(0.1)
 
     def _dom_set_vcpus(self, action: Action, count: int, live: bool, config: bool) -> None:
-        self._call(
-            "setVcpusFlags", self._dom(action).setVcpusFlags, count, self._affect(live, config)
-        )
+        dom = self._dom(action)
+        try:
+            self._call("setVcpusFlags", dom.setVcpusFlags, count, self._affect(live, config))
+        except libvirt.libvirtError:
+            fewer = live and count < dom.vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            if not (fewer and config):
+                raise
+            # The guest did not release a vCPU (libvirt gives up after a few
+            # seconds): persist the count; the running domain keeps its vCPUs
+            # until restarted, and the next plan shows pending-restart.
+            self._call("setVcpusFlags", dom.setVcpusFlags, count, self._affect(False, True))
 
     # networks
     def _net(self, action: Action) -> libvirt.virNetwork:
@@ -665,9 +683,20 @@ class Session:
                 raise
             self._call("storageVolCreateXML", p.createXML, xml, 0)
 
-    def _vol_resize(self, action: Action, pool: str, capacity: int, in_use: bool) -> None:
+    def _vol_resize(self, action: Action, pool: str, capacity: int, domain: str | None) -> None:
         vol = self._pool(pool).storageVolLookupByName(action.name)
-        self._call("storageVolResize", vol.resize, capacity, 0)
+        if domain is None:
+            self._call("storageVolResize", vol.resize, capacity, 0)
+            return
+        # The running domain's qemu holds the image: grow it through the domain,
+        # so the guest sees the new size too.
+        self._call(
+            "blockResize",
+            self.conn.lookupByName(domain).blockResize,
+            vol.path(),
+            capacity,
+            libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES,
+        )
 
     def _vol_delete(self, action: Action, pool: str) -> None:
         vol = self._pool(pool).storageVolLookupByName(action.name)

@@ -225,7 +225,9 @@ def _live_op(path: str, desired: canonical.Flat, live: canonical.Flat) -> str | 
     if tag == "interface" and _IFACE_LIVE.match(path):
         return "update"
     if tag == "disk":
-        el = desired.elements.get(device) or live.elements.get(device)
+        el = desired.elements.get(device)
+        if el is None:
+            el = live.elements.get(device)
         kind = el.get("device", "disk") if el is not None else "disk"
         if kind in ("cdrom", "floppy") and re.match(r"^/(@type|source(/.*)?)$", rest):
             return "update"
@@ -286,6 +288,10 @@ def _plan_domain(
     if running and lflat is not None:
         for c in [*live_diff, *cfg]:
             op = _live_op(c.path, dflat, lflat)
+            if op == "vcpus" and c.path not in cfg_paths and _fewer(c):
+                # Only the running domain has more vCPUs: the guest refused the
+                # unplug at the last apply (hosts fell back to the definition).
+                op = None
             if op and c.path not in ops:
                 ops[c.path] = (op, c)
             elif not op and c.path in live_paths and c.path not in cfg_paths:
@@ -353,6 +359,13 @@ def _plan_domain(
     )
 
 
+def _fewer(change: diff.FieldChange) -> bool:
+    try:
+        return int(change.new or 0) < int(change.old or 0)
+    except ValueError:
+        return False
+
+
 def _live_steps(
     ops: Mapping[str, tuple[str, diff.FieldChange]],
     dflat: canonical.Flat,
@@ -405,7 +418,9 @@ def _live_steps(
                 continue
             updated.add(device)
             # The live device, with every desired change to it applied.
-            live_dev = lflat.elements.get(device) or iflat.elements[device]
+            live_dev = lflat.elements.get(device)
+            if live_dev is None:
+                live_dev = iflat.elements[device]
             dev_copy = etree.fromstring(etree.tostring(live_dev))
             dev_flat = canonical.flatten(_wrap(dev_copy), Kind.DOMAIN)
             sub = [
@@ -528,13 +543,18 @@ def _plan_network(
     )
     live_diff = diff.diff_fields(Kind.NETWORK, dflat, lflat, applied) if lflat else []
 
-    updatable = {c.path for c in [*cfg, *live_diff] if _net_section(c.path)} if active else set()
+    # A whole <dhcp> or <dns> added or removed is its entries, one by one.
+    cfg_entries, cfg_boxes = _net_entries(cfg, dflat, iflat)
+    live_entries = _net_entries(live_diff, dflat, lflat)[0] if lflat else []
+    entries = [c for c in [*cfg_entries, *live_entries] if _net_section(c.path)]
+    updatable = {c.path for c in entries} | cfg_boxes if active else set()
     nonlive = [c for c in cfg if c.path not in updatable]
     changes: list[Change] = []
     disruption = Disruption.RESTART_REQUIRED if active else Disruption.NEXT_START
     changes += _to_changes(nonlive, dflat, iflat, disruption)
-    live_changes = {c.path: c for c in [*cfg, *live_diff] if c.path in updatable}
-    changes += _to_changes(list(live_changes.values()), dflat, lflat or iflat, Disruption.LIVE)
+    shown = {c.path: c for c in [*cfg, *live_diff] if c.path in updatable}
+    changes += _to_changes(list(shown.values()), dflat, lflat or iflat, Disruption.LIVE)
+    live_changes = {c.path: c for c in entries}
     merged = etree.fromstring(etree.tostring(inactive))
     mflat = canonical.flatten(merged, Kind.NETWORK)
     diff.apply_changes(mflat, dflat, cfg)
@@ -547,8 +567,8 @@ def _plan_network(
             live_changes,
             dflat,
             lflat,
-            {c.path for c in cfg},
-            {c.path for c in live_diff},
+            {c.path for c in cfg_entries},
+            {c.path for c in live_entries},
             config=not define,
         )
     if state == "active" and obs.state != "active":
@@ -568,6 +588,13 @@ def _plan_network(
         kind = ActionType.UNCHANGED if obs.managed else ActionType.ADOPT
         if kind is ActionType.UNCHANGED:
             steps = []
+    # The definition matches but the running network still has the old bridge,
+    # forward mode or addresses: it waits for a restart, like a domain.
+    cfg_paths = {c.path for c in cfg}
+    pending = [c for c in live_diff if c.path not in updatable and c.path not in cfg_paths]
+    if kind is ActionType.UNCHANGED and pending and state != "inactive":
+        kind = ActionType.PENDING_RESTART
+        changes = _to_changes(pending, dflat, lflat, Disruption.RESTART_REQUIRED)
     radius = (
         running_users.get(m.name, ())
         if any(c.disruption is Disruption.RESTART_REQUIRED for c in changes)
@@ -582,6 +609,44 @@ def _plan_network(
         xml_before=_pretty(inactive) if cfg else None,
         xml_after=_pretty(merged) if cfg else None,
     )
+
+
+_NET_BOXES = re.compile(r"^(ip\[[^/]*\]/dhcp|dns)$")
+
+
+def _net_entries(
+    changes: Sequence[diff.FieldChange], dflat: canonical.Flat, other: canonical.Flat
+) -> tuple[list[diff.FieldChange], set[str]]:
+    """``changes`` with an added/removed ``<dhcp>``/``<dns>`` replaced by its entries.
+
+    libvirt adds the container with its first entry and drops it with its last
+    (net-update), so a container without attributes whose entries net-update can
+    all change is live too. Returns the changes and the containers expanded.
+    """
+    out: list[diff.FieldChange] = []
+    boxes: set[str] = set()
+    for c in changes:
+        flat = dflat if c.added else other
+        el = flat.elements.get(c.path)
+        if c.is_element and (c.added or c.removed) and _NET_BOXES.match(c.path) and el is not None:
+            kids = [
+                p
+                for p in flat.elements
+                if p.startswith(c.path + "/") and "/" not in p[len(c.path) + 1 :]
+            ]
+            if kids and not el.attrib and all(_net_section(k) for k in kids):
+                boxes.add(c.path)
+                out += [
+                    diff.FieldChange(
+                        path=k,
+                        old=None if c.added else flat.values[k],
+                        new=flat.values[k] if c.added else None,
+                    )
+                    for k in kids
+                ]
+                continue
+        out.append(c)
+    return out, boxes
 
 
 def _net_update_steps(
@@ -719,7 +784,7 @@ def _plan_volume(
     host: Host,
     registry: ownership.Registry,
     options: Options,
-    in_use: bool,
+    running_user: str | None,
 ) -> Action:
     pool = str(m.spec["pool"])
     key = f"{pool}/{m.name}"
@@ -770,7 +835,9 @@ def _plan_volume(
                 steps.append(
                     Step(
                         call="vol_resize",
-                        params={"pool": pool, "capacity": int(c.new), "in_use": in_use},
+                        # qemu holds an in-use image open (and locked): a running
+                        # domain grows it with blockResize.
+                        params={"pool": pool, "capacity": int(c.new), "domain": running_user},
                     )
                 )
     ref = f"{Kind.VOLUME.value}/{pool}/{m.name}"
@@ -1046,6 +1113,7 @@ def build_host_plan(
     desired_keys = {object_key(m.kind, m.name, m.spec.get("pool")) for m, _ in desired}
     net_users = _network_users(state)
     vol_users = _volume_users(state)
+    running_domains = {o.name for o in state.objects.values() if o.kind is Kind.DOMAIN and o.active}
     actions: list[Action] = []
     for m, el in sorted(
         desired, key=lambda d: (d[0].kind.order, d[0].spec.get("pool", ""), d[0].name)
@@ -1079,8 +1147,15 @@ def build_host_plan(
             elif m.kind is Kind.STORAGE_POOL:
                 action = _plan_pool(m, el, obs, state.host, state.registry)
             else:
+                running = [d for d in vol_users.get(key[1], ()) if d in running_domains]
                 action = _plan_volume(
-                    m, el, obs, state.host, state.registry, options, bool(vol_users.get(key[1]))
+                    m,
+                    el,
+                    obs,
+                    state.host,
+                    state.registry,
+                    options,
+                    running[0] if running else None,
                 )
         except ValueError as e:
             action = Action(**base, type=ActionType.UPDATE, error=str(e))
