@@ -102,7 +102,8 @@ def _object(host: str, m: Manifest, action: Action | None, state: HostState) -> 
     if obs is not None and m.kind is not Kind.VOLUME:
         power = obs.state
         if m.kind is Kind.DOMAIN:
-            power_reason = obs.state_reason
+            # "unknown" is libvirt's reason for a domain never started: say nothing.
+            power_reason = "" if obs.state_reason == "unknown" else obs.state_reason
             healthy = obs.state != "crashed" and not (
                 obs.state == "paused" and obs.state_reason in _UNHEALTHY_PAUSE
             )
