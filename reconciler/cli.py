@@ -6,6 +6,8 @@
     virt-reconcile apply    PATH... [-c URI] [--host NAME...] [--prune] [--replace KIND/NAME...]
                                     [-o text|json] [--dry-run]
     virt-reconcile status   PATH... [-c URI] [--host NAME...] [-o text|json]
+    virt-reconcile watch    PATH... | --git URL [--ref main] [--interval 30s] [-c URI] [--prune]
+                                    [--resync 5m] [--metrics-addr 127.0.0.1:9177]
 
 Exit codes: 0 success / no changes; 1 error; 2 with --detailed-exitcode:
 success and there are changes.
@@ -15,12 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import signal
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 
-from reconciler import __version__, errors, manifests, plan, report, status
+from reconciler import __version__, errors, manifests, plan, report, status, units, watch
 from reconciler.execute import Result
 from reconciler.hosts import redact_uri
 from reconciler.plan import ActionType
@@ -109,6 +114,7 @@ def _parser() -> argparse.ArgumentParser:
         help="sync state, power state and health of every object the manifests name",
     )
     hosts_args(st)
+    _watch_parser(sub)
     return p
 
 
@@ -121,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _validate(args, out)
         if args.command == "status":
             return _status(args, out)
+        if args.command == "watch":
+            return _watch(args, err)
         return _plan_or_apply(args, out, err)
     except errors.ManifestError as e:
         for problem in e.problems:
@@ -334,3 +342,134 @@ def _print_convergence(left: Sequence[tuple[str, plan.Action]], failed: bool, ou
                 f"  {escape(name)}: {escape(a.ref)} {escape(c.path)}: "
                 f"{escape(report.short(c.old))} → {escape(report.short(c.new))}"
             )
+
+
+# --- watch ---------------------------------------------------------------------------
+
+
+def _duration(text: str) -> float:
+    try:
+        value = units.parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be more than 0")
+    return value
+
+
+def _address(text: str) -> str:
+    try:
+        watch.parse_address(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def _watch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    w = sub.add_parser(
+        "watch",
+        help="keep the hosts matching the manifests; revert drift (a daemon)",
+        description="Reconcile continuously: a change to the manifests (folder, or a git "
+        "ref polled every --interval), a libvirt event on a host (a domain redefined, "
+        "stopped or undefined, a device added or removed, a network stopped), --resync "
+        "and SIGHUP each trigger a pass that plans and applies like `apply`. Invalid "
+        "manifests change nothing (the last good ones stay applied). SIGTERM/SIGINT "
+        "finish the current pass and exit 0. Metrics on http://ADDR/metrics, health on "
+        "/healthz, POST /-/reload polls git now (a webhook).",
+    )
+    w.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="manifest files or folders (with --git: paths inside the repository)",
+    )
+    w.add_argument("--git", metavar="URL", help="read the manifests from this git repository")
+    w.add_argument("--ref", default="main", help="git branch, tag or commit (default main)")
+    w.add_argument(
+        "--interval",
+        type=_duration,
+        default=30.0,
+        metavar="DURATION",
+        help="how often to poll git (default 30s)",
+    )
+    w.add_argument(
+        "--cache-dir",
+        type=Path,
+        metavar="DIR",
+        help="where git checkouts are kept (default ~/.cache/virt-reconcile/git)",
+    )
+    w.add_argument(
+        "-c",
+        "--connect",
+        metavar="URI",
+        help="libvirt URI of the one host (without Host documents)",
+    )
+    w.add_argument(
+        "--host", action="append", default=[], metavar="NAME", help="work only on this Host"
+    )
+    w.add_argument(
+        "--hosts-override",
+        metavar="FILE",
+        help="Host documents whose URIs replace those of the same names",
+    )
+    w.add_argument(
+        "--prune", action="store_true", help="delete managed objects that no manifest names"
+    )
+    w.add_argument(
+        "--resync",
+        type=_duration,
+        default=300.0,
+        metavar="DURATION",
+        help="reconcile every host at least this often (default 5m)",
+    )
+    w.add_argument(
+        "--metrics-addr",
+        type=_address,
+        default="127.0.0.1:9177",
+        metavar="HOST:PORT",
+        help="serve /metrics, /healthz and POST /-/reload here (port 0: any free port)",
+    )
+    w.add_argument("--no-metrics", action="store_true", help="serve no HTTP endpoint")
+    w.add_argument("-v", "--verbose", action="store_true", help="also log every libvirt event")
+
+
+def _watch(args: argparse.Namespace, err: Console) -> int:
+    if not args.git and not args.paths:
+        raise errors.ReconcileError("watch needs manifest PATHs or --git URL")
+    if not args.git:
+        missing = [p for p in args.paths if not Path(p).exists()]
+        if missing:
+            raise errors.ReconcileError(f"no such file or folder: {', '.join(missing)}")
+    config = watch.Config(
+        paths=tuple(args.paths),
+        git_url=args.git,
+        git_ref=args.ref,
+        interval=args.interval,
+        cache_dir=args.cache_dir,
+        connect=args.connect,
+        hosts=tuple(args.host),
+        hosts_override=args.hosts_override,
+        prune=args.prune,
+        resync=args.resync,
+        metrics_addr=None if args.no_metrics else args.metrics_addr,
+    )
+    handler = logging.StreamHandler(err.file)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s"))
+    root = logging.getLogger("reconciler")
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    watcher = watch.Watcher(config)
+    try:
+        watcher.start()
+    except OSError as e:
+        watcher.stop()
+        raise errors.ReconcileError(f"--metrics-addr {args.metrics_addr}: {e.strerror}") from e
+    # The worker runs in its own thread; this one only waits, so signal handlers
+    # never interrupt a thread holding the work queue's lock.
+    signal.signal(signal.SIGTERM, lambda *_: watcher.stop())
+    signal.signal(signal.SIGINT, lambda *_: watcher.stop())
+    signal.signal(signal.SIGHUP, lambda *_: watcher.reload())
+    while not watcher.wait(0.5):
+        pass
+    root.removeHandler(handler)
+    return EXIT_OK
