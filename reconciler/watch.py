@@ -53,7 +53,13 @@ LockHook = Callable[[Sequence[Host]], AbstractContextManager[object]]
 
 
 def no_lock(_hosts: Sequence[Host]) -> AbstractContextManager[object]:
-    """The default lock hook: take nothing (the per-host apply lock plugs in here)."""
+    """The default lock hook: take nothing.
+
+    ``Watcher(lock=...)`` takes a context manager factory over the hosts of a
+    pass, held from reading the hosts to the check after executing; the
+    per-host apply lock plugs in here (a ReconcileError from it fails the pass
+    for those hosts, which are then retried with backoff).
+    """
     return contextlib.nullcontext()
 
 
@@ -872,8 +878,13 @@ class Watcher:
         self.passes += 1
         self._drop_dead_sessions(target.hosts)
         sub = Target(hosts=hosts, assignments=target.assignments)
-        with self.lock(hosts):
-            outcomes = self._reconcile(sub, desired)
+        try:
+            with self.lock(hosts):
+                outcomes = self._reconcile(sub, desired)
+        except errors.ReconcileError as e:  # e.g. an apply holds a host's lock: try again later
+            outcomes = {
+                h.name: HostOutcome(host=h.name, result="failed", errors=(str(e),)) for h in hosts
+            }
         elapsed = time.monotonic() - started
         self.metrics.duration.observe(elapsed)
         self._record(outcomes, desired)
