@@ -8,6 +8,7 @@ watcher's back (libvirt sends it the same events as any client's).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,14 +17,15 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import libvirt
 import pytest
 from lxml import etree
 
-from reconciler import watch
+from reconciler import errors, watch
+from reconciler.model import Host
 from tests.integration.conftest import REPO, host_snapshot
 
 DOMAIN = """\
@@ -76,11 +78,11 @@ def start_watch() -> Iterator[Start]:
     """Start watchers (metrics on a free port, a long resync); all stopped afterwards."""
     started: list[watch.Watcher] = []
 
-    def start(source: watch.Source | None = None, **options: object) -> watch.Watcher:
+    def start(lock: watch.LockHook = watch.no_lock, **options: object) -> watch.Watcher:
         config = watch.Config(
             **{"metrics_addr": "127.0.0.1:0", "resync": 3600.0, "backoff_base": 0.2, **options}  # type: ignore[arg-type]
         )
-        w = watch.Watcher(config, source=source)
+        w = watch.Watcher(config, lock=lock)
         w.start()
         started.append(w)
         return w
@@ -253,6 +255,59 @@ def test_unreachable_host_backs_off_and_recovers(
     missing.write_text((REPO / "tests" / "data" / "testdriver" / "empty.xml").read_text())
     wait_for(lambda: w.last_outcomes["default"].result == "ok", 5, "the host is reconciled")
     assert domain_exists(conn(uri))
+
+
+def runs(w: watch.Watcher, host: str) -> float:
+    _, text = http(w, "/metrics")
+    prefix = f'virt_reconcile_reconcile_runs_total{{host="{host}",'
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def test_an_event_reconciles_only_its_host(
+    tmp_path: Path, conn: Callable[[str], libvirt.virConnect], start_watch: Start
+) -> None:
+    folder = tmp_path / "two"
+    folder.mkdir()
+    docs = []
+    for name in ("a", "b"):
+        path = tmp_path / f"{name}.xml"
+        path.write_text((REPO / "tests" / "data" / "testdriver" / "empty.xml").read_text())
+        docs.append(
+            f"apiVersion: virt-reconcile/v1\nkind: Host\nmetadata: {{name: {name}}}\n"
+            f"spec: {{uri: 'test://{path}'}}\n---\n"
+            + DOMAIN.format(memory="64MiB").replace("spec:\n", f"spec:\n  host: {name}\n")
+        )
+    (folder / "hosts.yaml").write_text("---\n".join(docs))
+    a, b = conn(f"test://{tmp_path / 'a.xml'}"), conn(f"test://{tmp_path / 'b.xml'}")
+    w = start_watch(paths=(str(folder),))
+    wait_for(lambda: domain_exists(a) and domain_exists(b), 5, "both hosts are reconciled")
+    assert w.wait_idle(5)
+    before_a, before_b = runs(w, "a"), runs(w, "b")
+
+    a.lookupByName("vrt-w1").destroy()
+    wait_for(lambda: a.lookupByName("vrt-w1").isActive(), 5, "host a's domain is started again")
+    assert w.wait_idle(5)
+    assert runs(w, "a") > before_a
+    assert runs(w, "b") == before_b
+
+
+def test_lock_hook_wraps_every_pass_and_a_refusal_is_retried(
+    manifests: Path, host_uri: str, conn: Callable[[str], libvirt.virConnect], start_watch: Start
+) -> None:
+    taken: list[tuple[str, ...]] = []
+
+    @contextlib.contextmanager
+    def lock(hosts: Sequence[Host]) -> Iterator[None]:
+        taken.append(tuple(h.name for h in hosts))
+        if len(taken) == 1:
+            raise errors.ReconcileError("host default is locked by apply (pid 1)")
+        yield
+
+    c = conn(host_uri)
+    w = start_watch(lock=lock, paths=(str(manifests),), connect=host_uri)
+    wait_for(lambda: domain_exists(c), 5, "the pass after the refusal applies")
+    assert taken[:2] == [("default",), ("default",)]
+    assert w.backoff.failures("default") == 0
 
 
 # --- git source ----------------------------------------------------------------------
