@@ -21,6 +21,8 @@ import libvirt
 import pytest
 from lxml import etree
 
+from tests.testbed.daemon import IsolatedHost, start_isolated_host
+
 REPO = Path(__file__).resolve().parents[2]
 DRIFT_TIMEOUT = 15.0
 
@@ -224,3 +226,54 @@ def test_watch_reverts_drift_from_events_and_exits_0_on_sigterm(
     assert d.proc.wait(60) == 0, d.log
     assert "stopped after" in d.log
     assert "Traceback" not in d.log
+
+
+def test_watch_reconnects_after_the_host_restarts_and_still_sees_events(
+    isolated_hosts: Callable[..., list[IsolatedHost]], tmp_path: Path
+) -> None:
+    (host,) = isolated_hosts(n=1, prefix="wdrop")
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    (folder / "lab.yaml").write_text(MANIFESTS.split("---")[0])  # vrt-watch-def only
+
+    def defined() -> bool:
+        try:
+            conn = libvirt.open(host.uri)
+        except libvirt.libvirtError:
+            return False
+        try:
+            return has_domain(conn, "vrt-watch-def")
+        finally:
+            conn.close()
+
+    d = Daemon(str(folder), "-c", host.uri, "--resync", "1h", "--no-metrics")
+    try:
+        wait_for(defined, 60, "the first pass defines the domain", d)
+        host.stop()
+        wait_for(lambda: "default unreachable" in d.log, 30, "the dropped host is noticed", d)
+        restarted = start_isolated_host(host.name, host.workdir)
+        assert restarted.uri == host.uri
+        # Retried with backoff; the pass after reconnecting converges.
+        wait_for(
+            lambda: "default ok" in d.log.rpartition("default unreachable")[2],
+            60,
+            "the watcher reconnects",
+            d,
+        )
+        # Events are subscribed again on the new connection.
+        conn = libvirt.open(host.uri)
+        try:
+            conn.lookupByName("vrt-watch-def").undefine()
+            wait_for(
+                lambda: has_domain(conn, "vrt-watch-def"),
+                DRIFT_TIMEOUT,
+                "the undefined domain is defined again",
+                d,
+            )
+        finally:
+            conn.close()
+        d.proc.send_signal(signal.SIGTERM)
+        assert d.proc.wait(60) == 0, d.log
+    finally:
+        d.close()
+    assert "connection lost" in d.log or "closed" in d.log
