@@ -215,6 +215,7 @@ class Watcher:
                     break
                 try:
                     self.run_pass(batch)
+                    self.backoff.succeeded(ALL)
                 except Exception:  # a bug must not end the daemon: log, back off, go on
                     log.exception("pass %d failed unexpectedly", self.passes)
                     self.queue.add_after(None, self.backoff.failed(ALL, self._clock()))
