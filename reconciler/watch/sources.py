@@ -43,6 +43,8 @@ class Snapshot:
 
 
 class Source(Protocol):
+    """A manifest source: announces possible changes, hands out snapshots to read."""
+
     def start(self, notify: Callable[[Reason, str], None]) -> None: ...
 
     def stop(self) -> None: ...

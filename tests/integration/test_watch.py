@@ -306,6 +306,7 @@ def test_lock_hook_wraps_every_pass_and_a_refusal_is_retried(
     c = conn(host_uri)
     w = start_watch(lock=lock, paths=(str(manifests),), connect=host_uri)
     wait_for(lambda: domain_exists(c), 5, "the pass after the refusal applies")
+    assert w.wait_idle(5)
     assert taken[:2] == [("default",), ("default",)]
     assert w.backoff.failures("default") == 0
 
