@@ -1,13 +1,17 @@
-"""watch's pure decisions: when a batch is due, what it holds, how long a host backs off."""
+"""watch's pure decisions: when a batch is due, what it holds, how long a host backs off,
+which file events are manifest changes."""
 
 from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import pytest
+from watchdog import events
 
-from reconciler.watch import Backoff, Reason, WorkQueue, due_at, parse_address
+from reconciler.watch import Backoff, Reason, Snapshot, WorkQueue, due_at, parse_address
+from reconciler.watch.sources import _ManifestEvents
 
 
 class FakeClock:
@@ -172,3 +176,56 @@ def test_parse_address(text: str, expected: tuple[str, int]) -> None:
 def test_parse_address_refuses(text: str) -> None:
     with pytest.raises(ValueError, match="HOST:PORT"):
         parse_address(text)
+
+
+# --- which file-system events are manifest changes --------------------------------
+
+
+def _file_events(files: frozenset[str] = frozenset()) -> tuple[list[tuple[Reason, str]], Any]:
+    seen: list[tuple[Reason, str]] = []
+    return seen, _ManifestEvents(lambda reason, cause: seen.append((reason, cause)), set(files))
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        events.FileModifiedEvent("/m/web.yaml"),
+        events.FileCreatedEvent("/m/sub/db.yml"),
+        events.FileDeletedEvent("/m/web.yaml"),
+        events.FileMovedEvent("/m/.web.yaml.swp", "/m/web.yaml"),  # an editor's atomic save
+        events.FileMovedEvent("/m/web.yaml", "/m/web.yaml.bak"),  # a manifest went away
+        events.DirDeletedEvent("/m/sub"),
+        events.DirMovedEvent("/m/old", "/m/new"),
+        events.FileModifiedEvent("/etc/vr/hosts-override.conf"),  # named on the command line
+    ],
+)
+def test_manifest_changes_mark_every_host(event: events.FileSystemEvent) -> None:
+    seen, handler = _file_events(frozenset({"/etc/vr/hosts-override.conf"}))
+    handler.on_any_event(event)
+    assert [reason for reason, _ in seen] == [Reason.FILE]
+    assert seen[0][1].startswith(event.event_type)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        events.FileModifiedEvent("/m/.web.yaml.swp"),
+        events.FileCreatedEvent("/m/notes.txt"),
+        events.FileOpenedEvent("/m/web.yaml"),
+        events.FileClosedNoWriteEvent("/m/web.yaml"),
+        events.DirModifiedEvent("/m"),  # follows every file change inside; the file event counts
+    ],
+)
+def test_other_file_events_are_ignored(event: events.FileSystemEvent) -> None:
+    seen, handler = _file_events()
+    handler.on_any_event(event)
+    assert seen == []
+
+
+def test_snapshot_shows_checkout_paths_relative_to_the_repository() -> None:
+    snap = Snapshot(paths=("/c/abc/lab",), revision="abc", root="/c/abc")
+    assert (
+        snap.display("/c/abc/lab/web.yaml:3: spec.memory: bad")
+        == "lab/web.yaml:3: spec.memory: bad"
+    )
+    assert Snapshot(paths=("m",)).display("m/web.yaml:3: x") == "m/web.yaml:3: x"
