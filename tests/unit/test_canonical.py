@@ -376,3 +376,13 @@ def test_ignore_xpath_root_attribute() -> None:
     desired = "<domain type='kvm'><name>a</name></domain>"
     live = "<domain type='qemu'><name>a</name></domain>"
     assert changes(desired, live, ignore=("/domain/@type",)) == []
+
+
+def test_vcpu_current_equal_to_the_maximum_is_implied() -> None:
+    # libvirt drops current='N' when it equals the maximum.
+    desired = "<domain><vcpu current='2'>2</vcpu></domain>"
+    assert changes(desired, "<domain><vcpu placement='static'>2</vcpu></domain>") == []
+    lowered = changes(
+        "<domain><vcpu current='1'>2</vcpu></domain>", "<domain><vcpu>2</vcpu></domain>"
+    )
+    assert [(c.path, c.old, c.new) for c in lowered] == [("vcpu/@current", "2", "1")]
