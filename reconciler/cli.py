@@ -80,6 +80,25 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _prune_args(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument(
+        "--prune", action="store_true", help="delete managed objects that no manifest names"
+    )
+    sp.add_argument(
+        "--max-prune",
+        type=_percent,
+        default=plan.DEFAULT_MAX_PRUNE,
+        metavar="PERCENT",
+        help="refuse a run that would delete more than this share of a host's managed "
+        f"objects (default {plan.DEFAULT_MAX_PRUNE})",
+    )
+    sp.add_argument(
+        "--force-prune",
+        action="store_true",
+        help="delete even when more than --max-prune percent would go",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="virt-reconcile",
@@ -116,22 +135,7 @@ def _parser() -> argparse.ArgumentParser:
 
     def common(sp: argparse.ArgumentParser) -> None:
         hosts_args(sp)
-        sp.add_argument(
-            "--prune", action="store_true", help="delete managed objects that no manifest names"
-        )
-        sp.add_argument(
-            "--max-prune",
-            type=_percent,
-            default=plan.DEFAULT_MAX_PRUNE,
-            metavar="PERCENT",
-            help="refuse a run that would delete more than this share of a host's managed "
-            f"objects (default {plan.DEFAULT_MAX_PRUNE})",
-        )
-        sp.add_argument(
-            "--force-prune",
-            action="store_true",
-            help="delete even when more than --max-prune percent would go",
-        )
+        _prune_args(sp)
         sp.add_argument(
             "-v",
             "--verbose",
@@ -548,9 +552,7 @@ def _watch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="FILE",
         help="Host documents whose URIs replace those of the same names",
     )
-    w.add_argument(
-        "--prune", action="store_true", help="delete managed objects that no manifest names"
-    )
+    _prune_args(w)
     w.add_argument(
         "--resync",
         type=_duration,
@@ -586,6 +588,8 @@ def _watch(args: argparse.Namespace, err: Console) -> int:
         hosts=tuple(args.host),
         hosts_override=args.hosts_override,
         prune=args.prune,
+        max_prune=args.max_prune,
+        force_prune=args.force_prune,
         resync=args.resync,
         metrics_addr=None if args.no_metrics else args.metrics_addr,
     )
@@ -594,7 +598,8 @@ def _watch(args: argparse.Namespace, err: Console) -> int:
     root = logging.getLogger("reconciler")
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    watcher = watch.Watcher(config)
+    # Each pass holds the hosts' apply locks (no waiting: a held lock is retried with backoff).
+    watcher = watch.Watcher(config, lock=lambda hosts: lock.hold(hosts, command="watch"))
     try:
         watcher.start()
     except OSError as e:

@@ -53,6 +53,8 @@ class Config:
     hosts: tuple[str, ...] = ()
     hosts_override: str | None = None
     prune: bool = False
+    max_prune: int = plan.DEFAULT_MAX_PRUNE
+    force_prune: bool = False
     resync: float = 300.0
     metrics_addr: str | None = "127.0.0.1:9177"
     debounce: float = 0.2
@@ -116,7 +118,9 @@ class Watcher:
         self.queue = WorkQueue(debounce=config.debounce, max_delay=config.max_delay, clock=clock)
         self.backoff = Backoff(base=config.backoff_base, cap=config.backoff_cap)
         self.metrics = Metrics()
-        self.options = plan.Options(prune=config.prune)
+        self.options = plan.Options(
+            prune=config.prune, max_prune=config.max_prune, force_prune=config.force_prune
+        )
         self.passes = 0
         self.good: Desired | None = None
         self.last_outcomes: dict[str, HostOutcome] = {}

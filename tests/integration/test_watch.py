@@ -24,7 +24,7 @@ import libvirt
 import pytest
 from lxml import etree
 
-from reconciler import errors, watch
+from reconciler import lock, watch
 from reconciler.model import Host
 from tests.integration.conftest import REPO, host_snapshot
 
@@ -291,24 +291,47 @@ def test_an_event_reconciles_only_its_host(
     assert runs(w, "b") == before_b
 
 
-def test_lock_hook_wraps_every_pass_and_a_refusal_is_retried(
-    manifests: Path, host_uri: str, conn: Callable[[str], libvirt.virConnect], start_watch: Start
+def test_each_pass_holds_the_apply_lock_and_a_held_lock_is_retried(
+    manifests: Path,
+    host_uri: str,
+    tmp_path: Path,
+    conn: Callable[[str], libvirt.virConnect],
+    start_watch: Start,
 ) -> None:
+    c = conn(host_uri)
+    locks = tmp_path / "locks"
     taken: list[tuple[str, ...]] = []
 
     @contextlib.contextmanager
-    def lock(hosts: Sequence[Host]) -> Iterator[None]:
+    def hold(hosts: Sequence[Host]) -> Iterator[None]:
         taken.append(tuple(h.name for h in hosts))
-        if len(taken) == 1:
-            raise errors.ReconcileError("host default is locked by apply (pid 1)")
-        yield
+        with lock.hold(hosts, command="watch", directory=locks):
+            yield
 
-    c = conn(host_uri)
-    w = start_watch(lock=lock, paths=(str(manifests),), connect=host_uri)
-    wait_for(lambda: domain_exists(c), 5, "the pass after the refusal applies")
+    # An apply holds the host: the watcher's passes fail and back off.
+    with lock.hold([Host(name="default", uri=host_uri)], command="apply", directory=locks):
+        w = start_watch(lock=hold, paths=(str(manifests),), connect=host_uri)
+        wait_for(lambda: w.backoff.failures("default") >= 2, 5, "passes refused by the lock")
+        assert not domain_exists(c)
+        assert "locked" in " ".join(w.last_outcomes["default"].errors)
+    # Released: the next retry applies.
+    wait_for(lambda: domain_exists(c), 5, "the retry after the lock is released applies")
     assert w.wait_idle(5)
-    assert taken[:2] == [("default",), ("default",)]
     assert w.backoff.failures("default") == 0
+    assert set(taken) == {("default",)}
+
+
+def test_emptied_folder_with_prune_trips_the_prune_guard(
+    manifests: Path, watch_folder: WatchFolder
+) -> None:
+    w, c = watch_folder(prune=True)
+    before = host_snapshot(c)
+    for f in manifests.iterdir():
+        f.unlink()
+    wait_for(lambda: w.last_outcomes["default"].result == "failed", 5, "the prune guard refuses")
+    assert "prune guard" in " ".join(w.last_outcomes["default"].errors)
+    assert host_snapshot(c) == before
+    assert w.health()["status"] == "ok"
 
 
 # --- git source ----------------------------------------------------------------------
