@@ -149,6 +149,10 @@ class GitSource:
         cache_dir: Path,
         interval: float = 30.0,
     ) -> None:
+        for what, value in (("URL", url), ("--ref", ref)):
+            if not value or value.startswith("-"):
+                # git would read it as an option (--upload-pack=... runs a command).
+                raise GitError(f"git {what} {value!r}: must not be empty or start with '-'")
         self.url = url
         self.ref = ref
         self.subpaths = tuple(subpaths)

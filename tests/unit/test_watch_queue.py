@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from watchdog import events
 
 from reconciler.watch import Backoff, Reason, Snapshot, WorkQueue, due_at, parse_address
-from reconciler.watch.sources import _ManifestEvents
+from reconciler.watch.sources import GitError, GitSource, _ManifestEvents
 
 
 class FakeClock:
@@ -229,3 +230,13 @@ def test_snapshot_shows_checkout_paths_relative_to_the_repository() -> None:
         == "lab/web.yaml:3: spec.memory: bad"
     )
     assert Snapshot(paths=("m",)).display("m/web.yaml:3: x") == "m/web.yaml:3: x"
+
+
+@pytest.mark.parametrize(
+    ("url", "ref"), [("--upload-pack=touch /tmp/x", "main"), ("repo", "-x"), ("", "main")]
+)
+def test_git_source_refuses_what_git_would_read_as_an_option(
+    url: str, ref: str, tmp_path: Path
+) -> None:
+    with pytest.raises(GitError, match="must not be empty or start with '-'"):
+        GitSource(url, ref=ref, cache_dir=tmp_path)
