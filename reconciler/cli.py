@@ -293,7 +293,8 @@ def _status(args: argparse.Namespace, out: Console) -> int:
     else:
         for hs in statuses:
             reach = "" if hs.reachable else f" [red]unreachable: {escape(hs.error or '')}[/]"
-            out.print(f"[bold]Host {escape(hs.host)}[/] ({escape(redact_uri(hs.uri))}){reach}")
+            rev = f" revision {escape(hs.revision[:12])}" if hs.revision else ""
+            out.print(f"[bold]Host {escape(hs.host)}[/] ({escape(redact_uri(hs.uri))}){rev}{reach}")
             for o in hs.objects:
                 power = ""
                 if o.power:

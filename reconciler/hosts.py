@@ -863,6 +863,19 @@ class Session:
             self.registry = self.registry.with_pool(key, rec)
         else:
             self.registry = self.registry.with_volume(key, rec)
+        self._write_registry()
+
+    def record_applied(self, applied: dict[str, str]) -> None:
+        """Remember on the host what ``watch`` applied (the git revision), for ``status``."""
+        self.registry = dataclasses.replace(self.registry, applied=applied)
+        try:
+            self._write_registry()
+        except libvirt.libvirtError as e:
+            raise errors.HostError(
+                self.host.name, f"cannot record the revision: {describe(e)}"
+            ) from e
+
+    def _write_registry(self) -> None:
         net = self._call(
             "networkDefineXMLFlags",
             self.conn.networkDefineXMLFlags,

@@ -409,8 +409,22 @@ class Watcher:
                 )
             else:
                 outcome = HostOutcome(host=h.name, result="ok", changes=made)
+                self._record_revision(run, h.name, desired)
             outcomes[h.name] = outcome
         return outcomes
+
+    def _record_revision(self, run: Run, host: str, desired: Desired) -> None:
+        """Write the applied git revision to the host's registry (``status`` shows it)."""
+        revision = desired.snapshot.revision
+        session = run.sessions.get(host)
+        if not revision or session is None:
+            return
+        if run.states[host].registry.applied.get("revision") == revision:
+            return
+        try:
+            session.record_applied({"revision": revision, "source": self.source.describe()})
+        except errors.HostError as e:
+            log.warning("%s", e)
 
     def _subscribe(self, run: Run) -> None:
         """Subscribe to the events of sessions this pass opened; resync them once more."""

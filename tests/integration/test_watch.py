@@ -24,7 +24,7 @@ import libvirt
 import pytest
 from lxml import etree
 
-from reconciler import lock, watch
+from reconciler import cli, lock, watch
 from reconciler.model import Host
 from tests.integration.conftest import REPO, host_snapshot
 
@@ -376,6 +376,7 @@ def test_git_source_applies_pushed_revisions_on_reload_and_survives_a_failed_fet
     host_uri: str,
     conn: Callable[[str], libvirt.virConnect],
     start_watch: Start,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     origin, work = repo
     c = conn(host_uri)
@@ -401,6 +402,13 @@ def test_git_source_applies_pushed_revisions_on_reload_and_survives_a_failed_fet
     w.reload()  # what SIGHUP does
     wait_for(lambda: memory_kib(c) == 96 * 1024, 5, "the pushed revision is applied")
     wait_for(lambda: w.health()["revision"] == second, 5, "the revision is remembered")
+
+    # `status` shows the revision applied to the host (recorded on the host itself).
+    def status_revision() -> object:
+        assert cli.main(["status", str(work / "lab"), "-c", host_uri, "-o", "json"]) == 0
+        return json.loads(capsys.readouterr().out)["hosts"][0]["revision"]
+
+    wait_for(lambda: status_revision() == second, 5, "status shows the applied revision")
 
     # A bad revision: nothing changes, the good one stays applied.
     (work / "lab" / "domain.yaml").write_text(
@@ -476,7 +484,5 @@ def test_cli_watch_sighup_then_sigterm_exits_0(manifests: Path, tmp_path: Path) 
 
 
 def test_cli_watch_needs_paths_or_git(capsys: pytest.CaptureFixture[str]) -> None:
-    from reconciler import cli
-
     assert cli.main(["watch", "-c", "test:///default"]) == 1
     assert "needs manifest PATHs or --git URL" in capsys.readouterr().err

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from watchdog import events
 
+from reconciler.ownership import Record, Registry
 from reconciler.watch import Backoff, Reason, Snapshot, WorkQueue, due_at, parse_address
 from reconciler.watch.sources import GitError, GitSource, _ManifestEvents
 
@@ -240,3 +241,11 @@ def test_git_source_refuses_what_git_would_read_as_an_option(
 ) -> None:
     with pytest.raises(GitError, match="must not be empty or start with '-'"):
         GitSource(url, ref=ref, cache_dir=tmp_path)
+
+
+def test_registry_keeps_the_applied_revision() -> None:
+    reg = Registry(applied={"revision": "abc123", "source": "https://git.example/lab.git@main"})
+    back = Registry.from_xml(reg.to_xml())
+    assert back.applied == reg.applied
+    assert back.with_pool("lab", Record(managed=True)).applied == reg.applied
+    assert "applied" not in Registry().to_xml()  # registries without watch stay as they were
