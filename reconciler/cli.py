@@ -6,6 +6,8 @@
     virt-reconcile apply    PATH... [-c URI] [--host NAME...] [--prune] [--replace KIND/NAME...]
                                     [-o text|json] [--dry-run]
     virt-reconcile status   PATH... [-c URI] [--host NAME...] [-o text|json]
+    virt-reconcile watch    PATH... | --git URL [--ref main] [--interval 30s] [-c URI] [--prune]
+                                    [--resync 5m] [--metrics-addr 127.0.0.1:9177]
     virt-reconcile export   [PATH...] [-c URI] [--host NAME] [--kind K...] [--name N...]
                                     [--adopt] -d DIR
 
@@ -19,6 +21,8 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import logging
+import signal
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +30,18 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from reconciler import __version__, errors, export, lock, manifests, plan, report, status, units
+from reconciler import (
+    __version__,
+    errors,
+    export,
+    lock,
+    manifests,
+    plan,
+    report,
+    status,
+    units,
+    watch,
+)
 from reconciler.execute import Result
 from reconciler.hosts import redact_uri
 from reconciler.model import Host, Kind, ManifestSet
@@ -65,6 +80,25 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _prune_args(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument(
+        "--prune", action="store_true", help="delete managed objects that no manifest names"
+    )
+    sp.add_argument(
+        "--max-prune",
+        type=_percent,
+        default=plan.DEFAULT_MAX_PRUNE,
+        metavar="PERCENT",
+        help="refuse a run that would delete more than this share of a host's managed "
+        f"objects (default {plan.DEFAULT_MAX_PRUNE})",
+    )
+    sp.add_argument(
+        "--force-prune",
+        action="store_true",
+        help="delete even when more than --max-prune percent would go",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="virt-reconcile",
@@ -101,22 +135,7 @@ def _parser() -> argparse.ArgumentParser:
 
     def common(sp: argparse.ArgumentParser) -> None:
         hosts_args(sp)
-        sp.add_argument(
-            "--prune", action="store_true", help="delete managed objects that no manifest names"
-        )
-        sp.add_argument(
-            "--max-prune",
-            type=_percent,
-            default=plan.DEFAULT_MAX_PRUNE,
-            metavar="PERCENT",
-            help="refuse a run that would delete more than this share of a host's managed "
-            f"objects (default {plan.DEFAULT_MAX_PRUNE})",
-        )
-        sp.add_argument(
-            "--force-prune",
-            action="store_true",
-            help="delete even when more than --max-prune percent would go",
-        )
+        _prune_args(sp)
         sp.add_argument(
             "-v",
             "--verbose",
@@ -156,6 +175,7 @@ def _parser() -> argparse.ArgumentParser:
         help="sync state, power state and health of every object the manifests name",
     )
     hosts_args(st)
+    _watch_parser(sub)
     _export_parser(sub)
     return p
 
@@ -217,6 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _validate(args, out)
         if args.command == "status":
             return _status(args, out)
+        if args.command == "watch":
+            return _watch(args, err)
         if args.command == "export":
             return _export(args, out, err)
         return _plan_or_apply(args, out, err)
@@ -271,7 +293,8 @@ def _status(args: argparse.Namespace, out: Console) -> int:
     else:
         for hs in statuses:
             reach = "" if hs.reachable else f" [red]unreachable: {escape(hs.error or '')}[/]"
-            out.print(f"[bold]Host {escape(hs.host)}[/] ({escape(redact_uri(hs.uri))}){reach}")
+            rev = f" revision {escape(hs.revision[:12])}" if hs.revision else ""
+            out.print(f"[bold]Host {escape(hs.host)}[/] ({escape(redact_uri(hs.uri))}){rev}{reach}")
             for o in hs.objects:
                 power = ""
                 if o.power:
@@ -460,6 +483,138 @@ def _print_convergence(left: Sequence[tuple[str, plan.Action]], failed: bool, ou
                 f"  {escape(name)}: {escape(a.ref)} {escape(c.path)}: "
                 f"{escape(report.short(c.old))} → {escape(report.short(c.new))}"
             )
+
+
+# --- watch ---------------------------------------------------------------------------
+
+
+def _duration(text: str) -> float:
+    try:
+        value = units.parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be more than 0")
+    return value
+
+
+def _address(text: str) -> str:
+    try:
+        watch.parse_address(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def _watch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    w = sub.add_parser(
+        "watch",
+        help="keep the hosts matching the manifests; revert drift (a daemon)",
+        description="Reconcile continuously: a change to the manifests (folder, or a git "
+        "ref polled every --interval), a libvirt event on a host (a domain redefined, "
+        "stopped or undefined, a device added or removed, a network stopped), --resync "
+        "and SIGHUP each trigger a pass that plans and applies like `apply`. Invalid "
+        "manifests change nothing (the last good ones stay applied). SIGTERM/SIGINT "
+        "finish the current pass and exit 0. Metrics on http://ADDR/metrics, health on "
+        "/healthz, POST /-/reload polls git now (a webhook).",
+    )
+    w.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="manifest files or folders (with --git: paths inside the repository)",
+    )
+    w.add_argument("--git", metavar="URL", help="read the manifests from this git repository")
+    w.add_argument("--ref", default="main", help="git branch, tag or commit (default main)")
+    w.add_argument(
+        "--interval",
+        type=_duration,
+        default=30.0,
+        metavar="DURATION",
+        help="how often to poll git (default 30s)",
+    )
+    w.add_argument(
+        "--cache-dir",
+        type=Path,
+        metavar="DIR",
+        help="where git checkouts are kept (default ~/.cache/virt-reconcile/git)",
+    )
+    w.add_argument(
+        "-c",
+        "--connect",
+        metavar="URI",
+        help="libvirt URI of the one host (without Host documents)",
+    )
+    w.add_argument(
+        "--host", action="append", default=[], metavar="NAME", help="work only on this Host"
+    )
+    w.add_argument(
+        "--hosts-override",
+        metavar="FILE",
+        help="Host documents whose URIs replace those of the same names",
+    )
+    _prune_args(w)
+    w.add_argument(
+        "--resync",
+        type=_duration,
+        default=300.0,
+        metavar="DURATION",
+        help="reconcile every host at least this often (default 5m)",
+    )
+    w.add_argument(
+        "--metrics-addr",
+        type=_address,
+        default="127.0.0.1:9177",
+        metavar="HOST:PORT",
+        help="serve /metrics, /healthz and POST /-/reload here (port 0: any free port)",
+    )
+    w.add_argument("--no-metrics", action="store_true", help="serve no HTTP endpoint")
+    w.add_argument("-v", "--verbose", action="store_true", help="also log every libvirt event")
+
+
+def _watch(args: argparse.Namespace, err: Console) -> int:
+    if not args.git and not args.paths:
+        raise errors.ReconcileError("watch needs manifest PATHs or --git URL")
+    if not args.git:
+        missing = [p for p in args.paths if not Path(p).exists()]
+        if missing:
+            raise errors.ReconcileError(f"no such file or folder: {', '.join(missing)}")
+    config = watch.Config(
+        paths=tuple(args.paths),
+        git_url=args.git,
+        git_ref=args.ref,
+        interval=args.interval,
+        cache_dir=args.cache_dir,
+        connect=args.connect,
+        hosts=tuple(args.host),
+        hosts_override=args.hosts_override,
+        prune=args.prune,
+        max_prune=args.max_prune,
+        force_prune=args.force_prune,
+        resync=args.resync,
+        metrics_addr=None if args.no_metrics else args.metrics_addr,
+    )
+    handler = logging.StreamHandler(err.file)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s"))
+    root = logging.getLogger("reconciler")
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    # Each pass holds the hosts' apply locks (no waiting: a held lock is retried with backoff).
+    watcher = watch.Watcher(config, lock=lambda hosts: lock.hold(hosts, command="watch"))
+    try:
+        watcher.start()
+    except OSError as e:
+        watcher.stop()
+        raise errors.ReconcileError(f"--metrics-addr {args.metrics_addr}: {e.strerror}") from e
+    # The worker runs in its own thread; this one only waits, so signal handlers
+    # never interrupt a thread holding the work queue's lock.
+    signal.signal(signal.SIGTERM, lambda *_: watcher.stop())
+    signal.signal(signal.SIGINT, lambda *_: watcher.stop())
+    signal.signal(signal.SIGHUP, lambda *_: watcher.reload())
+    while not watcher.wait(0.5):
+        pass
+    root.removeHandler(handler)
+    return EXIT_OK
 
 
 def _export(args: argparse.Namespace, out: Console, err: Console) -> int:

@@ -8,6 +8,9 @@
   is counted by name in ``Session.calls``.
 * libvirt errors become ``errors.HostError``/``errors.ActionError`` with a
   message a user can act on; URIs are shown without passwords.
+* ``Session.watch`` passes libvirt's change events (domain lifecycle incl.
+  redefine, devices, networks, pools, a dropped connection) to a plain Python
+  callback as ``HostEvent``, so ``watch`` needs no libvirt import.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import collections
 import contextlib
 import dataclasses
 import errno
+import logging
 import re
 import threading
 import time
@@ -81,6 +85,52 @@ _NET_COMMANDS = {
     "delete": libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE,
     "add-last": libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
 }
+
+
+# Event names for HostEvent.event: the lifecycle events watch reacts to, by value.
+_DOMAIN_EVENTS = {
+    getattr(libvirt, f"VIR_DOMAIN_EVENT_{n.upper()}"): n
+    for n in (
+        "defined",
+        "undefined",
+        "started",
+        "suspended",
+        "resumed",
+        "stopped",
+        "shutdown",
+        "pmsuspended",
+        "crashed",
+    )
+}
+_DOMAIN_EVENT_DETAILS = {
+    v: _reason_names(f"VIR_DOMAIN_EVENT_{n.upper()}_") for v, n in _DOMAIN_EVENTS.items()
+}
+_NETWORK_EVENTS = {
+    getattr(libvirt, f"VIR_NETWORK_EVENT_{n.upper()}"): n
+    for n in ("defined", "undefined", "started", "stopped")
+}
+_POOL_EVENTS = {
+    getattr(libvirt, f"VIR_STORAGE_POOL_EVENT_{n.upper()}"): n
+    for n in ("defined", "undefined", "started", "stopped", "created", "deleted")
+}
+_CLOSE_REASONS = _reason_names("VIR_CONNECT_CLOSE_REASON_")
+
+_log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class HostEvent:
+    """A change on a host reported by libvirt: which object, not what it is now.
+
+    ``kind`` is "Domain", "Network", "StoragePool" or "Connection" (``event``
+    "closed": the connection dropped); ``event`` is libvirt's event name with
+    its detail, e.g. "defined (updated)", "stopped (destroyed)", "device-removed".
+    """
+
+    host: str
+    kind: str
+    name: str
+    event: str
 
 
 def _quiet(_ctx: Any, _err: Any) -> None:
@@ -247,6 +297,7 @@ class Session:
         self.balloon_timeout = 10.0
         self._removed: dict[tuple[str, str], threading.Event] = {}
         self._events_registered = False
+        self._watch_ids: list[tuple[str, int]] = []
 
     # --- connecting --------------------------------------------------------------
 
@@ -266,6 +317,7 @@ class Session:
         return cls(host, conn)
 
     def close(self) -> None:
+        self.unwatch()
         if self.host.uri.startswith("test://"):
             return  # shared for the process, see _test_hosts
         try:
@@ -274,6 +326,96 @@ class Session:
             self.conn.close()
         except libvirt.libvirtError:
             pass
+
+    def alive(self) -> bool:
+        """False once the connection dropped (keepalive timeout, daemon restart)."""
+        try:
+            return bool(self.conn.isAlive())
+        except libvirt.libvirtError:
+            return False
+
+    # --- watching -----------------------------------------------------------------
+
+    def watch(self, callback: Callable[[HostEvent], None]) -> None:
+        """Call ``callback`` for every change event on this host, until ``unwatch``.
+
+        It runs in libvirt's event thread: keep it short (mark work, return).
+        """
+        if self._watch_ids:
+            return
+        host = self.host.name
+
+        def emit(kind: str, name: str, event: str) -> None:
+            try:
+                callback(HostEvent(host=host, kind=kind, name=name, event=event))
+            except Exception:  # an exception here would stop libvirt's event loop
+                _log.exception("event callback failed")
+
+        def lifecycle(_c: Any, dom: libvirt.virDomain, event: int, detail: int, _o: Any) -> None:
+            name = _DOMAIN_EVENTS.get(event, str(event))
+            why = _DOMAIN_EVENT_DETAILS.get(event, {}).get(detail)
+            emit("Domain", dom.name(), f"{name} ({why})" if why else name)
+
+        def device(label: str) -> Callable[..., None]:
+            return lambda _c, dom, *_rest: emit("Domain", dom.name(), label)
+
+        def network(_c: Any, net: libvirt.virNetwork, event: int, _d: int, _o: Any) -> None:
+            emit("Network", net.name(), _NETWORK_EVENTS.get(event, str(event)))
+
+        def pool(_c: Any, p: libvirt.virStoragePool, event: int, _d: int, _o: Any) -> None:
+            emit("StoragePool", p.name(), _POOL_EVENTS.get(event, str(event)))
+
+        def closed(_c: Any, reason: int, _o: Any) -> None:
+            emit("Connection", "", f"closed ({_CLOSE_REASONS.get(reason, reason)})")
+
+        dom_events = {
+            libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE: lifecycle,
+            libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_ADDED: device("device-added"),
+            libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED: device("device-removed"),
+            libvirt.VIR_DOMAIN_EVENT_ID_TRAY_CHANGE: device("tray-change"),
+            libvirt.VIR_DOMAIN_EVENT_ID_BALLOON_CHANGE: device("balloon-change"),
+            libvirt.VIR_DOMAIN_EVENT_ID_METADATA_CHANGE: device("metadata-change"),
+        }
+        try:
+            for event_id, cb in dom_events.items():
+                self._watch_ids.append(
+                    ("domain", self.conn.domainEventRegisterAny(None, event_id, cb, None))
+                )
+            self._watch_ids.append(
+                (
+                    "network",
+                    self.conn.networkEventRegisterAny(
+                        None, libvirt.VIR_NETWORK_EVENT_ID_LIFECYCLE, network, None
+                    ),
+                )
+            )
+            self._watch_ids.append(
+                (
+                    "pool",
+                    self.conn.storagePoolEventRegisterAny(
+                        None, libvirt.VIR_STORAGE_POOL_EVENT_ID_LIFECYCLE, pool, None
+                    ),
+                )
+            )
+        except libvirt.libvirtError as e:
+            self.unwatch()
+            raise errors.HostError(host, f"cannot subscribe to events: {describe(e)}") from e
+        with contextlib.suppress(libvirt.libvirtError):  # not every driver reports a drop
+            self.conn.registerCloseCallback(closed, None)
+            self._watch_ids.append(("close", 0))
+
+    def unwatch(self) -> None:
+        """Stop the callbacks ``watch`` registered."""
+        deregister = {
+            "domain": self.conn.domainEventDeregisterAny,
+            "network": self.conn.networkEventDeregisterAny,
+            "pool": self.conn.storagePoolEventDeregisterAny,
+            "close": lambda _id: self.conn.unregisterCloseCallback(),
+        }
+        for kind, callback_id in self._watch_ids:
+            with contextlib.suppress(libvirt.libvirtError):
+                deregister[kind](callback_id)
+        self._watch_ids.clear()
 
     # --- observing ----------------------------------------------------------------
 
@@ -721,6 +863,19 @@ class Session:
             self.registry = self.registry.with_pool(key, rec)
         else:
             self.registry = self.registry.with_volume(key, rec)
+        self._write_registry()
+
+    def record_applied(self, applied: dict[str, str]) -> None:
+        """Remember on the host what ``watch`` applied (the git revision), for ``status``."""
+        self.registry = dataclasses.replace(self.registry, applied=applied)
+        try:
+            self._write_registry()
+        except libvirt.libvirtError as e:
+            raise errors.HostError(
+                self.host.name, f"cannot record the revision: {describe(e)}"
+            ) from e
+
+    def _write_registry(self) -> None:
         net = self._call(
             "networkDefineXMLFlags",
             self.conn.networkDefineXMLFlags,

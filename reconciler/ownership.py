@@ -17,6 +17,7 @@ diff), the prune permission, and the placement (candidate hosts).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -108,6 +109,8 @@ class Registry:
     volumes: Mapping[str, Record] = field(default_factory=dict)
     exists: bool = False
     uuid: str = ""
+    # What ``watch`` last applied to the host: {"revision": git sha, "source": URL}.
+    applied: Mapping[str, str] = field(default_factory=dict)
 
     def to_xml(self) -> str:
         root = etree.Element("network")
@@ -117,11 +120,14 @@ class Registry:
             etree.SubElement(root, "uuid").text = self.uuid
         metadata = etree.SubElement(root, "metadata")
         reg = etree.SubElement(metadata, _REGISTRY, nsmap={PREFIX: NAMESPACE})
+        data: dict[str, Any] = {
+            "pools": {k: v.to_json() for k, v in sorted(self.pools.items())},
+            "volumes": {k: v.to_json() for k, v in sorted(self.volumes.items())},
+        }
+        if self.applied:
+            data["applied"] = dict(self.applied)
         reg.text = json.dumps(
-            {
-                "pools": {k: v.to_json() for k, v in sorted(self.pools.items())},
-                "volumes": {k: v.to_json() for k, v in sorted(self.volumes.items())},
-            },
+            data,
             sort_keys=True,
             separators=(",", ":"),
         )
@@ -142,6 +148,7 @@ class Registry:
             volumes={k: Record.from_json(v) for k, v in data.get("volumes", {}).items()},
             exists=True,
             uuid=uuid,
+            applied={str(k): str(v) for k, v in data.get("applied", {}).items()},
         )
 
     def with_pool(self, name: str, record: Record | None) -> Registry:
@@ -150,7 +157,7 @@ class Registry:
             pools.pop(name, None)
         else:
             pools[name] = record
-        return Registry(pools=pools, volumes=self.volumes, exists=self.exists, uuid=self.uuid)
+        return dataclasses.replace(self, pools=pools)
 
     def with_volume(self, key: str, record: Record | None) -> Registry:
         volumes = dict(self.volumes)
@@ -158,4 +165,4 @@ class Registry:
             volumes.pop(key, None)
         else:
             volumes[key] = record
-        return Registry(pools=self.pools, volumes=volumes, exists=self.exists, uuid=self.uuid)
+        return dataclasses.replace(self, volumes=volumes)

@@ -112,6 +112,7 @@ def status_json(statuses: Sequence[status.HostStatus]) -> dict[str, Any]:
                 "uri": redact_uri(hs.uri),
                 "reachable": hs.reachable,
                 "error": hs.error,
+                "revision": hs.revision,
                 "objects": [
                     {
                         "kind": o.kind.value,

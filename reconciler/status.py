@@ -62,6 +62,7 @@ class HostStatus:
     reachable: bool
     error: str | None
     objects: tuple[ObjectStatus, ...]
+    revision: str | None = None  # the git revision ``watch`` last applied here
 
 
 def build(
@@ -88,6 +89,7 @@ def build(
                 reachable=hp.reachable,
                 error=hp.error,
                 objects=tuple(objects),
+                revision=state.registry.applied.get("revision"),
             )
         )
     return out

@@ -1,0 +1,498 @@
+"""watch: the daemon — one worker runs passes of the same ``reconcile.Run`` as apply."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.server
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reconciler import errors, manifests, plan, report, status
+from reconciler.execute import Result
+from reconciler.hosts import HostEvent, Session
+from reconciler.model import Host, ManifestSet
+from reconciler.reconcile import Run, Target, residual, resolve_hosts
+from reconciler.watch.metrics import Metrics, parse_address, serve_http
+from reconciler.watch.sources import FolderSource, GitSource, Snapshot, Source
+from reconciler.watch.workqueue import ALL, Backoff, Batch, Clock, Reason, WorkQueue
+
+log = logging.getLogger(__name__)
+
+LockHook = Callable[[Sequence[Host]], AbstractContextManager[object]]
+
+
+def no_lock(_hosts: Sequence[Host]) -> AbstractContextManager[object]:
+    """The default lock hook: take nothing.
+
+    ``Watcher(lock=...)`` takes a context manager factory over the hosts of a
+    pass, held from reading the hosts to the check after executing; the
+    per-host apply lock plugs in here (a ReconcileError from it fails the pass
+    for those hosts, which are then retried with backoff).
+    """
+    return contextlib.nullcontext()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """``virt-reconcile watch`` options."""
+
+    paths: tuple[str, ...] = ()
+    git_url: str | None = None
+    git_ref: str = "main"
+    interval: float = 30.0
+    cache_dir: Path | None = None
+    connect: str | None = None
+    hosts: tuple[str, ...] = ()
+    hosts_override: str | None = None
+    prune: bool = False
+    max_prune: int = plan.DEFAULT_MAX_PRUNE
+    force_prune: bool = False
+    resync: float = 300.0
+    metrics_addr: str | None = "127.0.0.1:9177"
+    debounce: float = 0.2
+    max_delay: float = 1.0
+    backoff_base: float = 1.0
+    backoff_cap: float = 300.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Desired:
+    """A manifest set that loaded without errors, and where it came from."""
+
+    manifests: ManifestSet
+    overrides: Mapping[str, str] | None
+    snapshot: Snapshot
+    digest: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostOutcome:
+    """How one host's pass ended: ``ok``, ``failed``, ``unreachable`` or ``not-converged``."""
+
+    host: str
+    result: str
+    changes: int = 0
+    errors: tuple[str, ...] = ()
+
+
+def default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "virt-reconcile" / "git"
+
+
+def make_source(config: Config) -> Source:
+    if config.git_url:
+        return GitSource(
+            config.git_url,
+            ref=config.git_ref,
+            subpaths=config.paths,
+            cache_dir=config.cache_dir or default_cache_dir(),
+            interval=config.interval,
+        )
+    extra = (config.hosts_override,) if config.hosts_override else ()
+    return FolderSource(config.paths, extra)
+
+
+class Watcher:
+    """The daemon: sources and libvirt events mark work; one worker thread does it."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        source: Source | None = None,
+        lock: LockHook = no_lock,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.source = source or make_source(config)
+        self.lock = lock
+        self._clock = clock
+        self.queue = WorkQueue(debounce=config.debounce, max_delay=config.max_delay, clock=clock)
+        self.backoff = Backoff(base=config.backoff_base, cap=config.backoff_cap)
+        self.metrics = Metrics()
+        self.options = plan.Options(
+            prune=config.prune, max_prune=config.max_prune, force_prune=config.force_prune
+        )
+        self.passes = 0
+        self.good: Desired | None = None
+        self.last_outcomes: dict[str, HostOutcome] = {}
+        self._sessions: dict[str, Session] = {}
+        self._watched: weakref.WeakSet[Session] = weakref.WeakSet()
+        self._applied: dict[str, str] = {}  # host -> digest of the manifests last converged
+        self._load_error: str | None = None
+        self._stopping = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._ticker: threading.Thread | None = None
+        self._http: http.server.ThreadingHTTPServer | None = None
+
+    # --- life cycle --------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the metrics endpoint, start the sources, the timer and the worker."""
+        if self.config.metrics_addr:
+            self._http = serve_http(self, parse_address(self.config.metrics_addr))
+            host, port = self._http.server_address[:2]
+            log.info("metrics on http://%s:%s/metrics", host, port)
+        self.source.start(self._mark)
+        self.queue.add(Reason.START)
+        self._ticker = threading.Thread(target=self._tick, name="resync", daemon=True)
+        self._ticker.start()
+        self._worker = threading.Thread(target=self._work, name="reconcile", daemon=True)
+        self._worker.start()
+        log.info(
+            "watching %s (resync every %gs%s)",
+            self.source.describe(),
+            self.config.resync,
+            ", prune" if self.config.prune else "",
+        )
+
+    @property
+    def metrics_port(self) -> int | None:
+        return int(self._http.server_address[1]) if self._http else None
+
+    def stop(self) -> None:
+        """Finish the current pass, then stop (SIGTERM, SIGINT)."""
+        self._stopping.set()
+        self.queue.close()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the worker ended; True when it did."""
+        if self._worker is None:
+            return True
+        self._worker.join(timeout)
+        return not self._worker.is_alive()
+
+    def reload(self) -> None:
+        """SIGHUP or ``POST /-/reload``: poll the source now and reconcile everything."""
+        log.info("reload requested")
+        self.source.poll_now()
+        self.queue.add(Reason.RELOAD, cause="reload")
+
+    def health(self) -> dict[str, Any]:
+        alive = self._worker is not None and self._worker.is_alive()
+        snap = self.good.snapshot if self.good else None
+        return {
+            "status": "ok" if alive else "stopped",
+            "passes": self.passes,
+            "revision": snap.revision if snap else None,
+            "manifestsValid": self._load_error is None,
+            "hosts": {n: o.result for n, o in sorted(self.last_outcomes.items())},
+        }
+
+    def wait_idle(self, timeout: float) -> bool:
+        """True once no work is marked and no pass runs (retries later do not count)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.queue.busy():
+                return True
+            time.sleep(0.02)
+        return False
+
+    def _tick(self) -> None:
+        while not self._stopping.wait(self.config.resync):
+            self._mark(Reason.RESYNC, "resync")
+
+    def _mark(self, reason: Reason, cause: str = "", host: str | None = None) -> None:
+        self.metrics.triggers.labels(reason.value).inc()
+        self.queue.add(reason, host, cause)
+
+    def on_event(self, event: HostEvent) -> None:
+        """A libvirt event (in libvirt's event thread): mark that host."""
+        what = f"{event.kind}/{event.name} {event.event}" if event.name else event.event
+        log.debug("event on %s: %s", event.host, what)
+        reason = Reason.RECONNECT if event.kind == "Connection" else Reason.EVENT
+        self._mark(reason, f"{event.host}: {what}", host=event.host)
+
+    def _work(self) -> None:
+        try:
+            while True:
+                batch = self.queue.get()
+                if batch is None:
+                    break
+                try:
+                    self.run_pass(batch)
+                    self.backoff.succeeded(ALL)
+                except Exception:  # a bug must not end the daemon: log, back off, go on
+                    log.exception("pass %d failed unexpectedly", self.passes)
+                    self.queue.add_after(None, self.backoff.failed(ALL, self._clock()))
+                finally:
+                    self.queue.done()
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        self.source.stop()
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+        for session in self._sessions.values():
+            session.close()
+        self._sessions.clear()
+        log.info("stopped after %d pass(es)", self.passes)
+
+    # --- one pass ----------------------------------------------------------------
+
+    def load(self) -> Desired | None:
+        """The manifests to apply: freshly read, or the last good ones on bad input."""
+        snap = self.source.snapshot()
+        if snap is None:
+            if self.good is None:
+                log.info("waiting for the first checkout of %s", self.source.describe())
+            return self.good
+        if self.good is not None and snap.revision and snap.revision == self.good.snapshot.revision:
+            return self.good  # a git checkout never changes
+        try:
+            loaded = manifests.load(list(snap.paths))
+            overrides = (
+                manifests.load_hosts_override(self.config.hosts_override)
+                if self.config.hosts_override
+                else None
+            )
+        except errors.ManifestError as e:
+            text = "\n".join(snap.display(str(p)) for p in e.problems)
+            self.metrics.manifests_valid.set(0)
+            if text != self._load_error:
+                self._load_error = text
+                for line in text.splitlines():
+                    log.error("%s", line)
+                kept = (
+                    "the last good manifests stay applied" if self.good else "nothing applied yet"
+                )
+                log.error("%d error(s) in the manifests; %s", len(e.problems), kept)
+            return self.good
+        digest = hashlib.sha256(repr((loaded, overrides)).encode()).hexdigest()
+        if self._load_error is not None:
+            log.info("manifests are valid again")
+        self._load_error = None
+        self.metrics.manifests_valid.set(1)
+        desired = Desired(manifests=loaded, overrides=overrides, snapshot=snap, digest=digest)
+        if self.good is None or self.good.digest != digest or self.good.snapshot != snap:
+            self.source.keep(snap.revision)
+            self.metrics.revision.info(
+                {"source": self.source.describe(), "revision": snap.revision or ""}
+            )
+        self.good = desired
+        return desired
+
+    def run_pass(self, batch: Batch) -> dict[str, HostOutcome]:
+        """Reconcile the hosts ``batch`` names (all: every host), skipping backed-off ones."""
+        started = time.monotonic()
+        if batch.urgent:
+            self.backoff.reset()
+        desired = self.load()
+        if desired is None:
+            return {}
+        try:
+            target = resolve_hosts(
+                desired.manifests,
+                connect=self.config.connect,
+                only=self.config.hosts,
+                overrides=desired.overrides,
+            )
+        except errors.ReconcileError as e:
+            log.error("error: %s", e)
+            return {}
+        now = self._clock()
+        hosts = tuple(
+            h for h in target.hosts if batch.selects(h.name) and not self.backoff.gated(h.name, now)
+        )
+        if not hosts:
+            return {}
+        self.passes += 1
+        self._drop_dead_sessions(target.hosts)
+        sub = Target(hosts=hosts, assignments=target.assignments)
+        try:
+            with self.lock(hosts):
+                outcomes = self._reconcile(sub, desired)
+        except errors.ReconcileError as e:  # e.g. an apply holds a host's lock: try again later
+            outcomes = {
+                h.name: HostOutcome(host=h.name, result="failed", errors=(str(e),)) for h in hosts
+            }
+        elapsed = time.monotonic() - started
+        self.metrics.duration.observe(elapsed)
+        self._record(outcomes, desired)
+        rev = f" at {desired.snapshot.revision[:12]}" if desired.snapshot.revision else ""
+        log.info(
+            "pass %d (%s)%s: %s in %.2fs",
+            self.passes,
+            _causes(batch),
+            rev,
+            "; ".join(_outcome_text(o) for o in outcomes.values()),
+            elapsed,
+        )
+        return outcomes
+
+    def _drop_dead_sessions(self, hosts: Sequence[Host]) -> None:
+        by_name = {h.name: h for h in hosts}
+        for name, session in list(self._sessions.items()):
+            host = by_name.get(name)
+            if host is None or host.uri != session.host.uri or not session.alive():
+                if host is not None and host.uri == session.host.uri:
+                    log.warning("host %s: connection lost; reconnecting", name)
+                session.close()
+                del self._sessions[name]
+
+    def _reconcile(self, target: Target, desired: Desired) -> dict[str, HostOutcome]:
+        run = Run(target=target, options=self.options, sessions=self._sessions)
+        run.connect_and_observe()
+        self._subscribe(run)
+        run.build_plans()
+        blocked = {
+            n: tuple(f"{a.ref}: {a.error}" for a in hp.actions if a.error)
+            for n, hp in run.plans.items()
+            if run.states[n].reachable and any(a.error for a in hp.actions)
+        }
+        todo = tuple(
+            h
+            for h in target.hosts
+            if run.states[h.name].reachable
+            and h.name not in blocked
+            and any(a.type.is_change for a in run.plans[h.name].actions)
+        )
+        results: dict[str, list[Result]] = {}
+        if todo:
+            # The same Run, narrowed to the hosts that have work: execute, observe again.
+            doing = Run(
+                target=Target(hosts=todo, assignments=target.assignments),
+                options=run.options,
+                sessions=run.sessions,
+                states=run.states,
+                plans=run.plans,
+                rendered=run.rendered,
+            )
+            results = doing.execute()
+            for name, rs in results.items():
+                for r in rs:
+                    if r.action.type.is_change or r.result != "ok":
+                        self._log_result(name, r, desired)
+            doing.connect_and_observe()
+            doing.build_plans()
+        left: dict[str, list[plan.Action]] = {}
+        for name, a in residual({h.name: run.plans[h.name] for h in todo}):
+            left.setdefault(name, []).append(a)
+        self._update_objects(run, target)
+        outcomes: dict[str, HostOutcome] = {}
+        for h in target.hosts:
+            state = run.states[h.name]
+            rs = results.get(h.name, [])
+            made = sum(1 for r in rs if r.action.type.is_change and r.result == "ok")
+            failed = tuple(f"{r.action.ref}: {r.error}" for r in rs if r.result == "failed")
+            if not state.reachable:
+                error = (state.error or "").removeprefix(f"host {h.name}: ")
+                outcome = HostOutcome(host=h.name, result="unreachable", errors=(error,))
+                # Drop the session so the retry reconnects (and resyncs).
+                session = self._sessions.pop(h.name, None)
+                if session is not None:
+                    session.close()
+            elif h.name in blocked:
+                outcome = HostOutcome(host=h.name, result="failed", errors=blocked[h.name])
+            elif failed:
+                outcome = HostOutcome(host=h.name, result="failed", changes=made, errors=failed)
+            elif h.name in left:
+                outcome = HostOutcome(
+                    host=h.name,
+                    result="not-converged",
+                    changes=made,
+                    errors=tuple(
+                        f"{a.ref} still plans {a.type.value}: "
+                        + ", ".join(c.path for c in a.changes)
+                        for a in left[h.name]
+                    ),
+                )
+            else:
+                outcome = HostOutcome(host=h.name, result="ok", changes=made)
+                self._record_revision(run, h.name, desired)
+            outcomes[h.name] = outcome
+        return outcomes
+
+    def _record_revision(self, run: Run, host: str, desired: Desired) -> None:
+        """Write the applied git revision to the host's registry (``status`` shows it)."""
+        revision = desired.snapshot.revision
+        session = run.sessions.get(host)
+        if not revision or session is None:
+            return
+        if run.states[host].registry.applied.get("revision") == revision:
+            return
+        try:
+            session.record_applied({"revision": revision, "source": self.source.describe()})
+        except errors.HostError as e:
+            log.warning("%s", e)
+
+    def _subscribe(self, run: Run) -> None:
+        """Subscribe to the events of sessions this pass opened; resync them once more."""
+        for name, session in run.sessions.items():
+            if session in self._watched:
+                continue
+            try:
+                session.watch(self.on_event)
+            except errors.HostError as e:
+                log.warning("%s; drift is found by --resync only", e)
+            self._watched.add(session)
+            # Anything changed between observing and subscribing is caught by one more pass.
+            self._mark(Reason.RECONNECT, f"{name}: connected", host=name)
+
+    def _update_objects(self, run: Run, target: Target) -> None:
+        for hs in status.build(target.assignments, run.plans, run.states):
+            counts = {s: 0 for s in status.Sync}
+            for o in hs.objects:
+                counts[o.sync] += 1
+            for sync, n in counts.items():
+                self.metrics.objects.labels(hs.host, sync.value).set(n)
+
+    def _log_result(self, host: str, r: Result, desired: Desired) -> None:
+        a = r.action
+        drift = " [drift]" if self._applied.get(host) == desired.digest else ""
+        shown = a.type in (plan.ActionType.UPDATE, plan.ActionType.ADOPT)
+        paths = ", ".join(c.path for c in a.changes) if shown else ""
+        detail = f": {paths}" if paths else ""
+        if r.result == "ok":
+            log.info(
+                "host %s: %s %s %s%s%s",
+                host,
+                report.SYMBOLS[a.type],
+                a.type.value,
+                a.ref,
+                detail,
+                drift,
+            )
+        else:
+            log.error("host %s: %s %s failed: %s", host, a.type.value, a.ref, r.error)
+        if r.result == "ok" and a.type.is_change:
+            self.metrics.changes.labels(host, a.type.value).inc()
+            if drift:
+                self.metrics.drift.labels(host, a.kind.value).inc()
+
+    def _record(self, outcomes: Mapping[str, HostOutcome], desired: Desired) -> None:
+        now = self._clock()
+        for name, o in outcomes.items():
+            self.last_outcomes[name] = o
+            self.metrics.runs.labels(name, o.result).inc()
+            self.metrics.host_up.labels(name).set(0 if o.result == "unreachable" else 1)
+            if o.result == "ok":
+                self.backoff.succeeded(name)
+                self._applied[name] = desired.digest
+                self.metrics.last_success.labels(name).set_to_current_time()
+                continue
+            for e in o.errors:
+                log.error("host %s: %s", name, desired.snapshot.display(e))
+            delay = self.backoff.failed(name, now)
+            log.warning("host %s: %s; retrying in %gs", name, o.result, delay)
+            self.queue.add_after(name, delay)
+
+
+def _causes(batch: Batch, most: int = 3) -> str:
+    more = len(batch.causes) - most
+    return ", ".join(batch.causes[:most]) + (f", +{more} more" if more > 0 else "")
+
+
+def _outcome_text(o: HostOutcome) -> str:
+    changes = f", {o.changes} change(s)" if o.changes else ""
+    return f"{o.host} {o.result}{changes}"
