@@ -8,6 +8,12 @@
   is counted by name in ``Session.calls``.
 * libvirt errors become ``errors.HostError``/``errors.ActionError`` with a
   message a user can act on; URIs are shown without passwords.
+
+Test-only hook: with ``VIRT_RECONCILE_FAULT_AFTER_CALLS=N`` in the environment
+the process kills itself with SIGKILL right after its N-th mutating libvirt
+call (counted over all hosts of the process). ``tests/e2e/test_crash.py`` uses
+it to crash an ``apply`` between any two libvirt calls and check that the next
+``apply`` converges. Never set it outside tests.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import os
 import re
+import signal
 import threading
 import time
 import urllib.parse
@@ -37,6 +45,10 @@ _event_loop_lock = threading.Lock()
 _test_hosts: dict[str, libvirt.virConnect] = {}
 _test_hosts_lock = threading.Lock()
 _event_loop_started = False
+
+FAULT_AFTER_CALLS = "VIRT_RECONCILE_FAULT_AFTER_CALLS"
+_mutating_calls = 0
+_mutating_calls_lock = threading.Lock()
 
 _DOMAIN_STATES = {
     libvirt.VIR_DOMAIN_NOSTATE: "nostate",
@@ -271,6 +283,7 @@ class Session:
     def _call(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
         result = fn(*args)
         self.calls[name] += 1
+        _fault_point()
         return result
 
     def run(self, step: Step, action: Action) -> None:
@@ -557,6 +570,18 @@ class Session:
         )
         if not self.registry.uuid:
             self.registry = dataclasses.replace(self.registry, uuid=net.UUIDString(), exists=True)
+
+
+def _fault_point() -> None:
+    """The test-only crash hook (see the module docstring): SIGKILL after call N."""
+    global _mutating_calls
+    limit = os.environ.get(FAULT_AFTER_CALLS)
+    if not limit:
+        return
+    with _mutating_calls_lock:
+        _mutating_calls += 1
+        if _mutating_calls >= int(limit):
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _open(uri: str) -> libvirt.virConnect:

@@ -1,0 +1,151 @@
+"""Crash recovery on test-driver hosts: every interruption point of an apply.
+
+The e2e tier kills a real ``apply`` process (``tests/e2e/test_crash.py``); a
+test-driver host forgets everything when its process dies, so here the crash
+is an exception raised from the same place the kill hook sits
+(``hosts._fault_point``, right after a mutating libvirt call), and the next
+apply runs in the same process against the same host.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import libvirt
+import pytest
+
+from reconciler import hosts, ownership
+from tests.integration.conftest import EMPTY_HOST, EXAMPLES, Run, host_snapshot
+from tests.testbed.cli import vr
+
+
+class Crash(BaseException):
+    """Not an Exception: nothing in virt-reconcile may catch it, like SIGKILL."""
+
+
+def crash_after(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
+    count = itertools.count(1)
+
+    def fault() -> None:
+        if next(count) >= n:
+            raise Crash(n)
+
+    monkeypatch.setattr(hosts, "_fault_point", fault)
+
+
+def fresh_host(tmp_path: Path, n: int) -> str:
+    path = tmp_path / f"host-{n}.xml"
+    path.write_text(EMPTY_HOST.read_text())
+    return f"test://{path}"
+
+
+def total_calls(doc: dict[str, Any]) -> int:
+    return sum(n for h in doc["hosts"] for a in h["actions"] for n in a.get("calls", {}).values())
+
+
+def managed_everywhere(conn: libvirt.virConnect) -> None:
+    """Every example object exists once and carries its ownership record."""
+    for dom in conn.listAllDomains():
+        assert ownership.NAMESPACE in dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), dom.name()
+    nets = {n.name(): n for n in conn.listAllNetworks()}
+    assert set(nets) == {"vr-lab-net", ownership.REGISTRY_NETWORK}
+    assert ownership.NAMESPACE in nets["vr-lab-net"].XMLDesc(0)
+    registry = ownership.Registry.from_xml(nets[ownership.REGISTRY_NETWORK].XMLDesc(0))
+    pools = conn.listAllStoragePools()
+    assert [p.name() for p in pools] == ["vr-lab"]
+    assert set(registry.pools) == {"vr-lab"}
+    vols = {f"vr-lab/{v.name()}" for v in pools[0].listAllVolumes()}
+    assert set(registry.volumes) == vols
+    assert all(r.managed for r in [*registry.pools.values(), *registry.volumes.values()])
+
+
+def test_apply_interrupted_after_every_call_converges_on_the_next_apply(
+    tmp_path: Path,
+    run: Run,
+    conn: Callable[[str], libvirt.virConnect],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clean_uri = fresh_host(tmp_path, 0)
+    code, out, err = run("apply", EXAMPLES, "-c", clean_uri, "-o", "json")
+    assert code == 0, out + err
+    k = total_calls(json.loads(out))
+    expected = host_snapshot(conn(clean_uri))
+    assert k >= 15
+    for n in range(1, k + 1):
+        uri = fresh_host(tmp_path, n)
+        with monkeypatch.context() as m:
+            crash_after(m, n)
+            with pytest.raises(Crash):
+                run("apply", EXAMPLES, "-c", uri)
+        code, out, err = run("apply", EXAMPLES, "-c", uri, "-o", "json")
+        assert code == 0, (n, out + err)
+        assert total_calls(json.loads(out)) <= k - n + 1, n
+        code, out, err = run("plan", EXAMPLES, "-c", uri, "--detailed-exitcode")
+        assert code == 0, (n, out + err)
+        c = conn(uri)
+        managed_everywhere(c)
+        assert set(host_snapshot(c)) == set(expected), n
+        assert {d.name(): d.isActive() for d in c.listAllDomains()} == {
+            d.name(): d.isActive() for d in conn(clean_uri).listAllDomains()
+        }
+
+
+def test_pool_and_volume_outside_the_registry_are_adopted_not_duplicated(
+    host_uri: str, run: Run, conn: Callable[[str], libvirt.virConnect], tmp_path: Path
+) -> None:
+    # What a crash between creating a pool and recording it would leave (and
+    # what a person creating it by hand leaves): the object, no record.
+    c = conn(host_uri)
+    pool = c.storagePoolDefineXML(
+        "<pool type='dir'><name>vr-lab</name>"
+        "<target><path>/var/lib/libvirt/images/vr-lab</path></target></pool>"
+    )
+    pool.create(0)
+    pool.setAutostart(1)
+    vol = pool.createXML(
+        "<volume><name>web-1.qcow2</name><capacity unit='MiB'>64</capacity>"
+        "<target><format type='qcow2'/></target></volume>",
+        0,
+    )
+    key = vol.key()
+    code, out, err = run("apply", EXAMPLES, "-c", host_uri, "-o", "json")
+    assert code == 0, out + err
+    actions = {
+        (a["kind"], a.get("pool", ""), a["name"]): a["action"]
+        for h in json.loads(out)["hosts"]
+        for a in h["actions"]
+    }
+    assert actions[("StoragePool", "", "vr-lab")] == "adopt"
+    assert actions[("Volume", "vr-lab", "web-1.qcow2")] == "adopt"
+    assert [p.name() for p in c.listAllStoragePools()] == ["vr-lab"]
+    assert pool.storageVolLookupByName("web-1.qcow2").key() == key
+    managed_everywhere(c)
+    assert run("plan", EXAMPLES, "-c", host_uri, "--detailed-exitcode")[0] == 0
+
+
+def test_record_of_a_missing_pool_is_harmless(
+    host_uri: str, run: Run, conn: Callable[[str], libvirt.virConnect]
+) -> None:
+    # What a crash between recording a pool and defining it leaves.
+    record = ownership.Record(managed=True, applied=frozenset({"@type"}), host="default")
+    registry = ownership.Registry().with_pool("vr-lab", record)
+    registry = registry.with_volume("vr-lab/web-1.qcow2", record)
+    c = conn(host_uri)
+    c.networkDefineXML(registry.to_xml())
+    code, out, err = run("apply", EXAMPLES, "-c", host_uri)
+    assert code == 0, out + err
+    managed_everywhere(c)
+    assert run("plan", EXAMPLES, "-c", host_uri, "--detailed-exitcode")[0] == 0
+
+
+def test_fault_hook_kills_the_process_after_the_nth_call(tmp_path: Path) -> None:
+    uri = fresh_host(tmp_path, 0)
+    result = vr("apply", EXAMPLES, "-c", uri, fault_after=1)
+    assert result.returncode == -signal.SIGKILL, result.stdout + result.stderr
+    # Killed after the first call: nothing was reported done.
+    assert "Converged" not in result.stdout
