@@ -170,6 +170,7 @@ def flatten(root: etree._Element, kind: Kind, *, ignore: Iterable[str] = ()) -> 
         if id(child) in skipped:
             continue
         walk(child, key)
+    drop_implied(values, kind)
     return Flat(values=values, elements=elements)
 
 
@@ -206,3 +207,19 @@ def equivalent(kind: Kind, path: str, desired: str | None, live: str | None) -> 
     if desired is None or live is None:
         return False
     return any(k is kind and rx.match(path) and same(desired, live) for k, rx, same in EQUIVALENT)
+
+
+# --- values libvirt leaves out when they equal another field ----------------------
+
+# (kind, path, other): ``path`` is dropped where it equals ``other``, because
+# libvirt drops it: ``<vcpu current='2'>2</vcpu>`` reads back as ``<vcpu>2</vcpu>``.
+OMITTED_WHEN_EQUAL: list[tuple[Kind, str, str]] = [
+    (Kind.DOMAIN, "vcpu/@current", "vcpu"),
+]
+
+
+def drop_implied(values: Fields, kind: Kind) -> None:
+    """Remove the ``OMITTED_WHEN_EQUAL`` values a document spells out (in place)."""
+    for k, path, other in OMITTED_WHEN_EQUAL:
+        if k is kind and path in values and values[path] == values.get(other):
+            del values[path]

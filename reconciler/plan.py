@@ -365,11 +365,11 @@ def _live_steps(
         if op != "update" and not (flags["live"] or flags["config"]):
             continue
         if op == "memory":
-            steps.append(Step(call="dom_set_memory", params={"kib": int(change.new or 0), **flags}))
+            kib = int(_or_default(change, dflat, "memory"))
+            steps.append(Step(call="dom_set_memory", params={"kib": kib, **flags}))
         elif op == "vcpus":
-            steps.append(
-                Step(call="dom_set_vcpus", params={"count": int(change.new or 0), **flags})
-            )
+            count = int(_or_default(change, dflat, "vcpu"))
+            steps.append(Step(call="dom_set_vcpus", params={"count": count, **flags}))
         elif op == "device" and change.added:
             steps.append(
                 Step(
@@ -420,6 +420,12 @@ def _live_steps(
                 )
             )
     return steps
+
+
+def _or_default(change: diff.FieldChange, dflat: canonical.Flat, default: str) -> str:
+    """The new value; a field the manifest stopped setting (currentMemory,
+    vcpu/@current) goes back to libvirt's default, the value of ``default``."""
+    return change.new if change.new is not None else dflat.values.get(default, "0")
 
 
 def _wrap(device: etree._Element) -> etree._Element:

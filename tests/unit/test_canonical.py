@@ -376,3 +376,18 @@ def test_ignore_xpath_root_attribute() -> None:
     desired = "<domain type='kvm'><name>a</name></domain>"
     live = "<domain type='qemu'><name>a</name></domain>"
     assert changes(desired, live, ignore=("/domain/@type",)) == []
+
+
+def test_vcpu_current_equal_to_the_count_is_what_libvirt_omits() -> None:
+    # Found by tests/integration/test_properties.py: vcpus: 1 with maxVcpus: 1
+    # renders current='1', which libvirt drops on define.
+    assert (
+        changes("<domain><vcpu current='1'>1</vcpu></domain>", "<domain><vcpu>1</vcpu></domain>")
+        == []
+    )
+    assert [
+        c.path
+        for c in changes(
+            "<domain><vcpu current='1'>2</vcpu></domain>", "<domain><vcpu>2</vcpu></domain>"
+        )
+    ] == ["vcpu/@current"]

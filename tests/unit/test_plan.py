@@ -416,3 +416,26 @@ def test_unreachable_host_every_action_errors() -> None:
     assert all(a.error and "unreachable" in a.error for a in p.actions)
     assert all(a.steps == () for a in p.actions)
     assert p.problems == list(p.actions)
+
+
+# --- regressions found by tests/integration/test_properties.py --------------------
+
+
+def test_dropping_current_memory_resets_the_balloon_to_memory_not_zero() -> None:
+    before = dom(memory="1GiB", currentMemory="512MiB")
+    m = dom(memory="1GiB")
+    obs = observed(before, state="running", live=before)
+    a = only(build([m], host_state(obs)))
+    assert a.error is None
+    steps = [s for s in a.steps if s.call == "dom_set_memory"]
+    assert [s.params["kib"] for s in steps] == [1048576]
+
+
+def test_dropping_max_vcpus_sets_the_vcpu_count_not_zero() -> None:
+    before = dom(vcpus=2, maxVcpus=4)
+    m = dom(vcpus=4)  # <vcpu>4</vcpu>: the applied @current is removed
+    obs = observed(before, state="running", live=before)
+    a = only(build([m], host_state(obs)))
+    assert a.error is None
+    steps = [s for s in a.steps if s.call == "dom_set_vcpus"]
+    assert [s.params["count"] for s in steps] == [4]
