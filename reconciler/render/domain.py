@@ -85,7 +85,7 @@ def _os(root: etree._Element, spec: Mapping[str, Any], *, defaults: bool) -> Non
         sub(os_el, "kernel", kernel["path"])
         if "initrd" in kernel:
             sub(os_el, "initrd", kernel["initrd"])
-        if "cmdline" in kernel:
+        if kernel.get("cmdline"):  # libvirt drops an empty <cmdline/>
             sub(os_el, "cmdline", kernel["cmdline"])
     for dev in spec.get("boot", ()):
         sub(os_el, "boot", dev=dev)
