@@ -170,7 +170,7 @@ def flatten(root: etree._Element, kind: Kind, *, ignore: Iterable[str] = ()) -> 
         if id(child) in skipped:
             continue
         walk(child, key)
-    drop_implied(values, kind)
+    fill_implied(values, kind)
     return Flat(values=values, elements=elements)
 
 
@@ -211,15 +211,26 @@ def equivalent(kind: Kind, path: str, desired: str | None, live: str | None) -> 
 
 # --- values libvirt leaves out when they equal another field ----------------------
 
-# (kind, path, other): ``path`` is dropped where it equals ``other``, because
-# libvirt drops it: ``<vcpu current='2'>2</vcpu>`` reads back as ``<vcpu>2</vcpu>``.
-OMITTED_WHEN_EQUAL: list[tuple[Kind, str, str]] = [
+# (kind, path, source): an absent ``path`` has the value of ``source``, as for
+# libvirt, which writes ``<vcpu current='2'>2</vcpu>`` as ``<vcpu>2</vcpu>``.
+# Both sides are filled in, so the two spellings compare equal and the
+# running vCPU count is always a value to compare.
+IMPLIED: list[tuple[Kind, str, str]] = [
     (Kind.DOMAIN, "vcpu/@current", "vcpu"),
 ]
 
 
-def drop_implied(values: Fields, kind: Kind) -> None:
-    """Remove the ``OMITTED_WHEN_EQUAL`` values a document spells out (in place)."""
-    for k, path, other in OMITTED_WHEN_EQUAL:
-        if k is kind and path in values and values[path] == values.get(other):
-            del values[path]
+def fill_implied(values: Fields, kind: Kind) -> None:
+    """Add the ``IMPLIED`` values a document leaves out (in place)."""
+    for k, path, source in IMPLIED:
+        if k is kind and path not in values and source in values:
+            values[path] = values[source]
+
+
+def keep_implied(path: str, el: etree._Element) -> None:
+    """Before the text at ``path`` changes, write out the attributes it implies,
+    so they keep their value (``<vcpu>1</vcpu>`` -> 8 must stay current='1')."""
+    for _, implied, source in IMPLIED:
+        attr = implied.removeprefix(source + "/@")
+        if source == path and attr != implied and el.get(attr) is None and el.text:
+            el.set(attr, el.text.strip())

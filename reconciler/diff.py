@@ -118,6 +118,7 @@ def apply_changes(
                 target.elements[path] = new_el
                 continue
             el = target.elements[path]
+            canonical.keep_implied(path, el)
             el.text = change.new
             # The value is canonical (KiB for memory, bytes for capacities):
             # write it with that unit, whatever unit the manifest used.

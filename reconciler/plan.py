@@ -205,10 +205,11 @@ _IFACE_LIVE = re.compile(
 
 def _live_op(path: str, desired: canonical.Flat, live: canonical.Flat) -> str | None:
     """Which live call can apply a change to this path on a running domain, if any."""
+    # A running guest's balloon and vCPU count can only move up to its maximum.
     if path == "currentMemory":
-        return "memory"
+        return "memory" if _fits(path, "memory", desired, live) else None
     if path == "vcpu/@current":
-        return "vcpus"
+        return "vcpus" if _fits(path, "vcpu", desired, live) else None
     m = _DEVICE.match(path)
     if not m:
         return None
@@ -223,6 +224,15 @@ def _live_op(path: str, desired: canonical.Flat, live: canonical.Flat) -> str | 
         if kind in ("cdrom", "floppy") and re.match(r"^/(@type|source(/.*)?)$", rest):
             return "update"
     return None
+
+
+def _fits(path: str, maximum: str, desired: canonical.Flat, live: canonical.Flat) -> bool:
+    """Whether the desired value of ``path`` is at most the running ``maximum``."""
+    new, top = desired.values.get(path), live.values.get(maximum)
+    try:
+        return new is None or top is None or int(new) <= int(top)
+    except ValueError:
+        return False
 
 
 def _plan_domain(
@@ -365,10 +375,10 @@ def _live_steps(
         if op != "update" and not (flags["live"] or flags["config"]):
             continue
         if op == "memory":
-            kib = int(_or_default(change, dflat, "memory"))
+            kib = int(_or_default(change, dflat, lflat, "memory"))
             steps.append(Step(call="dom_set_memory", params={"kib": kib, **flags}))
         elif op == "vcpus":
-            count = int(_or_default(change, dflat, "vcpu"))
+            count = int(_or_default(change, dflat, lflat, "vcpu"))
             steps.append(Step(call="dom_set_vcpus", params={"count": count, **flags}))
         elif op == "device" and change.added:
             steps.append(
@@ -422,10 +432,16 @@ def _live_steps(
     return steps
 
 
-def _or_default(change: diff.FieldChange, dflat: canonical.Flat, default: str) -> str:
+def _or_default(
+    change: diff.FieldChange, dflat: canonical.Flat, lflat: canonical.Flat, maximum: str
+) -> str:
     """The new value; a field the manifest stopped setting (currentMemory,
-    vcpu/@current) goes back to libvirt's default, the value of ``default``."""
-    return change.new if change.new is not None else dflat.values.get(default, "0")
+    vcpu/@current) goes back to libvirt's default, all of ``maximum`` — the
+    smaller of the desired and the running one, so it fits both."""
+    if change.new is not None:
+        return change.new
+    values = [int(f.values[maximum]) for f in (dflat, lflat) if f.values.get(maximum)]
+    return str(min(values, default=0))
 
 
 def _wrap(device: etree._Element) -> etree._Element:

@@ -391,3 +391,15 @@ def test_vcpu_current_equal_to_the_count_is_what_libvirt_omits() -> None:
             "<domain><vcpu current='1'>2</vcpu></domain>", "<domain><vcpu>2</vcpu></domain>"
         )
     ] == ["vcpu/@current"]
+
+
+def test_raising_the_vcpu_maximum_keeps_the_implied_current_count() -> None:
+    # Found by tests/integration/test_properties.py: vcpus: 1 -> vcpus: 1,
+    # maxVcpus: 8 redefined <vcpu>8</vcpu>, i.e. 8 running vCPUs.
+    desired = flat("<domain><vcpu current='1'>8</vcpu></domain>")
+    target = flat("<domain><vcpu>1</vcpu></domain>")
+    found = diff.diff_fields(Kind.DOMAIN, desired, target)
+    assert [(c.path, c.old, c.new) for c in found] == [("vcpu", "1", "8")]
+    diff.apply_changes(target, desired, found)
+    vcpu = target.elements["vcpu"]
+    assert (vcpu.text, vcpu.get("current")) == ("8", "1")

@@ -439,3 +439,35 @@ def test_dropping_max_vcpus_sets_the_vcpu_count_not_zero() -> None:
     assert a.error is None
     steps = [s for s in a.steps if s.call == "dom_set_vcpus"]
     assert [s.params["count"] for s in steps] == [4]
+
+
+def test_dropping_current_memory_while_growing_memory_fits_the_running_maximum() -> None:
+    before = dom(memory="1GiB", currentMemory="512MiB")
+    m = dom(memory="2GiB")  # restart-required; the running guest's maximum stays 1 GiB
+    obs = observed(before, state="running", live=before)
+    a = only(build([m], host_state(obs)))
+    steps = [s for s in a.steps if s.call == "dom_set_memory"]
+    assert [s.params["kib"] for s in steps] == [1048576]
+
+
+def test_balloon_target_above_the_running_maximum_waits_for_a_restart() -> None:
+    before = dom(memory="1GiB", currentMemory="128MiB")
+    m = dom(memory="2GiB", currentMemory="1536MiB")  # more than the running 1 GiB
+    obs = observed(before, record=record_for(before), state="running", live=before)
+    a = only(build([m], host_state(obs)))
+    assert "dom_set_memory" not in calls(a)
+    assert {c.path: c.disruption for c in a.changes} == {
+        "memory": plan.Disruption.RESTART_REQUIRED,
+        "currentMemory": plan.Disruption.RESTART_REQUIRED,
+    }
+
+
+def test_raised_max_vcpus_waiting_for_restart_is_no_live_vcpu_change() -> None:
+    # Live <vcpu>1</vcpu> already runs the desired 1 vCPU of a new maximum of 8.
+    before = dom(vcpus=1)
+    m = dom(vcpus=1, maxVcpus=8)
+    obs = observed(m, record=record_for(m), state="running", live=before)
+    a = only(build([m], host_state(obs)))
+    assert a.type is plan.ActionType.PENDING_RESTART
+    assert a.steps == ()
+    assert [c.path for c in a.changes] == ["vcpu"]
