@@ -234,3 +234,22 @@ def keep_implied(path: str, el: etree._Element) -> None:
         attr = implied.removeprefix(source + "/@")
         if source == path and attr != implied and el.get(attr) is None and el.text:
             el.set(attr, el.text.strip())
+
+
+# --- children libvirt derives from an attribute ----------------------------------
+
+# (kind, attribute path, child tag): libvirt writes ``<graphics listen='A'>``
+# with a ``<listen type='address' address='A'/>`` child and refuses a definition
+# where the two disagree. When the attribute changes, the children are stale:
+# they go, and libvirt derives them again from the new value.
+DERIVED_CHILDREN: list[tuple[Kind, re.Pattern[str], str]] = [
+    (Kind.DOMAIN, re.compile(r"^devices/graphics\[[^/]*\]/@listen$"), "listen"),
+]
+
+
+def drop_derived(path: str, el: etree._Element) -> None:
+    """Remove the children of ``el`` derived from the attribute at ``path``."""
+    for _, rx, tag in DERIVED_CHILDREN:
+        if rx.match(path):
+            for child in el.findall(tag):
+                el.remove(child)

@@ -136,6 +136,7 @@ def apply_changes(
                 del el.attrib[attr]
         else:
             el.set(attr, change.new)
+        canonical.drop_derived(path, el)
 
 
 def _root_of(flat: canonical.Flat) -> etree._Element:

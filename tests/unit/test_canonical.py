@@ -403,3 +403,19 @@ def test_raising_the_vcpu_maximum_keeps_the_implied_current_count() -> None:
     diff.apply_changes(target, desired, found)
     vcpu = target.elements["vcpu"]
     assert (vcpu.text, vcpu.get("current")) == ("8", "1")
+
+
+def test_changing_graphics_listen_drops_the_listen_children_libvirt_derived() -> None:
+    # Found by tests/integration/test_properties.py: a redefine kept
+    # <listen address='127.0.0.1'/> beside listen='0.0.0.0' and libvirt refused it.
+    desired = flat("<domain><devices><graphics type='vnc' listen='0.0.0.0'/></devices></domain>")
+    target = flat(
+        "<domain><devices><graphics type='vnc' port='-1' listen='127.0.0.1'>"
+        "<listen type='address' address='127.0.0.1'/></graphics></devices></domain>"
+    )
+    found = diff.diff_fields(Kind.DOMAIN, desired, target)
+    assert [(c.path, c.new) for c in found] == [("devices/graphics[#0]/@listen", "0.0.0.0")]
+    diff.apply_changes(target, desired, found)
+    graphics = target.elements["devices/graphics[#0]"]
+    assert graphics.get("listen") == "0.0.0.0" and graphics.find("listen") is None
+    assert graphics.get("port") == "-1"  # the rest is kept
