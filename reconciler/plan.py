@@ -611,7 +611,9 @@ def _net_update_steps(
     steps: list[Step] = []
     done: set[str] = set()
     ips = [p for p in lflat.values if re.fullmatch(r"ip(\[[^/]*\])?", p)]
-    for path in sorted(live_changes):
+    # Removals first: an entry that only changes identity (a DHCP host keyed by
+    # MAC, now by IP) must be gone before libvirt accepts the new one.
+    for path in sorted(live_changes, key=lambda p: (live_changes[p].new is not None, p)):
         found = _net_section(path)
         if found is None:
             continue

@@ -471,3 +471,25 @@ def test_raised_max_vcpus_waiting_for_restart_is_no_live_vcpu_change() -> None:
     assert a.type is plan.ActionType.PENDING_RESTART
     assert a.steps == ()
     assert [c.path for c in a.changes] == ["vcpu"]
+
+
+def test_dhcp_host_changing_identity_is_deleted_before_the_new_one_is_added() -> None:
+    # Found by tests/integration/test_properties.py: the same IP, once keyed by
+    # MAC and now by IP, was added first and libvirt refused the duplicate.
+    def net(host: dict[str, str]) -> model.Manifest:
+        ip = {**NETWORK_SPEC["ip"], "dhcp": {"hosts": [host]}}
+        return manifest(Kind.NETWORK, "n", {**NETWORK_SPEC, "ip": ip})
+
+    before = net({"mac": "52:54:00:00:00:26", "ip": "10.0.0.39"})
+    m = net({"name": "web", "ip": "10.0.0.39"})
+    obs = observed(before, record=record_for(before), state="active", live=before)
+    a = only(build([m], host_state(obs)))
+    updates = [
+        (s.params["command"], etree.fromstring(s.params["xml"]).attrib)
+        for s in a.steps
+        if s.call == "net_update"
+    ]
+    assert [(cmd, dict(attrs)) for cmd, attrs in updates] == [
+        ("delete", {"mac": "52:54:00:00:00:26", "ip": "10.0.0.39"}),
+        ("add-last", {"name": "web", "ip": "10.0.0.39"}),
+    ]
