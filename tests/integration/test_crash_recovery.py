@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -64,28 +65,78 @@ def managed_everywhere(conn: libvirt.virConnect) -> None:
     assert all(r.managed for r in [*registry.pools.values(), *registry.volumes.values()])
 
 
-def test_apply_interrupted_after_every_call_converges_on_the_next_apply(
+def update_examples(folder: Path) -> None:
+    """Changes of every kind: a restart, a live memory change, a redefine, a
+    network update, a new volume and a new disk on a stopped domain."""
+    web = folder / "web.yaml"
+    text = web.read_text()
+    text = text.replace("memory: 256MiB", "memory: 320MiB", 1)  # vr-web-1: restart-required
+    text = text.replace(
+        "restart: never, shutdownTimeout: 30s", "restart: ifNeeded, shutdownTimeout: 5s"
+    )
+    text = text.replace("currentMemory: 192MiB", "currentMemory: 224MiB")
+    web.write_text(text.replace("autostart: false", "autostart: true"))
+    net = folder / "network.yaml"
+    net.write_text(
+        net.read_text().replace(
+            '        - {mac: "52:54:00:77:00:12", name: web-2, ip: 10.77.0.12}\n',
+            '        - {mac: "52:54:00:77:00:12", name: web-2, ip: 10.77.0.12}\n'
+            '        - {mac: "52:54:00:77:00:13", name: web-3, ip: 10.77.0.13}\n',
+        )
+    )
+    storage = folder / "storage.yaml"
+    storage.write_text(
+        storage.read_text()
+        + "---\napiVersion: virt-reconcile/v1\nkind: Volume\nmetadata: {name: db-1-logs.raw}\n"
+        "spec: {pool: vr-lab, capacity: 16MiB, format: raw}\n"
+    )
+    db = folder / "db.yaml"
+    db.write_text(
+        db.read_text().replace(
+            "      readonly: true\n",
+            "      readonly: true\n    - target: vdb\n      bus: virtio\n      format: raw\n"
+            "      source: {volume: {pool: vr-lab, name: db-1-logs.raw}}\n",
+        )
+    )
+
+
+def crash_every_call(
     tmp_path: Path,
     run: Run,
     conn: Callable[[str], libvirt.virConnect],
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    clean_uri = fresh_host(tmp_path, 0)
-    code, out, err = run("apply", EXAMPLES, "-c", clean_uri, "-o", "json")
+    *,
+    update: bool,
+) -> int:
+    """Interrupt the apply after each of its K calls in turn; returns K."""
+    folder = tmp_path / "manifests"
+    shutil.copytree(EXAMPLES, folder)
+
+    def prepare(n: int) -> str:
+        uri = fresh_host(tmp_path, n)
+        if update:
+            code, out, err = run("apply", EXAMPLES, "-c", uri)
+            assert code == 0, out + err
+        return uri
+
+    if update:
+        update_examples(folder)
+    clean_uri = prepare(0)
+    code, out, err = run("apply", folder, "-c", clean_uri, "-o", "json")
     assert code == 0, out + err
     k = total_calls(json.loads(out))
     expected = host_snapshot(conn(clean_uri))
-    assert k >= 15
     for n in range(1, k + 1):
-        uri = fresh_host(tmp_path, n)
+        uri = prepare(n)
         with monkeypatch.context() as m:
             crash_after(m, n)
             with pytest.raises(Crash):
-                run("apply", EXAMPLES, "-c", uri)
-        code, out, err = run("apply", EXAMPLES, "-c", uri, "-o", "json")
+                run("apply", folder, "-c", uri)
+        code, out, err = run("apply", folder, "-c", uri, "-o", "json")
         assert code == 0, (n, out + err)
+        # Nothing done twice over: at most the interrupted call is repeated.
         assert total_calls(json.loads(out)) <= k - n + 1, n
-        code, out, err = run("plan", EXAMPLES, "-c", uri, "--detailed-exitcode")
+        code, out, err = run("plan", folder, "-c", uri, "--detailed-exitcode")
         assert code == 0, (n, out + err)
         c = conn(uri)
         managed_everywhere(c)
@@ -93,6 +144,19 @@ def test_apply_interrupted_after_every_call_converges_on_the_next_apply(
         assert {d.name(): d.isActive() for d in c.listAllDomains()} == {
             d.name(): d.isActive() for d in conn(clean_uri).listAllDomains()
         }
+    return k
+
+
+@pytest.mark.parametrize(("update", "at_least"), [(False, 15), (True, 6)], ids=["create", "update"])
+def test_apply_interrupted_after_every_call_converges_on_the_next_apply(
+    tmp_path: Path,
+    run: Run,
+    conn: Callable[[str], libvirt.virConnect],
+    monkeypatch: pytest.MonkeyPatch,
+    update: bool,
+    at_least: int,
+) -> None:
+    assert crash_every_call(tmp_path, run, conn, monkeypatch, update=update) >= at_least
 
 
 def test_pool_and_volume_outside_the_registry_are_adopted_not_duplicated(
