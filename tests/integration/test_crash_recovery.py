@@ -66,8 +66,8 @@ def managed_everywhere(conn: libvirt.virConnect) -> None:
 
 
 def update_examples(folder: Path) -> None:
-    """Changes of every kind: a restart, a live memory change, a redefine, a
-    network update, a new volume and a new disk on a stopped domain."""
+    """Changes of several kinds: a restart (vr-web-1), a network update, a new
+    volume, a new disk on a stopped domain and an autostart change."""
     web = folder / "web.yaml"
     text = web.read_text()
     text = text.replace("memory: 256MiB", "memory: 320MiB", 1)  # vr-web-1: restart-required
