@@ -40,15 +40,20 @@ class Record:
     prune: bool = True
     placement: tuple[str, ...] = ()
     host: str = ""
+    # A domain between the shutdown and the start of a restart (see plan).
+    restarting: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "managed": self.managed,
             "applied": sorted(self.applied),
             "prune": self.prune,
             "placement": list(self.placement),
             "host": self.host,
         }
+        if self.restarting:
+            data["restarting"] = True
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Record:
@@ -58,6 +63,7 @@ class Record:
             prune=bool(data.get("prune", True)),
             placement=tuple(str(h) for h in data.get("placement", ())),
             host=str(data.get("host", "")),
+            restarting=bool(data.get("restarting", False)),
         )
 
 

@@ -294,37 +294,47 @@ def _plan_domain(
             elif not op and c.path in live_paths and c.path not in cfg_paths:
                 pending.append(c)
     nonlive_cfg = [c for c in cfg if c.path not in ops]
-    restart = False
+    may_restart = running and restart_if_needed and state != "shutoff"
+    restart = bool(nonlive_cfg) and may_restart
     if nonlive_cfg:
         disruption = Disruption.RESTART_REQUIRED if running else Disruption.NEXT_START
-        if running and restart_if_needed and state != "shutoff":
-            restart = True
         changes += _to_changes(nonlive_cfg, dflat, iflat, disruption)
     live_changes = [next(c for c in [*live_diff, *cfg] if c.path == p) for p in ops]
     changes += _to_changes(live_changes, dflat, lflat or iflat, Disruption.LIVE)
+    restart_pending = not restart and bool(pending) and may_restart
+    # A restart is two calls (shutdown, start): a domain whose power state the
+    # manifest leaves alone would stay off after a crash between them. So the
+    # record says "restarting" from before the shutdown until after the start,
+    # and a run that finds a stopped domain so recorded starts it.
+    interrupted = obs.record is not None and obs.record.restarting and state is None
+    finish = interrupted and not running
+    guard = ((restart or restart_pending) and state is None) or finish
+    written = replace(record, restarting=True) if guard else record
 
     merged = etree.fromstring(etree.tostring(inactive))
     mflat = canonical.flatten(merged, Kind.DOMAIN, ignore=ignore)
     diff.apply_changes(mflat, dflat, cfg)
-    record_changed = obs.record != record
+    record_changed = obs.record != written
     define = bool(nonlive_cfg) or (not running and bool(cfg))
     if define:
-        steps.append(Step(call="dom_define", params={"xml": _with_record(merged, record)}))
+        steps.append(Step(call="dom_define", params={"xml": _with_record(merged, written)}))
     if running and lflat is not None and not restart:
         steps += _live_steps(ops, dflat, lflat, iflat, cfg_paths, live_paths, config=not define)
-    if not define and (record_changed and (cfg or ops or not obs.managed)):
-        steps.append(
-            Step(
-                call="dom_set_record",
-                params={"xml": diff.element_xml(ownership.record_element(record))},
-            )
-        )
+    if not define and record_changed and (cfg or ops or not obs.managed or guard or interrupted):
+        steps.append(_set_record(written))
     if restart:
         steps.append(Step(call="dom_restart", params={"timeout": timeout}))
-    elif pending and restart_if_needed and state != "shutoff":
+    elif restart_pending:
         restart = True
         changes += _to_changes(pending, dflat, lflat, Disruption.RESTART_REQUIRED)
         steps.append(Step(call="dom_restart", params={"timeout": timeout}))
+    if finish:
+        changes.append(
+            Change(path="state", old=obs.state, new="running", disruption=Disruption.LIVE)
+        )
+        steps.append(Step(call="dom_start"))
+    if guard:
+        steps.append(_set_record(record))  # restarted
     # Power state and autostart.
     new_state, power_steps = _power(state, obs.state)
     if new_state == "shutoff" and obs.state not in ("shutoff", "crashed", "shutdown"):
@@ -353,6 +363,13 @@ def _plan_domain(
         steps=tuple(steps),
         xml_before=_pretty(inactive) if cfg else None,
         xml_after=_pretty(merged) if cfg else None,
+    )
+
+
+def _set_record(record: ownership.Record) -> Step:
+    return Step(
+        call="dom_set_record",
+        params={"xml": diff.element_xml(ownership.record_element(record))},
     )
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import libvirt
 import pytest
+from lxml import etree
 
 from reconciler import hosts, ownership
 from tests.integration.conftest import EMPTY_HOST, EXAMPLES, Run, host_snapshot
@@ -100,34 +101,36 @@ def update_examples(folder: Path) -> None:
     )
 
 
+Prepare = Callable[[str], None]
+Check = Callable[[libvirt.virConnect, libvirt.virConnect], None]
+
+
 def crash_every_call(
     tmp_path: Path,
     run: Run,
     conn: Callable[[str], libvirt.virConnect],
     monkeypatch: pytest.MonkeyPatch,
-    *,
-    update: bool,
+    folder: Path,
+    prepare: Prepare,
+    check: Check,
 ) -> int:
-    """Interrupt the apply after each of its K calls in turn; returns K."""
-    folder = tmp_path / "manifests"
-    shutil.copytree(EXAMPLES, folder)
+    """Interrupt ``apply folder`` after each of its K calls in turn; returns K.
 
-    def prepare(n: int) -> str:
+    Each time on a fresh host set up by ``prepare(uri)``; after the next apply
+    and an empty plan, ``check(host, host_of_the_uninterrupted_apply)``.
+    """
+
+    def fresh(n: int) -> str:
         uri = fresh_host(tmp_path, n)
-        if update:
-            code, out, err = run("apply", EXAMPLES, "-c", uri)
-            assert code == 0, out + err
+        prepare(uri)
         return uri
 
-    if update:
-        update_examples(folder)
-    clean_uri = prepare(0)
+    clean_uri = fresh(0)
     code, out, err = run("apply", folder, "-c", clean_uri, "-o", "json")
     assert code == 0, out + err
     k = total_calls(json.loads(out))
-    expected = host_snapshot(conn(clean_uri))
     for n in range(1, k + 1):
-        uri = prepare(n)
+        uri = fresh(n)
         with monkeypatch.context() as m:
             crash_after(m, n)
             with pytest.raises(Crash):
@@ -138,13 +141,15 @@ def crash_every_call(
         assert total_calls(json.loads(out)) <= k - n + 1, n
         code, out, err = run("plan", folder, "-c", uri, "--detailed-exitcode")
         assert code == 0, (n, out + err)
-        c = conn(uri)
-        managed_everywhere(c)
-        assert set(host_snapshot(c)) == set(expected), n
-        assert {d.name(): d.isActive() for d in c.listAllDomains()} == {
-            d.name(): d.isActive() for d in conn(clean_uri).listAllDomains()
-        }
+        check(conn(uri), conn(clean_uri))
     return k
+
+
+def same_objects_and_power(c: libvirt.virConnect, clean: libvirt.virConnect) -> None:
+    assert set(host_snapshot(c)) == set(host_snapshot(clean))
+    assert {d.name(): d.isActive() for d in c.listAllDomains()} == {
+        d.name(): d.isActive() for d in clean.listAllDomains()
+    }
 
 
 @pytest.mark.parametrize(("update", "at_least"), [(False, 15), (True, 6)], ids=["create", "update"])
@@ -156,7 +161,59 @@ def test_apply_interrupted_after_every_call_converges_on_the_next_apply(
     update: bool,
     at_least: int,
 ) -> None:
-    assert crash_every_call(tmp_path, run, conn, monkeypatch, update=update) >= at_least
+    folder = tmp_path / "manifests"
+    shutil.copytree(EXAMPLES, folder)
+
+    def prepare(uri: str) -> None:
+        if update:
+            code, out, err = run("apply", EXAMPLES, "-c", uri)
+            assert code == 0, out + err
+
+    def check(c: libvirt.virConnect, clean: libvirt.virConnect) -> None:
+        managed_everywhere(c)
+        same_objects_and_power(c, clean)
+
+    if update:
+        update_examples(folder)
+    k = crash_every_call(tmp_path, run, conn, monkeypatch, folder, prepare, check)
+    assert k >= at_least
+
+
+def test_restart_interrupted_between_shutdown_and_start_is_finished(
+    tmp_path: Path,
+    run: Run,
+    conn: Callable[[str], libvirt.virConnect],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The manifest leaves the power state alone, so only the "restarting"
+    # record tells the next run that the domain was running.
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    manifest = folder / "d.yaml"
+    doc = (
+        "apiVersion: virt-reconcile/v1\nkind: Domain\nmetadata: {{name: vr-d}}\n"
+        "spec: {{type: test, memory: {memory}, updateStrategy: {{restart: ifNeeded}}}}\n"
+    )
+
+    def prepare(uri: str) -> None:
+        manifest.write_text(doc.format(memory="128MiB"))
+        code, out, err = run("apply", folder, "-c", uri)
+        assert code == 0, out + err
+        conn(uri).lookupByName("vr-d").create()
+        manifest.write_text(doc.format(memory="160MiB"))
+
+    def check(c: libvirt.virConnect, clean: libvirt.virConnect) -> None:
+        dom = c.lookupByName("vr-d")
+        assert dom.isActive()
+        assert dom.info()[1] == 160 * 1024  # running the new definition
+        record = ownership.read_record(
+            etree.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        )
+        assert record is not None and record.managed and not record.restarting
+        same_objects_and_power(c, clean)
+
+    k = crash_every_call(tmp_path, run, conn, monkeypatch, folder, prepare, check)
+    assert k == 4  # define (restarting), shutdown, start, record (restarted)
 
 
 def test_pool_and_volume_outside_the_registry_are_adopted_not_duplicated(

@@ -238,8 +238,38 @@ def test_running_domain_cpu_change_is_restart_required() -> None:
 
 def test_running_domain_cpu_change_restarts_if_needed() -> None:
     a = cpu_case(updateStrategy={"restart": "ifNeeded", "shutdownTimeout": "30s"})
-    assert calls(a) == ["dom_define", "dom_restart"]
+    # The record says "restarting" from the define until after the restart.
+    assert calls(a) == ["dom_define", "dom_restart", "dom_set_record"]
     assert a.steps[1].params == {"timeout": 30.0}
+    defined = ownership.read_record(etree.fromstring(a.steps[0].params["xml"]))
+    assert defined is not None and defined.restarting
+    final = ownership.read_record(
+        etree.fromstring(f"<d><metadata>{a.steps[2].params['xml']}</metadata></d>")
+    )
+    assert final is not None and not final.restarting
+
+
+def test_restart_of_a_domain_with_managed_power_state_needs_no_restarting_record() -> None:
+    # state: running starts it again anyway should the restart be interrupted.
+    a = cpu_case(updateStrategy={"restart": "ifNeeded"}, state="running")
+    assert calls(a) == ["dom_define", "dom_restart"]
+
+
+def test_interrupted_restart_is_finished_by_the_next_run() -> None:
+    strategy = {"updateStrategy": {"restart": "ifNeeded"}}
+    m = dom(cpu={"mode": "host-passthrough"}, **strategy)
+    # Killed between shutdown and start: new definition, stopped, record "restarting".
+    obs = observed(m, record=record_for(m, restarting=True), state="shutoff")
+    a = only(build([m], host_state(obs)))
+    assert calls(a) == ["dom_start", "dom_set_record"]
+    assert [(c.path, c.new) for c in a.changes] == [("state", "running")]
+    # Killed after the start: only the record is cleared.
+    obs = observed(m, record=record_for(m, restarting=True), state="running", live=m)
+    a = only(build([m], host_state(obs)))
+    assert calls(a) == ["dom_set_record"]
+    # A stopped domain that was not restarting stays stopped (power not managed).
+    obs = observed(m, record=record_for(m), state="shutoff")
+    assert only(build([m], host_state(obs))).type is plan.ActionType.UNCHANGED
 
 
 def test_inactive_matches_but_live_differs_is_pending_restart() -> None:
