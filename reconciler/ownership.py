@@ -12,7 +12,8 @@ Pure data and (de)serialisation; ``hosts`` reads and writes them.
   host itself, and every machine that can reach the host can read it.
 
 A record holds: managed, the last-applied field paths (for the three-way
-diff), the prune permission, and the placement (candidate hosts).
+diff), the prune permission, the placement (candidate hosts) and, for a
+domain between the shutdown and the start of a restart, ``restarting``.
 """
 
 from __future__ import annotations
