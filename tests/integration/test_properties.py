@@ -414,7 +414,14 @@ def world(draw: st.DrawFn, n: Names, before: World | None = None) -> World:
         docs.append(("Volume", v, draw(volume_spec(n, old.get(("Volume", v))))))
     for i, net in enumerate(n.networks):
         docs.append(("Network", net, draw(network_spec(n, i, old.get(("Network", net))))))
-    used: set[str] = set()
+    # MACs are unique across domains, including those a mutation carries over.
+    used = {
+        nic["mac"].lower()
+        for (kind, _), spec in old.items()
+        if kind == "Domain" and spec.get("state") in ("running", "paused")
+        for nic in spec.get("interfaces", ())
+        if "mac" in nic
+    }
     for d in n.domains:
         docs.append(("Domain", d, draw(domain_spec(n, used, old.get(("Domain", d))))))
     return World(names=n, docs=tuple(docs))
