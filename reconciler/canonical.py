@@ -11,8 +11,19 @@ A document becomes a flat mapping ``path -> value``:
 Only the paths the manifest determines are compared (``diff``), so anything
 libvirt fills in by itself (uuid, addresses, aliases, auto-added controllers,
 seclabel, ...) never shows as a difference. What remains are values libvirt
-*rewrites*; each such rule lives here, in ``NORMALISERS`` and ``EQUIVALENT``,
-with a test in ``tests/unit/test_canonical.py``.
+*rewrites*; each such rule lives here, with a unit test
+(``tests/unit/test_canonical.py``, ``tests/unit/test_export.py``):
+
+* ``_SCALED`` and ``_normalise_attr``: units and MAC case;
+* ``IMPLIED``: attributes libvirt leaves out when they equal another value
+  (``<vcpu current='2'>2</vcpu>`` reads back as ``<vcpu>2</vcpu>``);
+* ``_DERIVED``: what a document means, stated the same for desired, inactive and
+  live XML (a pflash loader is ``firmware='efi'``; an empty drive has no format);
+* ``EQUIVALENT``: a desired value and the value libvirt shows for it (``q35`` is
+  ``pc-q35-7.2``, ``port='-1'`` is the port a running domain got, ...);
+* ``FILLED``: what libvirt fills in by itself, which ``export`` leaves out;
+* ``keep_implied`` and ``DERIVED_CHILDREN``: what a redefine (``diff.apply_changes``)
+  must write out or drop so libvirt reads it as meant.
 """
 
 from __future__ import annotations
@@ -170,8 +181,152 @@ def flatten(root: etree._Element, kind: Kind, *, ignore: Iterable[str] = ()) -> 
         if id(child) in skipped:
             continue
         walk(child, key)
-    fill_implied(values, kind)
+    for (k, path), source in IMPLIED.items():
+        if k is kind and path not in values and source in values:
+            values[path] = values[source]
+    for rule in _DERIVED.get(kind, ()):
+        rule(values, elements)
     return Flat(values=values, elements=elements)
+
+
+# Attributes libvirt leaves out when they equal another value: (kind, path) -> the
+# path whose value they then have. ``<vcpu current='2'>2</vcpu>`` reads back as
+# ``<vcpu>2</vcpu>``; both flatten to the same fields.
+IMPLIED: dict[tuple[Kind, str], str] = {
+    (Kind.DOMAIN, "vcpu/@current"): "vcpu",
+}
+
+
+# --- values libvirt writes differently in the live XML of a running domain ---------
+#
+# Both sides are flattened the same way, so each rule is a statement about
+# what a document *means*, true of desired, inactive and live XML alike.
+
+
+def _firmware_from_loader(values: Fields, elements: dict[str, etree._Element]) -> None:
+    """A pflash ``<loader>`` is UEFI firmware: ``os/@firmware='efi'``. A running
+    domain's XML has the firmware libvirt chose for ``firmware='efi'`` as a
+    ``<loader>`` and no longer says ``firmware``."""
+    os_el = elements.get("os")
+    if os_el is None or "os/@firmware" in values:
+        return
+    loader = os_el.find("loader")
+    if loader is not None and loader.get("type") == "pflash":
+        values["os/@firmware"] = "efi"
+
+
+_DISK = re.compile(r"^(devices/disk\[[^/]*\])/driver/@type$")
+
+
+def _no_format_without_media(values: Fields, elements: dict[str, etree._Element]) -> None:
+    """An empty cdrom or floppy has no format: a running domain's XML drops
+    ``<driver type='raw'/>`` of a drive with no medium."""
+    for path in [p for p in values if _DISK.match(p)]:
+        disk = elements.get(_DISK.match(path).group(1))  # type: ignore[union-attr]
+        if disk is not None and disk.find("source") is None:
+            del values[path]
+
+
+_DERIVED: dict[Kind, tuple[Callable[[Fields, dict[str, etree._Element]], None], ...]] = {
+    Kind.DOMAIN: (_firmware_from_loader, _no_format_without_media),
+}
+
+
+# --- values libvirt fills in by itself -------------------------------------------
+#
+# A manifest that does not set these gets them from libvirt; a manifest that
+# does set them is compared on them like on anything else (``diff`` compares
+# only the paths the manifest determines). ``export`` leaves them out, so an
+# exported manifest says what the user chose, not what libvirt derived, and
+# the same manifest applies to another host. One rule per value, with why.
+
+
+@dataclass(frozen=True, kw_only=True)
+class Filled:
+    """A value libvirt fills in: ``path`` (flattened, regex), optionally only with
+    ``value``, or only for an element whose ``type`` attribute matches ``of_type``."""
+
+    kind: Kind
+    path: re.Pattern[str]
+    why: str
+    value: re.Pattern[str] | None = None
+    of_type: re.Pattern[str] | None = None
+
+    def matches(
+        self, kind: Kind, path: str, value: str, element: etree._Element | None = None
+    ) -> bool:
+        if kind is not self.kind or self.path.match(path) is None:
+            return False
+        if self.value is not None and self.value.fullmatch(value) is None:
+            return False
+        if self.of_type is not None:
+            return (
+                element is not None and self.of_type.fullmatch(element.get("type", "")) is not None
+            )
+        return True
+
+
+def _filled(
+    kind: Kind, path: str, why: str, value: str | None = None, of_type: str | None = None
+) -> Filled:
+    return Filled(
+        kind=kind,
+        path=re.compile(path),
+        why=why,
+        value=None if value is None else re.compile(value),
+        of_type=None if of_type is None else re.compile(of_type),
+    )
+
+
+_DEV = r"^devices/[^/]+"
+FILLED: tuple[Filled, ...] = (
+    _filled(Kind.DOMAIN, r"^uuid$", "generated at define; a redefine keeps the live one"),
+    _filled(Kind.DOMAIN, r"^@id$", "the running domain's id"),
+    _filled(
+        Kind.DOMAIN,
+        _DEV + r"/address$",
+        "bus addresses are assigned at define (an ISA iobase is the device's own choice)",
+        of_type="pci|drive|virtio-serial|ccid|usb|spapr-vio|ccw|virtio-mmio|unassigned",
+    ),
+    _filled(Kind.DOMAIN, _DEV + r"/alias$", "device aliases are assigned at start"),
+    _filled(Kind.DOMAIN, r"^devices/emulator\[#0\]$", "the host's default emulator binary"),
+    _filled(
+        Kind.DOMAIN,
+        r"^devices/controller\[type=pci,index=0\]$",
+        "the PCI root (pci-root / pcie-root) comes with the machine type",
+    ),
+    _filled(Kind.DOMAIN, r"^vcpu/@placement$", "'static' is the default", value="static"),
+    _filled(Kind.DOMAIN, r"^on_poweroff$", "'destroy' is the default", value="destroy"),
+    _filled(Kind.DOMAIN, r"^on_reboot$", "'restart' is the default", value="restart"),
+    _filled(Kind.DOMAIN, r"^on_crash$", "'destroy' is the default", value="destroy"),
+    _filled(
+        Kind.DOMAIN,
+        r"^devices/console\[#\d+\]/target/@port$",
+        "console ports are numbered by libvirt, and renumbered when the domain starts",
+    ),
+    _filled(Kind.DOMAIN, r"^seclabel(\[#\d+\])?$", "security labels are assigned at start"),
+    _filled(Kind.NETWORK, r"^uuid$", "generated at define"),
+    _filled(Kind.NETWORK, r"^@connections$", "the number of attached interfaces (live state)"),
+    _filled(Kind.STORAGE_POOL, r"^uuid$", "generated at define"),
+    _filled(Kind.STORAGE_POOL, r"^(capacity|allocation|available)$", "measured by libvirt"),
+    _filled(Kind.VOLUME, r"^key$", "derived from the path"),
+    _filled(Kind.VOLUME, r"^@type$", "derived from the pool type"),
+    _filled(Kind.VOLUME, r"^(allocation|physical)$", "measured by libvirt"),
+    _filled(Kind.VOLUME, r"^source$", "extents of disk/logical volumes, measured by libvirt"),
+    _filled(Kind.VOLUME, r"^target/path$", "the pool's target path plus the volume name"),
+    _filled(Kind.VOLUME, r"^target/(permissions|timestamps)$", "read from the file"),
+    _filled(
+        Kind.VOLUME,
+        r"^backingStore/(?!path$|format$)[^/]+$",
+        "details of the backing file, read from it",
+    ),
+)
+
+
+def is_filled(kind: Kind, path: str, value: str, element: etree._Element | None = None) -> bool:
+    """Whether ``path`` (``value``; for an element path, ``element``) is something
+    libvirt fills in by itself."""
+    return any(rule.matches(kind, path, value, element) for rule in FILLED)
 
 
 # --- values libvirt rewrites into an equivalent form ------------------------------
@@ -194,8 +349,21 @@ def _same_capacity(desired: str, live: str) -> bool:
     return d <= v < d + 512 and v % 512 == 0
 
 
+def _checked_cpu(desired: str, live: str) -> bool:
+    # A running domain reports check='full' once QEMU has checked its CPU,
+    # whatever the definition says.
+    return live == "full" and desired in ("none", "partial")
+
+
+def _auto_port(desired: str, live: str) -> bool:
+    # port='-1' (autoport) in a definition; a running domain shows the port it got.
+    return desired == "-1" and live.isdigit()
+
+
 EQUIVALENT: list[tuple[Kind, re.Pattern[str], Callable[[str, str], bool]]] = [
+    (Kind.DOMAIN, re.compile(r"^devices/graphics\[[^/]*\]/@(port|tlsPort|websocket)$"), _auto_port),
     (Kind.DOMAIN, re.compile(r"^os/type/@machine$"), _same_machine),
+    (Kind.DOMAIN, re.compile(r"^cpu/@check$"), _checked_cpu),
     (Kind.VOLUME, re.compile(r"^capacity$"), _same_capacity),
 ]
 
@@ -209,28 +377,14 @@ def equivalent(kind: Kind, path: str, desired: str | None, live: str | None) -> 
     return any(k is kind and rx.match(path) and same(desired, live) for k, rx, same in EQUIVALENT)
 
 
-# --- values libvirt leaves out when they equal another field ----------------------
-
-# (kind, path, source): an absent ``path`` has the value of ``source``, as for
-# libvirt, which writes ``<vcpu current='2'>2</vcpu>`` as ``<vcpu>2</vcpu>``.
-# Both sides are filled in, so the two spellings compare equal and the
-# running vCPU count is always a value to compare.
-IMPLIED: list[tuple[Kind, str, str]] = [
-    (Kind.DOMAIN, "vcpu/@current", "vcpu"),
-]
-
-
-def fill_implied(values: Fields, kind: Kind) -> None:
-    """Add the ``IMPLIED`` values a document leaves out (in place)."""
-    for k, path, source in IMPLIED:
-        if k is kind and path not in values and source in values:
-            values[path] = values[source]
+# --- keeping IMPLIED values when what implies them changes --------------------------
 
 
 def keep_implied(path: str, el: etree._Element) -> None:
-    """Before the text at ``path`` changes, write out the attributes it implies,
-    so they keep their value (``<vcpu>1</vcpu>`` -> 8 must stay current='1')."""
-    for _, implied, source in IMPLIED:
+    """Before the text at ``path`` changes, write out the attributes it implies
+    (``IMPLIED``), so they keep their value: ``<vcpu>1</vcpu>`` becoming 8 must
+    stay ``current='1'``, not become 8 running vCPUs."""
+    for (_, implied), source in IMPLIED.items():
         attr = implied.removeprefix(source + "/@")
         if source == path and attr != implied and el.get(attr) is None and el.text:
             el.set(attr, el.text.strip())

@@ -5,6 +5,9 @@
                                     [--detailed-exitcode]
     virt-reconcile apply    PATH... [-c URI] [--host NAME...] [--prune] [--replace KIND/NAME...]
                                     [-o text|json] [--dry-run]
+    virt-reconcile status   PATH... [-c URI] [--host NAME...] [-o text|json]
+    virt-reconcile export   [PATH...] [-c URI] [--host NAME] [--kind K...] [--name N...]
+                                    [--adopt] -d DIR
 
 Exit codes: 0 success / no changes; 1 error; 2 with --detailed-exitcode:
 success and there are changes.
@@ -13,17 +16,22 @@ success and there are changes.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
-from reconciler import __version__, errors, manifests, plan, report
+from reconciler import __version__, errors, export, lock, manifests, plan, report, status, units
 from reconciler.execute import Result
 from reconciler.hosts import redact_uri
+from reconciler.model import Host, Kind, ManifestSet
 from reconciler.plan import ActionType
-from reconciler.reconcile import Run, residual, resolve_hosts
+from reconciler.reconcile import Run, Target, residual, resolve_hosts
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
@@ -35,6 +43,26 @@ _STYLES = {
     ActionType.UNCHANGED: "dim",
     ActionType.PENDING_RESTART: "magenta",
 }
+
+
+def _percent(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 0 to 100")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = units.parse_duration(text) if text[-1:].isalpha() else float(text)
+    except (ValueError, IndexError):
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (e.g. 30 or 2m)")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check manifests; needs no host")
     v.add_argument("paths", nargs="+", metavar="PATH")
 
-    def common(sp: argparse.ArgumentParser) -> None:
+    def hosts_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("paths", nargs="+", metavar="PATH", help="manifest files or folders")
         sp.add_argument(
             "-c",
@@ -69,10 +97,26 @@ def _parser() -> argparse.ArgumentParser:
             metavar="FILE",
             help="Host documents whose URIs replace those of the same names",
         )
+        sp.add_argument("-o", "--output", choices=["text", "json"], default="text")
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        hosts_args(sp)
         sp.add_argument(
             "--prune", action="store_true", help="delete managed objects that no manifest names"
         )
-        sp.add_argument("-o", "--output", choices=["text", "json"], default="text")
+        sp.add_argument(
+            "--max-prune",
+            type=_percent,
+            default=plan.DEFAULT_MAX_PRUNE,
+            metavar="PERCENT",
+            help="refuse a run that would delete more than this share of a host's managed "
+            f"objects (default {plan.DEFAULT_MAX_PRUNE})",
+        )
+        sp.add_argument(
+            "--force-prune",
+            action="store_true",
+            help="delete even when more than --max-prune percent would go",
+        )
         sp.add_argument(
             "-v",
             "--verbose",
@@ -98,9 +142,70 @@ def _parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--dry-run", action="store_true", help="plan only, change nothing")
     ap.add_argument(
+        "--lock-timeout",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for another apply on this machine to release a host (default 0)",
+    )
+    ap.add_argument(
         "--detailed-exitcode", action="store_true", help="exit 2 when changes were made"
     )
+    st = sub.add_parser(
+        "status",
+        help="sync state, power state and health of every object the manifests name",
+    )
+    hosts_args(st)
+    _export_parser(sub)
     return p
+
+
+def _export_parser(sub: Any) -> None:
+    ex = sub.add_parser(
+        "export",
+        help="write a manifest for every existing object of a host (read-only unless --adopt)",
+        description="Write one manifest per existing domain, network, storage pool and volume "
+        "to DIR/HOST/KIND/NAME.yaml (volumes: DIR/HOST/volume/POOL/NAME.yaml). HOST is "
+        "'default' with -c URI, else the Host document's name. With --adopt the exported "
+        "objects also become managed, so plan shows no changes.",
+    )
+    ex.add_argument(
+        "paths", nargs="*", metavar="PATH", help="Host documents naming the hosts (optional)"
+    )
+    ex.add_argument("-c", "--connect", metavar="URI", help="libvirt URI of the one host")
+    ex.add_argument(
+        "--host", action="append", default=[], metavar="NAME", help="export only this Host"
+    )
+    ex.add_argument(
+        "--hosts-override",
+        metavar="FILE",
+        help="Host documents whose URIs replace those of the same names",
+    )
+    ex.add_argument(
+        "--kind",
+        action="append",
+        default=[],
+        metavar="KIND",
+        type=_kind,
+        help="export only this kind (Domain, Network, StoragePool, Volume; repeatable)",
+    )
+    ex.add_argument(
+        "--name", action="append", default=[], metavar="NAME", help="export only this object"
+    )
+    ex.add_argument(
+        "--adopt", action="store_true", help="also mark the exported objects as managed"
+    )
+    ex.add_argument("-d", "--directory", required=True, metavar="DIR", help="output folder")
+    ex.add_argument("-v", "--verbose", action="store_true", help="list every file written")
+
+
+def _kind(text: str) -> Kind:
+    for kind in Kind:
+        if kind is not Kind.HOST and text.lower() in (kind.value.lower(), kind.name.lower()):
+            return kind
+    raise argparse.ArgumentTypeError(
+        f"unknown kind {text!r}: use Domain, Network, StoragePool or Volume"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -110,6 +215,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "validate":
             return _validate(args, out)
+        if args.command == "status":
+            return _status(args, out)
+        if args.command == "export":
+            return _export(args, out, err)
         return _plan_or_apply(args, out, err)
     except errors.ManifestError as e:
         for problem in e.problems:
@@ -133,11 +242,82 @@ def _validate(args: argparse.Namespace, out: Console) -> int:
     return EXIT_OK
 
 
-def _plan_or_apply(args: argparse.Namespace, out: Console, err: Console) -> int:
+def _target(args: argparse.Namespace) -> Target:
     loaded = manifests.load(args.paths)
     overrides = manifests.load_hosts_override(args.hosts_override) if args.hosts_override else None
-    target = resolve_hosts(loaded, connect=args.connect, only=args.host, overrides=overrides)
-    options = plan.Options(prune=args.prune, replace=frozenset(getattr(args, "replace", [])))
+    return resolve_hosts(loaded, connect=args.connect, only=args.host, overrides=overrides)
+
+
+_SYNC_STYLES = {
+    status.Sync.SYNCED: "green",
+    status.Sync.OUT_OF_SYNC: "yellow",
+    status.Sync.PENDING_RESTART: "magenta",
+    status.Sync.SUSPENDED: "dim",
+    status.Sync.MISSING: "yellow",
+    status.Sync.FAILED: "red",
+}
+
+
+def _status(args: argparse.Namespace, out: Console) -> int:
+    run = Run(target=_target(args), options=plan.Options())
+    try:
+        run.connect_and_observe()
+        run.build_plans()
+    finally:
+        run.close()
+    statuses = status.build(run.target.assignments, run.plans, run.states)
+    if args.output == "json":
+        out.print_json(json.dumps(report.status_json(statuses)))
+    else:
+        for hs in statuses:
+            reach = "" if hs.reachable else f" [red]unreachable: {escape(hs.error or '')}[/]"
+            out.print(f"[bold]Host {escape(hs.host)}[/] ({escape(redact_uri(hs.uri))}){reach}")
+            for o in hs.objects:
+                power = ""
+                if o.power:
+                    why = f" ({o.power_reason})" if o.power_reason else ""
+                    health = "" if o.healthy else " [red]unhealthy[/]"
+                    power = f"  {escape(o.power + why)}{health}"
+                out.print(
+                    f"  [{_SYNC_STYLES[o.sync]}]{o.sync.value:<14}[/] {escape(o.ref)}{power}"
+                    f"  [dim]{escape(o.reason)}[/]"
+                )
+        counts = status.summary(statuses)
+        out.print("Status: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
+    failed = any(o.sync is status.Sync.FAILED for hs in statuses for o in hs.objects)
+    return EXIT_ERROR if failed else EXIT_OK
+
+
+def _plan_or_apply(args: argparse.Namespace, out: Console, err: Console) -> int:
+    target = _target(args)
+    options = plan.Options(
+        prune=args.prune,
+        replace=frozenset(getattr(args, "replace", [])),
+        max_prune=args.max_prune,
+        force_prune=args.force_prune,
+    )
+    applying = args.command == "apply" and not args.dry_run
+
+    def waiting(host: Host, holder: lock.Holder) -> None:
+        err.print(
+            f"waiting up to {args.lock_timeout:g}s for host {escape(host.name)}: "
+            f"locked by {escape(str(holder))}",
+            style="yellow",
+        )
+
+    # plan and --dry-run change nothing, so they take no lock.
+    held = (
+        lock.hold(target.hosts, timeout=args.lock_timeout, command="apply", on_wait=waiting)
+        if applying
+        else contextlib.nullcontext()
+    )
+    with held:
+        return _reconcile(args, target, options, out, err)
+
+
+def _reconcile(
+    args: argparse.Namespace, target: Target, options: plan.Options, out: Console, err: Console
+) -> int:
     run = Run(target=target, options=options)
     try:
         run.connect_and_observe()
@@ -195,7 +375,8 @@ def _print_plan(plans: Mapping[str, plan.HostPlan], args: argparse.Namespace, ou
         out.print(f"[bold]Host {escape(name)}[/] ({escape(redact_uri(hp.host.uri))}){status}")
         shown = 0
         for a in hp.actions:
-            if a.type is ActionType.UNCHANGED and not args.verbose and a.error is None:
+            quiet = a.error is None and a.note is None
+            if a.type is ActionType.UNCHANGED and not args.verbose and quiet:
                 continue
             shown += 1
             _print_action(a, args, out)
@@ -279,3 +460,86 @@ def _print_convergence(left: Sequence[tuple[str, plan.Action]], failed: bool, ou
                 f"  {escape(name)}: {escape(a.ref)} {escape(c.path)}: "
                 f"{escape(report.short(c.old))} → {escape(report.short(c.new))}"
             )
+
+
+def _export(args: argparse.Namespace, out: Console, err: Console) -> int:
+    loaded = manifests.load(args.paths) if args.paths else ManifestSet()
+    hosts_only = ManifestSet(hosts=loaded.hosts)
+    overrides = manifests.load_hosts_override(args.hosts_override) if args.hosts_override else None
+    target = resolve_hosts(hosts_only, connect=args.connect, only=args.host, overrides=overrides)
+    directory = Path(args.directory)
+    run = Run(target=target, options=plan.Options())
+    try:
+        run.connect_and_observe()
+        failed = False
+        written: list[Path] = []
+        for host in target.hosts:
+            state = run.states[host.name]
+            if not state.reachable:
+                err.print(f"error: host {escape(host.name)}: {escape(state.error or '')}")
+                failed = True
+                continue
+            exported = export.export_host(
+                state,
+                host_field=host.name if loaded.hosts else None,
+                kinds=frozenset(args.kind),
+                names=frozenset(args.name),
+            )
+            files = export.write(exported, directory)
+            written += files
+            out.print(
+                f"Host {escape(host.name)}: exported {len(files)} object(s) to "
+                f"{escape(str(directory / export.host_folder(host.name)))}"
+            )
+            for path in files if args.verbose else ():
+                out.print(f"  {escape(str(path))}")
+            for skipped in exported.skipped:
+                out.print(f"  [dim]skipped {escape(skipped.ref)}: {escape(skipped.reason)}[/]")
+        if args.adopt and written:
+            failed = _adopt(args, [str(p) for p in written], run, out, err) or failed
+        return EXIT_ERROR if failed else EXIT_OK
+    finally:
+        run.close()
+
+
+def _adopt(
+    args: argparse.Namespace, paths: Sequence[str], previous: Run, out: Console, err: Console
+) -> bool:
+    """Mark the exported objects managed: run only the plan's ``adopt`` actions.
+
+    Returns whether something failed. Anything else the plan wants (an export
+    that does not describe its object exactly) is reported and left alone.
+    """
+    written = set(paths)
+    loaded = manifests.load([*args.paths, *paths])  # the Host documents, and what we wrote
+    loaded = dataclasses.replace(
+        loaded, objects=tuple(m for m in loaded.objects if m.source.file in written)
+    )
+    overrides = manifests.load_hosts_override(args.hosts_override) if args.hosts_override else None
+    target = resolve_hosts(loaded, connect=args.connect, only=args.host, overrides=overrides)
+    run = Run(target=target, options=plan.Options(), sessions=previous.sessions)
+    run.connect_and_observe()
+    run.build_plans()
+    failed = False
+    for name, hp in run.plans.items():
+        for a in hp.actions:
+            if a.error or (a.type.is_change and a.type is not ActionType.ADOPT):
+                failed = True
+                what = a.error or ", ".join(c.path for c in a.changes) or a.type.value
+                err.print(f"not adopted: {escape(name)}: {escape(a.ref)}: {escape(what)}")
+        run.plans[name] = dataclasses.replace(
+            hp, actions=tuple(a for a in hp.actions if a.type is ActionType.ADOPT and not a.error)
+        )
+    results = run.execute()
+    adopted = 0
+    for name, rs in results.items():
+        for r in rs:
+            if r.result == "ok":
+                adopted += 1
+            else:
+                failed = True
+                err.print(
+                    f"adopt failed: {escape(name)}: {escape(r.action.ref)}: {escape(r.error or '')}"
+                )
+    out.print(f"Adopted {adopted} object(s)")
+    return failed

@@ -24,8 +24,9 @@ from typing import Any
 
 import jsonschema
 import yaml
+from yaml._yaml import CParser
 
-from reconciler import errors, model, units
+from reconciler import errors, model, render, units
 from reconciler.render import identity
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
@@ -33,6 +34,7 @@ MAX_FILE_BYTES = 4 << 20
 MAX_ALIASES = 100
 MAX_NODES = 100_000
 MAX_DEPTH = 100
+MAX_NAME_BYTES = 200
 MANIFEST_SUFFIXES = (".yaml", ".yml")
 DEFAULT_HOST_NAME = "default"
 
@@ -62,7 +64,17 @@ class _LoadAbort(Exception):
         self.message = message
 
 
-class _Loader(yaml.SafeLoader):
+class _FastLoader(yaml.composer.Composer, CParser, yaml.resolver.Resolver):
+    """libyaml scans and parses (ten times faster than PyYAML's Python parser);
+    composing stays in Python so that aliases can be counted."""
+
+    def __init__(self, stream: str) -> None:
+        CParser.__init__(self, stream)
+        yaml.composer.Composer.__init__(self)
+        yaml.resolver.Resolver.__init__(self)
+
+
+class _Loader(_FastLoader):
     """Composes YAML nodes; plain scalars keep a marker tag for ``_Builder``.
 
     Implicit typing (YAML 1.1's ``on``/``no``/sexagesimal ints) is switched
@@ -83,9 +95,11 @@ class _Loader(yaml.SafeLoader):
         if self.check_event(yaml.AliasEvent):
             self.alias_count += 1
             if self.alias_count > MAX_ALIASES:
-                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
-                raise _LoadAbort(mark.line + 1, f"document uses more than {MAX_ALIASES} aliases")
-        return super().compose_node(parent, index)
+                event = self.peek_event()
+                line = event.start_mark.line + 1 if event and event.start_mark else 0
+                raise _LoadAbort(line, f"document uses more than {MAX_ALIASES} aliases")
+        node: yaml.Node | None = super().compose_node(parent, index)
+        return node
 
 
 def _plain_scalar(text: str) -> Any:
@@ -113,6 +127,9 @@ class _Builder:
     # schema wants as a string ("names are always strings") can be restored.
     raws: dict[str, str] = field(default_factory=dict)
     problems: list[tuple[int, str, str]] = field(default_factory=list)
+    # The first line of a scalar's text: the line after the key for block
+    # scalars (``xml: |``), so a line inside an XML overlay maps to the file.
+    text_lines: dict[str, int] = field(default_factory=dict)
     nodes: int = 0
 
     def build(self, node: yaml.Node, path: str = "", depth: int = 0) -> Any:
@@ -123,6 +140,7 @@ class _Builder:
         if depth > MAX_DEPTH:
             raise _LoadAbort(line, f"document is nested more than {MAX_DEPTH} levels deep")
         if isinstance(node, yaml.ScalarNode):
+            self.text_lines[path] = line + 1 if node.style in ("|", ">") else line
             if node.tag == _PLAIN_TAG:
                 value = _plain_scalar(str(node.value))
                 if value is not None and not isinstance(value, str):
@@ -164,6 +182,7 @@ class _Document:
     data: dict[str, Any]
     lines: dict[str, int]
     raws: dict[str, str]
+    text_lines: dict[str, int] = field(default_factory=dict)
 
 
 def _read_text(file: str, problems: list[errors.Problem]) -> str | None:
@@ -222,7 +241,14 @@ def _read_documents(file: str, problems: list[errors.Problem]) -> list[_Document
             if isinstance(node, yaml.MappingNode) and node.value:
                 start = node.value[0][0].start_mark.line + 1
             documents.append(
-                _Document(file=file, line=start, data=data, lines=builder.lines, raws=builder.raws)
+                _Document(
+                    file=file,
+                    line=start,
+                    data=data,
+                    lines=builder.lines,
+                    raws=builder.raws,
+                    text_lines=builder.text_lines,
+                )
             )
     except _LoadAbort as exc:
         problem(exc.line, "", exc.message)
@@ -424,17 +450,19 @@ def _line_of(doc: _Document, path: str) -> int:
     return doc.line
 
 
-def _restore_strings(validator: Any, doc: _Document) -> None:
-    """Give back the text of plain scalars where the schema wants a string.
+def _schema_errors(validator: Any, doc: _Document) -> list[Any]:
+    """Schema errors left after giving back the text of plain scalars where the
+    schema wants a string.
 
     ``name: 123`` or ``serial: 0042`` read as numbers by the YAML rules; names
     and other string fields are always strings, so the original text is used.
     Repeats because a fixed value may uncover errors below it (never deeper
-    than the document, so the loop is short).
+    than the document, so the loop is short); a valid document is checked once.
     """
     for _ in range(MAX_DEPTH):
         changed = False
-        for err in validator.iter_errors(doc.data):
+        found = list(validator.iter_errors(doc.data))
+        for err in found:
             wanted = err.validator_value
             if err.validator != "type" or "string" not in (
                 [wanted] if isinstance(wanted, str) else wanted
@@ -450,7 +478,8 @@ def _restore_strings(validator: Any, doc: _Document) -> None:
             parent[keys[-1]] = raw
             changed = True
         if not changed:
-            return
+            return found
+    return list(validator.iter_errors(doc.data))
 
 
 def _validate(doc: _Document, problems: list[errors.Problem]) -> model.Kind | None:
@@ -481,9 +510,8 @@ def _validate(doc: _Document, problems: list[errors.Problem]) -> model.Kind | No
     if kind is None or not ok:
         return None
     validator = _validator(kind)
-    _restore_strings(validator, doc)
     found: set[tuple[str, str]] = set()
-    for err in validator.iter_errors(data):
+    for err in _schema_errors(validator, doc):
         found.update(_error_problems(err, doc))
     for path, message in sorted(found):
         problem(path, message)
@@ -527,6 +555,27 @@ def _check_domain(doc: _Document, problem: Callable[[str, str], None]) -> None:
         mac = nic.get("mac")
         if mac is not None and int(mac[:2], 16) & 1:
             problem(f"spec.interfaces.{index}.mac", f"MAC {mac!r} is a multicast address")
+
+
+# The largest sizes that make sense: memory no host has, or bytes libvirt cannot
+# count (a signed 64-bit number), are refused here rather than by the host.
+_MAX_SIZES: dict[model.Kind, dict[str, tuple[int, str]]] = {
+    model.Kind.DOMAIN: {
+        "memory": (64 << 40, "64 TiB (more memory than any host has)"),
+        "currentMemory": (64 << 40, "64 TiB (more memory than any host has)"),
+    },
+    model.Kind.VOLUME: {
+        "capacity": ((1 << 63) - 1, "8 EiB (more bytes than libvirt can count)"),
+        "allocation": ((1 << 63) - 1, "8 EiB (more bytes than libvirt can count)"),
+    },
+}
+
+
+def _check_sizes(doc: _Document, kind: model.Kind, problem: Callable[[str, str], None]) -> None:
+    spec = doc.data["spec"]
+    for field_name, (limit, why) in _MAX_SIZES.get(kind, {}).items():
+        if field_name in spec and units.parse_size(spec[field_name]) > limit:
+            problem(f"spec.{field_name}", f"size {spec[field_name]!r} is more than {why}")
 
 
 # --------------------------------------------------------------------------
@@ -693,9 +742,40 @@ def _valid_documents(files: Sequence[str], problems: list[errors.Problem]) -> li
 
             if kind is model.Kind.DOMAIN:
                 _check_domain(doc, problem)
+            _check_sizes(doc, kind, problem)
+            name_bytes = len(str(doc.data["metadata"]["name"]).encode("utf-8"))
+            if name_bytes > MAX_NAME_BYTES:
+                # libvirt keeps objects in files named after them (NAME.xml, a
+                # volume's own file): a longer name fails at the host, mid-run.
+                problem(
+                    "metadata.name",
+                    f"name is {name_bytes} bytes in UTF-8, more than {MAX_NAME_BYTES}",
+                )
             if len(problems) == before:
                 valid.append(_Valid(doc=doc, kind=kind))
     return valid
+
+
+def _check_render(item: _Valid, manifest: model.Manifest) -> errors.Problem | None:
+    """Render once now, so a bad ``spec.xml`` overlay fails validation, not a host run.
+
+    The overlay is parsed with no DTD, no entities, no network and a 1 MiB cap
+    (``xmlutil.parse_xml``); a line inside it is reported as a line of the file.
+    """
+    doc = item.doc
+    path = "spec.xml" if "xml" in item.spec else "spec"
+    line = _line_of(doc, path)
+    try:
+        render.render(manifest)
+    except render.XMLInputError as e:
+        message = str(e).removeprefix("spec.xml: ")
+        if path == "spec.xml" and e.line is not None:
+            message = message.removeprefix(f"line {e.line}: ")
+            line = doc.text_lines.get(path, line) + e.line - 1
+        return errors.Problem(file=doc.file, line=line, path=path, message=message)
+    except ValueError as e:
+        return errors.Problem(file=doc.file, line=line, path=path, message=str(e))
+    return None
 
 
 def load(paths: Sequence[str], *, default_uri: str | None = None) -> model.ManifestSet:
@@ -731,23 +811,32 @@ def load(paths: Sequence[str], *, default_uri: str | None = None) -> model.Manif
     objects = []
     for item, _ in placed:
         metadata = item.doc.data["metadata"]
-        objects.append(
-            model.Manifest(
-                kind=item.kind,
-                name=item.name,
-                spec=item.spec,
-                source=model.Source(file=item.doc.file, line=item.doc.line),
-                host=item.spec.get("host"),
-                labels=dict(metadata.get("labels", {})),
-                annotations=dict(metadata.get("annotations", {})),
-                lines=dict(item.doc.lines),
-            )
+        manifest = model.Manifest(
+            kind=item.kind,
+            name=item.name,
+            spec=item.spec,
+            source=model.Source(file=item.doc.file, line=item.doc.line),
+            host=item.spec.get("host"),
+            labels=dict(metadata.get("labels", {})),
+            annotations=dict(metadata.get("annotations", {})),
+            lines=dict(item.doc.lines),
         )
+        rendered = _check_render(item, manifest)
+        if rendered is not None:
+            problems.append(rendered)
+        objects.append(manifest)
+    if problems:
+        raise errors.ManifestError(_sorted(problems))
     objects.sort(key=lambda m: (m.kind.order, m.host or "", m.name, str(m.spec.get("pool", ""))))
     host_list = sorted(hosts.values(), key=lambda h: h.name)
     if not host_list and default_uri:
         host_list = [model.Host(name=DEFAULT_HOST_NAME, uri=default_uri)]
     return model.ManifestSet(objects=tuple(objects), hosts=tuple(host_list), files=tuple(files))
+
+
+def schema_valid(kind: model.Kind, document: Mapping[str, Any]) -> bool:
+    """Whether one document (plain data) is valid against its kind's schema."""
+    return bool(_validator(kind).is_valid(document))
 
 
 def load_hosts_override(path: str) -> dict[str, str]:

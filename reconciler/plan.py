@@ -108,10 +108,17 @@ class HostPlan:
         return [a for a in self.actions if a.error is not None]
 
 
+DEFAULT_MAX_PRUNE = 50
+
+
 @dataclass(frozen=True, kw_only=True)
 class Options:
+    """What the user allowed: ``--prune``, ``--replace``, and the prune guard."""
+
     prune: bool = False
     replace: frozenset[str] = frozenset()
+    max_prune: int = DEFAULT_MAX_PRUNE  # percent of a host's managed objects
+    force_prune: bool = False
 
 
 # --- helpers --------------------------------------------------------------------
@@ -219,7 +226,9 @@ def _live_op(path: str, desired: canonical.Flat, live: canonical.Flat) -> str | 
     if tag == "interface" and _IFACE_LIVE.match(path):
         return "update"
     if tag == "disk":
-        el = desired.elements.get(device) or live.elements.get(device)
+        el = desired.elements.get(device)
+        if el is None:
+            el = live.elements.get(device)
         kind = el.get("device", "disk") if el is not None else "disk"
         if kind in ("cdrom", "floppy") and re.match(r"^/(@type|source(/.*)?)$", rest):
             return "update"
@@ -289,6 +298,10 @@ def _plan_domain(
     if running and lflat is not None:
         for c in [*live_diff, *cfg]:
             op = _live_op(c.path, dflat, lflat)
+            if op == "vcpus" and c.path not in cfg_paths and _fewer(c):
+                # Only the running domain has more vCPUs: the guest refused the
+                # unplug at the last apply (hosts fell back to the definition).
+                op = None
             if op and c.path not in ops:
                 ops[c.path] = (op, c)
             elif not op and c.path in live_paths and c.path not in cfg_paths:
@@ -373,6 +386,13 @@ def _set_record(record: ownership.Record) -> Step:
     )
 
 
+def _fewer(change: diff.FieldChange) -> bool:
+    try:
+        return int(change.new or 0) < int(change.old or 0)
+    except ValueError:
+        return False
+
+
 def _live_steps(
     ops: Mapping[str, tuple[str, diff.FieldChange]],
     dflat: canonical.Flat,
@@ -425,7 +445,9 @@ def _live_steps(
                 continue
             updated.add(device)
             # The live device, with every desired change to it applied.
-            live_dev = lflat.elements.get(device) or iflat.elements[device]
+            live_dev = lflat.elements.get(device)
+            if live_dev is None:
+                live_dev = iflat.elements[device]
             dev_copy = etree.fromstring(etree.tostring(live_dev))
             dev_flat = canonical.flatten(_wrap(dev_copy), Kind.DOMAIN)
             sub = [
@@ -560,13 +582,18 @@ def _plan_network(
     )
     live_diff = diff.diff_fields(Kind.NETWORK, dflat, lflat, applied) if lflat else []
 
-    updatable = {c.path for c in [*cfg, *live_diff] if _net_section(c.path)} if active else set()
+    # A whole <dhcp> or <dns> added or removed is its entries, one by one.
+    cfg_entries, cfg_boxes = _net_entries(cfg, dflat, iflat)
+    live_entries = _net_entries(live_diff, dflat, lflat)[0] if lflat else []
+    entries = [c for c in [*cfg_entries, *live_entries] if _net_section(c.path)]
+    updatable = {c.path for c in entries} | cfg_boxes if active else set()
     nonlive = [c for c in cfg if c.path not in updatable]
     changes: list[Change] = []
     disruption = Disruption.RESTART_REQUIRED if active else Disruption.NEXT_START
     changes += _to_changes(nonlive, dflat, iflat, disruption)
-    live_changes = {c.path: c for c in [*cfg, *live_diff] if c.path in updatable}
-    changes += _to_changes(list(live_changes.values()), dflat, lflat or iflat, Disruption.LIVE)
+    shown = {c.path: c for c in [*cfg, *live_diff] if c.path in updatable}
+    changes += _to_changes(list(shown.values()), dflat, lflat or iflat, Disruption.LIVE)
+    live_changes = {c.path: c for c in entries}
     merged = etree.fromstring(etree.tostring(inactive))
     mflat = canonical.flatten(merged, Kind.NETWORK)
     diff.apply_changes(mflat, dflat, cfg)
@@ -579,8 +606,8 @@ def _plan_network(
             live_changes,
             dflat,
             lflat,
-            {c.path for c in cfg},
-            {c.path for c in live_diff},
+            {c.path for c in cfg_entries},
+            {c.path for c in live_entries},
             config=not define,
         )
     if state == "active" and obs.state != "active":
@@ -600,6 +627,13 @@ def _plan_network(
         kind = ActionType.UNCHANGED if obs.managed else ActionType.ADOPT
         if kind is ActionType.UNCHANGED:
             steps = []
+    # The definition matches but the running network still has the old bridge,
+    # forward mode or addresses: it waits for a restart, like a domain.
+    cfg_paths = {c.path for c in cfg}
+    pending = [c for c in live_diff if c.path not in updatable and c.path not in cfg_paths]
+    if kind is ActionType.UNCHANGED and pending and state != "inactive":
+        kind = ActionType.PENDING_RESTART
+        changes = _to_changes(pending, dflat, lflat, Disruption.RESTART_REQUIRED)
     radius = (
         running_users.get(m.name, ())
         if any(c.disruption is Disruption.RESTART_REQUIRED for c in changes)
@@ -614,6 +648,44 @@ def _plan_network(
         xml_before=_pretty(inactive) if cfg else None,
         xml_after=_pretty(merged) if cfg else None,
     )
+
+
+_NET_BOXES = re.compile(r"^(ip\[[^/]*\]/dhcp|dns)$")
+
+
+def _net_entries(
+    changes: Sequence[diff.FieldChange], dflat: canonical.Flat, other: canonical.Flat
+) -> tuple[list[diff.FieldChange], set[str]]:
+    """``changes`` with an added/removed ``<dhcp>``/``<dns>`` replaced by its entries.
+
+    libvirt adds the container with its first entry and drops it with its last
+    (net-update), so a container without attributes whose entries net-update can
+    all change is live too. Returns the changes and the containers expanded.
+    """
+    out: list[diff.FieldChange] = []
+    boxes: set[str] = set()
+    for c in changes:
+        flat = dflat if c.added else other
+        el = flat.elements.get(c.path)
+        if c.is_element and (c.added or c.removed) and _NET_BOXES.match(c.path) and el is not None:
+            kids = [
+                p
+                for p in flat.elements
+                if p.startswith(c.path + "/") and "/" not in p[len(c.path) + 1 :]
+            ]
+            if kids and not el.attrib and all(_net_section(k) for k in kids):
+                boxes.add(c.path)
+                out += [
+                    diff.FieldChange(
+                        path=k,
+                        old=None if c.added else flat.values[k],
+                        new=flat.values[k] if c.added else None,
+                    )
+                    for k in kids
+                ]
+                continue
+        out.append(c)
+    return out, boxes
 
 
 def _net_update_steps(
@@ -753,7 +825,7 @@ def _plan_volume(
     host: Host,
     registry: ownership.Registry,
     options: Options,
-    in_use: bool,
+    running_user: str | None,
 ) -> Action:
     pool = str(m.spec["pool"])
     key = f"{pool}/{m.name}"
@@ -804,7 +876,9 @@ def _plan_volume(
                 steps.append(
                     Step(
                         call="vol_resize",
-                        params={"pool": pool, "capacity": int(c.new), "in_use": in_use},
+                        # qemu holds an in-use image open (and locked): a running
+                        # domain grows it with blockResize.
+                        params={"pool": pool, "capacity": int(c.new), "domain": running_user},
                     )
                 )
     ref = f"{Kind.VOLUME.value}/{pool}/{m.name}"
@@ -878,36 +952,132 @@ def _plan_delete(
     )
     users = volume_users.get(f"{obs.pool}/{obs.name}", ()) if obs.kind is Kind.VOLUME else ()
     if users:
-        return replace(action, steps=(), note=f"kept: in use by {', '.join(users)}")
+        return _kept(action, f"in use by {', '.join(users)}")
     return action
+
+
+def _kept(action: Action, why: str) -> Action:
+    """A deletion the guards refuse: the object stays, and the plan says why."""
+    return replace(
+        action, type=ActionType.UNCHANGED, steps=(), changes=(), note=f"not deleted: {why}"
+    )
+
+
+def _keep_pools_with_volumes(deletes: list[Action], state: HostState) -> list[Action]:
+    """A pool is not deleted while it holds a volume this run keeps (any volume)."""
+    going = {(d.pool, d.name) for d in deletes if d.kind is Kind.VOLUME and d.steps}
+    if not any(d.kind is Kind.STORAGE_POOL for d in deletes):
+        return deletes
+    out = []
+    for d in deletes:
+        kept = sorted(
+            o.name
+            for o in state.objects.values()
+            if d.kind is Kind.STORAGE_POOL
+            and o.kind is Kind.VOLUME
+            and o.pool == d.name
+            and (o.pool, o.name) not in going
+        )
+        out.append(_kept(d, f"it holds volumes {', '.join(kept)}") if kept else d)
+    return out
+
+
+def prune_refusal(orphans: int, managed: int, *, host: str, options: Options) -> str | None:
+    """The prune guard: why pruning is refused on a host, if it is (pure).
+
+    ``orphans`` counts the managed objects that no manifest names and that
+    ``--prune`` may delete (their record allows it; an in-use volume counts,
+    though it is kept). When they are more than ``options.max_prune`` percent of
+    the ``managed`` objects on the host, the run looks like an empty folder, a
+    wrong path or a file that parses to nothing, and must not empty the host.
+    The share is compared strictly (1 of 2 is 50%: allowed under the default),
+    so on a host with one managed object, deleting it is 100% and always needs
+    ``--force-prune``.
+    """
+    if options.force_prune or orphans == 0 or orphans * 100 <= options.max_prune * managed:
+        return None
+    share = orphans * 100 // managed if managed else 100
+    only = " (the only one)" if managed == 1 else ""
+    return (
+        f"prune guard: no manifest names {orphans} of the {managed} managed objects on host "
+        f"{host}{only} ({share}%), more than --max-prune {options.max_prune}%; nothing was "
+        "changed. Check the manifest paths (an empty folder or a file that parses to nothing "
+        "looks like this); if the deletions are intended, run again with --force-prune"
+    )
+
+
+def _plan_prune(
+    state: HostState,
+    desired_keys: set[ObjectKey],
+    options: Options,
+    kinds: frozenset[Kind] | None,
+) -> list[Action]:
+    """Deletions of managed objects no manifest names, behind the prune guards."""
+    orphans = [
+        obs
+        for key, obs in sorted(state.objects.items(), key=lambda kv: (-kv[0][0].order, kv[0][1]))
+        if key not in desired_keys and (kinds is None or obs.kind in kinds)
+    ]
+    first = [d for o in orphans if (d := _plan_delete(o, state.registry, {})) is not None]
+    # Domains are deleted before volumes, so a volume only they use may go too.
+    leaving = frozenset(d.name for d in first if d.kind is Kind.DOMAIN)
+    users = _volume_users(state, leaving=leaving)
+    deletes = [d for o in orphans if (d := _plan_delete(o, state.registry, users)) is not None]
+    deletes = _keep_pools_with_volumes(deletes, state)
+    managed = sum(1 for o in state.objects.values() if o.managed)
+    refusal = prune_refusal(len(first), managed, host=state.host.name, options=options)
+    if refusal:
+        refused = [d for d in deletes if d.steps]
+        see = f"prune guard: refused on host {state.host.name}, see {refused[0].ref}"
+        deletes = [
+            replace(d, error=refusal if d is refused[0] else see) if d.steps else d for d in deletes
+        ]
+    return deletes
 
 
 # --- the host plan --------------------------------------------------------------
 
 
-def _volume_users(state: HostState) -> dict[str, tuple[str, ...]]:
-    """Domains that use each volume (``pool/name``), by source pool+volume or path."""
-    paths: dict[str, str] = {}
+def disk_refs(domain_xml: str) -> set[str]:
+    """What a domain's disks (and their backing chains) point at (pure).
+
+    ``POOL/VOLUME`` for volume sources, ``path:PATH`` for file and block sources.
+    ``hosts`` uses it too, to check again just before deleting a volume.
+    """
+    refs: set[str] = set()
+    for src in _parse(domain_xml).iterfind(".//source"):
+        if src.get("pool") and src.get("volume"):
+            refs.add(f"{src.get('pool')}/{src.get('volume')}")
+        refs.update(f"path:{src.get(a)}" for a in ("file", "dev") if src.get(a))
+    return refs
+
+
+def _volume_users(
+    state: HostState, *, leaving: frozenset[str] = frozenset()
+) -> dict[str, tuple[str, ...]]:
+    """Domains that use each volume (``pool/name``), by source pool+volume or path.
+
+    Any domain, managed or not, except those in ``leaving`` (deleted earlier in
+    the same run); the live XML too, for a disk hot-plugged only live.
+    """
+    keys: dict[str, str] = {}
     for o in state.objects.values():
         if o.kind is Kind.VOLUME:
+            keys[f"{o.pool}/{o.name}"] = f"{o.pool}/{o.name}"
             try:
                 p = _parse(o.xml).findtext("target/path")
             except ValueError:
                 p = None
             if p:
-                paths[p] = f"{o.pool}/{o.name}"
-    users: dict[str, list[str]] = {}
+                keys[f"path:{p}"] = f"{o.pool}/{o.name}"
+    users: dict[str, set[str]] = {}
     for o in state.objects.values():
-        if o.kind is not Kind.DOMAIN:
+        if o.kind is not Kind.DOMAIN or o.name in leaving:
             continue
-        for src in _parse(o.xml).iterfind("devices/disk/source"):
-            key = None
-            if src.get("pool") and src.get("volume"):
-                key = f"{src.get('pool')}/{src.get('volume')}"
-            elif src.get("file") or src.get("dev"):
-                key = paths.get(src.get("file") or src.get("dev") or "")
-            if key:
-                users.setdefault(key, []).append(o.name)
+        for xml in (o.xml, o.live_xml):
+            for ref in disk_refs(xml) if xml else ():
+                if ref in keys:
+                    users.setdefault(keys[ref], set()).add(o.name)
     return {k: tuple(sorted(v)) for k, v in users.items()}
 
 
@@ -952,7 +1122,8 @@ def _references(
                     f"spec.interfaces.{i}.network: network '{net}' does not exist on "
                     f"host {state.host.name} and no manifest declares it"
                 )
-    return problems
+    # FILE:LINE of the field, as for every other input error.
+    return [f"{m.source_of(p.partition(':')[0])}: {p}" for p in problems]
 
 
 def build_host_plan(
@@ -983,6 +1154,7 @@ def build_host_plan(
     desired_keys = {object_key(m.kind, m.name, m.spec.get("pool")) for m, _ in desired}
     net_users = _network_users(state)
     vol_users = _volume_users(state)
+    running_domains = {o.name for o in state.objects.values() if o.kind is Kind.DOMAIN and o.active}
     actions: list[Action] = []
     for m, el in sorted(
         desired, key=lambda d: (d[0].kind.order, d[0].spec.get("pool", ""), d[0].name)
@@ -1016,19 +1188,19 @@ def build_host_plan(
             elif m.kind is Kind.STORAGE_POOL:
                 action = _plan_pool(m, el, obs, state.host, state.registry)
             else:
+                running = [d for d in vol_users.get(key[1], ()) if d in running_domains]
                 action = _plan_volume(
-                    m, el, obs, state.host, state.registry, options, bool(vol_users.get(key[1]))
+                    m,
+                    el,
+                    obs,
+                    state.host,
+                    state.registry,
+                    options,
+                    running[0] if running else None,
                 )
         except ValueError as e:
             action = Action(**base, type=ActionType.UPDATE, error=str(e))
         actions.append(action)
     if options.prune:
-        deletes: list[Action] = []
-        for key, obs in sorted(state.objects.items(), key=lambda kv: (-kv[0][0].order, kv[0][1])):
-            if key in desired_keys or (kinds is not None and obs.kind not in kinds):
-                continue
-            delete = _plan_delete(obs, state.registry, vol_users)
-            if delete is not None:
-                deletes.append(delete)
-        actions += deletes
+        actions += _plan_prune(state, desired_keys, options, kinds)
     return HostPlan(host=state.host, actions=tuple(actions))

@@ -10,6 +10,7 @@ import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from reconciler import status
 from reconciler.execute import Result
 from reconciler.hosts import redact_uri
 from reconciler.plan import Action, ActionType, HostPlan
@@ -99,6 +100,37 @@ def plan_json(
     if converged is not None:
         doc["converged"] = converged
     return doc
+
+
+def status_json(statuses: Sequence[status.HostStatus]) -> dict[str, Any]:
+    """The ``status -o json`` document (same versioning rules as the plan document)."""
+    return {
+        "version": JSON_VERSION,
+        "hosts": [
+            {
+                "host": hs.host,
+                "uri": redact_uri(hs.uri),
+                "reachable": hs.reachable,
+                "error": hs.error,
+                "objects": [
+                    {
+                        "kind": o.kind.value,
+                        "name": o.name,
+                        "pool": o.pool,
+                        "source": o.source,
+                        "sync": o.sync.value,
+                        "reason": o.reason,
+                        "power": o.power,
+                        "powerReason": o.power_reason or None,
+                        "healthy": o.healthy,
+                    }
+                    for o in hs.objects
+                ],
+            }
+            for hs in statuses
+        ],
+        "summary": status.summary(statuses),
+    }
 
 
 def xml_diff(before: str | None, after: str | None) -> list[str]:

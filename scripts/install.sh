@@ -11,6 +11,7 @@ PACKAGES=(
     python3 python3-venv python3-dev gcc pkg-config libvirt-dev
     libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils dnsmasq-base
     busybox-static cpio zstd xz-utils
+    ovmf swtpm swtpm-tools
 )
 
 SUDO=""

@@ -6,6 +6,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 PYTHON="$REPO/.venv/bin/python" bash scripts/setup-testbed.sh  # runs scripts/install.sh
-.venv/bin/ruff check reconciler tests
+.venv/bin/ruff check reconciler tests benchmarks
 .venv/bin/mypy reconciler
+.venv/bin/lint-imports --no-cache --no-logo
 exec .venv/bin/python -m pytest -p no:cacheprovider -q "$@"

@@ -176,12 +176,14 @@ def test_prune_removes_managed_and_keeps_unmanaged_same_prefix(
         )
         (folder / "b.yaml").unlink()
         (folder / "vrt-prune-a.yaml").unlink()
-        # An empty folder would be refused by the prune guard later; keep one object.
         (folder / "keep.yaml").write_text(
             "apiVersion: virt-reconcile/v1\nkind: Domain\nmetadata: {name: vrt-prune-keep}\n"
             "spec: {type: qemu, memory: 64MiB}\n"
         )
-        result = vr("apply", folder, "-c", system_uri, "--prune", "-o", "json")
+        # Both managed objects go (100%): the prune guard wants --force-prune.
+        refused = vr("apply", folder, "-c", system_uri, "--prune")
+        assert refused.returncode == 1 and "prune guard" in refused.stdout
+        result = vr("apply", folder, "-c", system_uri, "--prune", "--force-prune", "-o", "json")
         assert result.returncode == 0, result.stdout + result.stderr
         deleted = sorted(
             a["name"]

@@ -419,3 +419,13 @@ def test_changing_graphics_listen_drops_the_listen_children_libvirt_derived() ->
     graphics = target.elements["devices/graphics[#0]"]
     assert graphics.get("listen") == "0.0.0.0" and graphics.find("listen") is None
     assert graphics.get("port") == "-1"  # the rest is kept
+
+
+def test_vcpu_current_equal_to_the_maximum_is_implied() -> None:
+    # libvirt drops current='N' when it equals the maximum.
+    desired = "<domain><vcpu current='2'>2</vcpu></domain>"
+    assert changes(desired, "<domain><vcpu placement='static'>2</vcpu></domain>") == []
+    lowered = changes(
+        "<domain><vcpu current='1'>2</vcpu></domain>", "<domain><vcpu>2</vcpu></domain>"
+    )
+    assert [(c.path, c.old, c.new) for c in lowered] == [("vcpu/@current", "2", "1")]

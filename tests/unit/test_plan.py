@@ -523,3 +523,88 @@ def test_dhcp_host_changing_identity_is_deleted_before_the_new_one_is_added() ->
         ("delete", {"mac": "52:54:00:00:00:26", "ip": "10.0.0.39"}),
         ("add-last", {"name": "web", "ip": "10.0.0.39"}),
     ]
+
+
+def test_volume_growth_in_use_by_a_running_domain_goes_through_it() -> None:
+    disk = {"target": "vdb", "source": {"volume": {"pool": "p", "name": "v"}}}
+    d = dom(disks=[disk])
+    user = observed(d, state="running", live=d)
+    stopped = observed(dom("off", disks=[disk]), state="shutoff")
+    state = volume_state(1 << 30)
+    running = host_state(*state.objects.values(), user, stopped, registry=state.registry)
+    a = only(build([vol(capacity="2GiB")], running))
+    resize = [s for s in a.steps if s.call == "vol_resize"]
+    assert [s.params["domain"] for s in resize] == ["d"]
+    idle = host_state(*state.objects.values(), stopped, registry=state.registry)
+    resize = [s for s in only(build([vol(capacity="2GiB")], idle)).steps if s.call == "vol_resize"]
+    assert [s.params["domain"] for s in resize] == [None]
+
+
+def test_vcpus_lowered_in_the_definition_but_not_live_is_pending_restart() -> None:
+    # The guest refused the unplug at the last apply: do not try again each run.
+    m = dom(vcpus=1, maxVcpus=2)
+    obs = observed(m, state="running", live=dom(vcpus=2, maxVcpus=2))
+    a = only(build([m], host_state(obs)))
+    assert a.type is plan.ActionType.PENDING_RESTART
+    assert [(c.path, c.old, c.new) for c in a.changes] == [("vcpu/@current", "2", "1")]
+    # A new, lower count in the manifest is tried live (and persisted).
+    m2 = dom(vcpus=1, maxVcpus=2)
+    obs2 = observed(
+        dom(vcpus=2, maxVcpus=2),
+        record=record_for(m2),
+        state="running",
+        live=dom(vcpus=2, maxVcpus=2),
+    )
+    a2 = only(build([m2], host_state(obs2)))
+    step = next(s for s in a2.steps if s.call == "dom_set_vcpus")
+    assert step.params == {"count": 1, "live": True, "config": True}
+
+
+def network_case(live_spec: Mapping[str, Any], spec: Mapping[str, Any]) -> plan.Action:
+    m = manifest(Kind.NETWORK, "n", spec)
+    live = manifest(Kind.NETWORK, "n", live_spec)
+    d = dom(interfaces=[{"network": "n"}])
+    running = observed(d, state="running", live=d)
+    obs = observed(m, state="active", live=live)
+    return build([m], host_state(obs, running)).actions[0]
+
+
+def test_network_running_with_the_old_bridge_is_pending_restart_with_blast_radius() -> None:
+    a = network_case({**NETWORK_SPEC, "bridge": "br0"}, {**NETWORK_SPEC, "bridge": "br1"})
+    assert a.type is plan.ActionType.PENDING_RESTART and not a.steps
+    assert [(c.path, c.old, c.new) for c in a.changes] == [("bridge/@name", "br0", "br1")]
+    assert a.blast_radius == ("d",)
+
+
+def test_network_dhcp_host_only_live_is_a_live_update_not_pending() -> None:
+    dhcp: dict[str, Any] = {"range": ["10.0.0.100", "10.0.0.200"]}
+    before = {**NETWORK_SPEC, "ip": {**NETWORK_SPEC["ip"], "dhcp": dhcp}}
+    host = {"mac": "52:54:00:00:00:01", "ip": "10.0.0.5"}
+    spec = {**NETWORK_SPEC, "ip": {**NETWORK_SPEC["ip"], "dhcp": {**dhcp, "hosts": [host]}}}
+    a = network_case(before, spec)
+    assert a.type is plan.ActionType.UPDATE and a.blast_radius == ()
+    assert [s.call for s in a.steps] == ["net_update"]
+    assert a.steps[0].params["live"] is True and a.steps[0].params["config"] is False
+
+
+def test_network_first_and_last_dhcp_host_are_live_updates() -> None:
+    # libvirt adds <dhcp> with the first entry and drops it with the last.
+    host = {"mac": "52:54:00:00:00:01", "ip": "10.0.0.5"}
+    with_host = manifest(
+        Kind.NETWORK, "n", {**NETWORK_SPEC, "ip": {**NETWORK_SPEC["ip"], "dhcp": {"hosts": [host]}}}
+    )
+    without = manifest(Kind.NETWORK, "n", NETWORK_SPEC)
+    for desired, before, command in (
+        (with_host, without, "add-last"),
+        (without, with_host, "delete"),
+    ):
+        obs = observed(before, record=record_for(with_host), state="active", live=before)
+        a = only(build([desired], host_state(obs)))
+        assert a.type is plan.ActionType.UPDATE
+        assert [(c.path, c.disruption) for c in a.changes] == [
+            ("ip[address=10.0.0.1]/dhcp", plan.Disruption.LIVE)
+        ]
+        update = [s.params for s in a.steps if s.call == "net_update"]
+        assert [(u["section"], u["command"], u["live"]) for u in update] == [
+            ("ip-dhcp-host", command, True)
+        ]

@@ -1,0 +1,757 @@
+"""Export: what a host has -> manifests that describe it exactly (pure).
+
+The reverse of the pipeline, for adopting an existing host::
+
+    observed XML -> leave out what libvirt fills in (canonical.FILLED)
+    -> friendly fields where they say exactly what the XML says
+    -> an ``xml`` overlay with the rest -> check: render(manifest) == the XML
+
+Every exported manifest is checked by rendering it (``render``) and flattening
+both sides (``canonical.flatten``): the manifest must produce exactly the
+object's definition, minus what libvirt fills in. When the friendly fields and
+an overlay cannot say it exactly (an odd device layout), the manifest falls
+back to a complete ``<domain>``/``<network>``/... document in ``xml`` beside
+the friendly fields, and finally to the document alone. Nothing here talks to
+libvirt: ``hosts`` observes; ``write`` puts the files in place.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import urllib.parse
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from lxml import etree
+
+from reconciler import canonical, manifests, ownership, render, units
+from reconciler.model import API_VERSION, Kind, Manifest, Source
+from reconciler.observed import HostState, Observed
+from reconciler.render import identity, xmlutil
+
+Spec = dict[str, Any]
+
+# Pools whose volumes are LUNs the storage presents: libvirt lists them but
+# cannot create them, so a Volume manifest for one could never be applied.
+LUN_POOLS = frozenset({"scsi", "mpath", "iscsi", "iscsi-direct"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class ObjectRef:
+    """Which object: kind, name and (volumes) pool."""
+
+    kind: Kind
+    name: str
+    pool: str | None = None
+
+    @property
+    def ref(self) -> str:
+        """``KIND/NAME``, volumes ``Volume/POOL/NAME``, as in plans."""
+        if self.kind is Kind.VOLUME:
+            return f"{self.kind.value}/{self.pool}/{self.name}"
+        return f"{self.kind.value}/{self.name}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Exported(ObjectRef):
+    """One exported object: its manifest document and where it goes under the folder.
+
+    ``form``: ``overlay`` (friendly fields and an overlay), ``document`` (friendly
+    fields beside a complete document), ``document-only``, or ``inexact``.
+    """
+
+    document: dict[str, Any]
+    path: str
+    form: str = "overlay"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Skipped(ObjectRef):
+    """An object not exported, and why."""
+
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostExport:
+    """Everything exported from one host."""
+
+    host: str
+    objects: tuple[Exported, ...] = ()
+    skipped: tuple[Skipped, ...] = ()
+
+
+# --- the host --------------------------------------------------------------------
+
+
+def export_host(
+    state: HostState,
+    *,
+    host_field: str | None = None,
+    kinds: Collection[Kind] = (),
+    names: Collection[str] = (),
+) -> HostExport:
+    """Manifests for the objects of one observed host.
+
+    ``host_field``: the ``spec.host`` to write (a Host document's name), or None
+    for a host given with ``-c``. ``kinds``/``names`` select objects (empty: all);
+    volumes follow their pool when only pools are named.
+    """
+    host = state.host.name
+    chosen = [o for o in state.objects.values() if _selected(o, kinds, names)]
+    shared = _shared_macs(o for o in chosen if o.kind is Kind.DOMAIN)
+    objects: list[Exported] = []
+    skipped: list[Skipped] = []
+    pool_types = {
+        o.name: _parse(o.xml).get("type")
+        for o in state.objects.values()
+        if o.kind is Kind.STORAGE_POOL
+    }
+    for obs in sorted(chosen, key=lambda o: (o.kind.order, o.pool or "", o.name)):
+        reason = _skip_reason(obs, pool_types)
+        if reason is not None:
+            skipped.append(Skipped(kind=obs.kind, name=obs.name, pool=obs.pool, reason=reason))
+            continue
+        spec, form = export_object(obs, shared_macs=shared)
+        if host_field is not None:
+            spec = _ordered({"host": host_field, **spec})
+        objects.append(
+            Exported(
+                kind=obs.kind,
+                name=obs.name,
+                pool=obs.pool,
+                document=_document(obs.kind, obs.name, spec),
+                path=file_path(host, obs.kind, obs.name, obs.pool),
+                form=form,
+            )
+        )
+    return HostExport(host=host, objects=tuple(objects), skipped=tuple(skipped))
+
+
+def _skip_reason(obs: Observed, pool_types: Mapping[str, str | None]) -> str | None:
+    """Why an object gets no manifest (None: it gets one)."""
+    lun_pool = pool_types.get(obs.pool or "") if obs.kind is Kind.VOLUME else None
+    if lun_pool in LUN_POOLS:
+        return f"a LUN of a {lun_pool} pool: the storage presents it, libvirt cannot create it"
+    if not obs.persistent:
+        return "transient (no persistent definition to manage)"
+    return None
+
+
+def _selected(obs: Observed, kinds: Collection[Kind], names: Collection[str]) -> bool:
+    """Chosen by ``--kind``/``--name``; volumes also come along with their pool."""
+
+    def chosen(kind: Kind, name: str) -> bool:
+        return (not kinds or kind in kinds) and (not names or name in names)
+
+    if chosen(obs.kind, obs.name):
+        return True
+    return obs.kind is Kind.VOLUME and chosen(Kind.STORAGE_POOL, obs.pool or "")
+
+
+def _shared_macs(domains: Iterable[Observed]) -> set[str]:
+    """MACs used by more than one interface on the host: those stay in the overlay
+    (a friendly ``mac`` must be unique across manifests)."""
+    seen: dict[str, int] = {}
+    for obs in domains:
+        for mac in _parse(obs.xml).iterfind("devices/interface/mac"):
+            address = (mac.get("address") or "").lower()
+            seen[address] = seen.get(address, 0) + 1
+    return {mac for mac, n in seen.items() if n > 1}
+
+
+def _document(kind: Kind, name: str, spec: Spec) -> dict[str, Any]:
+    return {"apiVersion": API_VERSION, "kind": kind.value, "metadata": {"name": name}, "spec": spec}
+
+
+def host_folder(host: str) -> str:
+    """The folder of one host's manifests (its name, made safe for a file name)."""
+    return _safe(host)
+
+
+def file_path(host: str, kind: Kind, name: str, pool: str | None = None) -> str:
+    """``HOST/KIND/NAME.yaml`` (volumes: ``HOST/volume/POOL/NAME.yaml``), safe names."""
+    parts = [host_folder(host), kind.value.lower()]
+    if kind is Kind.VOLUME:
+        parts.append(_safe(pool or ""))
+    parts.append(_safe(name) + ".yaml")
+    return "/".join(parts)
+
+
+def _safe(name: str) -> str:
+    quoted = urllib.parse.quote(name, safe="-_.+=@,")
+    # A leading dot would make a hidden file, which manifest loading skips.
+    return "%2E" + quoted[1:] if quoted.startswith(".") else quoted
+
+
+# --- one object ------------------------------------------------------------------
+
+
+def export_object(obs: Observed, *, shared_macs: Collection[str] = ()) -> tuple[Spec, str]:
+    """The spec of one object and its form (``overlay``, ``document``, ``document-only``)."""
+    xml = obs.xml
+    cleaned = clean(_parse(xml), obs.kind)
+    friendly = _FRIENDLY[obs.kind](cleaned, shared_macs)
+    extra = _not_xml(obs)
+    spec: Spec = {}
+    for form, spec in _candidates(obs.kind, cleaned, friendly):
+        if _renders_exactly(obs, {**spec, **extra}, cleaned):
+            return _ordered({**spec, **extra}), form
+    # Not even the complete document renders back (a bug in render or here):
+    # export it anyway; plan shows the difference.
+    return _ordered({**spec, **extra}), "inexact"
+
+
+def _ordered(spec: Spec) -> Spec:
+    """Where the object lives first, the overlay last: how a person writes a manifest."""
+    first = [k for k in ("host", "pool") if k in spec]
+    last = [k for k in ("state", "autostart", "xml") if k in spec]
+    middle = [k for k in spec if k not in first and k not in last]
+    return {k: spec[k] for k in [*first, *middle, *last]}
+
+
+def _candidates(kind: Kind, cleaned: etree._Element, friendly: Spec) -> Iterable[tuple[str, Spec]]:
+    overlay = copy.deepcopy(cleaned)
+    rendered = _render(kind, _name(cleaned), friendly)
+    _minimise(overlay, rendered, devices=False)
+    spec = dict(friendly)
+    if len(overlay) or overlay.attrib:
+        spec["xml"] = xmlutil.to_string(overlay)
+    yield "overlay", spec
+    document = xmlutil.to_string(cleaned)
+    yield "document", {**friendly, "xml": document}
+    yield "document-only", {**_required(kind, friendly), "xml": document}
+
+
+def _required(kind: Kind, friendly: Spec) -> Spec:
+    keep = {Kind.DOMAIN: ("memory",), Kind.STORAGE_POOL: ("type",), Kind.VOLUME: ("capacity",)}
+    return {k: friendly[k] for k in keep.get(kind, ()) if k in friendly}
+
+
+def _name(root: etree._Element) -> str:
+    return root.findtext("name") or ""
+
+
+def _render(kind: Kind, name: str, spec: Spec) -> etree._Element:
+    manifest = Manifest(kind=kind, name=name, spec=spec, source=Source(file="<export>", line=0))
+    return render.render(manifest)
+
+
+def _renders_exactly(obs: Observed, spec: Spec, cleaned: etree._Element) -> bool:
+    document = _document(obs.kind, obs.name, spec)
+    if not manifests.schema_valid(obs.kind, document):
+        return False
+    try:
+        rendered = _render(obs.kind, obs.name, spec)
+    except ValueError:
+        return False
+    want = canonical.flatten(cleaned, obs.kind).values
+    got = canonical.flatten(rendered, obs.kind).values
+    return want == got
+
+
+def _not_xml(obs: Observed) -> Spec:
+    """Running state, autostart and the volume's pool: fields that are not XML."""
+    spec: Spec = {}
+    if obs.kind is Kind.DOMAIN:
+        state = _DOMAIN_STATES.get(obs.state)
+        if state is not None:
+            spec["state"] = state
+        spec["autostart"] = obs.autostart
+    elif obs.kind in (Kind.NETWORK, Kind.STORAGE_POOL):
+        spec["state"] = "active" if obs.state == "active" else "inactive"
+        spec["autostart"] = obs.autostart
+    else:
+        spec = {"pool": obs.pool}
+    return spec
+
+
+# A crashed or shut-down domain is "shutoff" to the planner; a pmsuspended one
+# has no manifest state (starting it would be a change), so state stays unmanaged.
+_DOMAIN_STATES = {
+    "running": "running",
+    "paused": "paused",
+    "shutoff": "shutoff",
+    "shutdown": "shutoff",
+    "crashed": "shutoff",
+}
+
+
+# --- leaving out what libvirt fills in ---------------------------------------------
+
+
+def clean(root: etree._Element, kind: Kind) -> etree._Element:
+    """A copy of ``root`` without ownership records and ``canonical.FILLED`` values."""
+    root = copy.deepcopy(root)
+    metadata = root.find("metadata")
+    if metadata is not None:
+        ownership.write_record(root, None)
+        for registry in metadata.findall(f"{{{ownership.NAMESPACE}}}registry"):
+            metadata.remove(registry)
+        if len(metadata) == 0 and metadata.getparent() is not None:
+            root.remove(metadata)
+    flat = canonical.flatten(root, kind)
+    for path, value in sorted(flat.values.items(), key=lambda kv: -kv[0].count("/")):
+        if not canonical.is_filled(kind, path, value, flat.elements.get(path)):
+            continue
+        el_path, _, attr = path.rpartition("/@") if "/@" in path else (path, "", "")
+        if path.startswith("@"):
+            root.attrib.pop(path[1:], "")
+        elif attr:
+            owner = flat.elements.get(el_path)
+            if owner is not None:
+                owner.attrib.pop(attr, "")
+        else:
+            el = flat.elements.get(path)
+            if el is not None and el.getparent() is not None:
+                el.getparent().remove(el)  # type: ignore[union-attr]
+    return root
+
+
+# --- the overlay: what the friendly fields do not already say -----------------------
+
+
+def _same(a: etree._Element, b: etree._Element) -> bool:
+    """Equal subtrees (attributes, text, children in any order)."""
+    return _signature(a) == _signature(b)
+
+
+def _signature(el: etree._Element) -> str:
+    children = sorted(_signature(c) for c in el if isinstance(c.tag, str))
+    attrs = sorted((str(k), str(v)) for k, v in el.attrib.items())
+    return repr((str(el.tag), attrs, (el.text or "").strip(), children))
+
+
+def _is_empty(el: etree._Element) -> bool:
+    return not el.attrib and not (el.text or "").strip() and not len(el)
+
+
+# Attributes an overlay device keeps even when the friendly fields render them:
+# they are how the merge finds the device (render.identity).
+_IDENTITY_ATTRS = {("controller", "type"), ("controller", "index"), ("target", "dev")}
+_IDENTITY_PATHS = {"interface/mac"}
+_IDENTITY_CHILDREN = {("disk", "target"), ("interface", "mac")}
+
+
+def _groups(parent: etree._Element, *, devices: bool) -> dict[str, list[etree._Element]]:
+    out: dict[str, list[etree._Element]] = {}
+    if devices:
+        for key, el in identity.device_keys(parent):
+            group = key if "[#" not in key else str(el.tag)
+            out.setdefault(group, []).append(el)
+        return out
+    for el in parent:
+        if isinstance(el.tag, str):
+            out.setdefault(str(el.tag), []).append(el)
+    return out
+
+
+def _minimise(
+    over: etree._Element, friendly: etree._Element, *, devices: bool, path: str = ""
+) -> None:
+    """Remove from ``over`` what merging it over ``friendly`` would not change.
+
+    Positional siblings (the N-th ``<boot>``) are matched pairwise and removed
+    only all together, so the remaining ones keep their positions.
+    """
+    tag = str(over.tag)
+    here = f"{path}/{tag}"
+    for name, value in list(over.attrib.items()):
+        protected = (tag, str(name)) in _IDENTITY_ATTRS or here.endswith(tuple(_IDENTITY_PATHS))
+        if friendly.get(name) == value and not protected:
+            del over.attrib[name]
+    if (over.text or "").strip() and (over.text or "").strip() == (friendly.text or "").strip():
+        over.text = None
+    mine = _groups(over, devices=devices)
+    theirs = _groups(friendly, devices=devices)
+    for key, elements in mine.items():
+        others = theirs.get(key, [])
+        if len(others) != len(elements):
+            continue
+        keep = (tag, key) in _IDENTITY_CHILDREN
+        if not keep and all(_same(a, b) for a, b in zip(elements, others, strict=True)):
+            for el in elements:
+                over.remove(el)
+            continue
+        for a, b in zip(elements, others, strict=True):
+            _minimise(a, b, devices=a.tag == "devices", path=here)
+        if not keep and all(_is_empty(el) for el in elements):
+            for el in elements:
+                over.remove(el)
+
+
+# --- friendly fields -------------------------------------------------------------
+
+_DOMAIN_TYPES = {
+    "kvm", "qemu", "kqemu", "xen", "lxc", "uml", "openvz", "test", "vmware", "hyperv",
+    "vbox", "phyp", "parallels", "bhyve", "vz",
+}  # fmt: skip
+_TOKEN = re.compile(r"^[A-Za-z0-9_.+-]+$")
+_CPU_MODES = ("host-passthrough", "host-model", "custom", "maximum")
+_TARGET = re.compile(r"^[a-z][a-z0-9]{0,31}$")
+_BRIDGE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
+_MAC = re.compile(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
+_DNS_DOMAIN = re.compile(r"^[A-Za-z0-9.-]+$")
+_IP = re.compile(r"^([0-9]{1,3}(\.[0-9]{1,3}){3}|[0-9a-fA-F:.]*:[0-9a-fA-F:.]*)$")
+_NAME = re.compile(r"^(?![\s\S]*[\x00-\x1f\x7f/])(?!\.\.?$)[\s\S]{1,200}$")
+
+
+def size(nbytes: int) -> str:
+    """Bytes as a manifest size in the largest exact binary unit (``2GiB``)."""
+    for unit, factor in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if nbytes and nbytes % factor == 0:
+            return f"{nbytes // factor}{unit}"
+    return f"{nbytes}B"
+
+
+def _scaled(el: etree._Element | None, default_unit: str) -> int | None:
+    if el is None or not (el.text or "").strip():
+        return None
+    try:
+        return units.libvirt_scaled(el.text or "", el.get("unit"), default_unit=default_unit)
+    except ValueError:
+        return None
+
+
+def _token(value: str | None) -> bool:
+    return _TOKEN.match(value or "") is not None
+
+
+def _absolute(value: str | None) -> bool:
+    return bool(value) and str(value).startswith("/")
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return int((text or "").strip())
+    except ValueError:
+        return None
+
+
+def _typed(root: etree._Element, types: Collection[str]) -> Spec:
+    """A spec starting with the root's ``type``, when the schema knows it."""
+    return {"type": root.get("type")} if root.get("type") in types else {}
+
+
+def _domain(root: etree._Element, shared_macs: Collection[str]) -> Spec:
+    spec = _typed(root, _DOMAIN_TYPES)
+    os_type = root.find("os/type")
+    if os_type is not None:
+        for attr in ("arch", "machine"):
+            if _TOKEN.match(os_type.get(attr) or ""):
+                spec[attr] = os_type.get(attr)
+    memory = _scaled(root.find("memory"), "KiB")
+    if memory is not None:
+        spec["memory"] = size(memory)
+    current = _scaled(root.find("currentMemory"), "KiB")
+    if current is not None and memory is not None and current <= memory:
+        spec["currentMemory"] = size(current)
+    _vcpus(root, spec)
+    cpu = root.find("cpu")
+    if cpu is not None and cpu.get("mode") in _CPU_MODES:
+        spec["cpu"] = {"mode": cpu.get("mode")}
+        model = (cpu.findtext("model") or "").strip()
+        if model:
+            spec["cpu"]["model"] = model
+    _os(root, spec)
+    disks = _disks(root)
+    if disks:
+        spec["disks"] = disks
+    nics: list[Spec] = []
+    for el in root.iterfind("devices/interface"):
+        nic = _interface(el, shared_macs)
+        if nic is None:
+            break  # as for disks: the rest stay in the overlay, in order
+        nics.append(nic)
+    if nics:
+        spec["interfaces"] = nics
+    consoles = root.findall("devices/console")
+    if consoles and all(c.get("type") == "pty" for c in consoles):
+        spec["consoles"] = [{"type": "pty"} for _ in consoles]
+    graphics = root.findall("devices/graphics")
+    if graphics and all(g.get("type") in ("vnc", "spice") for g in graphics):
+        spec["graphics"] = [
+            {"type": g.get("type"), **({"listen": g.get("listen")} if g.get("listen") else {})}
+            for g in graphics
+        ]
+    return spec
+
+
+def _vcpus(root: etree._Element, spec: Spec) -> None:
+    vcpu = root.find("vcpu")
+    if vcpu is None:
+        return
+    maximum = _int(vcpu.text)
+    current = _int(vcpu.get("current")) if vcpu.get("current") else maximum
+    if not maximum or not current or current > maximum:
+        return
+    spec["vcpus"] = current
+    if vcpu.get("current") is not None:
+        spec["maxVcpus"] = maximum
+
+
+def _os(root: etree._Element, spec: Spec) -> None:
+    os_el = root.find("os")
+    if os_el is None:
+        return
+    if os_el.get("firmware") in ("bios", "efi"):
+        spec["firmware"] = os_el.get("firmware")
+    kernel = os_el.findtext("kernel")
+    if kernel and _absolute(kernel):
+        spec["kernel"] = {"path": kernel}
+        initrd = os_el.findtext("initrd")
+        if initrd and _absolute(initrd):
+            spec["kernel"]["initrd"] = initrd
+        cmdline = os_el.findtext("cmdline")
+        if cmdline is not None:
+            spec["kernel"]["cmdline"] = cmdline
+        return
+    boots = [b.get("dev") for b in os_el.iterfind("boot")]
+    valid = all(b in ("hd", "cdrom", "network", "fd") for b in boots)
+    if boots and valid and len(set(boots)) == len(boots):
+        spec["boot"] = boots
+
+
+def _disks(root: etree._Element) -> list[Spec]:
+    """Friendly disks: the leading ones that fit. The first that does not, and all
+    after it, stay in the overlay, which appends them after the friendly ones, so
+    the order (the boot order without ``<boot order>``) is kept."""
+    out: list[Spec] = []
+    for el in root.iterfind("devices/disk"):
+        disk = _disk(el)
+        if disk is None or any(d["target"] == disk["target"] for d in out):
+            break
+        out.append(disk)
+    return out
+
+
+def _disk(el: etree._Element) -> Spec | None:
+    target = el.find("target")
+    dev = target.get("dev") if target is not None else None
+    if target is None or not dev or not _TARGET.match(dev):
+        return None
+    disk: Spec = {"target": dev}
+    if target.get("bus") in ("virtio", "sata", "scsi", "ide", "usb", "fdc"):
+        disk["bus"] = target.get("bus")
+    elif target.get("bus") is not None:
+        return None
+    device = el.get("device", "disk")
+    if device not in ("disk", "cdrom", "floppy", "lun"):
+        return None
+    if device != "disk":
+        disk["device"] = device
+    source = el.find("source")
+    dtype = el.get("type")
+    if source is not None:
+        if dtype == "file" and _absolute(source.get("file")):
+            disk["source"] = {"file": source.get("file")}
+        elif dtype == "block" and _absolute(source.get("dev")):
+            disk["source"] = {"block": source.get("dev")}
+        elif dtype == "volume" and source.get("pool") and source.get("volume"):
+            disk["source"] = {"volume": {"pool": source.get("pool"), "name": source.get("volume")}}
+        else:
+            return None
+    elif dtype != "file":
+        return None
+    driver = el.find("driver")
+    if driver is not None and driver.get("name") == "qemu" and _token(driver.get("type")):
+        disk["format"] = driver.get("type")
+    if el.find("readonly") is not None:
+        disk["readonly"] = True
+    serial = (el.findtext("serial") or "").strip()
+    if serial:
+        disk["serial"] = serial
+    return disk
+
+
+def _interface(el: etree._Element, shared_macs: Collection[str]) -> Spec | None:
+    mac = el.find("mac")
+    address = (mac.get("address") or "") if mac is not None else ""
+    if not _MAC.match(address) or int(address[:2], 16) & 1 or address.lower() in shared_macs:
+        return None
+    source = el.find("source")
+    nic: Spec = {}
+    network = source.get("network") if source is not None else None
+    bridge = source.get("bridge") if source is not None else None
+    if el.get("type") == "network" and _NAME.match(network or ""):
+        nic["network"] = network
+    elif el.get("type") == "bridge" and _BRIDGE.match(bridge or ""):
+        nic["bridge"] = bridge
+    else:
+        return None
+    model = el.find("model")
+    if model is not None and _TOKEN.match(model.get("type") or ""):
+        nic["model"] = model.get("type")
+    nic["mac"] = address.lower()
+    link = el.find("link")
+    if link is not None and link.get("state") in ("up", "down"):
+        nic["link"] = link.get("state")
+    return nic
+
+
+def _network(root: etree._Element, _shared: Collection[str]) -> Spec:
+    spec: Spec = {}
+    forwards = root.findall("forward")
+    if len(forwards) == 1 and forwards[0].get("mode") in ("nat", "route", "open", "bridge"):
+        spec["forward"] = forwards[0].get("mode")
+    bridge = root.find("bridge")
+    if bridge is not None and _BRIDGE.match(bridge.get("name") or ""):
+        spec["bridge"] = bridge.get("name")
+    domain = root.find("domain")
+    if domain is not None and _DNS_DOMAIN.match(domain.get("name") or ""):
+        spec["domain"] = domain.get("name")
+    mtu_el = root.find("mtu")
+    mtu = _int(mtu_el.get("size")) if mtu_el is not None else None
+    if mtu is not None and 68 <= mtu <= 65535:
+        spec["mtu"] = mtu
+    ips = root.findall("ip")
+    if len(ips) == 1:
+        ip = _ip(ips[0])
+        if ip is not None:
+            spec["ip"] = ip
+    dns_hosts = root.findall("dns/host")
+    hosts = [
+        (h.get("ip") or "", [(n.text or "").strip() for n in h.iterfind("hostname")])
+        for h in dns_hosts
+    ]
+    if hosts and all(_IP.match(ip) and names and all(names) for ip, names in hosts):
+        spec["dns"] = {"hosts": [{"ip": ip, "names": names} for ip, names in hosts]}
+    return spec
+
+
+def _ip(el: etree._Element) -> Spec | None:
+    prefix = _int(el.get("prefix"))
+    if not _IP.match(el.get("address") or "") or prefix is None or not 0 <= prefix <= 128:
+        return None
+    ip: Spec = {"address": el.get("address"), "prefix": prefix}
+    dhcp_el = el.find("dhcp")
+    if dhcp_el is None:
+        return ip
+    dhcp: Spec = {}
+    ranges = dhcp_el.findall("range")
+    if len(ranges) == 1 and all(_IP.match(ranges[0].get(a) or "") for a in ("start", "end")):
+        dhcp["range"] = [ranges[0].get("start"), ranges[0].get("end")]
+    hosts = [_dhcp_host(h) for h in dhcp_el.iterfind("host")]
+    if hosts and all(h is not None for h in hosts):
+        dhcp["hosts"] = hosts
+    if dhcp:
+        ip["dhcp"] = dhcp
+    return ip
+
+
+def _dhcp_host(el: etree._Element) -> Spec | None:
+    if not _IP.match(el.get("ip") or ""):
+        return None
+    host: Spec = {}
+    mac = el.get("mac")
+    if mac is not None:
+        if not _MAC.match(mac):
+            return None
+        host["mac"] = mac.lower()
+    if el.get("name"):
+        host["name"] = el.get("name")
+    host["ip"] = el.get("ip")
+    return host
+
+
+_POOL_TYPES = {
+    "dir", "fs", "netfs", "logical", "disk", "iscsi", "scsi", "mpath", "rbd", "gluster", "zfs",
+    "iscsi-direct", "sheepdog", "vstorage",
+}  # fmt: skip
+
+
+def _pool(root: etree._Element, _shared: Collection[str]) -> Spec:
+    spec = _typed(root, _POOL_TYPES)
+    source_el = root.find("source")
+    if source_el is not None:
+        source: Spec = {}
+        devices = source_el.findall("device")
+        if len(devices) == 1 and _absolute(devices[0].get("path")):
+            source["device"] = devices[0].get("path")
+        directory = source_el.find("dir")
+        if directory is not None and _absolute(directory.get("path")):
+            source["dir"] = directory.get("path")
+        hosts = source_el.findall("host")
+        if len(hosts) == 1 and hosts[0].get("name"):
+            source["host"] = hosts[0].get("name")
+        name = (source_el.findtext("name") or "").strip()
+        if name:
+            source["name"] = name
+        fmt = source_el.find("format")
+        if fmt is not None and _TOKEN.match(fmt.get("type") or ""):
+            source["format"] = fmt.get("type")
+        if source:
+            spec["source"] = source
+    target = root.findtext("target/path")
+    if target and _absolute(target):
+        spec["target"] = target
+    return spec
+
+
+def _volume(root: etree._Element, _shared: Collection[str]) -> Spec:
+    spec: Spec = {}
+    capacity = _scaled(root.find("capacity"), "bytes")
+    if capacity is not None:
+        spec["capacity"] = size(capacity)
+    fmt = root.find("target/format")
+    if fmt is not None and _TOKEN.match(fmt.get("type") or ""):
+        spec["format"] = fmt.get("type")
+    backing = root.find("backingStore")
+    if backing is not None and _absolute(backing.findtext("path")):
+        spec["backingStore"] = {"path": backing.findtext("path")}
+        bfmt = backing.find("format")
+        if bfmt is not None and _TOKEN.match(bfmt.get("type") or ""):
+            spec["backingStore"]["format"] = bfmt.get("type")
+    return spec
+
+
+_FRIENDLY: Mapping[Kind, Callable[[etree._Element, Collection[str]], Spec]] = {
+    Kind.DOMAIN: _domain,
+    Kind.NETWORK: _network,
+    Kind.STORAGE_POOL: _pool,
+    Kind.VOLUME: _volume,
+}
+
+
+def _parse(xml: str) -> etree._Element:
+    return xmlutil.parse_xml(xml, what="libvirt XML", max_bytes=64 << 20)
+
+
+# --- YAML ------------------------------------------------------------------------
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style; multi-line strings (XML) as literal blocks."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    if "\n" in value:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
+    return dumper.represent_str(value)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def to_yaml(document: Mapping[str, Any]) -> str:
+    """One manifest as YAML that loads back to the same strings (MACs, ``no``, ``0042``
+    quoted: PyYAML quotes everything its YAML 1.1 rules would read as another type)."""
+    return yaml.dump(
+        document, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True,
+        width=100,
+    )  # fmt: skip
+
+
+def write(host_export: HostExport, directory: Path) -> list[Path]:
+    """Write every manifest of one host under ``directory``; returns the files written."""
+    written = []
+    for obj in host_export.objects:
+        path = directory / obj.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(to_yaml(obj.document), encoding="utf-8")
+        written.append(path)
+    return written

@@ -1,0 +1,342 @@
+"""Export (pure): libvirt-filled values left out, friendly fields + overlay, YAML that reloads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from reconciler import canonical, export, manifests
+from reconciler.model import Host, Kind
+from reconciler.observed import HostState, Observed
+
+pytestmark = pytest.mark.unit
+
+# --- canonical.FILLED: one example per rule (and a counter-example where it has a condition)
+
+DOMAIN = """
+<domain type='kvm' id='7'>
+  <name>a</name>
+  <uuid>0b6f5a0e-3c2f-4b8a-9a0e-3c2f4b8a9a0e</uuid>
+  <memory unit='KiB'>1048576</memory>
+  <vcpu placement='static'>2</vcpu>
+  <os><type arch='x86_64' machine='pc-q35-7.2'>hvm</type></os>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2' discard='unmap'/>
+      <source file='/srv/a.qcow2'/><target dev='vda' bus='virtio'/><alias name='virtio-disk0'/>
+      <address type='pci' domain='0x0000' bus='0x04' slot='0x00' function='0x0'/>
+    </disk>
+    <controller type='pci' index='0' model='pcie-root'/>
+    <controller type='pci' index='1' model='pcie-root-port'/>
+    <console type='pty'><target type='serial' port='0'/></console>
+    <panic model='isa'><address type='isa' iobase='0x505'/></panic>
+  </devices>
+  <seclabel type='dynamic' model='selinux' relabel='yes'/>
+</domain>
+"""
+
+NETWORK = "<network connections='2'><name>n</name><uuid>1</uuid></network>"
+POOL = (
+    "<pool type='dir'><name>p</name><uuid>1</uuid><capacity>1</capacity>"
+    "<allocation>1</allocation><available>1</available><target><path>/p</path></target></pool>"
+)
+VOLUME = """
+<volume type='file'>
+  <name>v</name><key>/p/v</key>
+  <source/>
+  <capacity unit='bytes'>1024</capacity><allocation unit='bytes'>0</allocation>
+  <physical unit='bytes'>0</physical>
+  <target><path>/p/v</path><format type='qcow2'/><permissions><mode>0600</mode></permissions>
+    <timestamps><atime>1</atime></timestamps></target>
+  <backingStore><path>/p/base</path><format type='raw'/><permissions/></backingStore>
+</volume>
+"""
+
+FILLED_EXAMPLES = [
+    (Kind.DOMAIN, DOMAIN, "uuid", True),
+    (Kind.DOMAIN, DOMAIN, "@id", True),
+    (Kind.DOMAIN, DOMAIN, "devices/disk[target=vda]/address", True),
+    (Kind.DOMAIN, DOMAIN, "devices/panic[#0]/address", False),  # ISA iobase: the user's
+    (Kind.DOMAIN, DOMAIN, "devices/disk[target=vda]/alias", True),
+    (Kind.DOMAIN, DOMAIN, "devices/emulator[#0]", True),
+    (Kind.DOMAIN, DOMAIN, "devices/controller[type=pci,index=0]", True),
+    (Kind.DOMAIN, DOMAIN, "devices/controller[type=pci,index=1]", False),
+    (Kind.DOMAIN, DOMAIN, "vcpu/@placement", True),
+    (Kind.DOMAIN, DOMAIN, "on_poweroff", True),
+    (Kind.DOMAIN, DOMAIN, "on_reboot", True),
+    (Kind.DOMAIN, DOMAIN, "on_crash", True),
+    (Kind.DOMAIN, DOMAIN, "devices/console[#0]/target/@port", True),
+    (Kind.DOMAIN, DOMAIN, "seclabel", True),
+    (Kind.DOMAIN, DOMAIN, "os/type/@machine", False),
+    (Kind.NETWORK, NETWORK, "uuid", True),
+    (Kind.NETWORK, NETWORK, "@connections", True),
+    (Kind.STORAGE_POOL, POOL, "uuid", True),
+    (Kind.STORAGE_POOL, POOL, "capacity", True),
+    (Kind.STORAGE_POOL, POOL, "target/path", False),
+    (Kind.VOLUME, VOLUME, "key", True),
+    (Kind.VOLUME, VOLUME, "@type", True),
+    (Kind.VOLUME, VOLUME, "allocation", True),
+    (Kind.VOLUME, VOLUME, "source", True),
+    (Kind.VOLUME, VOLUME, "target/path", True),
+    (Kind.VOLUME, VOLUME, "target/permissions", True),
+    (Kind.VOLUME, VOLUME, "backingStore/permissions", True),
+    (Kind.VOLUME, VOLUME, "backingStore/path", False),
+    (Kind.VOLUME, VOLUME, "capacity", False),
+]
+
+
+@pytest.mark.parametrize(("kind", "xml", "path", "filled"), FILLED_EXAMPLES)
+def test_filled_rule(kind: Kind, xml: str, path: str, filled: bool) -> None:
+    flat = canonical.flatten(etree.fromstring(xml), kind)
+    assert path in flat.values
+    value, element = flat.values[path], flat.elements.get(path)
+    assert canonical.is_filled(kind, path, value, element) is filled
+
+
+def test_every_filled_rule_has_an_example() -> None:
+    used = set()
+    for kind, xml, path, filled in FILLED_EXAMPLES:
+        flat = canonical.flatten(etree.fromstring(xml), kind)
+        for i, rule in enumerate(canonical.FILLED):
+            if filled and rule.matches(kind, path, flat.values[path], flat.elements.get(path)):
+                used.add(i)
+    missing = [r.path.pattern for i, r in enumerate(canonical.FILLED) if i not in used]
+    assert not missing
+
+
+def test_default_values_only_when_default() -> None:
+    flat = canonical.flatten(etree.fromstring(DOMAIN.replace("destroy", "preserve")), Kind.DOMAIN)
+    assert not canonical.is_filled(Kind.DOMAIN, "on_crash", flat.values["on_crash"])
+
+
+# --- exporting one object ------------------------------------------------------
+
+
+def _export(kind: Kind, xml: str, **kw: object) -> dict[str, object]:
+    obs = Observed(kind=kind, name=etree.fromstring(xml).findtext("name") or "", xml=xml, **kw)  # type: ignore[arg-type]
+    spec, form = export.export_object(obs)
+    assert form == "overlay"
+    return spec
+
+
+def test_domain_friendly_fields_and_overlay_for_the_rest() -> None:
+    spec = _export(Kind.DOMAIN, DOMAIN, state="running", autostart=True)
+    assert spec["memory"] == "1GiB"
+    assert spec["vcpus"] == 2 and spec["machine"] == "pc-q35-7.2" and spec["type"] == "kvm"
+    assert spec["disks"] == [
+        {"target": "vda", "bus": "virtio", "source": {"file": "/srv/a.qcow2"}, "format": "qcow2"}
+    ]
+    assert spec["consoles"] == [{"type": "pty"}]
+    assert spec["state"] == "running" and spec["autostart"] is True
+    overlay = etree.fromstring(str(spec["xml"]))
+    # Only what the friendly fields do not say; nothing libvirt filled in.
+    assert overlay.find("name") is None and overlay.find("uuid") is None
+    assert overlay.find("memory") is None
+    # The disk stays only for what the friendly fields cannot say, found by its target.
+    disk = overlay.find("devices/disk")
+    assert disk is not None and [(c.tag, dict(c.attrib)) for c in disk] == [
+        ("driver", {"discard": "unmap"}),
+        ("target", {"dev": "vda"}),
+    ]
+    assert overlay.find("devices/emulator") is None and overlay.find("seclabel") is None
+    assert overlay.find("devices/controller").get("model") == "pcie-root-port"  # type: ignore[union-attr]
+    assert overlay.find("devices/panic/address").get("iobase") == "0x505"  # type: ignore[union-attr]
+    assert overlay.find("devices/console/target").attrib == {"type": "serial"}  # type: ignore[union-attr]
+
+
+def test_crashed_is_shutoff_and_pmsuspended_is_not_managed() -> None:
+    assert _export(Kind.DOMAIN, DOMAIN, state="crashed")["state"] == "shutoff"
+    assert "state" not in _export(Kind.DOMAIN, DOMAIN, state="pmsuspended")
+
+
+def test_odd_disk_goes_to_the_overlay_after_the_friendly_ones() -> None:
+    xml = DOMAIN.replace(
+        "<controller type='pci' index='0'",
+        "<disk type='network' device='disk'><source protocol='nbd' name='x'>"
+        "<host name='h'/></source><target dev='vdb' bus='virtio'/></disk>"
+        "<disk type='file' device='cdrom'><target dev='sda' bus='sata'/></disk>"
+        "<controller type='pci' index='0'",
+    )
+    spec = _export(Kind.DOMAIN, xml)
+    assert [d["target"] for d in spec["disks"]] == ["vda"]  # type: ignore[index]
+    overlay = etree.fromstring(str(spec["xml"]))
+    targets = [t.get("dev") for t in overlay.iterfind("devices/disk/target")]
+    assert targets == ["vda", "vdb", "sda"]  # vda: its driver's discard only
+
+
+def test_network_friendly_fields() -> None:
+    xml = """<network connections='1'><name>lab</name><uuid>u</uuid>
+      <forward mode='nat'><nat><port start='1024' end='65535'/></nat></forward>
+      <bridge name='virbr9' stp='on' delay='0'/><mac address='52:54:00:aa:bb:cc'/>
+      <ip address='10.9.0.1' prefix='24'><dhcp><range start='10.9.0.10' end='10.9.0.20'/>
+      <host mac='52:54:00:00:00:01' name='web' ip='10.9.0.11'/></dhcp></ip></network>"""
+    spec = _export(Kind.NETWORK, xml, state="active", autostart=False)
+    assert spec["forward"] == "nat" and spec["bridge"] == "virbr9"
+    assert spec["ip"] == {
+        "address": "10.9.0.1",
+        "prefix": 24,
+        "dhcp": {
+            "range": ["10.9.0.10", "10.9.0.20"],
+            "hosts": [{"mac": "52:54:00:00:00:01", "name": "web", "ip": "10.9.0.11"}],
+        },
+    }
+    overlay = etree.fromstring(str(spec["xml"]))
+    assert overlay.find("forward/nat/port") is not None
+    assert overlay.find("bridge").attrib == {"stp": "on", "delay": "0"}  # type: ignore[union-attr]
+    assert overlay.find("mac").get("address") == "52:54:00:aa:bb:cc"  # type: ignore[union-attr]
+    assert overlay.get("connections") is None
+
+
+def test_volume_and_pool() -> None:
+    spec = _export(Kind.VOLUME, VOLUME, pool="p")
+    assert spec == {
+        "capacity": "1KiB",
+        "format": "qcow2",
+        "backingStore": {"path": "/p/base", "format": "raw"},
+        "pool": "p",
+    }
+    assert _export(Kind.STORAGE_POOL, POOL, state="active") == {
+        "type": "dir",
+        "target": "/p",
+        "state": "active",
+        "autostart": False,
+    }
+
+
+def test_sizes_use_the_largest_exact_unit() -> None:
+    assert export.size(2 << 30) == "2GiB"
+    assert export.size(1536 << 20) == "1536MiB"
+    assert export.size(1000) == "1000B"
+    assert export.size(0) == "0B"
+
+
+# --- the host: selection, transient, LUNs, shared MACs -------------------------
+
+NIC = "<interface type='network'><mac address='{mac}'/><source network='default'/></interface>"
+
+
+def _domain(name: str, mac: str, persistent: bool = True) -> Observed:
+    xml = (
+        f"<domain type='kvm'><name>{name}</name><memory>1024</memory><vcpu>1</vcpu>"
+        f"<os><type arch='x86_64'>hvm</type></os><devices>{NIC.format(mac=mac)}</devices></domain>"
+    )
+    return Observed(kind=Kind.DOMAIN, name=name, xml=xml, persistent=persistent)
+
+
+def _state(*objects: Observed) -> HostState:
+    return HostState(host=Host(name="kvm-a", uri="test:///x"), objects={o.key: o for o in objects})
+
+
+def test_host_export_skips_transient_and_luns_and_keeps_shared_macs_in_the_overlay() -> None:
+    lun_pool = Observed(
+        kind=Kind.STORAGE_POOL, name="san", xml="<pool type='iscsi'><name>san</name></pool>"
+    )
+    lun = Observed(kind=Kind.VOLUME, name="unit:0:0:1", pool="san", xml=VOLUME)
+    state = _state(
+        _domain("a", "52:54:00:00:00:01"),
+        _domain("b", "52:54:00:00:00:01"),
+        _domain("c", "52:54:00:00:00:02"),
+        _domain("t", "52:54:00:00:00:03", persistent=False),
+        lun_pool,
+        lun,
+    )
+    result = export.export_host(state, host_field="kvm-a")
+    by_ref = {o.ref: o for o in result.objects}
+    assert set(by_ref) == {"Domain/a", "Domain/b", "Domain/c", "StoragePool/san"}
+    assert {s.ref for s in result.skipped} == {"Domain/t", "Volume/san/unit:0:0:1"}
+    assert "interfaces" not in by_ref["Domain/a"].document["spec"]
+    assert by_ref["Domain/c"].document["spec"]["interfaces"][0]["mac"] == "52:54:00:00:00:02"
+    assert by_ref["Domain/c"].document["spec"]["host"] == "kvm-a"
+    assert by_ref["Domain/c"].path == "kvm-a/domain/c.yaml"
+
+
+def test_selection_by_kind_and_name_takes_the_pool_volumes_along() -> None:
+    pool = Observed(kind=Kind.STORAGE_POOL, name="p", xml=POOL)
+    vol = Observed(kind=Kind.VOLUME, name="v", pool="p", xml=VOLUME)
+    state = _state(pool, vol, _domain("a", "52:54:00:00:00:01"))
+    refs = {o.ref for o in export.export_host(state, kinds={Kind.STORAGE_POOL}).objects}
+    assert refs == {"StoragePool/p", "Volume/p/v"}
+    refs = {o.ref for o in export.export_host(state, names={"a"}).objects}
+    assert refs == {"Domain/a"}
+
+
+def test_file_names_are_safe_and_never_hidden() -> None:
+    assert export.file_path("h", Kind.VOLUME, ".hidden", "p") == "h/volume/p/%2Ehidden.yaml"
+    assert export.file_path("h", Kind.DOMAIN, "a b&c") == "h/domain/a%20b%26c.yaml"
+
+
+# --- YAML -------------------------------------------------------------------------
+
+
+def test_yaml_reloads_as_the_same_strings(tmp_path: Path) -> None:
+    doc = {
+        "apiVersion": "virt-reconcile/v1",
+        "kind": "Domain",
+        "metadata": {"name": "0042"},
+        "spec": {
+            "memory": "1GiB",
+            "interfaces": [{"network": "no", "mac": "52:54:00:12:34:56"}],
+            "disks": [{"target": "vda", "serial": "on"}],
+            "xml": "<domain>\n  <features><acpi/></features>\n</domain>\n",
+        },
+    }
+    path = tmp_path / "d.yaml"
+    path.write_text(export.to_yaml(doc))
+    (loaded,) = manifests.load([str(path)]).objects
+    assert loaded.name == "0042"
+    assert loaded.spec["interfaces"][0] == {"network": "no", "mac": "52:54:00:12:34:56"}
+    assert loaded.spec["disks"][0]["serial"] == "on"
+    assert loaded.spec["xml"] == doc["spec"]["xml"]  # type: ignore[index]
+    assert "xml: |" in path.read_text()
+
+
+# --- canonical.EQUIVALENT rules the export round trips revealed ------------------
+
+
+def test_running_domain_reports_checked_cpu_as_full() -> None:
+    assert canonical.equivalent(Kind.DOMAIN, "cpu/@check", "none", "full")
+    assert canonical.equivalent(Kind.DOMAIN, "cpu/@check", "partial", "full")
+    # A real change of the definition is still one.
+    assert not canonical.equivalent(Kind.DOMAIN, "cpu/@check", "full", "none")
+    assert not canonical.equivalent(Kind.DOMAIN, "cpu/@check", "none", "partial")
+
+
+def test_autoport_equals_the_port_a_running_domain_got() -> None:
+    path = "devices/graphics[#0]/@port"
+    assert canonical.equivalent(Kind.DOMAIN, path, "-1", "5901")
+    assert not canonical.equivalent(Kind.DOMAIN, path, "5900", "5901")
+    assert not canonical.equivalent(Kind.DOMAIN, "devices/serial[#0]/@port", "-1", "5901")
+
+
+def test_a_pflash_loader_means_efi_firmware() -> None:
+    running = (
+        "<domain><os><type>hvm</type><loader readonly='yes' type='pflash'>/usr/share/OVMF/"
+        "OVMF_CODE_4M.ms.fd</loader></os></domain>"
+    )
+    desired = "<domain><os firmware='efi'><type>hvm</type></os></domain>"
+    live = canonical.flatten(etree.fromstring(running), Kind.DOMAIN).values
+    assert (
+        live["os/@firmware"]
+        == canonical.flatten(etree.fromstring(desired), Kind.DOMAIN).values["os/@firmware"]
+    )
+    rom = running.replace("pflash", "rom")
+    assert "os/@firmware" not in canonical.flatten(etree.fromstring(rom), Kind.DOMAIN).values
+
+
+def test_an_empty_drive_has_no_format() -> None:
+    xml = (
+        "<domain><devices><disk type='file' device='cdrom'><driver name='qemu' type='raw'/>"
+        "<target dev='sda' bus='sata'/></disk><disk type='file' device='cdrom'>"
+        "<driver name='qemu' type='raw'/><source file='/x.iso'/><target dev='sdb' bus='sata'/>"
+        "</disk></devices></domain>"
+    )
+    values = canonical.flatten(etree.fromstring(xml), Kind.DOMAIN).values
+    assert "devices/disk[target=sda]/driver/@type" not in values
+    assert values["devices/disk[target=sda]/driver/@name"] == "qemu"
+    assert values["devices/disk[target=sdb]/driver/@type"] == "raw"
