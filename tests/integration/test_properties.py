@@ -12,8 +12,8 @@ domains that refer to each other — from the friendly fields of ``schemas/``
 * a mutated world (new field values for the same objects) applies too, and
   again the next plan is empty. Mutations stay within what can change in
   place (volumes never shrink or change format) and what the test driver can
-  do: it cannot resize volumes or hot-plug devices, and it shows an active
-  network's live definition only, so those parts of a mutation are kept.
+  do: it cannot resize volumes or hot-plug devices, so a mutation keeps the
+  sizes of volumes and the devices of running domains.
 
 Every false difference or render bug this found is fixed in the code, with
 a regression test of its own in ``tests/unit`` ("Found by
@@ -337,31 +337,20 @@ def domain_spec(draw: st.DrawFn, n: Names, used_macs: set[str], before: Spec | N
 
 
 @st.composite
-def network_spec(draw: st.DrawFn, n: Names, index: int, before: Spec | None) -> Spec:
+def network_spec(draw: st.DrawFn, n: Names, index: int) -> Spec:
     net = ipaddress.ip_network(f"10.{n.subnets[index]}.0.0/24")
     hosts = list(net.hosts())
-    if before is not None and before.get("state", "active") == "active":
-        # The test driver shows an active network's live definition only, so a
-        # mutation keeps what needs a restart and changes what net-update can.
-        # (Sections net-update changes inside an existing <dhcp> or <dns>.)
-        spec = {k: v for k, v in before.items() if k not in ("dns", "state", "autostart")}
-        if spec.get("ip", {}).get("dhcp"):
-            new = draw(dhcp(hosts, n.subnets[index]).filter(bool))
-            spec["ip"] = {**spec["ip"], "dhcp": new}
-        if "dns" in before:
-            spec["dns"] = draw(dns(hosts))
-    else:
-        spec = {}
-        forward = draw(st.sampled_from(["nat", "route", "open", "none", None]))
-        if forward:
-            spec["forward"] = forward
-        optional(draw, spec, "bridge", st.just(f"vrtbr{n.subnets[index]}"))
-        optional(draw, spec, "domain", st.from_regex(r"[a-z]{1,8}\.test", fullmatch=True))
-        optional(draw, spec, "mtu", st.sampled_from([1280, 1500, 9000]))
-        if forward in ("nat", "route", "open") or draw(st.booleans()):  # libvirt needs an IP
-            spec["ip"] = {"address": str(hosts[0]), "prefix": 24}
-            optional(draw, spec["ip"], "dhcp", dhcp(hosts, n.subnets[index]))
-        optional(draw, spec, "dns", dns(hosts))
+    spec: Spec = {}
+    forward = draw(st.sampled_from(["nat", "route", "open", "none", None]))
+    if forward:
+        spec["forward"] = forward
+    optional(draw, spec, "bridge", st.just(f"vrtbr{n.subnets[index]}"))
+    optional(draw, spec, "domain", st.from_regex(r"[a-z]{1,8}\.test", fullmatch=True))
+    optional(draw, spec, "mtu", st.sampled_from([1280, 1500, 9000]))
+    if forward in ("nat", "route", "open") or draw(st.booleans()):  # libvirt needs an IP
+        spec["ip"] = {"address": str(hosts[0]), "prefix": 24}
+        optional(draw, spec["ip"], "dhcp", dhcp(hosts, n.subnets[index]))
+    optional(draw, spec, "dns", dns(hosts))
     optional(draw, spec, "state", st.sampled_from(["active", "inactive"]))
     optional(draw, spec, "autostart", st.booleans())
     return spec
@@ -413,7 +402,7 @@ def world(draw: st.DrawFn, n: Names, before: World | None = None) -> World:
     for v in n.volumes:
         docs.append(("Volume", v, draw(volume_spec(n, old.get(("Volume", v))))))
     for i, net in enumerate(n.networks):
-        docs.append(("Network", net, draw(network_spec(n, i, old.get(("Network", net))))))
+        docs.append(("Network", net, draw(network_spec(n, i))))
     # MACs are unique across domains, including those a mutation carries over.
     used = {
         nic["mac"].lower()
