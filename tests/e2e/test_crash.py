@@ -147,8 +147,7 @@ def uuids(conn: libvirt.virConnect) -> dict[str, str]:
 
 def assert_converged_state(conn: libvirt.virConnect, scratch: Path) -> None:
     """Exactly the declared objects, each managed, in the declared state."""
-    names = {k for k in uuids(conn)}
-    assert names == {
+    assert set(uuids(conn)) == {
         *(f"domain/{d}" for d in DOMAINS),
         f"network/{NETWORK}",
         *(f"pool/{p}" for p in POOLS),
@@ -159,7 +158,7 @@ def assert_converged_state(conn: libvirt.virConnect, scratch: Path) -> None:
         pool.refresh(0)
         vols = [v.name() for v in pool.listAllVolumes()]
         assert vols == [k.split("/")[1] for k in VOLUMES if k.startswith(pool_name + "/")]
-        # One pool per directory: no second pool over the same target.
+        # No stray files: every file in the pool's directory is a declared volume.
         assert sorted(os.listdir(scratch / sub)) == sorted(vols)
     assert conn.storagePoolLookupByName(POOLS[0]).autostart()
     reg = _registry(conn)
