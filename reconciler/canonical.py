@@ -21,7 +21,9 @@ seclabel, ...) never shows as a difference. What remains are values libvirt
   live XML (a pflash loader is ``firmware='efi'``; an empty drive has no format);
 * ``EQUIVALENT``: a desired value and the value libvirt shows for it (``q35`` is
   ``pc-q35-7.2``, ``port='-1'`` is the port a running domain got, ...);
-* ``FILLED``: what libvirt fills in by itself, which ``export`` leaves out.
+* ``FILLED``: what libvirt fills in by itself, which ``export`` leaves out;
+* ``keep_implied`` and ``DERIVED_CHILDREN``: what a redefine (``diff.apply_changes``)
+  must write out or drop so libvirt reads it as meant.
 """
 
 from __future__ import annotations
@@ -373,3 +375,35 @@ def equivalent(kind: Kind, path: str, desired: str | None, live: str | None) -> 
     if desired is None or live is None:
         return False
     return any(k is kind and rx.match(path) and same(desired, live) for k, rx, same in EQUIVALENT)
+
+
+# --- keeping IMPLIED values when what implies them changes --------------------------
+
+
+def keep_implied(path: str, el: etree._Element) -> None:
+    """Before the text at ``path`` changes, write out the attributes it implies
+    (``IMPLIED``), so they keep their value: ``<vcpu>1</vcpu>`` becoming 8 must
+    stay ``current='1'``, not become 8 running vCPUs."""
+    for (_, implied), source in IMPLIED.items():
+        attr = implied.removeprefix(source + "/@")
+        if source == path and attr != implied and el.get(attr) is None and el.text:
+            el.set(attr, el.text.strip())
+
+
+# --- children libvirt derives from an attribute ----------------------------------
+
+# (kind, attribute path, child tag): libvirt writes ``<graphics listen='A'>``
+# with a ``<listen type='address' address='A'/>`` child and refuses a definition
+# where the two disagree. When the attribute changes, the children are stale:
+# they go, and libvirt derives them again from the new value.
+DERIVED_CHILDREN: list[tuple[Kind, re.Pattern[str], str]] = [
+    (Kind.DOMAIN, re.compile(r"^devices/graphics\[[^/]*\]/@listen$"), "listen"),
+]
+
+
+def drop_derived(path: str, el: etree._Element) -> None:
+    """Remove the children of ``el`` derived from the attribute at ``path``."""
+    for _, rx, tag in DERIVED_CHILDREN:
+        if rx.match(path):
+            for child in el.findall(tag):
+                el.remove(child)

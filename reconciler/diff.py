@@ -118,6 +118,7 @@ def apply_changes(
                 target.elements[path] = new_el
                 continue
             el = target.elements[path]
+            canonical.keep_implied(path, el)
             el.text = change.new
             # The value is canonical (KiB for memory, bytes for capacities):
             # write it with that unit, whatever unit the manifest used.
@@ -135,6 +136,7 @@ def apply_changes(
                 del el.attrib[attr]
         else:
             el.set(attr, change.new)
+        canonical.drop_derived(path, el)
 
 
 def _root_of(flat: canonical.Flat) -> etree._Element:

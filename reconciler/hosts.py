@@ -11,6 +11,12 @@
 * ``Session.watch`` passes libvirt's change events (domain lifecycle incl.
   redefine, devices, networks, pools, a dropped connection) to a plain Python
   callback as ``HostEvent``, so ``watch`` needs no libvirt import.
+
+Test-only hook: with ``VIRT_RECONCILE_FAULT_AFTER_CALLS=N`` in the environment
+the process kills itself with SIGKILL right after its N-th mutating libvirt
+call (counted over all hosts of the process). ``tests/e2e/test_crash.py`` uses
+it to crash an ``apply`` between any two libvirt calls and check that the next
+``apply`` converges. Never set it outside tests.
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ import contextlib
 import dataclasses
 import errno
 import logging
+import os
 import re
+import signal
 import threading
 import time
 import urllib.parse
@@ -42,6 +50,10 @@ _event_loop_lock = threading.Lock()
 _test_hosts: dict[str, libvirt.virConnect] = {}
 _test_hosts_lock = threading.Lock()
 _event_loop_started = False
+
+FAULT_AFTER_CALLS = "VIRT_RECONCILE_FAULT_AFTER_CALLS"
+_mutating_calls = 0
+_mutating_calls_lock = threading.Lock()
 
 _DOMAIN_STATES = {
     libvirt.VIR_DOMAIN_NOSTATE: "nostate",
@@ -298,6 +310,9 @@ class Session:
         self._removed: dict[tuple[str, str], threading.Event] = {}
         self._events_registered = False
         self._watch_ids: list[tuple[str, int]] = []
+        # Test-driver networks restarted by _net_define: their live definition
+        # is the new one already.
+        self._redefined_live: set[str] = set()
 
     # --- connecting --------------------------------------------------------------
 
@@ -519,6 +534,7 @@ class Session:
     def _call(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
         result = fn(*args)
         self.calls[name] += 1
+        _fault_point()
         return result
 
     def run(self, step: Step, action: Action) -> None:
@@ -729,6 +745,7 @@ class Session:
         finally:
             if running is not None:
                 running.create()
+                self._redefined_live.add(action.name)
 
     def _test_driver_active_network(self, name: str) -> libvirt.virNetwork | None:
         if self._driver().lower() != "test":
@@ -761,6 +778,10 @@ class Session:
         live: bool,
         config: bool,
     ) -> None:
+        if action.name in self._redefined_live:
+            live = False  # the test driver's restart in _net_define applied it live
+            if not config:
+                return
         flags = (libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE if live else 0) | (
             libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG if config else 0
         )
@@ -884,6 +905,18 @@ class Session:
         )
         if not self.registry.uuid:
             self.registry = dataclasses.replace(self.registry, uuid=net.UUIDString(), exists=True)
+
+
+def _fault_point() -> None:
+    """The test-only crash hook (see the module docstring): SIGKILL after call N."""
+    global _mutating_calls
+    limit = os.environ.get(FAULT_AFTER_CALLS)
+    if not limit:
+        return
+    with _mutating_calls_lock:
+        _mutating_calls += 1
+        if _mutating_calls >= int(limit):
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _open(uri: str) -> libvirt.virConnect:

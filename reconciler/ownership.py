@@ -12,7 +12,8 @@ Pure data and (de)serialisation; ``hosts`` reads and writes them.
   host itself, and every machine that can reach the host can read it.
 
 A record holds: managed, the last-applied field paths (for the three-way
-diff), the prune permission, and the placement (candidate hosts).
+diff), the prune permission, the placement (candidate hosts) and, for a
+domain between the shutdown and the start of a restart, ``restarting``.
 """
 
 from __future__ import annotations
@@ -41,15 +42,20 @@ class Record:
     prune: bool = True
     placement: tuple[str, ...] = ()
     host: str = ""
+    # A domain between the shutdown and the start of a restart (see plan).
+    restarting: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "managed": self.managed,
             "applied": sorted(self.applied),
             "prune": self.prune,
             "placement": list(self.placement),
             "host": self.host,
         }
+        if self.restarting:
+            data["restarting"] = True
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Record:
@@ -59,6 +65,7 @@ class Record:
             prune=bool(data.get("prune", True)),
             placement=tuple(str(h) for h in data.get("placement", ())),
             host=str(data.get("host", "")),
+            restarting=bool(data.get("restarting", False)),
         )
 
 

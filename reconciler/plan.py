@@ -212,10 +212,11 @@ _IFACE_LIVE = re.compile(
 
 def _live_op(path: str, desired: canonical.Flat, live: canonical.Flat) -> str | None:
     """Which live call can apply a change to this path on a running domain, if any."""
+    # A running guest's balloon and vCPU count can only move up to its maximum.
     if path == "currentMemory":
-        return "memory"
+        return "memory" if _fits(path, "memory", desired, live) else None
     if path == "vcpu/@current":
-        return "vcpus"
+        return "vcpus" if _fits(path, "vcpu", desired, live) else None
     m = _DEVICE.match(path)
     if not m:
         return None
@@ -232,6 +233,15 @@ def _live_op(path: str, desired: canonical.Flat, live: canonical.Flat) -> str | 
         if kind in ("cdrom", "floppy") and re.match(r"^/(@type|source(/.*)?)$", rest):
             return "update"
     return None
+
+
+def _fits(path: str, maximum: str, desired: canonical.Flat, live: canonical.Flat) -> bool:
+    """Whether the desired value of ``path`` is at most the running ``maximum``."""
+    new, top = desired.values.get(path), live.values.get(maximum)
+    try:
+        return new is None or top is None or int(new) <= int(top)
+    except ValueError:
+        return False
 
 
 def _plan_domain(
@@ -297,37 +307,47 @@ def _plan_domain(
             elif not op and c.path in live_paths and c.path not in cfg_paths:
                 pending.append(c)
     nonlive_cfg = [c for c in cfg if c.path not in ops]
-    restart = False
+    may_restart = running and restart_if_needed and state != "shutoff"
+    restart = bool(nonlive_cfg) and may_restart
     if nonlive_cfg:
         disruption = Disruption.RESTART_REQUIRED if running else Disruption.NEXT_START
-        if running and restart_if_needed and state != "shutoff":
-            restart = True
         changes += _to_changes(nonlive_cfg, dflat, iflat, disruption)
     live_changes = [next(c for c in [*live_diff, *cfg] if c.path == p) for p in ops]
     changes += _to_changes(live_changes, dflat, lflat or iflat, Disruption.LIVE)
+    restart_pending = not restart and bool(pending) and may_restart
+    # A restart is two calls (shutdown, start): a domain whose power state the
+    # manifest leaves alone would stay off after a crash between them. So the
+    # record says "restarting" from before the shutdown until after the start,
+    # and a run that finds a stopped domain so recorded starts it.
+    interrupted = obs.record is not None and obs.record.restarting and state is None
+    finish = interrupted and not running
+    guard = ((restart or restart_pending) and state is None) or finish
+    written = replace(record, restarting=True) if guard else record
 
     merged = etree.fromstring(etree.tostring(inactive))
     mflat = canonical.flatten(merged, Kind.DOMAIN, ignore=ignore)
     diff.apply_changes(mflat, dflat, cfg)
-    record_changed = obs.record != record
+    record_changed = obs.record != written
     define = bool(nonlive_cfg) or (not running and bool(cfg))
     if define:
-        steps.append(Step(call="dom_define", params={"xml": _with_record(merged, record)}))
+        steps.append(Step(call="dom_define", params={"xml": _with_record(merged, written)}))
     if running and lflat is not None and not restart:
         steps += _live_steps(ops, dflat, lflat, iflat, cfg_paths, live_paths, config=not define)
-    if not define and (record_changed and (cfg or ops or not obs.managed)):
-        steps.append(
-            Step(
-                call="dom_set_record",
-                params={"xml": diff.element_xml(ownership.record_element(record))},
-            )
-        )
+    if not define and record_changed and (cfg or ops or not obs.managed or guard or interrupted):
+        steps.append(_set_record(written))
     if restart:
         steps.append(Step(call="dom_restart", params={"timeout": timeout}))
-    elif pending and restart_if_needed and state != "shutoff":
+    elif restart_pending:
         restart = True
         changes += _to_changes(pending, dflat, lflat, Disruption.RESTART_REQUIRED)
         steps.append(Step(call="dom_restart", params={"timeout": timeout}))
+    if finish:
+        changes.append(
+            Change(path="state", old=obs.state, new="running", disruption=Disruption.LIVE)
+        )
+        steps.append(Step(call="dom_start"))
+    if guard:
+        steps.append(_set_record(record))  # restarted
     # Power state and autostart.
     new_state, power_steps = _power(state, obs.state)
     if new_state == "shutoff" and obs.state not in ("shutoff", "crashed", "shutdown"):
@@ -359,6 +379,13 @@ def _plan_domain(
     )
 
 
+def _set_record(record: ownership.Record) -> Step:
+    return Step(
+        call="dom_set_record",
+        params={"xml": diff.element_xml(ownership.record_element(record))},
+    )
+
+
 def _fewer(change: diff.FieldChange) -> bool:
     try:
         return int(change.new or 0) < int(change.old or 0)
@@ -385,11 +412,11 @@ def _live_steps(
         if op != "update" and not (flags["live"] or flags["config"]):
             continue
         if op == "memory":
-            steps.append(Step(call="dom_set_memory", params={"kib": int(change.new or 0), **flags}))
+            kib = int(_or_default(change, dflat, lflat, "memory"))
+            steps.append(Step(call="dom_set_memory", params={"kib": kib, **flags}))
         elif op == "vcpus":
-            steps.append(
-                Step(call="dom_set_vcpus", params={"count": int(change.new or 0), **flags})
-            )
+            count = int(_or_default(change, dflat, lflat, "vcpu"))
+            steps.append(Step(call="dom_set_vcpus", params={"count": count, **flags}))
         elif op == "device" and change.added:
             steps.append(
                 Step(
@@ -442,6 +469,18 @@ def _live_steps(
                 )
             )
     return steps
+
+
+def _or_default(
+    change: diff.FieldChange, dflat: canonical.Flat, lflat: canonical.Flat, maximum: str
+) -> str:
+    """The new value; a field the manifest stopped setting (currentMemory,
+    vcpu/@current) goes back to libvirt's default, all of ``maximum`` — the
+    smaller of the desired and the running one, so it fits both."""
+    if change.new is not None:
+        return change.new
+    values = [int(f.values[maximum]) for f in (dflat, lflat) if f.values.get(maximum)]
+    return str(min(values, default=0))
 
 
 def _wrap(device: etree._Element) -> etree._Element:
@@ -661,7 +700,9 @@ def _net_update_steps(
     steps: list[Step] = []
     done: set[str] = set()
     ips = [p for p in lflat.values if re.fullmatch(r"ip(\[[^/]*\])?", p)]
-    for path in sorted(live_changes):
+    # Removals first: an entry that only changes identity (a DHCP host keyed by
+    # MAC, now by IP) must be gone before libvirt accepts the new one.
+    for path in sorted(live_changes, key=lambda p: (live_changes[p].new is not None, p)):
         found = _net_section(path)
         if found is None:
             continue

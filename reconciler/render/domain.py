@@ -85,7 +85,7 @@ def _os(root: etree._Element, spec: Mapping[str, Any], *, defaults: bool) -> Non
         sub(os_el, "kernel", kernel["path"])
         if "initrd" in kernel:
             sub(os_el, "initrd", kernel["initrd"])
-        if "cmdline" in kernel:
+        if kernel.get("cmdline"):  # libvirt drops an empty <cmdline/>
             sub(os_el, "cmdline", kernel["cmdline"])
     for dev in spec.get("boot", ()):
         sub(os_el, "boot", dev=dev)
@@ -102,7 +102,16 @@ def _devices(root: etree._Element, name: str, spec: Mapping[str, Any]) -> None:
     for console in spec.get("consoles", ()):
         sub(devices, "console", type=console["type"])
     for graphics in spec.get("graphics", ()):
-        sub(devices, "graphics", type=graphics["type"], listen=graphics.get("listen"))
+        # SPICE without a port or autoport has no listener at all: libvirt drops
+        # ``listen`` (VNC picks a port by itself).
+        autoport = True if graphics["type"] == "spice" else None
+        sub(
+            devices,
+            "graphics",
+            type=graphics["type"],
+            autoport=autoport,
+            listen=graphics.get("listen"),
+        )
     if len(devices):
         root.append(devices)
 

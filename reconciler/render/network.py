@@ -42,8 +42,9 @@ def _friendly(name: str, spec: Mapping[str, Any]) -> etree._Element:
         sub(root, "mtu", size=spec["mtu"])
     if "domain" in spec:
         sub(root, "domain", name=spec["domain"])
+    # libvirt drops an empty <dns/> or <dhcp/>: render none.
     dns = spec.get("dns")
-    if dns is not None:
+    if dns and dns.get("hosts"):
         dns_el = sub(root, "dns")
         for host in dns.get("hosts", ()):
             host_el = sub(dns_el, "host", ip=host["ip"])
@@ -53,7 +54,7 @@ def _friendly(name: str, spec: Mapping[str, Any]) -> etree._Element:
     if ip is not None:
         ip_el = sub(root, "ip", address=ip["address"], prefix=ip.get("prefix"))
         dhcp = ip.get("dhcp")
-        if dhcp is not None:
+        if dhcp and (dhcp.get("range") or dhcp.get("hosts")):
             dhcp_el = sub(ip_el, "dhcp")
             if "range" in dhcp:
                 start, end = dhcp["range"]

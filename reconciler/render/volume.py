@@ -28,8 +28,9 @@ def _friendly(name: str, spec: Mapping[str, Any]) -> etree._Element:
         sub(root, "capacity", units.parse_size(spec["capacity"]), unit="bytes")
     if "allocation" in spec:
         sub(root, "allocation", units.parse_size(spec["allocation"]), unit="bytes")
+    # libvirt's schema requires <target> even when it is empty (no format).
+    target_el = sub(root, "target")
     if "format" in spec:
-        target_el = sub(root, "target")
         sub(target_el, "format", type=spec["format"])
     backing = spec.get("backingStore")
     if backing is not None:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +10,7 @@ from typing import Any
 import libvirt
 import pytest
 
+from tests.testbed.cli import vr
 from tests.testbed.daemon import IsolatedHost
 from tests.testbed.guest import Guest, wait_for_ready
 
@@ -20,20 +18,6 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "manifests"
 EXAMPLE_DOMAINS = ("vr-web-1", "vr-web-2", "vr-db-1")
 CMDLINE = "console=ttyS0 quiet loglevel=3 panic=-1"
-
-
-def vr(*args: object, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run the real command line, as a user would."""
-    env = {k: v for k, v in os.environ.items() if k != "LIBVIRT_DEFAULT_URI"}
-    return subprocess.run(
-        [sys.executable, "-m", "reconciler", *map(str, args)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        check=False,
-    )
 
 
 def _remove_examples(uri: str) -> None:

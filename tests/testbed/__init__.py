@@ -5,6 +5,8 @@
 * :mod:`tests.testbed.guest`: ``build_guest()``, ``guest_domain_xml()``,
   ``wait_for_ready()``, ``make_scratch_dir()``; ``python -m tests.testbed.guest`` builds
   the guest.
+* :mod:`tests.testbed.cli`: ``vr()`` runs ``python -m reconciler`` in a fresh process
+  (optionally armed with the test-only crash hook).
 
 Submodules are not imported here, so ``python -m tests.testbed.guest`` runs cleanly.
 See ``tests/e2e/conftest.py`` for the fixtures, ``scripts/setup-testbed.sh`` for set-up.

@@ -378,6 +378,49 @@ def test_ignore_xpath_root_attribute() -> None:
     assert changes(desired, live, ignore=("/domain/@type",)) == []
 
 
+def test_vcpu_current_equal_to_the_count_is_what_libvirt_omits() -> None:
+    # Found by tests/integration/test_properties.py: vcpus: 1 with maxVcpus: 1
+    # renders current='1', which libvirt drops on define.
+    assert (
+        changes("<domain><vcpu current='1'>1</vcpu></domain>", "<domain><vcpu>1</vcpu></domain>")
+        == []
+    )
+    assert [
+        c.path
+        for c in changes(
+            "<domain><vcpu current='1'>2</vcpu></domain>", "<domain><vcpu>2</vcpu></domain>"
+        )
+    ] == ["vcpu/@current"]
+
+
+def test_raising_the_vcpu_maximum_keeps_the_implied_current_count() -> None:
+    # Found by tests/integration/test_properties.py: vcpus: 1 -> vcpus: 1,
+    # maxVcpus: 8 redefined <vcpu>8</vcpu>, i.e. 8 running vCPUs.
+    desired = flat("<domain><vcpu current='1'>8</vcpu></domain>")
+    target = flat("<domain><vcpu>1</vcpu></domain>")
+    found = diff.diff_fields(Kind.DOMAIN, desired, target)
+    assert [(c.path, c.old, c.new) for c in found] == [("vcpu", "1", "8")]
+    diff.apply_changes(target, desired, found)
+    vcpu = target.elements["vcpu"]
+    assert (vcpu.text, vcpu.get("current")) == ("8", "1")
+
+
+def test_changing_graphics_listen_drops_the_listen_children_libvirt_derived() -> None:
+    # Found by tests/integration/test_properties.py: a redefine kept
+    # <listen address='127.0.0.1'/> beside listen='0.0.0.0' and libvirt refused it.
+    desired = flat("<domain><devices><graphics type='vnc' listen='0.0.0.0'/></devices></domain>")
+    target = flat(
+        "<domain><devices><graphics type='vnc' port='-1' listen='127.0.0.1'>"
+        "<listen type='address' address='127.0.0.1'/></graphics></devices></domain>"
+    )
+    found = diff.diff_fields(Kind.DOMAIN, desired, target)
+    assert [(c.path, c.new) for c in found] == [("devices/graphics[#0]/@listen", "0.0.0.0")]
+    diff.apply_changes(target, desired, found)
+    graphics = target.elements["devices/graphics[#0]"]
+    assert graphics.get("listen") == "0.0.0.0" and graphics.find("listen") is None
+    assert graphics.get("port") == "-1"  # the rest is kept
+
+
 def test_vcpu_current_equal_to_the_maximum_is_implied() -> None:
     # libvirt drops current='N' when it equals the maximum.
     desired = "<domain><vcpu current='2'>2</vcpu></domain>"

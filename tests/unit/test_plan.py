@@ -238,8 +238,38 @@ def test_running_domain_cpu_change_is_restart_required() -> None:
 
 def test_running_domain_cpu_change_restarts_if_needed() -> None:
     a = cpu_case(updateStrategy={"restart": "ifNeeded", "shutdownTimeout": "30s"})
-    assert calls(a) == ["dom_define", "dom_restart"]
+    # The record says "restarting" from the define until after the restart.
+    assert calls(a) == ["dom_define", "dom_restart", "dom_set_record"]
     assert a.steps[1].params == {"timeout": 30.0}
+    defined = ownership.read_record(etree.fromstring(a.steps[0].params["xml"]))
+    assert defined is not None and defined.restarting
+    final = ownership.read_record(
+        etree.fromstring(f"<d><metadata>{a.steps[2].params['xml']}</metadata></d>")
+    )
+    assert final is not None and not final.restarting
+
+
+def test_restart_of_a_domain_with_managed_power_state_needs_no_restarting_record() -> None:
+    # state: running starts it again anyway should the restart be interrupted.
+    a = cpu_case(updateStrategy={"restart": "ifNeeded"}, state="running")
+    assert calls(a) == ["dom_define", "dom_restart"]
+
+
+def test_interrupted_restart_is_finished_by_the_next_run() -> None:
+    strategy = {"updateStrategy": {"restart": "ifNeeded"}}
+    m = dom(cpu={"mode": "host-passthrough"}, **strategy)
+    # Killed between shutdown and start: new definition, stopped, record "restarting".
+    obs = observed(m, record=record_for(m, restarting=True), state="shutoff")
+    a = only(build([m], host_state(obs)))
+    assert calls(a) == ["dom_start", "dom_set_record"]
+    assert [(c.path, c.new) for c in a.changes] == [("state", "running")]
+    # Killed after the start: only the record is cleared.
+    obs = observed(m, record=record_for(m, restarting=True), state="running", live=m)
+    a = only(build([m], host_state(obs)))
+    assert calls(a) == ["dom_set_record"]
+    # A stopped domain that was not restarting stays stopped (power not managed).
+    obs = observed(m, record=record_for(m), state="shutoff")
+    assert only(build([m], host_state(obs))).type is plan.ActionType.UNCHANGED
 
 
 def test_inactive_matches_but_live_differs_is_pending_restart() -> None:
@@ -416,6 +446,83 @@ def test_unreachable_host_every_action_errors() -> None:
     assert all(a.error and "unreachable" in a.error for a in p.actions)
     assert all(a.steps == () for a in p.actions)
     assert p.problems == list(p.actions)
+
+
+# --- regressions found by tests/integration/test_properties.py --------------------
+
+
+def test_dropping_current_memory_resets_the_balloon_to_memory_not_zero() -> None:
+    before = dom(memory="1GiB", currentMemory="512MiB")
+    m = dom(memory="1GiB")
+    obs = observed(before, state="running", live=before)
+    a = only(build([m], host_state(obs)))
+    assert a.error is None
+    steps = [s for s in a.steps if s.call == "dom_set_memory"]
+    assert [s.params["kib"] for s in steps] == [1048576]
+
+
+def test_dropping_max_vcpus_sets_the_vcpu_count_not_zero() -> None:
+    before = dom(vcpus=2, maxVcpus=4)
+    m = dom(vcpus=4)  # <vcpu>4</vcpu>: the applied @current is removed
+    obs = observed(before, state="running", live=before)
+    a = only(build([m], host_state(obs)))
+    assert a.error is None
+    steps = [s for s in a.steps if s.call == "dom_set_vcpus"]
+    assert [s.params["count"] for s in steps] == [4]
+
+
+def test_dropping_current_memory_while_growing_memory_fits_the_running_maximum() -> None:
+    before = dom(memory="1GiB", currentMemory="512MiB")
+    m = dom(memory="2GiB")  # restart-required; the running guest's maximum stays 1 GiB
+    obs = observed(before, state="running", live=before)
+    a = only(build([m], host_state(obs)))
+    steps = [s for s in a.steps if s.call == "dom_set_memory"]
+    assert [s.params["kib"] for s in steps] == [1048576]
+
+
+def test_balloon_target_above_the_running_maximum_waits_for_a_restart() -> None:
+    before = dom(memory="1GiB", currentMemory="128MiB")
+    m = dom(memory="2GiB", currentMemory="1536MiB")  # more than the running 1 GiB
+    obs = observed(before, record=record_for(before), state="running", live=before)
+    a = only(build([m], host_state(obs)))
+    assert "dom_set_memory" not in calls(a)
+    assert {c.path: c.disruption for c in a.changes} == {
+        "memory": plan.Disruption.RESTART_REQUIRED,
+        "currentMemory": plan.Disruption.RESTART_REQUIRED,
+    }
+
+
+def test_raised_max_vcpus_waiting_for_restart_is_no_live_vcpu_change() -> None:
+    # Live <vcpu>1</vcpu> already runs the desired 1 vCPU of a new maximum of 8.
+    before = dom(vcpus=1)
+    m = dom(vcpus=1, maxVcpus=8)
+    obs = observed(m, record=record_for(m), state="running", live=before)
+    a = only(build([m], host_state(obs)))
+    assert a.type is plan.ActionType.PENDING_RESTART
+    assert a.steps == ()
+    assert [c.path for c in a.changes] == ["vcpu"]
+
+
+def test_dhcp_host_changing_identity_is_deleted_before_the_new_one_is_added() -> None:
+    # Found by tests/integration/test_properties.py: the same IP, once keyed by
+    # MAC and now by IP, was added first and libvirt refused the duplicate.
+    def net(host: dict[str, str]) -> model.Manifest:
+        ip = {**NETWORK_SPEC["ip"], "dhcp": {"hosts": [host]}}
+        return manifest(Kind.NETWORK, "n", {**NETWORK_SPEC, "ip": ip})
+
+    before = net({"mac": "52:54:00:00:00:26", "ip": "10.0.0.39"})
+    m = net({"name": "web", "ip": "10.0.0.39"})
+    obs = observed(before, record=record_for(before), state="active", live=before)
+    a = only(build([m], host_state(obs)))
+    updates = [
+        (s.params["command"], etree.fromstring(s.params["xml"]).attrib)
+        for s in a.steps
+        if s.call == "net_update"
+    ]
+    assert [(cmd, dict(attrs)) for cmd, attrs in updates] == [
+        ("delete", {"mac": "52:54:00:00:00:26", "ip": "10.0.0.39"}),
+        ("add-last", {"name": "web", "ip": "10.0.0.39"}),
+    ]
 
 
 def test_volume_growth_in_use_by_a_running_domain_goes_through_it() -> None:

@@ -355,3 +355,33 @@ def test_full_document_forward_none_removes_forward() -> None:
     root = render.render_network("n", {"forward": "none", "xml": doc})
     assert root.find("forward") is None
     assert root.find("bridge") is not None
+
+
+def test_empty_kernel_cmdline_renders_no_cmdline() -> None:
+    # Found by tests/integration/test_properties.py: libvirt drops an empty
+    # <cmdline/>, so rendering it was a difference after every apply.
+    root = render.render_domain("d", {"memory": "1GiB", "kernel": {"path": "/k", "cmdline": ""}})
+    assert root.find("os/cmdline") is None
+    root = render.render_domain("d", {"memory": "1GiB", "kernel": {"path": "/k", "cmdline": "ro"}})
+    assert root.findtext("os/cmdline") == "ro"
+
+
+def test_empty_dhcp_and_dns_render_nothing() -> None:
+    # Found by tests/integration/test_properties.py: libvirt drops an empty
+    # <dhcp/> (and <dns/>), so rendering them was a difference after every apply.
+    spec = {"ip": {"address": "10.0.0.1", "prefix": 24, "dhcp": {}}, "dns": {"hosts": []}}
+    root = render.render_network("n", spec)
+    assert root.find("ip/dhcp") is None and root.find("dns") is None
+    spec = {"ip": {"address": "10.0.0.1", "prefix": 24, "dhcp": {"hosts": []}}, "dns": {}}
+    root = render.render_network("n", spec)
+    assert root.find("ip/dhcp") is None and root.find("dns") is None
+
+
+def test_spice_graphics_gets_autoport_so_listen_is_kept() -> None:
+    # Found by tests/integration/test_properties.py: libvirt drops ``listen`` of
+    # a SPICE display with neither port nor autoport (it gets no listener).
+    spec = {"memory": "1GiB", "graphics": [{"type": "spice", "listen": "127.0.0.1"}]}
+    el = render.render_domain("d", spec).find("devices/graphics")
+    assert dict(el.attrib) == {"type": "spice", "autoport": "yes", "listen": "127.0.0.1"}
+    vnc = render.render_domain("d", {"memory": "1GiB", "graphics": [{"type": "vnc"}]})
+    assert dict(vnc.find("devices/graphics").attrib) == {"type": "vnc"}
