@@ -21,7 +21,8 @@ seclabel, ...) never shows as a difference. What remains are values libvirt
   live XML (a pflash loader is ``firmware='efi'``; an empty drive has no format);
 * ``EQUIVALENT``: a desired value and the value libvirt shows for it (``q35`` is
   ``pc-q35-7.2``, ``port='-1'`` is the port a running domain got, ...);
-* ``FILLED``: what libvirt fills in by itself, which ``export`` leaves out.
+* ``FILLED``: what libvirt fills in by itself, which ``export`` leaves out;
+  ``QEMU_DEFAULTS`` (part of it): the defaults the QEMU driver adds at define.
 """
 
 from __future__ import annotations
