@@ -548,14 +548,24 @@ _DEFAULT_CPU = (
 
 
 def _cpu_check_default(cpu: etree._Element) -> bool:
-    """``check``: ``none`` for a TCG guest's custom model, ``partial`` for host-model."""
-    root = _domain_of(cpu)
+    """The ``check`` libvirt picks for the mode: none for host-passthrough and
+    maximum, partial for host-model, and for a custom model none under TCG
+    (``type='qemu'``), partial under KVM."""
     if not _x86(cpu):
         return False
-    if cpu.get("mode") == "host-model":
-        return cpu.get("check") == "partial"
-    custom = cpu.get("mode", "custom") == "custom"
-    return custom and root.get("type") == "qemu" and cpu.get("check") == "none"
+    mode = cpu.get("mode", "custom")
+    tcg = _domain_of(cpu).get("type") == "qemu"
+    default = {
+        "host-passthrough": "none",
+        "maximum": "none",
+        "host-model": "partial",
+        "custom": "none" if tcg else "partial",
+    }.get(mode)
+    return cpu.get("check") == default
+
+
+def _passthrough(cpu: etree._Element) -> bool:
+    return _x86(cpu) and cpu.get("mode") == "host-passthrough"
 
 
 def _custom_cpu(el: etree._Element) -> bool:
@@ -696,6 +706,10 @@ QEMU_DEFAULTS: tuple[Filled, ...] = (
     _filled(
         _D, r"^cpu/@check$", "the check libvirt picks for the CPU mode",
         when=_cpu_check_default,
+    ),
+    _filled(
+        _D, r"^cpu/@migratable$", "a host-passthrough CPU is migratable by default",
+        value="on", when=_passthrough,
     ),
     _filled(
         _D, r"^clock$",

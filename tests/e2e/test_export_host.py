@@ -472,6 +472,15 @@ def web_like() -> str:
     return etree.tostring(render.render(web), encoding="unicode")
 
 
+# CPUs without the check, match, fallback and migratable libvirt adds to each.
+CPUS = (
+    "<cpu mode='host-passthrough'/>",
+    "<cpu mode='host-model'/>",
+    "<cpu mode='maximum'/>",
+    "<cpu mode='custom'><model>Skylake-Client</model></cpu>",
+)
+
+
 def _definition(dom: libvirt.virDomain) -> dict[str, str]:
     """Everything of an inactive definition but the UUID libvirt generates and the
     ownership record apply writes (flatten skips it; its <metadata> may be new)."""
@@ -503,6 +512,14 @@ def test_export_leaves_out_what_libvirt_adds_and_libvirt_adds_it_back(
     domains = {
         **virt_install_domains(scratch / "pool", guest, scratch),
         "vrt-exp-web": web_like(),
+        **{
+            f"vrt-exp-cpu-{i}": _domain(f"vrt-exp-cpu-{i}", "<console type='pty'/>").replace(
+                "<cpu mode='custom' match='exact' check='none'><model fallback='forbid'>qemu64"
+                "</model></cpu>",
+                cpu,
+            )
+            for i, cpu in enumerate(CPUS)
+        },
     }
     conn = libvirt.open(host.uri)
     try:

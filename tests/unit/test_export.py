@@ -187,6 +187,13 @@ ODD = (
     .replace("bus='virtio'/>", "bus='virtio'/><boot order='1'/>")
     .replace("vram='16384'", "vram='32768'")
 )  # fmt: skip
+KVM_CUSTOM = CUSTOM.replace("type='qemu'", "type='kvm'", 1)
+PASSTHROUGH = re.sub(
+    r"<cpu .*?</cpu>",
+    "<cpu mode='host-passthrough' check='none' migratable='on'/>",
+    WEB_Q35,
+    flags=re.S,
+)
 NO_GRAPHICS = re.sub(r"<graphics.*?</graphics>", "", WEB_Q35, flags=re.S)
 
 FILLED_EXAMPLES += [
@@ -237,7 +244,11 @@ FILLED_EXAMPLES += [
     (Kind.DOMAIN, CUSTOM, "cpu/@match", True),
     (Kind.DOMAIN, CUSTOM, "cpu/model/@fallback", True),
     (Kind.DOMAIN, CUSTOM, "cpu/@check", True),
-    (Kind.DOMAIN, CUSTOM.replace("type='qemu'", "type='kvm'", 1), "cpu/@check", False),
+    (Kind.DOMAIN, KVM_CUSTOM, "cpu/@check", False),  # KVM checks a custom model: partial
+    (Kind.DOMAIN, KVM_CUSTOM.replace("check='none'", "check='partial'"), "cpu/@check", True),
+    (Kind.DOMAIN, PASSTHROUGH, "cpu/@check", True),
+    (Kind.DOMAIN, PASSTHROUGH, "cpu/@migratable", True),
+    (Kind.DOMAIN, PASSTHROUGH.replace("'on'", "'off'"), "cpu/@migratable", False),
     (Kind.DOMAIN, WEB_Q35, "clock", True),
     (Kind.DOMAIN, CUSTOM, "clock", False),  # with timers the schema wants the offset
     (Kind.DOMAIN, CUSTOM, "currentMemory", True),
