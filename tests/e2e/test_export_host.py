@@ -446,6 +446,8 @@ def test_system_daemon_vrt_objects_and_whatever_exists(
     args = [a for n in names for a in ("--name", n)]
     result = vr("export", "-c", system_uri, "-d", ours, "--adopt", *args)
     assert result.returncode == 0, result.stdout + result.stderr
+    for path in ours.rglob("*.yaml"):
+        readable(path)
     plan = vr("plan", ours, "-c", system_uri, "--detailed-exitcode")
     assert plan.returncode == 0, plan.stdout + plan.stderr
 
