@@ -295,9 +295,10 @@ def clean(root: etree._Element, kind: Kind) -> etree._Element:
         if len(metadata) == 0 and metadata.getparent() is not None:
             root.remove(metadata)
     flat = canonical.flatten(root, kind)
-    for path, value in sorted(flat.values.items(), key=lambda kv: -kv[0].count("/")):
-        if not canonical.is_filled(kind, path, value, flat.elements.get(path)):
-            continue
+    # Every verdict is taken on the document as libvirt wrote it; only then is
+    # anything removed (a rule may look at a sibling another rule removes).
+    touched: list[etree._Element] = []
+    for path in sorted(canonical.filled_paths(flat, kind), key=lambda p: -p.count("/")):
         el_path, _, attr = path.rpartition("/@") if "/@" in path else (path, "", "")
         if path.startswith("@"):
             root.attrib.pop(path[1:], "")
@@ -305,11 +306,29 @@ def clean(root: etree._Element, kind: Kind) -> etree._Element:
             owner = flat.elements.get(el_path)
             if owner is not None:
                 owner.attrib.pop(attr, "")
+                touched.append(owner)
         else:
             el = flat.elements.get(path)
-            if el is not None and el.getparent() is not None:
-                el.getparent().remove(el)  # type: ignore[union-attr]
+            parent = el.getparent() if el is not None else None
+            if el is not None and parent is not None:
+                parent.remove(el)
+                touched.append(parent)
+    if kind is Kind.DOMAIN:  # a volume's empty <target/> is still required by the schema
+        _drop_emptied(root, touched)
     return root
+
+
+def _drop_emptied(root: etree._Element, touched: list[etree._Element]) -> None:
+    """An element left empty by leaving out filled values held only filled values
+    (a console's ``<target type='serial' port='0'/>``): libvirt writes it back
+    with them, so it goes too."""
+    while touched:
+        el = touched.pop()
+        parent = el.getparent()
+        if el is root or parent is None or not _is_empty(el):
+            continue
+        parent.remove(el)
+        touched.append(parent)
 
 
 # --- the overlay: what the friendly fields do not already say -----------------------
@@ -473,7 +492,12 @@ def _domain(root: etree._Element, shared_macs: Collection[str]) -> Spec:
     if consoles and all(c.get("type") == "pty" for c in consoles):
         spec["consoles"] = [{"type": "pty"} for _ in consoles]
     graphics = root.findall("devices/graphics")
-    if graphics and all(g.get("type") in ("vnc", "spice") for g in graphics):
+    # A friendly SPICE display renders with autoport='yes' (render.domain): one
+    # without it stays in the overlay.
+    if graphics and all(
+        g.get("type") == "vnc" or (g.get("type") == "spice" and g.get("autoport") == "yes")
+        for g in graphics
+    ):
         spec["graphics"] = [
             {"type": g.get("type"), **({"listen": g.get("listen")} if g.get("listen") else {})}
             for g in graphics

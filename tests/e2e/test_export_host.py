@@ -12,6 +12,7 @@ plus whatever exists export and plan the same way.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections.abc import Callable, Collection, Iterator
@@ -21,8 +22,10 @@ from typing import Any
 import libvirt
 import pytest
 import yaml
+from lxml import etree
 
-from reconciler import export
+from reconciler import canonical, export, manifests, render
+from reconciler.model import Kind
 from tests.e2e.test_reconcile import CMDLINE, vr
 from tests.testbed.daemon import IsolatedHost
 from tests.testbed.guest import Guest, make_scratch_dir
@@ -328,11 +331,24 @@ def _not_adopt(actions: dict[str, dict[str, Any]], allowed: set[str]) -> dict[st
     }
 
 
+def readable(path: Path) -> dict[str, Any]:
+    """The spec of an exported manifest, asserting the readable form: friendly
+    fields and an overlay, never the fallback to a complete document (which
+    carries the object's name and memory again)."""
+    spec: dict[str, Any] = yaml.safe_load(path.read_text())["spec"]
+    if "xml" in spec:
+        overlay = etree.fromstring(spec["xml"].encode())
+        assert overlay.find("name") is None and overlay.find("memory") is None, path
+    return spec
+
+
 def test_export_then_plan_is_only_adopt(adoptable: IsolatedHost, tmp_path: Path) -> None:
     out = tmp_path / "exported"
     result = vr("export", "-c", adoptable.uri, "-d", out)
     assert result.returncode == 0, result.stdout + result.stderr
     assert vr("validate", out).returncode == 0
+    for path in out.rglob("*.yaml"):
+        readable(path)
     actions = _plan(out, adoptable.uri)
     domains = [ref for ref in actions if ref.startswith("Domain/")]
     assert len(domains) == 12 and len(actions) == 12 + 2 + 1 + 3
@@ -430,5 +446,145 @@ def test_system_daemon_vrt_objects_and_whatever_exists(
     args = [a for n in names for a in ("--name", n)]
     result = vr("export", "-c", system_uri, "-d", ours, "--adopt", *args)
     assert result.returncode == 0, result.stdout + result.stderr
+    for path in ours.rglob("*.yaml"):
+        readable(path)
     plan = vr("plan", ours, "-c", system_uri, "--detailed-exitcode")
     assert plan.returncode == 0, plan.stdout + plan.stderr
+
+
+# --- what export leaves out, libvirt adds back -------------------------------------
+
+
+def web_like() -> str:
+    """examples/manifests/web.yaml's vr-web-1, rendered as apply defines it, on this test's
+    pool and network."""
+    (doc,) = [
+        m
+        for m in manifests.load(
+            [str(Path(__file__).parents[2] / "examples/manifests/web.yaml")]
+        ).objects
+        if m.name == "vr-web-1"
+    ]
+    spec = {k: v for k, v in doc.spec.items() if k not in ("state", "updateStrategy")}
+    volume = {"pool": "vrt-exp-pool", "name": "vrt-c.qcow2"}
+    spec["disks"] = [{**spec["disks"][0], "source": {"volume": volume}}]
+    spec["interfaces"] = [{**spec["interfaces"][0], "network": "vrt-exp-net"}]
+    spec["interfaces"][0]["mac"] = "52:54:00:77:00:31"
+    web = dataclasses.replace(doc, name="vrt-exp-web", spec=spec)
+    return etree.tostring(render.render(web), encoding="unicode")
+
+
+# CPUs without the check, match, fallback and migratable libvirt adds to each.
+CPUS = (
+    "<cpu mode='host-passthrough'/>",
+    "<cpu mode='host-model'/>",
+    "<cpu mode='maximum'/>",
+    "<cpu mode='custom'><model>Skylake-Client</model></cpu>",
+)
+
+
+def _definition(dom: libvirt.virDomain) -> dict[str, str]:
+    """Everything of an inactive definition but the UUID libvirt generates and the
+    ownership record apply writes (flatten skips it; its <metadata> may be new)."""
+    values = canonical.flatten(
+        etree.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE).encode()), Kind.DOMAIN
+    ).values
+    values.pop("uuid")
+    values.pop("metadata", None)  # present or not; what it holds is compared
+    return values
+
+
+@pytest.fixture(scope="module")
+def defined_only(
+    isolated_hosts: Callable[..., list[IsolatedHost]], guest: Guest
+) -> Iterator[tuple[IsolatedHost, Path]]:
+    """A host with the networks and pool, and every domain defined, none started."""
+    (host,) = isolated_hosts(1, prefix="vrexpdef")
+    scratch = make_scratch_dir("vrt-export-def-")
+    populate(host.uri, guest, scratch, subnet=79, domains=())
+    yield host, scratch
+    host.stop()
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+def test_export_leaves_out_what_libvirt_adds_and_libvirt_adds_it_back(
+    defined_only: tuple[IsolatedHost, Path], guest: Guest, tmp_path: Path
+) -> None:
+    host, scratch = defined_only
+    domains = {
+        **virt_install_domains(scratch / "pool", guest, scratch),
+        "vrt-exp-web": web_like(),
+        **{
+            f"vrt-exp-cpu-{i}": _domain(f"vrt-exp-cpu-{i}", "<console type='pty'/>").replace(
+                "<cpu mode='custom' match='exact' check='none'><model fallback='forbid'>qemu64"
+                "</model></cpu>",
+                cpu,
+            )
+            for i, cpu in enumerate(CPUS)
+        },
+    }
+    conn = libvirt.open(host.uri)
+    try:
+        for xml in domains.values():
+            conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+        before = {name: _definition(conn.lookupByName(name)) for name in domains}
+        web = conn.lookupByName("vrt-exp-web").XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        out = tmp_path / "exported"
+        result = vr("export", "-c", host.uri, "-d", out, "--kind", "Domain")
+        assert result.returncode == 0, result.stdout + result.stderr
+        files = {path.stem: path for path in out.rglob("*.yaml")}
+        assert set(files) == set(domains)
+        specs = {name: readable(path) for name, path in files.items()}
+
+        # The examples' web server: libvirt 9.0 added all of these to its definition...
+        for added in (
+            "<controller type='sata' index='0'>",
+            "<controller type='usb' index='0' model='qemu-xhci'>",
+            "model='pcie-root-port'",
+            "<serial type='pty'>",
+            "<input type='mouse' bus='ps2'/>",
+            "port='-1' autoport='yes'",
+            "<listen type='address' address='127.0.0.1'/>",
+            "<audio id='1' type='none'/>",
+            "<model type='cirrus'",
+            "<memballoon model='virtio'>",
+            "<model fallback='forbid'>qemu64</model>",
+            "<clock offset='utc'/>",
+        ):
+            assert added in web, added
+        # ... and the export says only what the manifest said: no overlay at all.
+        web_spec = specs["vrt-exp-web"]
+        assert "xml" not in web_spec and "cpu" not in web_spec, web_spec
+        assert web_spec["graphics"] == [{"type": "vnc", "listen": "127.0.0.1"}]
+        assert web_spec["consoles"] == [{"type": "pty"}]
+        # virt-install's spare root ports are the user's: kept, without libvirt's numbers.
+        uefi = etree.fromstring(specs["vrt-vi-q35-uefi"]["xml"].encode())
+        ports = uefi.findall("devices/controller[@model='pcie-root-port']")
+        assert len(ports) >= 14 and all(not len(p) for p in ports)
+        assert (
+            uefi.find("devices/memballoon") is None
+            and uefi.find("devices/input[@bus='ps2']") is None
+        )
+
+        # Applied to a host without them, the exports give back the same definitions,
+        # every value libvirt filled in included (the UUID aside).
+        for name in domains:
+            conn.lookupByName(name).undefineFlags(
+                libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_TPM
+            )
+        result = vr("apply", out, "-c", host.uri)
+        assert result.returncode == 0, result.stdout + result.stderr
+        plan = vr("plan", out, "-c", host.uri, "--detailed-exitcode")
+        assert plan.returncode == 0, plan.stdout + plan.stderr
+        after = {name: _definition(conn.lookupByName(name)) for name in domains}
+    finally:
+        conn.close()
+    differences = {
+        name: {
+            path: (before[name].get(path), after[name].get(path))
+            for path in before[name].keys() | after[name].keys()
+            if before[name].get(path) != after[name].get(path)
+        }
+        for name in domains
+    }
+    assert not any(differences.values()), differences

@@ -87,6 +87,13 @@ def test_export_writes_every_object_and_says_why_it_skips_one(
             assert f"skipped {ref}:" in out, (ref, out)
     code, out, err = run("validate", exported)
     assert code == 0, out + err
+    # Every manifest in the readable form (friendly fields + an overlay): leaving out
+    # what libvirt fills in never sends one to the fallback, a complete document.
+    for ref, path in files.items():
+        xml = yaml.safe_load(path.read_text())["spec"].get("xml")
+        if xml is not None:
+            overlay = etree.fromstring(xml.encode())
+            assert overlay.find("name") is None and overlay.find("uuid") is None, ref
 
 
 def test_export_then_plan_shows_only_adopt_for_every_object(

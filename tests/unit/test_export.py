@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -91,11 +92,177 @@ FILLED_EXAMPLES = [
 ]
 
 
+# canonical.QEMU_DEFAULTS: the inactive XML libvirt 9.0 wrote for examples/manifests/web.yaml
+# (vr-web-1) on qemu:///system, and variants of it.
+WEB = """
+<domain type='qemu'>
+  <name>vr-web-1</name>
+  <uuid>43715367-5885-40f0-a852-0ccce30385d4</uuid>
+  <memory unit='KiB'>262144</memory>
+  <currentMemory unit='KiB'>196608</currentMemory>
+  <vcpu placement='static' current='1'>2</vcpu>
+  <os><type arch='x86_64' machine='pc-q35-7.2'>hvm</type><boot dev='hd'/></os>
+  <cpu mode='custom' match='exact' check='none'><model fallback='forbid'>qemu64</model></cpu>
+  <clock offset='utc'/>
+  <on_poweroff>destroy</on_poweroff><on_reboot>restart</on_reboot><on_crash>destroy</on_crash>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <disk type='volume' device='disk'>
+      <driver name='qemu' type='qcow2'/><source pool='vr-lab' volume='web-1.qcow2'/>
+      <target dev='vda' bus='virtio'/>
+      <address type='pci' domain='0x0000' bus='0x03' slot='0x00' function='0x0'/>
+    </disk>
+    <controller type='usb' index='0' model='qemu-xhci'>
+      <address type='pci' domain='0x0000' bus='0x02' slot='0x00' function='0x0'/>
+    </controller>
+    <controller type='sata' index='0'>
+      <address type='pci' domain='0x0000' bus='0x00' slot='0x1f' function='0x2'/>
+    </controller>
+    <controller type='pci' index='0' model='pcie-root'/>
+    PORTS
+    <interface type='network'>
+      <mac address='52:54:00:77:00:11'/><source network='vr-lab-net'/><model type='virtio'/>
+      <address type='pci' domain='0x0000' bus='0x01' slot='0x00' function='0x0'/>
+    </interface>
+    <serial type='pty'>
+      <target type='isa-serial' port='0'><model name='isa-serial'/></target>
+    </serial>
+    <console type='pty'><target type='serial' port='0'/></console>
+    <input type='mouse' bus='ps2'/>
+    <input type='keyboard' bus='ps2'/>
+    <graphics type='vnc' port='-1' autoport='yes' listen='127.0.0.1'>
+      <listen type='address' address='127.0.0.1'/>
+    </graphics>
+    <audio id='1' type='none'/>
+    <video>
+      <model type='cirrus' vram='16384' heads='1' primary='yes'/>
+      <address type='pci' domain='0x0000' bus='0x00' slot='0x01' function='0x0'/>
+    </video>
+    <memballoon model='virtio'>
+      <address type='pci' domain='0x0000' bus='0x04' slot='0x00' function='0x0'/>
+    </memballoon>
+  </devices>
+</domain>
+"""
+
+
+def root_ports(n: int) -> str:
+    """``n`` pcie-root-ports as libvirt writes them (slot 2, functions 0.., chassis = index)."""
+    return "".join(
+        f"<controller type='pci' index='{i}' model='pcie-root-port'>"
+        f"<model name='pcie-root-port'/><target chassis='{i}' port='{hex(15 + i)}'/>"
+        f"<address type='pci' domain='0x0000' bus='0x00' slot='0x02' function='{hex(i - 1)}'/>"
+        "</controller>"
+        for i in range(1, n + 1)
+    )
+
+
+WEB_Q35 = WEB.replace("PORTS", root_ports(5))  # 4 devices on ports 1-4, port 5 spare
+SPARES = WEB.replace("PORTS", root_ports(7))  # two more spares (virt-install): kept
+PC = (
+    WEB_Q35.replace("pc-q35-7.2", "pc-i440fx-7.2")
+    .replace("model='qemu-xhci'", "model='piix3-uhci'")
+    .replace("type='sata'", "type='ide'")
+)
+NOT_QEMU = WEB_Q35.replace("type='qemu'", "type='test'", 1)
+SPICE = WEB_Q35.replace("type='vnc' port='-1' autoport='yes'", "type='spice' autoport='yes'")
+CUSTOM = (
+    WEB_Q35.replace("fallback='forbid'>qemu64", "fallback='allow'>Skylake-Client")
+    .replace(
+        "<clock offset='utc'/>", "<clock offset='utc'><timer name='hpet' present='no'/></clock>"
+    )
+    .replace("196608", "262144")
+    .replace(
+        "<model type='cirrus' vram='16384' heads='1' primary='yes'/>",
+        "<model type='qxl' ram='65536' vram='65536' vgamem='16384' heads='1' primary='yes'/>",
+    )
+)
+ODD = (
+    WEB_Q35.replace("<input type='mouse' bus='ps2'/>", "<input type='mouse' bus='ps2'/>"
+                    "<input type='tablet' bus='usb'/>")
+    .replace("port='-1' autoport='yes'", "port='5901' autoport='no'")
+    .replace("address='127.0.0.1'/>", "address='::1'/>")
+    .replace("<target type='isa-serial' port='0'>", "<target type='pci-serial' port='0'>")
+    .replace("<memballoon model='virtio'>", "<memballoon model='virtio'><stats period='10'/>")
+    .replace("bus='virtio'/>", "bus='virtio'/><boot order='1'/>")
+    .replace("vram='16384'", "vram='32768'")
+)  # fmt: skip
+KVM_CUSTOM = CUSTOM.replace("type='qemu'", "type='kvm'", 1)
+PASSTHROUGH = re.sub(
+    r"<cpu .*?</cpu>",
+    "<cpu mode='host-passthrough' check='none' migratable='on'/>",
+    WEB_Q35,
+    flags=re.S,
+)
+NO_GRAPHICS = re.sub(r"<graphics.*?</graphics>", "", WEB_Q35, flags=re.S)
+
+FILLED_EXAMPLES += [
+    (Kind.DOMAIN, WEB_Q35, "devices/controller[type=sata,index=0]", True),
+    (Kind.DOMAIN, PC, "devices/controller[type=ide,index=0]", True),
+    (Kind.DOMAIN, WEB_Q35, "devices/controller[type=usb,index=0]", True),
+    (Kind.DOMAIN, PC, "devices/controller[type=usb,index=0]", True),
+    (
+        Kind.DOMAIN,
+        PC.replace("piix3-uhci", "qemu-xhci"),
+        "devices/controller[type=usb,index=0]",
+        False,
+    ),
+    (Kind.DOMAIN, WEB_Q35, "devices/controller[type=pci,index=1]", True),
+    (Kind.DOMAIN, WEB_Q35, "devices/controller[type=pci,index=5]", True),
+    (Kind.DOMAIN, SPARES, "devices/controller[type=pci,index=5]", False),
+    (Kind.DOMAIN, SPARES, "devices/controller[type=pci,index=1]/model", True),
+    (Kind.DOMAIN, SPARES, "devices/controller[type=pci,index=6]/target/@chassis", True),
+    (Kind.DOMAIN, SPARES, "devices/controller[type=pci,index=6]/target/@port", True),
+    (Kind.DOMAIN, WEB_Q35, "devices/input[#0]", True),
+    (Kind.DOMAIN, WEB_Q35, "devices/input[#1]", True),
+    (Kind.DOMAIN, ODD, "devices/input[#0]", False),  # a tablet after it: positions would move
+    (Kind.DOMAIN, ODD, "devices/input[#2]", True),
+    (Kind.DOMAIN, WEB_Q35, "devices/serial[#0]", True),
+    (Kind.DOMAIN, ODD, "devices/serial[#0]", False),
+    (Kind.DOMAIN, WEB_Q35, "devices/console[#0]/target/@type", True),
+    (Kind.DOMAIN, WEB_Q35, "devices/graphics[#0]/@port", True),
+    (Kind.DOMAIN, WEB_Q35, "devices/graphics[#0]/@autoport", True),
+    (Kind.DOMAIN, ODD, "devices/graphics[#0]/@port", False),
+    (Kind.DOMAIN, WEB_Q35, "devices/graphics[#0]/listen", True),
+    (Kind.DOMAIN, ODD, "devices/graphics[#0]/listen", False),
+    (Kind.DOMAIN, WEB_Q35, "devices/audio[#0]", True),
+    (Kind.DOMAIN, SPICE, "devices/audio[#0]", False),  # SPICE gets type='spice'
+    (Kind.DOMAIN, SPICE.replace("type='none'", "type='spice'"), "devices/audio[#0]", True),
+    (Kind.DOMAIN, WEB_Q35, "devices/video[#0]", True),
+    (Kind.DOMAIN, NO_GRAPHICS, "devices/video[#0]", False),
+    (Kind.DOMAIN, CUSTOM, "devices/video[#0]/model/@heads", True),
+    (Kind.DOMAIN, CUSTOM, "devices/video[#0]/model/@primary", True),
+    (Kind.DOMAIN, CUSTOM, "devices/video[#0]/model/@ram", True),
+    (Kind.DOMAIN, CUSTOM, "devices/video[#0]/model/@vram", True),
+    (Kind.DOMAIN, CUSTOM, "devices/video[#0]/model/@vgamem", True),
+    (Kind.DOMAIN, ODD, "devices/video[#0]/model/@vram", False),
+    (Kind.DOMAIN, WEB_Q35, "devices/memballoon[#0]", True),
+    (Kind.DOMAIN, ODD, "devices/memballoon[#0]", False),
+    (Kind.DOMAIN, NOT_QEMU, "devices/memballoon[#0]", False),  # another driver: its defaults
+    (Kind.DOMAIN, WEB_Q35, "cpu", True),
+    (Kind.DOMAIN, CUSTOM, "cpu", False),
+    (Kind.DOMAIN, CUSTOM, "cpu/@match", True),
+    (Kind.DOMAIN, CUSTOM, "cpu/model/@fallback", True),
+    (Kind.DOMAIN, CUSTOM, "cpu/@check", True),
+    (Kind.DOMAIN, KVM_CUSTOM, "cpu/@check", False),  # KVM checks a custom model: partial
+    (Kind.DOMAIN, KVM_CUSTOM.replace("check='none'", "check='partial'"), "cpu/@check", True),
+    (Kind.DOMAIN, PASSTHROUGH, "cpu/@check", True),
+    (Kind.DOMAIN, PASSTHROUGH, "cpu/@migratable", True),
+    (Kind.DOMAIN, PASSTHROUGH.replace("'on'", "'off'"), "cpu/@migratable", False),
+    (Kind.DOMAIN, WEB_Q35, "clock", True),
+    (Kind.DOMAIN, CUSTOM, "clock", False),  # with timers the schema wants the offset
+    (Kind.DOMAIN, CUSTOM, "currentMemory", True),
+    (Kind.DOMAIN, WEB_Q35, "currentMemory", False),
+    (Kind.DOMAIN, WEB_Q35, "os/boot", True),
+    (Kind.DOMAIN, ODD, "os/boot", False),
+]
+
+
 @pytest.mark.parametrize(("kind", "xml", "path", "filled"), FILLED_EXAMPLES)
 def test_filled_rule(kind: Kind, xml: str, path: str, filled: bool) -> None:
     flat = canonical.flatten(etree.fromstring(xml), kind)
     assert path in flat.values
-    value, element = flat.values[path], flat.elements.get(path)
+    value, element = flat.values[path], canonical.owner(flat, path)
     assert canonical.is_filled(kind, path, value, element) is filled
 
 
@@ -104,7 +271,7 @@ def test_every_filled_rule_has_an_example() -> None:
     for kind, xml, path, filled in FILLED_EXAMPLES:
         flat = canonical.flatten(etree.fromstring(xml), kind)
         for i, rule in enumerate(canonical.FILLED):
-            if filled and rule.matches(kind, path, flat.values[path], flat.elements.get(path)):
+            if filled and rule.matches(kind, path, flat.values[path], canonical.owner(flat, path)):
                 used.add(i)
     missing = [r.path.pattern for i, r in enumerate(canonical.FILLED) if i not in used]
     assert not missing
@@ -147,7 +314,8 @@ def test_domain_friendly_fields_and_overlay_for_the_rest() -> None:
     assert overlay.find("devices/emulator") is None and overlay.find("seclabel") is None
     assert overlay.find("devices/controller").get("model") == "pcie-root-port"  # type: ignore[union-attr]
     assert overlay.find("devices/panic/address").get("iobase") == "0x505"  # type: ignore[union-attr]
-    assert overlay.find("devices/console/target").attrib == {"type": "serial"}  # type: ignore[union-attr]
+    # The console's target (type='serial', port 0) is libvirt's: nothing left to say.
+    assert overlay.find("devices/console") is None
 
 
 def test_crashed_is_shutoff_and_pmsuspended_is_not_managed() -> None:
@@ -340,3 +508,58 @@ def test_an_empty_drive_has_no_format() -> None:
     assert "devices/disk[target=sda]/driver/@type" not in values
     assert values["devices/disk[target=sda]/driver/@name"] == "qemu"
     assert values["devices/disk[target=sdb]/driver/@type"] == "raw"
+
+
+# --- exports of QEMU domains say what the user chose --------------------------------
+
+
+def test_examples_style_q35_domain_has_no_overlay() -> None:
+    spec = _export(Kind.DOMAIN, WEB_Q35, state="running")  # asserts the readable form
+    assert "xml" not in spec and "cpu" not in spec and "boot" not in spec
+    assert spec["consoles"] == [{"type": "pty"}]
+    assert spec["graphics"] == [{"type": "vnc", "listen": "127.0.0.1"}]
+    assert spec["currentMemory"] == "192MiB" and spec["maxVcpus"] == 2
+
+
+def test_spare_root_ports_stay_without_what_libvirt_numbers() -> None:
+    overlay = etree.fromstring(str(_export(Kind.DOMAIN, SPARES)["xml"]))
+    ports = overlay.findall("devices/controller[@type='pci']")
+    assert [dict(p.attrib) for p in ports] == [
+        {"type": "pci", "index": str(i), "model": "pcie-root-port"} for i in range(1, 8)
+    ]
+    assert not [c for p in ports for c in p]  # model name, chassis and port: libvirt's
+
+
+def test_non_default_parts_of_an_element_stay() -> None:
+    overlay = etree.fromstring(str(_export(Kind.DOMAIN, CUSTOM)["xml"]))
+    assert overlay.find("cpu") is None  # mode and model are friendly fields
+    assert overlay.find("clock").attrib == {"offset": "utc"}  # type: ignore[union-attr]
+    assert overlay.find("clock/timer") is not None
+    assert overlay.find("devices/video/model").attrib == {"type": "qxl"}  # type: ignore[union-attr]
+    odd = etree.fromstring(str(_export(Kind.DOMAIN, ODD)["xml"]))
+    assert [i.get("type") for i in odd.iterfind("devices/input")] == ["mouse", "tablet"]
+    assert odd.find("devices/graphics").attrib == {"port": "5901", "autoport": "no"}  # type: ignore[union-attr]
+    assert odd.find("devices/memballoon/stats") is not None
+    assert odd.find("devices/serial/target").get("type") == "pci-serial"  # type: ignore[union-attr]
+
+
+def test_another_driver_keeps_everything() -> None:
+    overlay = etree.fromstring(str(_export(Kind.DOMAIN, NOT_QEMU)["xml"]))
+    assert overlay.find("devices/memballoon") is not None
+    assert overlay.find("devices/controller[@type='sata']") is not None
+
+
+@pytest.mark.parametrize(("autoport", "friendly"), [("yes", True), (None, False)])
+def test_spice_display_is_friendly_only_with_autoport(autoport: str | None, friendly: bool) -> None:
+    """A friendly SPICE display renders with autoport='yes'; one without it stays
+    in the overlay, so the export still reads back exactly."""
+    attrs = f" autoport='{autoport}'" if autoport else ""
+    xml = (
+        "<domain type='test'><name>s</name><memory unit='KiB'>1048576</memory><vcpu>1</vcpu>"
+        f"<os><type arch='x86_64'>hvm</type></os><devices><graphics type='spice'{attrs}/>"
+        "</devices></domain>"
+    )
+    spec = _export(Kind.DOMAIN, xml)
+    assert ("graphics" in spec) is friendly
+    if not friendly:
+        assert etree.fromstring(str(spec["xml"])).find("devices/graphics") is not None
