@@ -991,16 +991,20 @@ def _inactive_xml(obj: Any, flag: int) -> str:
 def _domain_caps(xml: str) -> DomainCaps:
     root = etree.fromstring(xml.encode())
     os_el = root.find("os[@supported='yes']")
-    firmware: set[str] = set()
+    firmware: frozenset[str] = frozenset()
+    loaders: frozenset[str] = frozenset()
     if os_el is not None:
-        firmware = {v.text or "" for v in os_el.iterfind("enum[@name='firmware']/value")}
-        if os_el.find("loader[@supported='yes']/value") is not None:
-            firmware.add("efi")  # a loader to choose: efi without firmware descriptors
+        firmware = frozenset(v.text or "" for v in os_el.iterfind("enum[@name='firmware']/value"))
+        loaders = frozenset(
+            v.text or ""
+            for v in os_el.iterfind("loader[@supported='yes']/enum[@name='type']/value")
+        )
     return DomainCaps(
         arch=root.findtext("arch") or "",
         machine=root.findtext("machine") or "",
         type=root.findtext("domain") or "",
-        firmware=frozenset(firmware),
+        firmware=firmware,
+        loaders=loaders,
     )
 
 

@@ -54,7 +54,9 @@ class DomainCaps:
 
     ``error`` is set when the host refused the combination (no emulator for the
     arch, an unknown machine, a domain type it cannot run): the host cannot run
-    such a domain. ``firmware`` lists the firmware kinds it can auto-select.
+    such a domain. ``firmware`` lists the firmware kinds it can auto-select
+    (``<os firmware='efi'>`` needs "efi" there: libvirt picks from firmware
+    descriptors); ``loaders`` the loader types a domain may name itself.
     """
 
     arch: str = ""
@@ -62,6 +64,7 @@ class DomainCaps:
     type: str = ""
     error: str | None = None
     firmware: frozenset[str] = frozenset()
+    loaders: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, kw_only=True)

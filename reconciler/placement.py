@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from lxml import etree
 
 from reconciler.model import Host, Kind, Manifest
-from reconciler.observed import CapsKey, HostState, ObjectKey, object_key
+from reconciler.observed import CapsKey, DomainCaps, HostState, ObjectKey, object_key
 
 EXISTING = "exists there"
 RECORDED = "placed there by an earlier run"
@@ -69,14 +69,19 @@ def caps_key(desired: etree._Element) -> CapsKey:
     return (arch, machine, desired.get("type", ""))
 
 
-def _firmware(desired: etree._Element) -> str:
+def _firmware(desired: etree._Element, caps: DomainCaps) -> str | None:
+    """Why the host cannot give the domain its firmware, if it cannot."""
     os_el = desired.find("os")
     if os_el is None:
-        return ""
-    if os_el.get("firmware"):
-        return str(os_el.get("firmware"))
+        return None
+    wanted = os_el.get("firmware")
+    if wanted and wanted not in caps.firmware:
+        return f"no {wanted} firmware"
     loader = os_el.find("loader")
-    return "efi" if loader is not None and loader.get("type") == "pflash" else ""
+    kind = loader.get("type") if loader is not None else None
+    if kind and kind not in caps.loaders:
+        return f"no {kind} loader"
+    return None
 
 
 def _missing(m: Manifest, state: HostState, provided: frozenset[ObjectKey]) -> list[str]:
@@ -106,9 +111,8 @@ def _unsupported(desired: etree._Element, state: HostState) -> str | None:
         return None
     if caps.error:
         return f"capabilities: {caps.error}"
-    if _firmware(desired) == "efi" and "efi" not in caps.firmware:
-        return "capabilities: no efi firmware"
-    return None
+    firmware = _firmware(desired, caps)
+    return f"capabilities: {firmware}" if firmware else None
 
 
 def _recorded(name: str, cands: Sequence[str], states: Mapping[str, HostState]) -> str | None:
