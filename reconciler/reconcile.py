@@ -146,9 +146,13 @@ class Run:
                 wanted.setdefault(c, set()).add(placement.caps_key(self._render(m)))
 
         def one(host: Host) -> tuple[Session | None, HostState]:
+            # Capabilities are read once per host per run: a second observation
+            # (the convergence check) reuses them.
+            reuse = host.name in self.states and self.states[host.name].reachable
             try:
                 session = self.sessions.get(host.name) or Session.open(host)
-                return session, session.observe(capabilities=wanted.get(host.name, ()))
+                state = session.observe(capabilities=wanted.get(host.name, ()), reuse=reuse)
+                return session, state
             except errors.HostError as e:
                 return None, HostState(host=host, reachable=False, error=str(e))
 
@@ -237,7 +241,7 @@ class Run:
                 continue
             try:
                 # Fresh: this run may have created the domain's networks there.
-                self.states[nxt] = session.observe()
+                self.states[nxt] = session.observe(reuse=True)
             except errors.HostError as e:
                 skipped[nxt] = f"unreachable: {e}"
                 continue

@@ -123,6 +123,10 @@ def test_first_candidate_without_the_network_places_on_the_second(tmp_path: Path
     assert own is not None and own.host == "b" and own.placement == ("a", "b")
     assert _registry_domains(a)["web"]["host"] == "b"
     assert run("plan", folder, "--detailed-exitcode")[0] == 0
+    code, out, err = run("status", folder, "-o", "json")
+    assert code == 0, out + err
+    seen = {h["host"]: [o["name"] for o in h["objects"]] for h in _doc(out)["hosts"]}
+    assert "web" in seen["b"] and "web" not in seen["a"]
 
 
 def test_unreachable_first_candidate_is_a_warning_and_the_second_gets_it(
@@ -149,6 +153,20 @@ def test_unreachable_first_candidate_is_a_warning_and_the_second_gets_it(
     assert "web" in _domains(b)
     code, out, _ = run("plan", folder)
     assert code == 0 and "unreachable" in out
+    # a is back and fits now: web stays on b, and a learns where it lives.
+    a = f"test://{_host_file(tmp_path, 'a')}"
+    override = tmp_path / "override.yaml"
+    override.write_text(_hosts_doc({"a": a}))
+    _write(
+        folder,
+        _hosts_doc({"a": missing, "b": b}, labels={"a": "any", "b": "any"}),
+        _network("lab", "a"),
+        _network("lab", "b"),
+        _domain("web", "{selector: {zone: any}}"),
+    )
+    code, out, err = run("apply", folder, "--hosts-override", override)
+    assert code == 0, out + err
+    assert "web" not in _domains(a) and _registry_domains(a)["web"]["host"] == "b"
 
 
 def test_a_placed_domain_stays_when_the_first_candidate_fits_later(
