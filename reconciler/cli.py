@@ -287,7 +287,7 @@ def _status(args: argparse.Namespace, out: Console) -> int:
         run.build_plans()
     finally:
         run.close()
-    statuses = status.build(run.target.assignments, run.plans, run.states)
+    statuses = status.build(run.assignments, run.plans, run.states)
     if args.output == "json":
         out.print_json(json.dumps(report.status_json(statuses)))
     else:
@@ -418,6 +418,8 @@ def _print_action(a: plan.Action, args: argparse.Namespace, out: Console) -> Non
     )
     if a.note:
         out.print(f"      [dim]{escape(a.note)}[/]")
+    if a.placement is not None and (a.type is ActionType.CREATE or a.placement.skipped):
+        out.print(f"      [dim]{escape(report.placement_text(a.placement))}[/]")
     if a.error:
         out.print(f"      [red]error: {escape(a.error)}[/]")
     for c in a.changes:
@@ -451,7 +453,9 @@ def _print_results(
         for r in rs:
             if not r.action.type.is_change and r.result == "ok" and not args.verbose:
                 continue
-            mark = "[green]ok[/]" if r.result == "ok" else "[red]FAILED[/]"
+            mark = {"ok": "[green]ok[/]", "rolled-back": "[yellow]rolled back[/]"}.get(
+                r.result, "[red]FAILED[/]"
+            )
             calls = ""
             if args.verbose and r.calls:
                 calls = (
@@ -462,6 +466,8 @@ def _print_results(
             )
             if r.error:
                 out.print(f"      [red]{escape(r.error)}[/]")
+            if r.result == "ok" and r.action.placement and r.action.placement.skipped:
+                out.print(f"      [dim]{escape(report.placement_text(r.action.placement))}[/]")
 
 
 def _print_convergence(left: Sequence[tuple[str, plan.Action]], failed: bool, out: Console) -> None:

@@ -5,6 +5,11 @@ The executor decides nothing: it runs each action's steps in order through a
 calls it made. An action that fails is reported with the object's identity
 and the host; the others on the host still run (a failed pool makes its
 volumes fail on their own).
+
+A new domain with several candidate hosts (``action.placement``) whose
+define, autostart or start fails is rolled back: what this action defined is
+stopped and undefined, so nothing is left on the host, and ``Result.rolled_back``
+tells ``reconcile.Run`` it may try the next candidate.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from dataclasses import dataclass, field
 
 from reconciler import errors
 from reconciler.hosts import Session
-from reconciler.plan import Action, HostPlan
+from reconciler.plan import Action, ActionType, HostPlan
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,6 +30,8 @@ class Result:
     result: str
     error: str | None = None
     calls: dict[str, int] = field(default_factory=dict)
+    # A failed create of a placed domain left nothing on the host.
+    rolled_back: bool = False
 
 
 def execute_host(session: Session, host_plan: HostPlan) -> list[Result]:
@@ -39,13 +46,35 @@ def execute_host(session: Session, host_plan: HostPlan) -> list[Result]:
             continue
         before = collections.Counter(session.calls)
         error = None
+        defined = False
         try:
             for step in action.steps:
                 session.run(step, action)
+                defined = defined or step.call == "dom_define"
         except errors.ReconcileError as e:
             error = str(e)
+        rolled_back = False
+        if error and action.placement is not None and action.type is ActionType.CREATE:
+            rolled_back, error = _roll_back(session, action, error, defined=defined)
         calls = dict(session.calls - before)
         results.append(
-            Result(action=action, result="failed" if error else "ok", error=error, calls=calls)
+            Result(
+                action=action,
+                result="failed" if error else "ok",
+                error=error,
+                calls=calls,
+                rolled_back=rolled_back,
+            )
         )
     return results
+
+
+def _roll_back(session: Session, action: Action, error: str, *, defined: bool) -> tuple[bool, str]:
+    """Undo a placed domain's failed create; (nothing left on the host?, error)."""
+    if not defined:
+        return True, error  # define itself failed: nothing to undo
+    try:
+        session.discard_domain(action.name)
+    except errors.ReconcileError as e:
+        return False, f"{error}; the rollback failed too: {e}"
+    return True, f"{error} (rolled back: undefined again)"

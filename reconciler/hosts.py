@@ -32,7 +32,7 @@ import signal
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import libvirt
@@ -40,7 +40,7 @@ from lxml import etree
 
 from reconciler import errors, ownership, plan
 from reconciler.model import Host, Kind
-from reconciler.observed import HostState, Observed
+from reconciler.observed import CapsKey, DomainCaps, HostState, Observed
 from reconciler.plan import Action, Step
 
 _event_loop_lock = threading.Lock()
@@ -305,6 +305,9 @@ class Session:
         self.conn = conn
         self.calls: collections.Counter[str] = collections.Counter()
         self.registry = ownership.Registry()
+        # Domain capabilities read in this run, by (arch, machine, type); None:
+        # the driver has none.
+        self._caps: dict[CapsKey, DomainCaps] | None = {}
         self.detach_timeout = 20.0
         self.balloon_timeout = 10.0
         self._removed: dict[tuple[str, str], threading.Event] = {}
@@ -434,10 +437,19 @@ class Session:
 
     # --- observing ----------------------------------------------------------------
 
-    def observe(self) -> HostState:
-        """Read every domain, network, pool and volume on the host."""
+    def observe(self, *, capabilities: Iterable[CapsKey] = (), reuse: bool = False) -> HostState:
+        """Read every domain, network, pool and volume on the host.
+
+        ``capabilities``: the (arch, machine, type) combinations that domains
+        to be placed ask for, read with ``getDomainCapabilities``; with
+        ``reuse`` (a later observation in the same run) those read before
+        are not read again.
+        """
+        if not reuse:
+            self._caps = {}
         try:
             objects = self._observe()
+            caps = self._capabilities(sorted(set(capabilities)))
         except libvirt.libvirtError as e:
             raise errors.HostError(self.host.name, describe(e, uri=self.host.uri)) from e
         return HostState(
@@ -445,7 +457,32 @@ class Session:
             objects={o.key: o for o in objects},
             registry=self.registry,
             driver=self._driver(),
+            capabilities=caps,
         )
+
+    def _capabilities(self, keys: list[CapsKey]) -> dict[CapsKey, DomainCaps] | None:
+        for key in keys:
+            if self._caps is None:
+                return None  # no domain capabilities (the test driver): define decides
+            if key in self._caps:
+                continue
+            arch, machine, virttype = key
+            try:
+                xml = self.conn.getDomainCapabilities(
+                    None, arch or None, machine or None, virttype or None, 0
+                )
+            except libvirt.libvirtError as e:
+                if e.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+                    self._caps = None
+                    continue
+                if e.get_error_code() in (libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_RPC):
+                    raise
+                self._caps[key] = DomainCaps(error=describe(e, uri=self.host.uri))
+                continue
+            self._caps[key] = _domain_caps(xml)
+        if self._caps is None:
+            return None
+        return {k: self._caps[k] for k in keys}
 
     def _driver(self) -> str:
         try:
@@ -555,6 +592,27 @@ class Session:
         self._call(
             "defineXMLFlags", self.conn.defineXMLFlags, xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE
         )
+
+    def discard_domain(self, name: str) -> None:
+        """Roll back a domain this run defined here: stop it, undefine it, leave nothing."""
+        try:
+            dom = self.conn.lookupByName(name)
+            if dom.isActive():
+                self._call("destroy", dom.destroy)
+            self._dom_undefine(Action(kind=Kind.DOMAIN, name=name, type=plan.ActionType.DELETE))
+        except libvirt.libvirtError as e:
+            if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return
+            raise errors.ActionError(
+                f"Domain/{name}", self.host.name, f"rollback: {describe(e, uri=self.host.uri)}"
+            ) from e
+
+    def record_placement(self, name: str, record: ownership.Record | None) -> None:
+        """Keep (or drop) the placement record of a domain that lives on another host."""
+        if self.registry.domains.get(name) == record:
+            return
+        self.registry = self.registry.with_domain(name, record)
+        self._save_registry(f"the placement of Domain/{name}")
 
     def _dom_set_record(self, action: Action, xml: str) -> None:
         el = etree.fromstring(xml)
@@ -889,12 +947,13 @@ class Session:
     def record_applied(self, applied: dict[str, str]) -> None:
         """Remember on the host what ``watch`` applied (the git revision), for ``status``."""
         self.registry = dataclasses.replace(self.registry, applied=applied)
+        self._save_registry("the revision")
+
+    def _save_registry(self, what: str) -> None:
         try:
             self._write_registry()
         except libvirt.libvirtError as e:
-            raise errors.HostError(
-                self.host.name, f"cannot record the revision: {describe(e)}"
-            ) from e
+            raise errors.HostError(self.host.name, f"cannot record {what}: {describe(e)}") from e
 
     def _write_registry(self) -> None:
         net = self._call(
@@ -940,6 +999,26 @@ def _inactive_xml(obj: Any, flag: int) -> str:
         if not flag or e.get_error_code() != libvirt.VIR_ERR_INVALID_ARG:
             raise
         return str(obj.XMLDesc(0))
+
+
+def _domain_caps(xml: str) -> DomainCaps:
+    root = etree.fromstring(xml.encode())
+    os_el = root.find("os[@supported='yes']")
+    firmware: frozenset[str] = frozenset()
+    loaders: frozenset[str] = frozenset()
+    if os_el is not None:
+        firmware = frozenset(v.text or "" for v in os_el.iterfind("enum[@name='firmware']/value"))
+        loaders = frozenset(
+            v.text or ""
+            for v in os_el.iterfind("loader[@supported='yes']/enum[@name='type']/value")
+        )
+    return DomainCaps(
+        arch=root.findtext("arch") or "",
+        machine=root.findtext("machine") or "",
+        type=root.findtext("domain") or "",
+        firmware=firmware,
+        loaders=loaders,
+    )
 
 
 def _record_of(xml: str) -> ownership.Record | None:

@@ -9,6 +9,8 @@ from reconciler.model import Host, Kind
 from reconciler.ownership import Record, Registry
 
 ObjectKey = tuple[Kind, str]
+# What a domain asks the hypervisor for: (arch, machine, domain type); "" = the default.
+CapsKey = tuple[str, str, str]
 
 
 def object_key(kind: Kind, name: str, pool: str | None = None) -> ObjectKey:
@@ -47,6 +49,25 @@ class Observed:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DomainCaps:
+    """What ``getDomainCapabilities`` said for one (arch, machine, type) on a host.
+
+    ``error`` is set when the host refused the combination (no emulator for the
+    arch, an unknown machine, a domain type it cannot run): the host cannot run
+    such a domain. ``firmware`` lists the firmware kinds it can auto-select
+    (``<os firmware='efi'>`` needs "efi" there: libvirt picks from firmware
+    descriptors); ``loaders`` the loader types a domain may name itself.
+    """
+
+    arch: str = ""
+    machine: str = ""
+    type: str = ""
+    error: str | None = None
+    firmware: frozenset[str] = frozenset()
+    loaders: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, kw_only=True)
 class HostState:
     """Everything read from one host in one pass (one listAll* per kind)."""
 
@@ -56,3 +77,5 @@ class HostState:
     objects: Mapping[ObjectKey, Observed] = field(default_factory=dict)
     registry: Registry = field(default_factory=Registry)
     driver: str = ""
+    # Domain capabilities by what was asked; None: the driver has none (test driver).
+    capabilities: Mapping[CapsKey, DomainCaps] | None = None

@@ -14,6 +14,13 @@ Pure data and (de)serialisation; ``hosts`` reads and writes them.
 A record holds: managed, the last-applied field paths (for the three-way
 diff), the prune permission, the placement (candidate hosts) and, for a
 domain between the shutdown and the start of a restart, ``restarting``.
+
+Placement: a domain placed on one of several candidate hosts carries
+``placement`` (the candidates) and ``host`` (where it was placed) in its own
+record; every *other* reachable candidate keeps a copy of that record in its
+registry, under ``domains`` (``managed: false``: that host does not hold the
+domain). A later run that cannot see the chosen host still knows where the
+domain lives, so it never creates it a second time elsewhere.
 """
 
 from __future__ import annotations
@@ -114,6 +121,8 @@ class Registry:
 
     pools: Mapping[str, Record] = field(default_factory=dict)
     volumes: Mapping[str, Record] = field(default_factory=dict)
+    # Placement records of domains that live on another candidate host.
+    domains: Mapping[str, Record] = field(default_factory=dict)
     exists: bool = False
     uuid: str = ""
     # What ``watch`` last applied to the host: {"revision": git sha, "source": URL}.
@@ -131,6 +140,8 @@ class Registry:
             "pools": {k: v.to_json() for k, v in sorted(self.pools.items())},
             "volumes": {k: v.to_json() for k, v in sorted(self.volumes.items())},
         }
+        if self.domains:
+            data["domains"] = {k: v.to_json() for k, v in sorted(self.domains.items())}
         if self.applied:
             data["applied"] = dict(self.applied)
         reg.text = json.dumps(
@@ -153,6 +164,7 @@ class Registry:
         return cls(
             pools={k: Record.from_json(v) for k, v in data.get("pools", {}).items()},
             volumes={k: Record.from_json(v) for k, v in data.get("volumes", {}).items()},
+            domains={k: Record.from_json(v) for k, v in data.get("domains", {}).items()},
             exists=True,
             uuid=uuid,
             applied={str(k): str(v) for k, v in data.get("applied", {}).items()},
@@ -165,6 +177,14 @@ class Registry:
         else:
             pools[name] = record
         return dataclasses.replace(self, pools=pools)
+
+    def with_domain(self, name: str, record: Record | None) -> Registry:
+        domains = dict(self.domains)
+        if record is None:
+            domains.pop(name, None)
+        else:
+            domains[name] = record
+        return dataclasses.replace(self, domains=domains)
 
     def with_volume(self, key: str, record: Record | None) -> Registry:
         volumes = dict(self.volumes)

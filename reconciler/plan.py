@@ -20,6 +20,7 @@ from lxml import etree
 from reconciler import canonical, diff, ownership, units
 from reconciler.model import Host, Kind, Manifest
 from reconciler.observed import HostState, ObjectKey, Observed, object_key
+from reconciler.placement import NO_FIT, Placement
 from reconciler.render import xmlutil
 
 
@@ -82,6 +83,8 @@ class Action:
     xml_before: str | None = None
     xml_after: str | None = None
     blast_radius: tuple[str, ...] = ()
+    # A domain with several candidate hosts: where it goes, and why not elsewhere.
+    placement: Placement | None = None
 
     @property
     def ref(self) -> str:
@@ -136,8 +139,9 @@ def _ignores(m: Manifest) -> list[str]:
     return [str(x) for x in m.spec.get("ignoreDifferences", ())]
 
 
-def _record(m: Manifest, flat: canonical.Flat, host: str) -> ownership.Record:
-    placement = m.spec.get("placement", {}).get("hosts", ()) if m.kind is Kind.DOMAIN else ()
+def _record(
+    m: Manifest, flat: canonical.Flat, host: str, placement: Sequence[str] = ()
+) -> ownership.Record:
     prune = not m.prune_protected
     if m.kind is Kind.VOLUME:
         prune = prune and bool(m.spec.get("prune", False))
@@ -245,11 +249,16 @@ def _fits(path: str, maximum: str, desired: canonical.Flat, live: canonical.Flat
 
 
 def _plan_domain(
-    m: Manifest, desired: etree._Element, obs: Observed | None, host: Host, options: Options
+    m: Manifest,
+    desired: etree._Element,
+    obs: Observed | None,
+    host: Host,
+    options: Options,
+    candidates: Sequence[str] = (),
 ) -> Action:
     ignore = _ignores(m)
     dflat = canonical.flatten(desired, Kind.DOMAIN, ignore=ignore)
-    record = _record(m, dflat, host.name)
+    record = _record(m, dflat, host.name, candidates)
     state = m.spec.get("state")
     timeout = units.parse_duration(m.spec.get("updateStrategy", {}).get("shutdownTimeout", "120s"))
     restart_if_needed = m.spec.get("updateStrategy", {}).get("restart", "never") == "ifNeeded"
@@ -1035,6 +1044,15 @@ def _plan_prune(
     return deletes
 
 
+def _pending_note(placed: Placement | None) -> str | None:
+    if placed is None or not placed.pending:
+        return None
+    return (
+        f"pending: placed on host {placed.host} by an earlier run; it stays there and is "
+        "not created on another candidate"
+    )
+
+
 # --- the host plan --------------------------------------------------------------
 
 
@@ -1132,8 +1150,14 @@ def build_host_plan(
     options: Options,
     *,
     kinds: frozenset[Kind] | None = None,
+    placements: Mapping[str, Placement] | None = None,
 ) -> HostPlan:
-    """All actions for one host, in execution order."""
+    """All actions for one host, in execution order.
+
+    ``placements``: the decided placement of each domain (by name) that has
+    several candidate hosts; it goes into the domain's record and action.
+    """
+    placements = placements or {}
     if not state.reachable:
         return HostPlan(
             host=state.host,
@@ -1147,6 +1171,8 @@ def build_host_plan(
                     type=ActionType.UNCHANGED,
                     source=str(m.source),
                     error=f"host {state.host.name} is unreachable: {state.error}",
+                    placement=placements.get(m.name) if m.kind is Kind.DOMAIN else None,
+                    note=_pending_note(placements.get(m.name) if m.kind is Kind.DOMAIN else None),
                 )
                 for m, _ in desired
             ),
@@ -1167,10 +1193,18 @@ def build_host_plan(
             "pool": m.spec.get("pool"),
             "source": str(m.source),
         }
+        placed = placements.get(m.name) if m.kind is Kind.DOMAIN else None
+        if placed is not None:
+            base["placement"] = placed
         if m.suspended:
             actions.append(Action(**base, type=ActionType.UNCHANGED, note="suspended"))
             continue
         problems = _references(m, el, state, desired_keys)
+        if placed is not None and placed.reason == NO_FIT and obs is None:
+            problems = [
+                f"{m.source_of('spec.placement')}: spec.placement: no candidate host fits: "
+                + "; ".join(f"{h}: {why}" for h, why in placed.skipped.items())
+            ]
         if problems:
             actions.append(
                 Action(
@@ -1182,7 +1216,11 @@ def build_host_plan(
             continue
         try:
             if m.kind is Kind.DOMAIN:
-                action = _plan_domain(m, el, obs, state.host, options)
+                action = _plan_domain(
+                    m, el, obs, state.host, options, placed.candidates if placed else ()
+                )
+                if placed is not None:
+                    action = replace(action, placement=placed)
             elif m.kind is Kind.NETWORK:
                 action = _plan_network(m, el, obs, state.host, net_users)
             elif m.kind is Kind.STORAGE_POOL:

@@ -1,10 +1,18 @@
 """The one plan/execute path shared by ``plan``, ``apply`` and ``watch``.
 
-    resolve hosts -> observe every host (in parallel) -> render -> plan
-    -> execute (per host, in parallel) -> observe again -> converged?
+    resolve hosts -> observe every host (in parallel) -> render -> place
+    -> plan -> execute (per host, in parallel; placement fallbacks)
+    -> observe again -> converged?
 
 Per-host work runs in a thread per host, so independent hosts proceed in
 parallel and one unreachable host does not hold up the others.
+
+Domains with ``spec.placement`` are assigned to a host only after every host
+was observed (``placement.decide``). When define or start of a new placed
+domain fails, ``execute`` has already rolled it back on that host; ``Run``
+then reads the next fitting candidate again, plans the domain there afresh
+and runs that action, until one succeeds. Afterwards the placement is
+recorded in the registry of every other reachable candidate.
 """
 
 from __future__ import annotations
@@ -12,16 +20,16 @@ from __future__ import annotations
 import concurrent.futures
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from lxml import etree
 
-from reconciler import errors, plan, render
+from reconciler import errors, ownership, placement, plan, render
 from reconciler.execute import Result, execute_host
 from reconciler.hosts import Session
 from reconciler.model import Host, Kind, Manifest, ManifestSet
-from reconciler.observed import HostState
+from reconciler.observed import CapsKey, HostState, ObjectKey, object_key
 
 DEFAULT_HOST = "default"
 T = TypeVar("T")
@@ -33,6 +41,9 @@ class Target:
 
     hosts: tuple[Host, ...]
     assignments: Mapping[str, tuple[Manifest, ...]] = field(default_factory=dict)
+    # Domains with spec.placement and their candidate hosts, in order: placed
+    # by ``Run`` once the hosts are observed.
+    placed: tuple[tuple[Manifest, tuple[str, ...]], ...] = ()
 
 
 def resolve_hosts(
@@ -78,24 +89,25 @@ def resolve_hosts(
         hosts = [Host(name=DEFAULT_HOST, uri=uri)]
     names = {h.name for h in hosts}
     assignments: dict[str, list[Manifest]] = {h.name: [] for h in hosts}
+    placed: list[tuple[Manifest, tuple[str, ...]]] = []
     for m in manifests.objects:
-        host = _host_of(m, manifests, hosts)
+        candidates = placement.candidates(m, manifests.hosts)
+        if candidates:
+            placed.append((m, candidates))
+            continue
+        host = _host_of(m, manifests)
         if host in names:
             assignments[host].append(m)
-    return Target(hosts=tuple(hosts), assignments={k: tuple(v) for k, v in assignments.items()})
+    return Target(
+        hosts=tuple(hosts),
+        assignments={k: tuple(v) for k, v in assignments.items()},
+        placed=tuple(placed),
+    )
 
 
-def _host_of(m: Manifest, manifests: ManifestSet, hosts: Sequence[Host]) -> str:
+def _host_of(m: Manifest, manifests: ManifestSet) -> str:
     if m.host:
         return m.host
-    placement = m.spec.get("placement") if m.kind is Kind.DOMAIN else None
-    if placement and placement.get("hosts"):
-        return str(placement["hosts"][0])
-    if placement and placement.get("selector"):
-        selector = placement["selector"]
-        for h in manifests.hosts:
-            if all(h.labels.get(k) == v for k, v in selector.items()):
-                return h.name
     if not manifests.hosts:
         return DEFAULT_HOST
     if len(manifests.hosts) == 1:
@@ -123,12 +135,24 @@ class Run:
     states: dict[str, HostState] = field(default_factory=dict)
     plans: dict[str, plan.HostPlan] = field(default_factory=dict)
     rendered: dict[tuple[Kind, str, str], etree._Element] = field(default_factory=dict)
+    # What each host gets, placed domains included (set by build_plans).
+    assignments: dict[str, tuple[Manifest, ...]] = field(default_factory=dict)
+    placements: dict[str, placement.Placement] = field(default_factory=dict)
 
     def connect_and_observe(self) -> None:
+        wanted: dict[str, set[CapsKey]] = {}
+        for m, candidates in self.target.placed:
+            for c in candidates:
+                wanted.setdefault(c, set()).add(placement.caps_key(self._render(m)))
+
         def one(host: Host) -> tuple[Session | None, HostState]:
+            # Capabilities are read once per host per run: a second observation
+            # (the convergence check) reuses them.
+            reuse = host.name in self.states and self.states[host.name].reachable
             try:
                 session = self.sessions.get(host.name) or Session.open(host)
-                return session, session.observe()
+                state = session.observe(capabilities=wanted.get(host.name, ()), reuse=reuse)
+                return session, state
             except errors.HostError as e:
                 return None, HostState(host=host, reachable=False, error=str(e))
 
@@ -137,11 +161,35 @@ class Run:
                 self.sessions[name] = session
             self.states[name] = state
 
+    def place(self) -> None:
+        """Decide the host of every placed domain; fills ``assignments``."""
+        names = {h.name for h in self.target.hosts}
+        assignments = {
+            h.name: list(self.target.assignments.get(h.name, ())) for h in self.target.hosts
+        }
+        provided: dict[str, frozenset[ObjectKey]] = {
+            name: frozenset(
+                object_key(m.kind, m.name, m.spec.get("pool"))
+                for m in ms
+                if m.kind is not Kind.DOMAIN
+            )
+            for name, ms in assignments.items()
+        }
+        states = {n: s for n, s in self.states.items() if n in names}
+        self.placements = {}
+        for m, candidates in self.target.placed:
+            chosen = placement.decide(m, self._render(m), candidates, states, provided)
+            self.placements[m.name] = chosen
+            if chosen.host in names:
+                assignments[chosen.host].append(m)
+        self.assignments = {k: tuple(v) for k, v in assignments.items()}
+
     def build_plans(self) -> None:
+        self.place()
         for host in self.target.hosts:
-            desired = [(m, self._render(m)) for m in self.target.assignments.get(host.name, ())]
+            desired = [(m, self._render(m)) for m in self.assignments.get(host.name, ())]
             self.plans[host.name] = plan.build_host_plan(
-                desired, self.states[host.name], self.options
+                desired, self.states[host.name], self.options, placements=self.placements
             )
 
     def _render(self, m: Manifest) -> etree._Element:
@@ -158,7 +206,101 @@ class Run:
                 return [plan_failure(a, host_plan) for a in host_plan.actions]
             return execute_host(session, host_plan)
 
-        return parallel(one, self.target.hosts)
+        results = parallel(one, self.target.hosts)
+        self._fall_back(results)
+        self._record_placements(results)
+        return results
+
+    def _fall_back(self, results: dict[str, list[Result]]) -> None:
+        """A placed domain whose create failed (rolled back): try the next fitting candidate."""
+        done: set[str] = set()
+        for host in self.target.hosts:
+            for i, r in enumerate(list(results.get(host.name, ()))):
+                a = r.action
+                failed = r.result == "failed" and a.error is None and r.rolled_back
+                if a.placement is None or a.type is not plan.ActionType.CREATE or not failed:
+                    continue
+                if a.name in done:
+                    continue
+                done.add(a.name)
+                self._try_fallbacks(results, host.name, i)
+
+    def _try_fallbacks(self, results: dict[str, list[Result]], host: str, index: int) -> None:
+        first = results[host][index]
+        placed = first.action.placement
+        m = next((m for m, _ in self.target.placed if m.name == first.action.name), None)
+        if placed is None or m is None:
+            return
+        names = {h.name for h in self.target.hosts}
+        skipped = dict(placed.skipped)
+        last_host, last_index, last = host, index, first
+        for k, nxt in enumerate(placed.fallbacks):
+            session = self.sessions.get(nxt)
+            if nxt not in names or session is None:
+                skipped[nxt] = "not reachable in this run"
+                continue
+            try:
+                # Fresh: this run may have created the domain's networks there.
+                self.states[nxt] = session.observe(reuse=True)
+            except errors.HostError as e:
+                skipped[nxt] = f"unreachable: {e}"
+                continue
+            results[last_host][last_index] = replace(last, result="rolled-back")
+            skipped[last_host] = f"failed there, rolled back: {last.error}"
+            moved = replace(
+                placed, host=nxt, skipped=dict(skipped), fallbacks=placed.fallbacks[k + 1 :]
+            )
+            self.placements[m.name] = moved
+            fresh = plan.build_host_plan(
+                [(m, self._render(m))],
+                self.states[nxt],
+                plan.Options(),
+                placements={m.name: moved},
+            )
+            hp = self.plans[nxt]
+            self.plans[nxt] = replace(hp, actions=(*hp.actions, *fresh.actions))
+            outcome = execute_host(session, fresh)[0]
+            results.setdefault(nxt, []).append(outcome)
+            last_host, last_index, last = nxt, len(results[nxt]) - 1, outcome
+            if outcome.result == "ok" or not (outcome.rolled_back or outcome.action.error):
+                return
+
+    def _record_placements(self, results: dict[str, list[Result]]) -> None:
+        """Record where each placed domain lives on every other reachable candidate."""
+        names = {h.name for h in self.target.hosts}
+        ok = {
+            (host, r.action.name)
+            for host, rs in results.items()
+            for r in rs
+            if r.action.kind is Kind.DOMAIN and r.result == "ok"
+        }
+        for m, candidates in self.target.placed:
+            chosen = self.placements.get(m.name)
+            if chosen is None or chosen.pending:
+                continue
+            if (chosen.host, m.name) not in ok and chosen.reason != placement.EXISTING:
+                continue
+            record = ownership.Record(
+                managed=False, prune=False, placement=tuple(candidates), host=chosen.host
+            )
+            for c in candidates:
+                session = self.sessions.get(c)
+                if c == chosen.host or c not in names or session is None:
+                    continue
+                if not self.states[c].reachable:
+                    continue
+                try:
+                    session.record_placement(m.name, record)
+                except errors.ReconcileError as e:
+                    action = plan.Action(
+                        kind=Kind.DOMAIN,
+                        name=m.name,
+                        type=plan.ActionType.UNCHANGED,
+                        note=f"placement record (placed on host {chosen.host})",
+                    )
+                    results.setdefault(c, []).append(
+                        Result(action=action, result="failed", error=str(e))
+                    )
 
     def close(self) -> None:
         for session in self.sessions.values():

@@ -13,6 +13,7 @@ from typing import Any
 from reconciler import status
 from reconciler.execute import Result
 from reconciler.hosts import redact_uri
+from reconciler.placement import Placement
 from reconciler.plan import Action, ActionType, HostPlan
 
 JSON_VERSION = 1
@@ -44,6 +45,8 @@ def action_json(action: Action, result: Result | None = None) -> dict[str, Any]:
         data["blastRadius"] = list(action.blast_radius)
     if action.note:
         data["note"] = action.note
+    if action.placement is not None:
+        data["placement"] = placement_json(action.placement)
     if result is not None:
         data["result"] = result.result
         data["error"] = result.error
@@ -51,6 +54,23 @@ def action_json(action: Action, result: Result | None = None) -> dict[str, Any]:
     elif action.error is not None:
         data["error"] = action.error
     return data
+
+
+def placement_json(p: Placement) -> dict[str, Any]:
+    """Where a placed domain goes (``host``), why (``reason``), and why not elsewhere."""
+    return {
+        "host": p.host,
+        "candidates": list(p.candidates),
+        "reason": p.reason,
+        "skipped": dict(p.skipped),
+        "fallbacks": list(p.fallbacks),
+        "pending": p.pending,
+    }
+
+
+def placement_text(p: Placement) -> str:
+    skipped = "; ".join(f"{h}: {why}" for h, why in p.skipped.items())
+    return f"placement: host {p.host} ({p.reason})" + (f"; skipped {skipped}" if skipped else "")
 
 
 def summary(

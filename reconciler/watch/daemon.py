@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import http.server
 import logging
@@ -308,7 +309,7 @@ class Watcher:
             return {}
         self.passes += 1
         self._drop_dead_sessions(target.hosts)
-        sub = Target(hosts=hosts, assignments=target.assignments)
+        sub = dataclasses.replace(target, hosts=hosts)
         try:
             with self.lock(hosts):
                 outcomes = self._reconcile(sub, desired)
@@ -361,8 +362,10 @@ class Watcher:
         if todo:
             # The same Run, narrowed to the hosts that have work: execute, observe again.
             doing = Run(
-                target=Target(hosts=todo, assignments=target.assignments),
+                target=dataclasses.replace(target, hosts=todo),
                 options=run.options,
+                assignments=run.assignments,
+                placements=run.placements,
                 sessions=run.sessions,
                 states=run.states,
                 plans=run.plans,
@@ -440,7 +443,7 @@ class Watcher:
             self._mark(Reason.RECONNECT, f"{name}: connected", host=name)
 
     def _update_objects(self, run: Run, target: Target) -> None:
-        for hs in status.build(target.assignments, run.plans, run.states):
+        for hs in status.build(run.assignments, run.plans, run.states):
             counts = {s: 0 for s in status.Sync}
             for o in hs.objects:
                 counts[o.sync] += 1

@@ -8,9 +8,10 @@ Fixtures
 ``system_uri`` (session)      ``qemu:///system``, daemon started if needed (and stopped at
                               session end only if this session started it).
 ``guest`` (session)           :class:`Guest` with the tiny kernel + initrd (built once, cached).
-``isolated_hosts`` (session)  factory ``isolated_hosts(n=2, prefix="host")`` ->
+``isolated_hosts`` (session)  factory ``isolated_hosts(n=2, prefix="host", hide=None)`` ->
                               ``list[IsolatedHost]`` of fresh private libvirtds (``.uri``,
                               ``.pid``, ``.stop()``); all stopped at session end.
+                              ``hide={index: [path, ...]}``: paths that daemon sees empty.
 ``libvirt_events`` (session)  default event loop registered + running in a thread; request
                               it BEFORE opening the connection whose events you need.
 ``scratch_dir``               fresh dir under /var/tmp that qemu can read (images, serial
@@ -26,7 +27,7 @@ from __future__ import annotations
 import itertools
 import shutil
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -98,13 +99,17 @@ def isolated_hosts(
     started: list[IsolatedHost] = []
     counter = itertools.count(1)
 
-    def start(n: int = 2, prefix: str = "host") -> list[IsolatedHost]:
+    def start(
+        n: int = 2, prefix: str = "host", hide: Mapping[int, Sequence[str]] | None = None
+    ) -> list[IsolatedHost]:
         base = tmp_path_factory.mktemp("isolated")
         specs = []
-        for _ in range(n):
+        hidden: dict[str, Sequence[str]] = {}
+        for i in range(n):
             name = f"{prefix}{next(counter)}"
             specs.append((name, base / name))
-        hosts = start_isolated_hosts(specs)
+            hidden[name] = (hide or {}).get(i, ())
+        hosts = start_isolated_hosts(specs, hide=hidden)
         started.extend(hosts)
         return hosts
 

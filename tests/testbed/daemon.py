@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -27,7 +28,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -375,7 +376,8 @@ def _prepare_workdir(name: str, workdir: Path) -> tuple[Path, Path | None]:
     return sockdir, tmp
 
 
-def _launch_isolated_host(name: str, workdir: Path) -> IsolatedHost:
+def _launch_isolated_host(name: str, workdir: Path, hide: Sequence[str] = ()) -> IsolatedHost:
+    """Start the daemon; each path in ``hide`` shows as an empty directory to it only."""
     _require("libvirtd", "virsh", "unshare", "setpriv")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ValueError(f"isolated host name must be [A-Za-z0-9_.-]+, got {name!r}")
@@ -386,6 +388,11 @@ def _launch_isolated_host(name: str, workdir: Path) -> IsolatedHost:
     mounts = []
     for sub, target in PRIVATE_DIRS.items():
         mounts.append(f'mkdir -p {target} && mount --bind "$W/{sub}" {target}')
+    for i, path in enumerate(hide):
+        # In the daemon's own mount namespace: e.g. no firmware descriptors for it.
+        mounts.append(
+            f'mkdir -p "$W/hidden/{i}" && mount --bind "$W/hidden/{i}" {shlex.quote(path)}'
+        )
     script = (
         "set -e\n"
         + "\n".join(mounts)
@@ -440,13 +447,18 @@ def start_isolated_host(name: str, workdir: Path, timeout: float = 60.0) -> Isol
 
 
 def start_isolated_hosts(
-    specs: Iterable[tuple[str, Path]], timeout: float = 60.0
+    specs: Iterable[tuple[str, Path]],
+    timeout: float = 60.0,
+    hide: Mapping[str, Sequence[str]] | None = None,
 ) -> list[IsolatedHost]:
-    """Start several isolated hosts in parallel (``(name, workdir)`` pairs)."""
+    """Start several isolated hosts in parallel (``(name, workdir)`` pairs).
+
+    ``hide``: by host name, host paths that daemon sees as empty directories.
+    """
     hosts: list[IsolatedHost] = []
     try:
         for name, workdir in specs:
-            hosts.append(_launch_isolated_host(name, workdir))
+            hosts.append(_launch_isolated_host(name, workdir, (hide or {}).get(name, ())))
         for h in hosts:
             h.wait_ready(timeout)
     except BaseException:
