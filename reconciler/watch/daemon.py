@@ -394,6 +394,7 @@ class Watcher:
                 # Drop the session so the retry reconnects (and resyncs).
                 session = self._sessions.pop(h.name, None)
                 if session is not None:
+                    log.warning("host %s: connection lost; reconnecting", h.name)
                     session.close()
             elif h.name in blocked:
                 outcome = HostOutcome(host=h.name, result="failed", errors=blocked[h.name])
