@@ -99,6 +99,24 @@ def _prune_args(sp: argparse.ArgumentParser) -> None:
     )
 
 
+def _host_args(sp: argparse.ArgumentParser, host_help: str = "work only on this Host") -> None:
+    """-c, --host, --hosts-override: which hosts a command works on."""
+    sp.add_argument(
+        "-c",
+        "--connect",
+        metavar="URI",
+        help="libvirt URI of the one host (without Host documents)",
+    )
+    sp.add_argument(
+        "--host", action="append", default=[], metavar="NAME", help=f"{host_help} (repeatable)"
+    )
+    sp.add_argument(
+        "--hosts-override",
+        metavar="FILE",
+        help="Host documents whose URIs replace those of the same names",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="virt-reconcile",
@@ -113,24 +131,7 @@ def _parser() -> argparse.ArgumentParser:
 
     def hosts_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("paths", nargs="+", metavar="PATH", help="manifest files or folders")
-        sp.add_argument(
-            "-c",
-            "--connect",
-            metavar="URI",
-            help="libvirt URI of the one host (without Host documents)",
-        )
-        sp.add_argument(
-            "--host",
-            action="append",
-            default=[],
-            metavar="NAME",
-            help="work only on this Host (repeatable)",
-        )
-        sp.add_argument(
-            "--hosts-override",
-            metavar="FILE",
-            help="Host documents whose URIs replace those of the same names",
-        )
+        _host_args(sp)
         sp.add_argument("-o", "--output", choices=["text", "json"], default="text")
 
     def common(sp: argparse.ArgumentParser) -> None:
@@ -192,15 +193,7 @@ def _export_parser(sub: Any) -> None:
     ex.add_argument(
         "paths", nargs="*", metavar="PATH", help="Host documents naming the hosts (optional)"
     )
-    ex.add_argument("-c", "--connect", metavar="URI", help="libvirt URI of the one host")
-    ex.add_argument(
-        "--host", action="append", default=[], metavar="NAME", help="export only this Host"
-    )
-    ex.add_argument(
-        "--hosts-override",
-        metavar="FILE",
-        help="Host documents whose URIs replace those of the same names",
-    )
+    _host_args(ex, host_help="export only this Host")
     ex.add_argument(
         "--kind",
         action="append",
@@ -545,20 +538,7 @@ def _watch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="DIR",
         help="where git checkouts are kept (default ~/.cache/virt-reconcile/git)",
     )
-    w.add_argument(
-        "-c",
-        "--connect",
-        metavar="URI",
-        help="libvirt URI of the one host (without Host documents)",
-    )
-    w.add_argument(
-        "--host", action="append", default=[], metavar="NAME", help="work only on this Host"
-    )
-    w.add_argument(
-        "--hosts-override",
-        metavar="FILE",
-        help="Host documents whose URIs replace those of the same names",
-    )
+    _host_args(w)
     _prune_args(w)
     w.add_argument(
         "--resync",

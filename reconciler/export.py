@@ -29,7 +29,7 @@ import yaml
 from lxml import etree
 
 from reconciler import canonical, manifests, ownership, render, units
-from reconciler.model import API_VERSION, Kind, Manifest, Source
+from reconciler.model import API_VERSION, Kind, Manifest, Source, object_ref
 from reconciler.observed import HostState, Observed
 from reconciler.render import identity, xmlutil
 
@@ -51,9 +51,7 @@ class ObjectRef:
     @property
     def ref(self) -> str:
         """``KIND/NAME``, volumes ``Volume/POOL/NAME``, as in plans."""
-        if self.kind is Kind.VOLUME:
-            return f"{self.kind.value}/{self.pool}/{self.name}"
-        return f"{self.kind.value}/{self.name}"
+        return object_ref(self.kind, self.name, self.pool)
 
 
 @dataclass(frozen=True, kw_only=True)

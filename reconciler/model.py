@@ -33,6 +33,14 @@ class Kind(enum.StrEnum):
         return list(Kind).index(self)
 
 
+def object_ref(kind: Kind, name: str, pool: str | None = None) -> str:
+    """``KIND/NAME``, volumes ``Volume/POOL/NAME``: how plans, status and messages
+    name an object."""
+    if kind is Kind.VOLUME:
+        return f"{kind.value}/{pool}/{name}"
+    return f"{kind.value}/{name}"
+
+
 @dataclass(frozen=True, kw_only=True)
 class Source:
     """Where a document (or one of its fields) came from, for error messages."""
@@ -74,9 +82,7 @@ class Manifest:
     @property
     def ref(self) -> str:
         """``KIND/NAME`` as used by ``--replace`` and messages; volumes as pool/name."""
-        if self.kind is Kind.VOLUME:
-            return f"{self.kind.value}/{self.spec['pool']}/{self.name}"
-        return f"{self.kind.value}/{self.name}"
+        return object_ref(self.kind, self.name, self.spec.get("pool"))
 
     @property
     def prune_protected(self) -> bool:

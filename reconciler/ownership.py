@@ -171,25 +171,20 @@ class Registry:
         )
 
     def with_pool(self, name: str, record: Record | None) -> Registry:
-        pools = dict(self.pools)
-        if record is None:
-            pools.pop(name, None)
-        else:
-            pools[name] = record
-        return dataclasses.replace(self, pools=pools)
+        return dataclasses.replace(self, pools=_with(self.pools, name, record))
 
     def with_domain(self, name: str, record: Record | None) -> Registry:
-        domains = dict(self.domains)
-        if record is None:
-            domains.pop(name, None)
-        else:
-            domains[name] = record
-        return dataclasses.replace(self, domains=domains)
+        return dataclasses.replace(self, domains=_with(self.domains, name, record))
 
     def with_volume(self, key: str, record: Record | None) -> Registry:
-        volumes = dict(self.volumes)
-        if record is None:
-            volumes.pop(key, None)
-        else:
-            volumes[key] = record
-        return dataclasses.replace(self, volumes=volumes)
+        return dataclasses.replace(self, volumes=_with(self.volumes, key, record))
+
+
+def _with(records: Mapping[str, Record], key: str, record: Record | None) -> dict[str, Record]:
+    """A copy of ``records`` with ``key`` set to ``record`` (None: removed)."""
+    out = dict(records)
+    if record is None:
+        out.pop(key, None)
+    else:
+        out[key] = record
+    return out

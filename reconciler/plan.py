@@ -18,7 +18,7 @@ from typing import Any
 from lxml import etree
 
 from reconciler import canonical, diff, ownership, units
-from reconciler.model import Host, Kind, Manifest
+from reconciler.model import Host, Kind, Manifest, object_ref
 from reconciler.observed import HostState, ObjectKey, Observed, object_key
 from reconciler.placement import NO_FIT, Placement
 from reconciler.render import xmlutil
@@ -88,9 +88,7 @@ class Action:
 
     @property
     def ref(self) -> str:
-        if self.kind is Kind.VOLUME:
-            return f"{self.kind.value}/{self.pool}/{self.name}"
-        return f"{self.kind.value}/{self.name}"
+        return object_ref(self.kind, self.name, self.pool)
 
     @property
     def disruption(self) -> Disruption | None:

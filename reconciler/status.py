@@ -15,7 +15,7 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from reconciler.model import Kind, Manifest
+from reconciler.model import Kind, Manifest, object_ref
 from reconciler.observed import HostState, object_key
 from reconciler.plan import Action, ActionType, HostPlan
 
@@ -50,9 +50,7 @@ class ObjectStatus:
 
     @property
     def ref(self) -> str:
-        if self.kind is Kind.VOLUME:
-            return f"{self.kind.value}/{self.pool}/{self.name}"
-        return f"{self.kind.value}/{self.name}"
+        return object_ref(self.kind, self.name, self.pool)
 
 
 @dataclass(frozen=True, kw_only=True)
