@@ -195,9 +195,10 @@ def export_object(obs: Observed, *, shared_macs: Collection[str] = ()) -> tuple[
     cleaned = clean(_parse(xml), obs.kind)
     friendly = _FRIENDLY[obs.kind](cleaned, shared_macs)
     extra = _not_xml(obs)
+    want = canonical.flatten(cleaned, obs.kind).values
     spec: Spec = {}
     for form, spec in _candidates(obs.kind, cleaned, friendly):
-        if _renders_exactly(obs, {**spec, **extra}, cleaned):
+        if _renders_exactly(obs, {**spec, **extra}, want):
             return _ordered({**spec, **extra}), form
     # Not even the complete document renders back (a bug in render or here):
     # export it anyway; plan shows the difference.
@@ -239,7 +240,8 @@ def _render(kind: Kind, name: str, spec: Spec) -> etree._Element:
     return render.render(manifest)
 
 
-def _renders_exactly(obs: Observed, spec: Spec, cleaned: etree._Element) -> bool:
+def _renders_exactly(obs: Observed, spec: Spec, want: Mapping[str, str]) -> bool:
+    """Whether ``spec`` renders to exactly the fields ``want`` (the cleaned object)."""
     document = _document(obs.kind, obs.name, spec)
     if not manifests.schema_valid(obs.kind, document):
         return False
@@ -247,9 +249,7 @@ def _renders_exactly(obs: Observed, spec: Spec, cleaned: etree._Element) -> bool
         rendered = _render(obs.kind, obs.name, spec)
     except ValueError:
         return False
-    want = canonical.flatten(cleaned, obs.kind).values
-    got = canonical.flatten(rendered, obs.kind).values
-    return want == got
+    return canonical.flatten(rendered, obs.kind).values == want
 
 
 def _not_xml(obs: Observed) -> Spec:

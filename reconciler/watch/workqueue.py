@@ -123,12 +123,8 @@ class WorkQueue:
         with self._cond:
             self._in_flight = False
 
-    def next_due(self) -> float | None:
-        """When ``get`` will next have a batch (None: nothing marked)."""
-        with self._cond:
-            return self._next_due()
-
     def _next_due(self) -> float | None:
+        """When ``get`` will next have a batch (None: nothing marked); lock held."""
         times = [due for due, _ in self._later.values()]
         if self._first is not None:
             times.append(
