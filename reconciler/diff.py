@@ -58,9 +58,17 @@ def diff_fields(
     stale = set(applied) - desired.values.keys()
     if kind is Kind.DOMAIN:
         stale |= {p for p in live.values if _OWNED_SETS.match(p)} - desired.values.keys()
-    for path in sorted(stale):
-        if path in live.values:
-            changes.append(FieldChange(path=path, old=live.values[path], new=None))
+    kept: list[str] = []
+    for path in sorted(stale):  # an element sorts before the paths inside it
+        if path not in live.values or any(path.startswith(k + "/") for k in kept):
+            continue
+        old = live.values[path]
+        if canonical.is_filled(kind, path, old, canonical.owner(live, path)):
+            # libvirt would put exactly this back by itself (a default the manifest
+            # used to spell out): removing the field from the manifest changes nothing.
+            kept.append(path)
+            continue
+        changes.append(FieldChange(path=path, old=old, new=None))
     return collapse(changes)
 
 

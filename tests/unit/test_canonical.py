@@ -429,3 +429,26 @@ def test_vcpu_current_equal_to_the_maximum_is_implied() -> None:
         "<domain><vcpu current='1'>2</vcpu></domain>", "<domain><vcpu>2</vcpu></domain>"
     )
     assert [(c.path, c.old, c.new) for c in lowered] == [("vcpu/@current", "2", "1")]
+
+
+@pytest.mark.parametrize(
+    ("boot", "clock", "expected"),
+    [
+        # libvirt's own defaults: leaving them out of the manifest changes nothing.
+        ("hd", "<clock offset='utc'/>", []),
+        # Values of the user's: leaving them out reverts them.
+        ("cdrom", "<clock offset='localtime'/>", ["clock", "os/boot"]),
+    ],
+)
+def test_removing_a_field_libvirt_fills_in_anyway_is_no_change(
+    boot: str, clock: str, expected: list[str]
+) -> None:
+    """A manifest that spelled out a default (``boot: [hd]``) and no longer does —
+    e.g. an exported one — is not a revert: libvirt would put it back itself."""
+    head = "<domain type='qemu'><name>a</name><memory unit='KiB'>1048576</memory>"
+    tail = "<devices/></domain>"
+    os_ = "<os><type arch='x86_64' machine='pc-q35-7.2'>hvm</type>{}</os>"
+    desired = head + os_.format("") + tail
+    live = head + os_.format(f"<boot dev='{boot}'/>") + clock + tail
+    applied = ("os/boot", "os/boot/@dev", "clock", "clock/@offset")
+    assert [c.path for c in changes(desired, live, applied=applied)] == expected
