@@ -159,16 +159,22 @@ def test_booted_guest_then_one_field_change_is_exactly_that_change(
 
 
 def test_prune_removes_managed_and_keeps_unmanaged_same_prefix(
-    system_uri: str, guest: Guest, scratch_dir: Path, tmp_path: Path
+    isolated_hosts: Callable[..., list[IsolatedHost]],
+    guest: Guest,
+    scratch_dir: Path,
+    tmp_path: Path,
 ) -> None:
+    # A private daemon: --force-prune deletes every managed object the manifests do
+    # not name, and the system daemon may hold someone's (e.g. scripts/demo.sh's).
+    (host,) = isolated_hosts(1, prefix="vrprune")
     folder = tmp_path / "m"
     guest_manifests(folder, guest, scratch_dir / "a.log", name="vrt-prune-a")
     (folder / "b.yaml").write_text(
         "apiVersion: virt-reconcile/v1\nkind: Domain\nmetadata: {name: vrt-prune-b}\n"
         "spec: {type: qemu, memory: 64MiB}\n"
     )
-    assert vr("apply", folder, "-c", system_uri).returncode == 0
-    conn = libvirt.open(system_uri)
+    assert vr("apply", folder, "-c", host.uri).returncode == 0
+    conn = libvirt.open(host.uri)
     try:
         conn.defineXML(
             "<domain type='qemu'><name>vrt-prune-unmanaged</name>"
@@ -181,9 +187,9 @@ def test_prune_removes_managed_and_keeps_unmanaged_same_prefix(
             "spec: {type: qemu, memory: 64MiB}\n"
         )
         # Both managed objects go (100%): the prune guard wants --force-prune.
-        refused = vr("apply", folder, "-c", system_uri, "--prune")
+        refused = vr("apply", folder, "-c", host.uri, "--prune")
         assert refused.returncode == 1 and "prune guard" in refused.stdout
-        result = vr("apply", folder, "-c", system_uri, "--prune", "--force-prune", "-o", "json")
+        result = vr("apply", folder, "-c", host.uri, "--prune", "--force-prune", "-o", "json")
         assert result.returncode == 0, result.stdout + result.stderr
         deleted = sorted(
             a["name"]
