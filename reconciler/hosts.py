@@ -4,7 +4,7 @@
   daemon thread, which keepalive and device-removal events need).
 * ``Session.observe`` reads one host in one pass: one ``listAll*`` per kind and
   one XML read per object, into ``observed.HostState``.
-* ``Session.run`` carries out one ``plan.Step``; every mutating libvirt call
+* ``Session.run`` carries out one ``steps.Step``; every mutating libvirt call
   is counted by name in ``Session.calls``.
 * libvirt errors become ``errors.HostError``/``errors.ActionError`` with a
   message a user can act on; URIs are shown without passwords.
@@ -33,7 +33,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, assert_never
 
 import libvirt
 from lxml import etree
@@ -41,7 +41,34 @@ from lxml import etree
 from reconciler import errors, ownership, plan
 from reconciler.model import Host, Kind
 from reconciler.observed import CapsKey, DomainCaps, HostState, Observed
-from reconciler.plan import Action, Step
+from reconciler.plan import Action
+from reconciler.steps import (
+    AttachDevice,
+    BuildPool,
+    CreateVolume,
+    Define,
+    DeleteVolume,
+    DetachDevice,
+    NetCommand,
+    NetSection,
+    NetUpdate,
+    Registered,
+    RegistrySet,
+    ResizeVolume,
+    RestartDomain,
+    ResumeDomain,
+    SetAutostart,
+    SetDomainRecord,
+    SetMemory,
+    SetVcpus,
+    ShutdownDomain,
+    Start,
+    Step,
+    Stop,
+    SuspendDomain,
+    Undefine,
+    UpdateDevice,
+)
 
 _event_loop_lock = threading.Lock()
 # A file-backed test-driver host (test:///PATH.xml) is a fresh in-memory copy per
@@ -85,17 +112,17 @@ _STATE_REASONS = {
 }
 
 _NET_SECTIONS = {
-    "ip-dhcp-host": libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST,
-    "ip-dhcp-range": libvirt.VIR_NETWORK_SECTION_IP_DHCP_RANGE,
-    "dns-host": libvirt.VIR_NETWORK_SECTION_DNS_HOST,
-    "dns-txt": libvirt.VIR_NETWORK_SECTION_DNS_TXT,
-    "dns-srv": libvirt.VIR_NETWORK_SECTION_DNS_SRV,
-    "portgroup": libvirt.VIR_NETWORK_SECTION_PORTGROUP,
+    NetSection.IP_DHCP_HOST: libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST,
+    NetSection.IP_DHCP_RANGE: libvirt.VIR_NETWORK_SECTION_IP_DHCP_RANGE,
+    NetSection.DNS_HOST: libvirt.VIR_NETWORK_SECTION_DNS_HOST,
+    NetSection.DNS_TXT: libvirt.VIR_NETWORK_SECTION_DNS_TXT,
+    NetSection.DNS_SRV: libvirt.VIR_NETWORK_SECTION_DNS_SRV,
+    NetSection.PORTGROUP: libvirt.VIR_NETWORK_SECTION_PORTGROUP,
 }
 _NET_COMMANDS = {
-    "modify": libvirt.VIR_NETWORK_UPDATE_COMMAND_MODIFY,
-    "delete": libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE,
-    "add-last": libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
+    NetCommand.MODIFY: libvirt.VIR_NETWORK_UPDATE_COMMAND_MODIFY,
+    NetCommand.DELETE: libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE,
+    NetCommand.ADD_LAST: libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
 }
 
 
@@ -576,13 +603,81 @@ class Session:
 
     def run(self, step: Step, action: Action) -> None:
         """Carry out one step of an action; raises ActionError on failure."""
-        method = getattr(self, f"_{step.call}")
         try:
-            method(action, **step.params)
+            self._run(step, action)
         except libvirt.libvirtError as e:
             raise errors.ActionError(
-                action.ref, self.host.name, f"{step.call}: {describe(e, uri=self.host.uri)}"
+                action.ref, self.host.name, f"{step.label}: {describe(e, uri=self.host.uri)}"
             ) from e
+
+    def _run(self, step: Step, action: Action) -> None:
+        match step:
+            case Define(kind=Kind.DOMAIN, xml=xml):
+                self._dom_define(action, xml)
+            case Define(kind=Kind.NETWORK, xml=xml):
+                self._net_define(action, xml)
+            case Define(kind=Kind.STORAGE_POOL, xml=xml):
+                self._pool_define(action, xml)
+            case Start(kind=Kind.DOMAIN, paused=paused):
+                self._dom_start(action, paused)
+            case Start(kind=Kind.NETWORK):
+                self._net_start(action)
+            case Start(kind=Kind.STORAGE_POOL):
+                self._pool_start(action)
+            case Stop(kind=Kind.DOMAIN):
+                self._dom_destroy(action)
+            case Stop(kind=Kind.NETWORK):
+                self._net_stop(action)
+            case Stop(kind=Kind.STORAGE_POOL):
+                self._pool_stop(action)
+            case Undefine(kind=Kind.DOMAIN):
+                self._dom_undefine(action)
+            case Undefine(kind=Kind.NETWORK):
+                self._net_undefine(action)
+            case Undefine(kind=Kind.STORAGE_POOL):
+                self._pool_undefine(action)
+            case SetAutostart(kind=Kind.DOMAIN, on=on):
+                self._dom_autostart(action, on)
+            case SetAutostart(kind=Kind.NETWORK, on=on):
+                self._net_autostart(action, on)
+            case SetAutostart(kind=Kind.STORAGE_POOL, on=on):
+                self._pool_autostart(action, on)
+            case Define() | Start() | Stop() | Undefine() | SetAutostart():
+                raise AssertionError(f"no such kind: {step}")
+            case SetDomainRecord(xml=xml):
+                self._dom_set_record(action, xml)
+            case SuspendDomain():
+                self._dom_suspend(action)
+            case ResumeDomain():
+                self._dom_resume(action)
+            case ShutdownDomain(timeout=timeout):
+                self._dom_shutdown(action, timeout)
+            case RestartDomain(timeout=timeout):
+                self._dom_restart(action, timeout)
+            case AttachDevice(xml=xml, live=live, config=config):
+                self._dom_attach(action, xml, live, config)
+            case UpdateDevice(xml=xml, live=live, config=config):
+                self._dom_update_device(action, xml, live, config)
+            case DetachDevice(xml=xml, alias=alias, live=live, config=config):
+                self._dom_detach(action, xml, alias, live, config)
+            case SetMemory(kib=kib, live=live, config=config):
+                self._dom_set_memory(action, kib, live, config)
+            case SetVcpus(count=count, live=live, config=config):
+                self._dom_set_vcpus(action, count, live, config)
+            case NetUpdate():
+                self._net_update(action, step)
+            case BuildPool():
+                self._pool_build(action)
+            case CreateVolume(pool=pool, xml=xml):
+                self._vol_create(action, pool, xml)
+            case ResizeVolume(pool=pool, capacity=capacity, domain=domain):
+                self._vol_resize(action, pool, capacity, domain)
+            case DeleteVolume(pool=pool):
+                self._vol_delete(action, pool)
+            case RegistrySet(kind=kind, key=key, record=record):
+                self._registry_set(kind, key, record)
+            case _:
+                assert_never(step)
 
     # domains
     def _dom(self, action: Action) -> libvirt.virDomain:
@@ -826,16 +921,8 @@ class Session:
     def _net_autostart(self, action: Action, on: bool) -> None:
         self._call("networkSetAutostart", self._net(action).setAutostart, int(on))
 
-    def _net_update(
-        self,
-        action: Action,
-        command: str,
-        section: str,
-        parent_index: int,
-        xml: str,
-        live: bool,
-        config: bool,
-    ) -> None:
+    def _net_update(self, action: Action, step: NetUpdate) -> None:
+        live, config = step.live, step.config
         if action.name in self._redefined_live:
             live = False  # the test driver's restart in _net_define applied it live
             if not config:
@@ -846,10 +933,10 @@ class Session:
         self._call(
             "networkUpdate",
             self._net(action).update,
-            _NET_COMMANDS[command],
-            _NET_SECTIONS[section],
-            parent_index,
-            xml,
+            _NET_COMMANDS[step.command],
+            _NET_SECTIONS[step.section],
+            step.parent_index,
+            step.xml,
             flags,
         )
 
@@ -934,14 +1021,14 @@ class Session:
                 )
         self._call("storageVolDelete", vol.delete, 0)
 
-    def _registry_set(
-        self, action: Action, kind: str, key: str, record: dict[str, Any] | None
-    ) -> None:
-        rec = ownership.Record.from_json(record) if record is not None else None
-        if kind == "pool":
-            self.registry = self.registry.with_pool(key, rec)
-        else:
-            self.registry = self.registry.with_volume(key, rec)
+    def _registry_set(self, kind: Registered, key: str, record: ownership.Record | None) -> None:
+        match kind:
+            case Kind.STORAGE_POOL:
+                self.registry = self.registry.with_pool(key, record)
+            case Kind.VOLUME:
+                self.registry = self.registry.with_volume(key, record)
+            case _:
+                assert_never(kind)
         self._write_registry()
 
     def record_applied(self, applied: dict[str, str]) -> None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 from lxml import etree
@@ -22,6 +23,33 @@ from reconciler.model import Host, Kind, Manifest, object_ref
 from reconciler.observed import HostState, ObjectKey, Observed, object_key
 from reconciler.placement import NO_FIT, Placement
 from reconciler.render import xmlutil
+from reconciler.steps import (
+    AttachDevice,
+    BuildPool,
+    CreateVolume,
+    Define,
+    Defined,
+    DeleteVolume,
+    DetachDevice,
+    NetCommand,
+    NetSection,
+    NetUpdate,
+    RegistrySet,
+    ResizeVolume,
+    RestartDomain,
+    ResumeDomain,
+    SetAutostart,
+    SetDomainRecord,
+    SetMemory,
+    SetVcpus,
+    ShutdownDomain,
+    Start,
+    Step,
+    Stop,
+    SuspendDomain,
+    Undefine,
+    UpdateDevice,
+)
 
 
 class ActionType(enum.StrEnum):
@@ -57,14 +85,6 @@ class Change:
     old: str | None
     new: str | None
     disruption: Disruption
-
-
-@dataclass(frozen=True, kw_only=True)
-class Step:
-    """One libvirt call for ``execute``; ``call`` names a ``hosts.Session`` method."""
-
-    call: str
-    params: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -196,11 +216,11 @@ def _power(desired: str | None, observed: str) -> tuple[str | None, list[Step]]:
     ):
         return None, []
     if desired == "running":
-        return "running", [Step(call="dom_resume" if observed == "paused" else "dom_start")]
+        return "running", [ResumeDomain() if observed == "paused" else Start(kind=Kind.DOMAIN)]
     if desired == "paused":
         if observed == "running":
-            return "paused", [Step(call="dom_suspend")]
-        return "paused", [Step(call="dom_start", params={"paused": True})]
+            return "paused", [SuspendDomain()]
+        return "paused", [Start(kind=Kind.DOMAIN, paused=True)]
     return "shutoff", []
 
 
@@ -264,12 +284,12 @@ def _plan_domain(
     base: dict[str, Any] = {"kind": Kind.DOMAIN, "name": m.name, "source": str(m.source)}
 
     if obs is None:
-        create = [Step(call="dom_define", params={"xml": _with_record(desired, record)})]
+        create: list[Step] = [Define(kind=Kind.DOMAIN, xml=_with_record(desired, record))]
         if autostart is not None:
-            create.append(Step(call="dom_autostart", params={"on": bool(autostart)}))
+            create.append(SetAutostart(kind=Kind.DOMAIN, on=bool(autostart)))
         made = [Change(path="definition", old=None, new="defined", disruption=Disruption.NONE)]
         if state in ("running", "paused"):
-            create.append(Step(call="dom_start", params={"paused": state == "paused"}))
+            create.append(Start(kind=Kind.DOMAIN, paused=state == "paused"))
             made.append(Change(path="state", old=None, new=state, disruption=Disruption.LIVE))
         return Action(
             **base,
@@ -337,34 +357,34 @@ def _plan_domain(
     record_changed = obs.record != written
     define = bool(nonlive_cfg) or (not running and bool(cfg))
     if define:
-        steps.append(Step(call="dom_define", params={"xml": _with_record(merged, written)}))
+        steps.append(Define(kind=Kind.DOMAIN, xml=_with_record(merged, written)))
     if running and lflat is not None and not restart:
         steps += _live_steps(ops, dflat, lflat, iflat, cfg_paths, live_paths, config=not define)
     if not define and record_changed and (cfg or ops or not obs.managed or guard or interrupted):
         steps.append(_set_record(written))
     if restart:
-        steps.append(Step(call="dom_restart", params={"timeout": timeout}))
+        steps.append(RestartDomain(timeout=timeout))
     elif restart_pending:
         restart = True
         changes += _to_changes(pending, dflat, lflat, Disruption.RESTART_REQUIRED)
-        steps.append(Step(call="dom_restart", params={"timeout": timeout}))
+        steps.append(RestartDomain(timeout=timeout))
     if finish:
         changes.append(
             Change(path="state", old=obs.state, new="running", disruption=Disruption.LIVE)
         )
-        steps.append(Step(call="dom_start"))
+        steps.append(Start(kind=Kind.DOMAIN))
     if guard:
         steps.append(_set_record(record))  # restarted
     # Power state and autostart.
     new_state, power_steps = _power(state, obs.state)
     if new_state == "shutoff" and obs.state not in ("shutoff", "crashed", "shutdown"):
-        power_steps = [Step(call="dom_shutdown", params={"timeout": timeout})]
+        power_steps = [ShutdownDomain(timeout=timeout)]
     if new_state:
         changes.append(
             Change(path="state", old=obs.state, new=new_state, disruption=Disruption.LIVE)
         )
         steps += power_steps
-    _autostart(changes, steps, "dom", autostart, obs)
+    _autostart(changes, steps, Kind.DOMAIN, autostart, obs)
 
     if not obs.persistent:
         return Action(
@@ -387,10 +407,7 @@ def _plan_domain(
 
 
 def _set_record(record: ownership.Record) -> Step:
-    return Step(
-        call="dom_set_record",
-        params={"xml": diff.element_xml(ownership.record_element(record))},
-    )
+    return SetDomainRecord(xml=diff.element_xml(ownership.record_element(record)))
 
 
 def _fewer(change: diff.FieldChange) -> bool:
@@ -413,23 +430,20 @@ def _live_steps(
     steps: list[Step] = []
     updated: set[str] = set()
     for path, (op, change) in sorted(ops.items()):
-        flags = {"live": path in live_paths, "config": config and path in cfg_paths}
-        if op == "memory":
-            flags["live"] = True  # the balloon target is set whatever the guest reported
-        if op != "update" and not (flags["live"] or flags["config"]):
+        # The balloon target is set whatever the guest reported.
+        live = op == "memory" or path in live_paths
+        cfg = config and path in cfg_paths
+        if op != "update" and not (live or cfg):
             continue
         if op == "memory":
             kib = int(_or_default(change, dflat, lflat, "memory"))
-            steps.append(Step(call="dom_set_memory", params={"kib": kib, **flags}))
+            steps.append(SetMemory(kib=kib, live=live, config=cfg))
         elif op == "vcpus":
             count = int(_or_default(change, dflat, lflat, "vcpu"))
-            steps.append(Step(call="dom_set_vcpus", params={"count": count, **flags}))
+            steps.append(SetVcpus(count=count, live=live, config=cfg))
         elif op == "device" and change.added:
             steps.append(
-                Step(
-                    call="dom_attach",
-                    params={"xml": diff.element_xml(dflat.elements[path]), **flags},
-                )
+                AttachDevice(xml=diff.element_xml(dflat.elements[path]), live=live, config=cfg)
             )
         elif op == "device":
             el = lflat.elements.get(path)
@@ -437,13 +451,11 @@ def _live_steps(
                 el = iflat.elements[path]
             alias_el = el.find("alias")
             steps.append(
-                Step(
-                    call="dom_detach",
-                    params={
-                        "xml": diff.element_xml(el),
-                        "alias": alias_el.get("name") if alias_el is not None else None,
-                        **flags,
-                    },
+                DetachDevice(
+                    xml=diff.element_xml(el),
+                    alias=alias_el.get("name") if alias_el is not None else None,
+                    live=live,
+                    config=cfg,
                 )
             )
         elif op == "update":
@@ -463,17 +475,12 @@ def _live_steps(
                 if p.startswith(device + "/")
             ]
             diff.apply_changes(dev_flat, dflat, sub)
-            dev_flags = {
-                "live": any(p in live_paths for p in ops if p.startswith(device + "/")),
-                "config": config and any(p in cfg_paths for p in ops if p.startswith(device + "/")),
-            }
-            if not (dev_flags["live"] or dev_flags["config"]):
+            dev_live = any(p in live_paths for p in ops if p.startswith(device + "/"))
+            dev_cfg = config and any(p in cfg_paths for p in ops if p.startswith(device + "/"))
+            if not (dev_live or dev_cfg):
                 continue
             steps.append(
-                Step(
-                    call="dom_update_device",
-                    params={"xml": diff.element_xml(dev_copy), **dev_flags},
-                )
+                UpdateDevice(xml=diff.element_xml(dev_copy), live=dev_live, config=dev_cfg)
             )
     return steps
 
@@ -502,9 +509,9 @@ def _yn(b: bool) -> str:
 
 
 def _autostart(
-    changes: list[Change], steps: list[Step], prefix: str, autostart: Any, obs: Observed
+    changes: list[Change], steps: list[Step], kind: Defined, autostart: Any, obs: Observed
 ) -> None:
-    """The autostart change and step (``{prefix}_autostart``), when it differs."""
+    """The autostart change and step, when it differs."""
     if autostart is None or bool(autostart) == obs.autostart:
         return
     changes.append(
@@ -515,7 +522,7 @@ def _autostart(
             disruption=Disruption.NONE,
         )
     )
-    steps.append(Step(call=f"{prefix}_autostart", params={"on": bool(autostart)}))
+    steps.append(SetAutostart(kind=kind, on=bool(autostart)))
 
 
 def _action_type(obs: Observed, changes: Sequence[Change], steps: Sequence[Step]) -> ActionType:
@@ -529,17 +536,17 @@ def _action_type(obs: Observed, changes: Sequence[Change], steps: Sequence[Step]
 # --- networks -------------------------------------------------------------------
 
 _NET_SECTIONS = [
-    (re.compile(r"^(ip\[[^/]*\])/dhcp/(host\[[^/]*\])"), "ip-dhcp-host"),
-    (re.compile(r"^(ip\[[^/]*\])/dhcp/(range\[[^/]*\])"), "ip-dhcp-range"),
-    (re.compile(r"^()dns/(host\[[^/]*\])"), "dns-host"),
-    (re.compile(r"^()dns/(txt\[[^/]*\])"), "dns-txt"),
-    (re.compile(r"^()dns/(srv\[[^/]*\])"), "dns-srv"),
-    (re.compile(r"^()(portgroup\[[^/]*\])"), "portgroup"),
+    (re.compile(r"^(ip\[[^/]*\])/dhcp/(host\[[^/]*\])"), NetSection.IP_DHCP_HOST),
+    (re.compile(r"^(ip\[[^/]*\])/dhcp/(range\[[^/]*\])"), NetSection.IP_DHCP_RANGE),
+    (re.compile(r"^()dns/(host\[[^/]*\])"), NetSection.DNS_HOST),
+    (re.compile(r"^()dns/(txt\[[^/]*\])"), NetSection.DNS_TXT),
+    (re.compile(r"^()dns/(srv\[[^/]*\])"), NetSection.DNS_SRV),
+    (re.compile(r"^()(portgroup\[[^/]*\])"), NetSection.PORTGROUP),
 ]
-_MODIFIABLE = {"ip-dhcp-host", "portgroup"}
+_MODIFIABLE = {NetSection.IP_DHCP_HOST, NetSection.PORTGROUP}
 
 
-def _net_section(path: str) -> tuple[str, str, str] | None:
+def _net_section(path: str) -> tuple[NetSection, str, str] | None:
     """(section, parent ip path, element path) of a path net-update can change."""
     for rx, section in _NET_SECTIONS:
         m = rx.match(path)
@@ -565,11 +572,11 @@ def _plan_network(
     autostart = m.spec.get("autostart")
     base: dict[str, Any] = {"kind": Kind.NETWORK, "name": m.name, "source": str(m.source)}
     if obs is None:
-        create = [Step(call="net_define", params={"xml": _with_record(desired, record)})]
+        create: list[Step] = [Define(kind=Kind.NETWORK, xml=_with_record(desired, record))]
         if state == "active":
-            create.append(Step(call="net_start"))
+            create.append(Start(kind=Kind.NETWORK))
         if autostart is not None:
-            create.append(Step(call="net_autostart", params={"on": bool(autostart)}))
+            create.append(SetAutostart(kind=Kind.NETWORK, on=bool(autostart)))
         return Action(
             **base,
             type=ActionType.CREATE,
@@ -607,7 +614,7 @@ def _plan_network(
     steps: list[Step] = []
     define = bool(cfg) or obs.record != record
     if define:
-        steps.append(Step(call="net_define", params={"xml": _with_record(merged, record)}))
+        steps.append(Define(kind=Kind.NETWORK, xml=_with_record(merged, record)))
     if active and lflat is not None:
         steps += _net_update_steps(
             live_changes,
@@ -621,13 +628,13 @@ def _plan_network(
         changes.append(
             Change(path="state", old=obs.state, new="active", disruption=Disruption.LIVE)
         )
-        steps.append(Step(call="net_start"))
+        steps.append(Start(kind=Kind.NETWORK))
     elif state == "inactive" and obs.state == "active":
         changes.append(
             Change(path="state", old="active", new="inactive", disruption=Disruption.LIVE)
         )
-        steps.append(Step(call="net_stop"))
-    _autostart(changes, steps, "net", autostart, obs)
+        steps.append(Stop(kind=Kind.NETWORK))
+    _autostart(changes, steps, Kind.NETWORK, autostart, obs)
     kind = _action_type(obs, changes, steps)
     if kind is ActionType.UPDATE and not changes:
         # Only the ownership record changed (e.g. the applied field set).
@@ -718,35 +725,21 @@ def _net_update_steps(
             continue
         done.add(element)
         touched = [p for p in live_changes if p == element or p.startswith(element + "/")]
-        flags = {
-            "live": any(p in live_paths for p in touched),
-            "config": config and any(p in cfg_paths for p in touched),
-        }
-        parent = ips.index(ip) if ip in ips else -1
+        update = partial(
+            NetUpdate,
+            section=section,
+            parent_index=ips.index(ip) if ip in ips else -1,
+            live=any(p in live_paths for p in touched),
+            config=config and any(p in cfg_paths for p in touched),
+        )
         new_el, old_el = dflat.elements.get(element), lflat.elements.get(element)
-        base: dict[str, Any] = {"section": section, "parent_index": parent, **flags}
         if new_el is not None and old_el is not None and section in _MODIFIABLE:
-            steps.append(
-                Step(
-                    call="net_update",
-                    params={"command": "modify", "xml": diff.element_xml(new_el), **base},
-                )
-            )
+            steps.append(update(command=NetCommand.MODIFY, xml=diff.element_xml(new_el)))
             continue
         if old_el is not None:
-            steps.append(
-                Step(
-                    call="net_update",
-                    params={"command": "delete", "xml": diff.element_xml(old_el), **base},
-                )
-            )
+            steps.append(update(command=NetCommand.DELETE, xml=diff.element_xml(old_el)))
         if new_el is not None:
-            steps.append(
-                Step(
-                    call="net_update",
-                    params={"command": "add-last", "xml": diff.element_xml(new_el), **base},
-                )
-            )
+            steps.append(update(command=NetCommand.ADD_LAST, xml=diff.element_xml(new_el)))
     return steps
 
 
@@ -765,15 +758,13 @@ def _plan_pool(
     state = m.spec.get("state", "active")
     autostart = m.spec.get("autostart")
     base: dict[str, Any] = {"kind": Kind.STORAGE_POOL, "name": m.name, "source": str(m.source)}
-    reg_step = Step(
-        call="registry_set", params={"kind": "pool", "key": m.name, "record": record.to_json()}
-    )
+    reg_step = RegistrySet(kind=Kind.STORAGE_POOL, key=m.name, record=record)
     if obs is None:
-        create = [reg_step, Step(call="pool_define", params={"xml": _pretty(desired)})]
+        create: list[Step] = [reg_step, Define(kind=Kind.STORAGE_POOL, xml=_pretty(desired))]
         if state == "active":
-            create += [Step(call="pool_build"), Step(call="pool_start")]
+            create += [BuildPool(), Start(kind=Kind.STORAGE_POOL)]
         if autostart is not None:
-            create.append(Step(call="pool_autostart", params={"on": bool(autostart)}))
+            create.append(SetAutostart(kind=Kind.STORAGE_POOL, on=bool(autostart)))
         return Action(
             **base,
             type=ActionType.CREATE,
@@ -800,21 +791,21 @@ def _plan_pool(
     merged = etree.fromstring(etree.tostring(inactive))
     if cfg:
         diff.apply_changes(canonical.flatten(merged, Kind.STORAGE_POOL), dflat, cfg)
-        steps.append(Step(call="pool_define", params={"xml": _pretty(merged)}))
+        steps.append(Define(kind=Kind.STORAGE_POOL, xml=_pretty(merged)))
     if state == "active" and not active:
         changes.append(
             Change(path="state", old=obs.state, new="active", disruption=Disruption.LIVE)
         )
-        steps += [Step(call="pool_build"), Step(call="pool_start")]
+        steps += [BuildPool(), Start(kind=Kind.STORAGE_POOL)]
     elif state == "inactive" and active:
         changes.append(
             Change(path="state", old="active", new="inactive", disruption=Disruption.LIVE)
         )
-        steps.append(Step(call="pool_stop"))
-    _autostart(changes, steps, "pool", autostart, obs)
+        steps.append(Stop(kind=Kind.STORAGE_POOL))
+    _autostart(changes, steps, Kind.STORAGE_POOL, autostart, obs)
     kind = ActionType.UPDATE if changes else (ActionType.UNCHANGED if managed else ActionType.ADOPT)
     if kind is ActionType.UNCHANGED:
-        steps = [s for s in steps if s.call != "registry_set"] if old_record == record else []
+        steps = [s for s in steps if not isinstance(s, RegistrySet)] if old_record == record else []
     return Action(
         **base,
         type=kind,
@@ -844,10 +835,8 @@ def _plan_volume(
         "pool": pool,
         "source": str(m.source),
     }
-    reg_step = Step(
-        call="registry_set", params={"kind": "volume", "key": key, "record": record.to_json()}
-    )
-    create = Step(call="vol_create", params={"pool": pool, "xml": _pretty(desired)})
+    reg_step = RegistrySet(kind=Kind.VOLUME, key=key, record=record)
+    create = CreateVolume(pool=pool, xml=_pretty(desired))
     if obs is None:
         return Action(
             **base,
@@ -881,19 +870,16 @@ def _plan_volume(
                     Change(path="capacity", old=c.old, new=c.new, disruption=Disruption.LIVE)
                 )
                 steps.append(
-                    Step(
-                        call="vol_resize",
-                        # qemu holds an in-use image open (and locked): a running
-                        # domain grows it with blockResize.
-                        params={"pool": pool, "capacity": int(c.new), "domain": running_user},
-                    )
+                    # qemu holds an in-use image open (and locked): a running
+                    # domain grows it with blockResize.
+                    ResizeVolume(pool=pool, capacity=int(c.new), domain=running_user)
                 )
     ref = f"{Kind.VOLUME.value}/{pool}/{m.name}"
     if others and error is None:
         replace_ok = ref in options.replace or f"{Kind.VOLUME.value}/{m.name}" in options.replace
         if replace_ok:
             changes = _to_changes(others, dflat, cflat, Disruption.REPLACE)
-            steps = [Step(call="vol_delete", params={"pool": pool}), reg_step, create]
+            steps = [DeleteVolume(pool=pool), reg_step, create]
         else:
             paths = ", ".join(c.path for c in others)
             error = (
@@ -907,7 +893,7 @@ def _plan_volume(
             error=error,
             changes=tuple(_to_changes(cfg, dflat, cflat, Disruption.REPLACE)),
         )
-    if old_record != record and not any(s.call == "registry_set" for s in steps):
+    if old_record != record and not any(isinstance(s, RegistrySet) for s in steps):
         steps.insert(0, reg_step)
     kind = ActionType.UPDATE if changes else (ActionType.UNCHANGED if managed else ActionType.ADOPT)
     if kind is ActionType.UNCHANGED and old_record == record:
@@ -923,22 +909,25 @@ def _plan_delete(
 ) -> Action | None:
     if obs.kind is Kind.DOMAIN:
         record = obs.record
-        steps = ([Step(call="dom_destroy")] if obs.active else []) + [Step(call="dom_undefine")]
+        steps: list[Step] = [Stop(kind=Kind.DOMAIN)] if obs.active else []
+        steps.append(Undefine(kind=Kind.DOMAIN))
     elif obs.kind is Kind.NETWORK:
         record = obs.record
-        steps = ([Step(call="net_stop")] if obs.active else []) + [Step(call="net_undefine")]
+        steps = [Stop(kind=Kind.NETWORK)] if obs.active else []
+        steps.append(Undefine(kind=Kind.NETWORK))
     elif obs.kind is Kind.STORAGE_POOL:
         record = registry.pools.get(obs.name)
-        steps = ([Step(call="pool_stop")] if obs.active else []) + [
-            Step(call="pool_undefine"),
-            Step(call="registry_set", params={"kind": "pool", "key": obs.name, "record": None}),
+        steps = [Stop(kind=Kind.STORAGE_POOL)] if obs.active else []
+        steps += [
+            Undefine(kind=Kind.STORAGE_POOL),
+            RegistrySet(kind=Kind.STORAGE_POOL, key=obs.name, record=None),
         ]
     else:
         key = f"{obs.pool}/{obs.name}"
         record = registry.volumes.get(key)
         steps = [
-            Step(call="vol_delete", params={"pool": obs.pool}),
-            Step(call="registry_set", params={"kind": "volume", "key": key, "record": None}),
+            DeleteVolume(pool=str(obs.pool)),
+            RegistrySet(kind=Kind.VOLUME, key=key, record=None),
         ]
     if record is None or not record.managed or not record.prune:
         return None

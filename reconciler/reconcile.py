@@ -26,7 +26,7 @@ from typing import TypeVar
 from lxml import etree
 
 from reconciler import errors, ownership, placement, plan, render
-from reconciler.execute import Result, execute_host
+from reconciler.execute import Outcome, Result, execute_host
 from reconciler.hosts import Session
 from reconciler.model import Host, Kind, Manifest, ManifestSet
 from reconciler.observed import CapsKey, HostState, ObjectKey, object_key
@@ -245,7 +245,7 @@ class Run:
             except errors.HostError as e:
                 skipped[nxt] = f"unreachable: {e}"
                 continue
-            results[last_host][last_index] = replace(last, result="rolled-back")
+            results[last_host][last_index] = replace(last, result=Outcome.ROLLED_BACK)
             skipped[last_host] = f"failed there, rolled back: {last.error}"
             moved = replace(
                 placed, host=nxt, skipped=dict(skipped), fallbacks=placed.fallbacks[k + 1 :]
@@ -299,7 +299,7 @@ class Run:
                         note=f"placement record (placed on host {chosen.host})",
                     )
                     results.setdefault(c, []).append(
-                        Result(action=action, result="failed", error=str(e))
+                        Result(action=action, result=Outcome.FAILED, error=str(e))
                     )
 
     def close(self) -> None:
@@ -311,7 +311,7 @@ class Run:
 def plan_failure(action: plan.Action, host_plan: plan.HostPlan) -> Result:
     return Result(
         action=action,
-        result="failed",
+        result=Outcome.FAILED,
         error=action.error or f"host {host_plan.host.name} is unreachable: {host_plan.error}",
     )
 
