@@ -43,10 +43,10 @@ from reconciler import (
     watch,
 )
 from reconciler.execute import Result
-from reconciler.hosts import redact_uri
 from reconciler.model import Host, Kind, ManifestSet
 from reconciler.plan import ActionType
 from reconciler.reconcile import Run, Target, residual, resolve_hosts
+from reconciler.uris import redact_uri
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
