@@ -10,7 +10,7 @@ here, which belong to the planner (``plan``, ``kinds``) and nothing else;
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,10 @@ from reconciler.steps import (
     SetAutostart,
     Step,
 )
+
+# ``hosts.normalise``: a desired document as libvirt's parser stores it (None when
+# the parser refuses it). Passed in so that planning stays free of libvirt.
+Normalise = Callable[[Kind, str], "str | None"]
 
 
 class ActionType(enum.StrEnum):
@@ -126,6 +130,17 @@ def _pretty(el: etree._Element) -> str:
     return xmlutil.to_string(el)
 
 
+def _desired_flat(
+    kind: Kind, desired: etree._Element, normalise: Normalise | None, ignore: Sequence[str] = ()
+) -> canonical.Flat:
+    """The desired fields, valued as libvirt will store them (``canonical.flatten_desired``)."""
+    normalised = None
+    if normalise is not None:
+        text = normalise(kind, etree.tostring(desired, encoding="unicode"))
+        normalised = _parse(text) if text is not None else None
+    return canonical.flatten_desired(desired, normalised, kind, ignore=ignore)
+
+
 def _ignores(m: Manifest) -> list[str]:
     return [str(x) for x in m.spec.get("ignoreDifferences", ())]
 
@@ -158,7 +173,17 @@ def _to_changes(
     disruption: Disruption,
 ) -> list[Change]:
     out = []
+    by_path = {c.path: c for c in changes}
     for c in changes:
+        source = canonical.implied_by(Kind.DOMAIN, c.path) if c.path in desired.implied else None
+        if (
+            source is not None
+            and source in by_path
+            and (by_path[source].old, by_path[source].new) == (c.old, c.new)
+        ):
+            # Shown as part of the change that implies it (currentMemory follows
+            # memory when the manifest does not set it); still applied.
+            continue
         old, new = c.old, c.new
         if (
             c.is_element

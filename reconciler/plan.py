@@ -23,6 +23,7 @@ from reconciler.actions import (
     Change,
     Disruption,
     HostPlan,
+    Normalise,
     Options,
     _parse,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "Change",
     "Disruption",
     "HostPlan",
+    "Normalise",
     "Options",
     "build_host_plan",
     "disk_refs",
@@ -260,6 +262,7 @@ def build_host_plan(
     *,
     kinds: frozenset[Kind] | None = None,
     placements: Mapping[str, Placement] | None = None,
+    normalise: Normalise | None = None,
 ) -> HostPlan:
     """All actions for one host, in execution order.
 
@@ -296,6 +299,7 @@ def build_host_plan(
         running_domains=frozenset(
             o.name for o in state.objects.values() if o.kind is Kind.DOMAIN and o.active
         ),
+        normalise=normalise,
     )
     actions: list[Action] = []
     for m, el in sorted(

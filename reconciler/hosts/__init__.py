@@ -15,6 +15,9 @@
   lifecycle incl. redefine, devices, networks, pools, a dropped connection) to
   a plain Python callback as ``HostEvent``, so ``watch`` needs no libvirt import.
 
+``normalise`` reads a desired document back through libvirt's own parser on a
+private in-memory host (``normalise``), for the planner to compare.
+
 The test-only crash hook ``FAULT_AFTER_CALLS`` is described in ``calls``.
 """
 
@@ -22,6 +25,7 @@ from reconciler.hosts.calls import FAULT_AFTER_CALLS
 from reconciler.hosts.causes import describe
 from reconciler.hosts.connection import open_uri, start_event_loop
 from reconciler.hosts.events import HostEvent
+from reconciler.hosts.normalise import normalise
 from reconciler.hosts.session import Session
 
 __all__ = [
@@ -29,6 +33,7 @@ __all__ = [
     "HostEvent",
     "Session",
     "describe",
+    "normalise",
     "open_uri",
     "start_event_loop",
 ]

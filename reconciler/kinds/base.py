@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from lxml import etree
 
 from reconciler import ownership
-from reconciler.actions import Action, Options
+from reconciler.actions import Action, Normalise, Options
 from reconciler.model import Host, Kind, Manifest
 from reconciler.observed import Observed
 from reconciler.placement import Placement
@@ -42,6 +42,8 @@ class Context:
     running_domains: frozenset[str]
     # A domain with several candidate hosts: where it goes.
     placement: Placement | None = None
+    # ``hosts.normalise``, passed in so that planning stays free of libvirt.
+    normalise: Normalise | None = None
 
 
 class Planner(Protocol):

@@ -15,9 +15,11 @@ from reconciler.actions import (
     ActionType,
     Change,
     Disruption,
+    Normalise,
     Options,
     _action_type,
     _autostart,
+    _desired_flat,
     _ignores,
     _parse,
     _pretty,
@@ -41,6 +43,7 @@ from reconciler.kinds.exporting import (
 from reconciler.model import Host, Kind, Manifest
 from reconciler.observed import Observed
 from reconciler.ownership import Record, Registry
+from reconciler.render import identity
 from reconciler.render.domain import render_domain
 from reconciler.steps import (
     AttachDevice,
@@ -119,6 +122,23 @@ def _fits(path: str, maximum: str, desired: canonical.Flat, live: canonical.Flat
         return False
 
 
+def _with_live_macs(m: Manifest, desired: etree._Element, live: etree._Element) -> etree._Element:
+    """``desired`` with live MACs for the NICs whose only identity is their position
+    (no MAC, no NIC name in the manifest: ``identity.adopt_live_macs``)."""
+    named = {
+        identity.derive_mac(m.name, str(n["name"]))
+        for n in m.spec.get("interfaces", ())
+        if "name" in n and "mac" not in n
+    }
+    derived = {
+        identity.derive_mac(m.name, f"nic{i}")
+        for i in range(len(desired.findall("devices/interface")))
+    } - named
+    resolved = etree.fromstring(etree.tostring(desired))
+    identity.adopt_live_macs(resolved, live, derived)
+    return resolved
+
+
 def _plan_domain(
     m: Manifest,
     desired: etree._Element,
@@ -126,9 +146,12 @@ def _plan_domain(
     host: Host,
     options: Options,
     candidates: Sequence[str] = (),
+    normalise: Normalise | None = None,
 ) -> Action:
     ignore = _ignores(m)
-    dflat = canonical.flatten(desired, Kind.DOMAIN, ignore=ignore)
+    if obs is not None:
+        desired = _with_live_macs(m, desired, _parse(obs.xml))
+    dflat = _desired_flat(Kind.DOMAIN, desired, normalise, ignore)
     record = _record(m, dflat, host.name, candidates)
     state = m.spec.get("state")
     timeout = units.parse_duration(m.spec.get("updateStrategy", {}).get("shutdownTimeout", "120s"))
@@ -536,7 +559,13 @@ def _interface(el: etree._Element, shared_macs: Collection[str]) -> Spec | None:
 def _plan(m: Manifest, desired: etree._Element, obs: Observed | None, ctx: Context) -> Action:
     placed = ctx.placement
     action = _plan_domain(
-        m, desired, obs, ctx.host, ctx.options, placed.candidates if placed else ()
+        m,
+        desired,
+        obs,
+        ctx.host,
+        ctx.options,
+        placed.candidates if placed else (),
+        normalise=ctx.normalise,
     )
     return replace(action, placement=placed) if placed is not None else action
 

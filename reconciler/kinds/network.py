@@ -15,8 +15,10 @@ from reconciler.actions import (
     ActionType,
     Change,
     Disruption,
+    Normalise,
     _action_type,
     _autostart,
+    _desired_flat,
     _parse,
     _pretty,
     _record,
@@ -79,15 +81,17 @@ def _plan_network(
     obs: Observed | None,
     host: Host,
     running_users: Mapping[str, tuple[str, ...]],
+    normalise: Normalise | None = None,
 ) -> Action:
-    dflat = canonical.flatten(desired, Kind.NETWORK)
+    dflat = _desired_flat(Kind.NETWORK, desired, normalise)
     record = _record(m, dflat, host.name)
-    state = m.spec.get("state", "active")
+    # Absent: started when created (unusable otherwise), left alone once it exists.
+    state = m.spec.get("state")
     autostart = m.spec.get("autostart")
     base: dict[str, Any] = {"kind": Kind.NETWORK, "name": m.name, "source": str(m.source)}
     if obs is None:
         create: list[Step] = [Define(kind=Kind.NETWORK, xml=_with_record(desired, record))]
-        if state == "active":
+        if state in (None, "active"):
             create.append(Start(kind=Kind.NETWORK))
         if autostart is not None:
             create.append(SetAutostart(kind=Kind.NETWORK, on=bool(autostart)))
@@ -331,7 +335,7 @@ def _dhcp_host(el: etree._Element) -> Spec | None:
 
 
 def _plan(m: Manifest, desired: etree._Element, obs: Observed | None, ctx: Context) -> Action:
-    return _plan_network(m, desired, obs, ctx.host, ctx.network_users)
+    return _plan_network(m, desired, obs, ctx.host, ctx.network_users, ctx.normalise)
 
 
 def _delete(obs: Observed, _registry: Registry) -> tuple[Record | None, list[Step]]:

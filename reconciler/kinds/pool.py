@@ -13,7 +13,9 @@ from reconciler.actions import (
     ActionType,
     Change,
     Disruption,
+    Normalise,
     _autostart,
+    _desired_flat,
     _parse,
     _pretty,
     _record,
@@ -48,16 +50,18 @@ def _plan_pool(
     obs: Observed | None,
     host: Host,
     registry: ownership.Registry,
+    normalise: Normalise | None = None,
 ) -> Action:
-    dflat = canonical.flatten(desired, Kind.STORAGE_POOL)
+    dflat = _desired_flat(Kind.STORAGE_POOL, desired, normalise)
     record = _record(m, dflat, host.name)
-    state = m.spec.get("state", "active")
+    # Absent: started when created (unusable otherwise), left alone once it exists.
+    state = m.spec.get("state")
     autostart = m.spec.get("autostart")
     base: dict[str, Any] = {"kind": Kind.STORAGE_POOL, "name": m.name, "source": str(m.source)}
     reg_step = RegistrySet(kind=Kind.STORAGE_POOL, key=m.name, record=record)
     if obs is None:
         create: list[Step] = [reg_step, Define(kind=Kind.STORAGE_POOL, xml=_pretty(desired))]
-        if state == "active":
+        if state in (None, "active"):
             create += [BuildPool(), Start(kind=Kind.STORAGE_POOL)]
         if autostart is not None:
             create.append(SetAutostart(kind=Kind.STORAGE_POOL, on=bool(autostart)))
@@ -152,7 +156,7 @@ def _export(root: etree._Element, _shared: Collection[str]) -> Spec:
 
 
 def _plan(m: Manifest, desired: etree._Element, obs: Observed | None, ctx: Context) -> Action:
-    return _plan_pool(m, desired, obs, ctx.host, ctx.registry)
+    return _plan_pool(m, desired, obs, ctx.host, ctx.registry, ctx.normalise)
 
 
 def _delete(obs: Observed, registry: Registry) -> tuple[Record | None, list[Step]]:

@@ -13,7 +13,9 @@ from reconciler.actions import (
     ActionType,
     Change,
     Disruption,
+    Normalise,
     Options,
+    _desired_flat,
     _parse,
     _pretty,
     _record,
@@ -47,10 +49,11 @@ def _plan_volume(
     registry: ownership.Registry,
     options: Options,
     running_user: str | None,
+    normalise: Normalise | None = None,
 ) -> Action:
     pool = str(m.spec["pool"])
     key = f"{pool}/{m.name}"
-    dflat = canonical.flatten(desired, Kind.VOLUME)
+    dflat = _desired_flat(Kind.VOLUME, desired, normalise)
     record = _record(m, dflat, host.name)
     base: dict[str, Any] = {
         "kind": Kind.VOLUME,
@@ -152,7 +155,14 @@ def _plan(m: Manifest, desired: etree._Element, obs: Observed | None, ctx: Conte
     users = ctx.volume_users.get(f"{m.spec['pool']}/{m.name}", ())
     running = [d for d in users if d in ctx.running_domains]
     return _plan_volume(
-        m, desired, obs, ctx.host, ctx.registry, ctx.options, running[0] if running else None
+        m,
+        desired,
+        obs,
+        ctx.host,
+        ctx.registry,
+        ctx.options,
+        running[0] if running else None,
+        ctx.normalise,
     )
 
 
