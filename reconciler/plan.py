@@ -231,26 +231,13 @@ def _references(
         key = object_key(kind, name, pool)
         return key in state.objects or key in desired_keys
 
-    if m.kind is Kind.VOLUME and not exists(Kind.STORAGE_POOL, str(m.spec["pool"])):
-        problems.append(
-            f"spec.pool: storage pool '{m.spec['pool']}' does not exist on host "
-            f"{state.host.name} and no manifest declares it"
-        )
-    if m.kind is Kind.DOMAIN:
-        for i, disk in enumerate(m.spec.get("disks", ())):
-            vol = disk.get("source", {}).get("volume")
-            if vol and not exists(Kind.VOLUME, str(vol["name"]), str(vol["pool"])):
-                problems.append(
-                    f"spec.disks.{i}.source.volume: volume '{vol['pool']}/{vol['name']}'"
-                    f" does not exist on host {state.host.name} and no manifest declares it"
-                )
-        for i, nic in enumerate(m.spec.get("interfaces", ())):
-            net = nic.get("network")
-            if net and not exists(Kind.NETWORK, str(net)):
-                problems.append(
-                    f"spec.interfaces.{i}.network: network '{net}' does not exist on "
-                    f"host {state.host.name} and no manifest declares it"
-                )
+    for ref in KINDS[m.kind].references(m):
+        if not exists(ref.kind, ref.name, ref.pool):
+            named = f"{ref.pool}/{ref.name}" if ref.pool else ref.name
+            problems.append(
+                f"{ref.field}: {KINDS[ref.kind].label} '{named}' does not exist on host "
+                f"{state.host.name} and no manifest declares it"
+            )
     # FILE:LINE of the field, as for every other input error.
     return [f"{m.source_of(p.partition(':')[0])}: {p}" for p in problems]
 

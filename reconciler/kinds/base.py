@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from lxml import etree
 
@@ -46,6 +46,33 @@ class Context:
     normalise: Normalise | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
+class Reference:
+    """Another object that a manifest needs on its host."""
+
+    field: str  # the manifest field naming it, dotted: "spec.disks.0.source.volume"
+    kind: Kind
+    name: str
+    pool: str | None = None
+
+
+class Power(NamedTuple):
+    """An object's power state for ``status``: the state, its reason, healthy or not."""
+
+    state: str | None
+    reason: str = ""
+    healthy: bool = True
+
+
+def no_references(_m: Manifest) -> list[Reference]:
+    return []
+
+
+def active_power(obs: Observed) -> Power:
+    """A network's or a pool's power: active or inactive, always healthy."""
+    return Power(obs.state)
+
+
 class Planner(Protocol):
     def __call__(
         self, m: Manifest, desired: etree._Element, obs: Observed | None, ctx: Context
@@ -57,6 +84,8 @@ class Handler:
     """Everything kind-specific that the kind-agnostic stages need."""
 
     kind: Kind
+    # What messages call it ("storage pool").
+    label: str
     # The root element of the libvirt XML.
     root: str
     record_home: RecordHome
@@ -73,6 +102,10 @@ class Handler:
     export_state: Callable[[Observed], Spec]
     # Friendly fields a document-only export keeps beside spec.xml.
     export_required: tuple[str, ...] = ()
+    # The objects a manifest of this kind needs on its host (checked at plan time).
+    references: Callable[[Manifest], list[Reference]] = no_references
+    # Its power state, for ``status`` (``Power(None)``: it has none).
+    power: Callable[[Observed], Power] = active_power
 
     @property
     def order(self) -> int:

@@ -27,7 +27,7 @@ from reconciler.actions import (
     _to_changes,
     _with_record,
 )
-from reconciler.kinds.base import Context, Handler, RecordHome, Spec
+from reconciler.kinds.base import Context, Handler, Power, RecordHome, Reference, Spec
 from reconciler.kinds.exporting import (
     BRIDGE,
     MAC,
@@ -596,8 +596,39 @@ def _export_state(obs: Observed) -> Spec:
     return spec
 
 
+def _references(m: Manifest) -> list[Reference]:
+    out = []
+    for i, disk in enumerate(m.spec.get("disks", ())):
+        vol = disk.get("source", {}).get("volume")
+        if vol:
+            field = f"spec.disks.{i}.source.volume"
+            name, pool = str(vol["name"]), str(vol["pool"])
+            out.append(Reference(field=field, kind=Kind.VOLUME, name=name, pool=pool))
+    for i, nic in enumerate(m.spec.get("interfaces", ())):
+        net = nic.get("network")
+        if net:
+            field = f"spec.interfaces.{i}.network"
+            out.append(Reference(field=field, kind=Kind.NETWORK, name=str(net)))
+    return out
+
+
+# Pause and crash reasons that mean something is wrong with the guest, not that
+# someone chose the state (libvirt's virDomainPausedReason / CrashedReason names).
+_UNHEALTHY_PAUSE = frozenset({"ioerror", "watchdog", "crashed", "postcopy_failed"})
+
+
+def _power_state(obs: Observed) -> Power:
+    # "unknown" is libvirt's reason for a domain never started: say nothing.
+    reason = "" if obs.state_reason == "unknown" else obs.state_reason
+    healthy = obs.state != "crashed" and not (
+        obs.state == "paused" and obs.state_reason in _UNHEALTHY_PAUSE
+    )
+    return Power(obs.state, reason, healthy)
+
+
 HANDLER = Handler(
     kind=Kind.DOMAIN,
+    label="domain",
     root="domain",
     record_home=RecordHome.METADATA,
     render=render_domain,
@@ -606,4 +637,6 @@ HANDLER = Handler(
     export=_export,
     export_state=_export_state,
     export_required=("memory",),
+    references=_references,
+    power=_power_state,
 )

@@ -346,6 +346,7 @@ def _delete(obs: Observed, _registry: Registry) -> tuple[Record | None, list[Ste
 
 HANDLER = Handler(
     kind=Kind.NETWORK,
+    label="network",
     root="network",
     record_home=RecordHome.METADATA,
     render=render_network,

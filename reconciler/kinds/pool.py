@@ -170,6 +170,7 @@ def _delete(obs: Observed, registry: Registry) -> tuple[Record | None, list[Step
 
 HANDLER = Handler(
     kind=Kind.STORAGE_POOL,
+    label="storage pool",
     root="pool",
     record_home=RecordHome.REGISTRY,
     render=render_pool,

@@ -21,7 +21,7 @@ from reconciler.actions import (
     _record,
     _to_changes,
 )
-from reconciler.kinds.base import Context, Handler, RecordHome, Spec
+from reconciler.kinds.base import Context, Handler, Power, RecordHome, Reference, Spec
 from reconciler.kinds.exporting import (
     TOKEN,
     absolute,
@@ -178,8 +178,13 @@ def _export_state(obs: Observed) -> Spec:
     return {"pool": obs.pool}
 
 
+def _references(m: Manifest) -> list[Reference]:
+    return [Reference(field="spec.pool", kind=Kind.STORAGE_POOL, name=str(m.spec["pool"]))]
+
+
 HANDLER = Handler(
     kind=Kind.VOLUME,
+    label="volume",
     root="volume",
     record_home=RecordHome.REGISTRY,
     render=render_volume,
@@ -188,4 +193,6 @@ HANDLER = Handler(
     export=_export,
     export_state=_export_state,
     export_required=("capacity",),
+    references=_references,
+    power=lambda _obs: Power(None),
 )

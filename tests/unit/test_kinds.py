@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 from lxml import etree
 
-from reconciler import canonical, export, manifests, ownership, render
+from reconciler import canonical, export, manifests, ownership, plan, render
 from reconciler.actions import ActionType, Options
 from reconciler.kinds import KINDS, Context, RecordHome, handler
+from reconciler.kinds.base import Power
 from reconciler.model import API_VERSION, Host, Kind, Manifest, Source
-from reconciler.observed import Observed
+from reconciler.observed import HostState, Observed
 from reconciler.steps import Define, RegistrySet, Stop
 
 pytestmark = pytest.mark.unit
@@ -122,3 +123,56 @@ def test_delete_steps_find_the_record_where_the_kind_keeps_it(kind: Kind) -> Non
         assert any(isinstance(s, RegistrySet) and s.record is None for s in steps) is (
             h.record_home is RecordHome.REGISTRY
         )
+
+
+REFERENCES: dict[Kind, tuple[dict[str, Any], list[tuple[str, Kind, str, str | None]]]] = {
+    Kind.DOMAIN: (
+        {
+            "disks": [{"target": "vda", "source": {"volume": {"pool": "p", "name": "v"}}}],
+            "interfaces": [{"network": "n"}],
+        },
+        [
+            ("spec.disks.0.source.volume", Kind.VOLUME, "v", "p"),
+            ("spec.interfaces.0.network", Kind.NETWORK, "n", None),
+        ],
+    ),
+    Kind.NETWORK: ({}, []),
+    Kind.STORAGE_POOL: ({}, []),
+    Kind.VOLUME: ({}, [("spec.pool", Kind.STORAGE_POOL, "p", None)]),
+}
+
+
+@pytest.mark.parametrize("kind", list(SPECS), ids=str)
+def test_references_name_what_a_manifest_needs_on_its_host(kind: Kind) -> None:
+    extra, expected = REFERENCES[kind]
+    m = Manifest(
+        kind=kind, name="k1", spec={**SPECS[kind], **extra}, source=Source(file="m", line=1)
+    )
+    refs = KINDS[kind].references(m)
+    assert [(r.field, r.kind, r.name, r.pool) for r in refs] == expected
+    # Planned on an empty host, each missing one is an error naming the field.
+    hp = plan.build_host_plan([(m, render.render(m))], HostState(host=HOST), Options())
+    [action] = hp.actions
+    for field, ref_kind, _name, _pool in expected:
+        assert f"{field}: {KINDS[ref_kind].label} '" in (action.error or "")
+    assert (action.error is None) is (not expected)
+
+
+POWER: dict[Kind, list[tuple[str, str, Power]]] = {
+    Kind.DOMAIN: [
+        ("running", "booted", Power("running", "booted", True)),
+        ("shutoff", "unknown", Power("shutoff", "", True)),
+        ("paused", "ioerror", Power("paused", "ioerror", False)),
+        ("crashed", "panicked", Power("crashed", "panicked", False)),
+    ],
+    Kind.NETWORK: [("active", "", Power("active")), ("inactive", "", Power("inactive"))],
+    Kind.STORAGE_POOL: [("active", "", Power("active")), ("inactive", "", Power("inactive"))],
+    Kind.VOLUME: [("active", "", Power(None))],
+}
+
+
+@pytest.mark.parametrize("kind", list(SPECS), ids=str)
+def test_power_state_and_health_for_status(kind: Kind) -> None:
+    for state, reason, expected in POWER[kind]:
+        obs = Observed(kind=kind, name="k1", xml="<x/>", state=state, state_reason=reason)
+        assert KINDS[kind].power(obs) == expected
