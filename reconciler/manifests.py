@@ -2,7 +2,8 @@
 
 YAML text -> nodes with line numbers -> plain data (YAML 1.2 core-like
 scalars, so ``52:54:00:12:34:56`` and ``no`` stay strings) -> JSON Schema
-validation against ``schemas/<Kind>.json`` -> checks across documents ->
+validation against ``reconciler/schemas/<Kind>.json`` (package data, read with
+``importlib.resources``) -> checks across documents ->
 ``model.ManifestSet``.
 
 Every problem in every file is collected and raised together as one
@@ -14,12 +15,12 @@ from __future__ import annotations
 
 import difflib
 import functools
+import importlib.resources
 import json
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -29,7 +30,7 @@ from yaml._yaml import CParser
 from reconciler import errors, model, render, units
 from reconciler.render import identity
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMA_PACKAGE = "reconciler"  # the JSON Schemas ship in it: reconciler/schemas/<Kind>.json
 MAX_FILE_BYTES = 4 << 20
 MAX_ALIASES = 100
 MAX_NODES = 100_000
@@ -328,8 +329,13 @@ _Validator = jsonschema.validators.extend(
 
 @functools.cache
 def _validator(kind: model.Kind) -> Any:
-    schema = json.loads((SCHEMA_DIR / f"{kind.value}.json").read_text(encoding="utf-8"))
-    return _Validator(schema)
+    return _Validator(json.loads(schema_text(kind)))
+
+
+def schema_text(kind: model.Kind) -> str:
+    """The JSON Schema of one kind, read from the installed package (wheel or checkout)."""
+    resource = importlib.resources.files(SCHEMA_PACKAGE) / "schemas" / f"{kind.value}.json"
+    return resource.read_text(encoding="utf-8")
 
 
 _TYPE_NAMES = {
