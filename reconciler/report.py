@@ -1,6 +1,6 @@
 """Plans and change sets as plain data (``-o json``) and as text lines (pure).
 
-The JSON document is a stable contract (SPEC §2): fields may be added, never
+The JSON document is a stable contract (README, `-o json`): fields may be added, never
 renamed. ``cli`` prints what these functions return.
 """
 
