@@ -82,8 +82,9 @@ def assign_controller_indexes(root: etree._Element) -> None:
 
     libvirt first reserves the indexes the document states, then gives each
     controller without one, in document order, the lowest index of its type not
-    yet used; a USB2 companion (with ``<master>``) gets its master's. Written out, controllers match the host's by ``type+index`` (their
-    identity) instead of all colliding on index 0.
+    yet used; a USB2 companion (with ``<master>``) gets its master's. Written
+    out, controllers match the host's by ``type+index`` (their identity) instead
+    of all colliding on index 0.
     """
     controllers = root.findall("devices/controller")
     used: dict[str, set[int]] = {}
