@@ -45,10 +45,10 @@ from reconciler import (
     watch,
 )
 from reconciler.execute import Result
-from reconciler.hosts import redact_uri
 from reconciler.model import Host, Kind, ManifestSet
 from reconciler.plan import ActionType
-from reconciler.reconcile import Run, Target, residual, resolve_hosts
+from reconciler.reconcile import Run, Target, apply, resolve_hosts
+from reconciler.uris import redact_uri
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
@@ -397,38 +397,30 @@ def _reconcile(
             if problems:
                 return EXIT_ERROR
             return EXIT_CHANGES if args.detailed_exitcode and changes else EXIT_OK
-        blocking = [(n, a) for n, a in problems if run.states[n].reachable]
-        if blocking:
+        text = args.output == "text"
+        applied = apply(
+            run, before_execute=(lambda plans: _print_plan(plans, args, out)) if text else None
+        )
+        if applied.blocked:
             # Checks that need a host failed: change nothing anywhere.
-            _print_plan(run.plans, args, out)
+            _print_plan(applied.plans, args, out)
             err.print("plan-time checks failed; nothing was changed", style="red")
             return EXIT_ERROR
-        if args.output == "text":
-            _print_plan(run.plans, args, out)
-        results = run.execute()
-        executed_plans = dict(run.plans)
-        run.connect_and_observe()
-        run.build_plans()
-        failed_refs = {
-            (n, r.action.ref) for n, rs in results.items() for r in rs if r.result == "failed"
-        }
-        left = [(n, a) for n, a in residual(run.plans) if (n, a.ref) not in failed_refs]
-        converged = not left
+        left = [(n, a) for n, actions in applied.left.items() for a in actions]
         if args.output == "json":
             out.print_json(
-                json.dumps(report.plan_json(executed_plans, results, converged=converged))
+                json.dumps(
+                    report.plan_json(applied.plans, applied.results, converged=applied.converged)
+                )
             )
         else:
-            _print_results(results, args, out)
-        failed = any(r.result == "failed" for rs in results.values() for r in rs)
-        if args.output == "text":
+            _print_results(applied.results, args, out)
+        failed = bool(applied.failed())
+        if text:
             _print_convergence(left, failed, out)
-        if failed or not converged:
+        if failed or not applied.converged:
             return EXIT_ERROR
-        made = any(
-            r.action.type.is_change and r.result == "ok" for rs in results.values() for r in rs
-        )
-        return EXIT_CHANGES if args.detailed_exitcode and made else EXIT_OK
+        return EXIT_CHANGES if args.detailed_exitcode and applied.made() else EXIT_OK
     finally:
         run.close()
 

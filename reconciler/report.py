@@ -12,9 +12,9 @@ from typing import Any
 
 from reconciler import errors, status
 from reconciler.execute import Result
-from reconciler.hosts import redact_uri
 from reconciler.placement import Placement
 from reconciler.plan import Action, ActionType, HostPlan
+from reconciler.uris import redact_uri
 
 JSON_VERSION = 1
 SYMBOLS = {
