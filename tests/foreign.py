@@ -439,6 +439,27 @@ class SystemHost(Host):
                     pool.destroy()
                 pool.undefine()
         shutil.rmtree(POOL_ROOT, ignore_errors=True)
+        self._forget_pool_records()
+
+    def _forget_pool_records(self) -> None:
+        """Drop our pools' ownership records from the host's registry (see ownership.py),
+        so every run starts from the same host: a stale record would turn ``adopt`` into
+        a managed object with an old last-applied set."""
+        import libvirt
+
+        from reconciler import ownership
+
+        try:
+            net = self.conn.networkLookupByName(ownership.REGISTRY_NETWORK)
+        except libvirt.libvirtError:
+            return
+        registry = ownership.Registry.from_xml(net.XMLDesc(0))
+        stale = [name for name in registry.pools if name in self.names]
+        if not stale:
+            return
+        for name in stale:
+            registry = registry.with_pool(name, None)
+        self.conn.networkDefineXMLFlags(registry.to_xml(), libvirt.VIR_NETWORK_DEFINE_VALIDATE)
 
     def close(self) -> None:
         self.conn.close()
