@@ -174,10 +174,11 @@ CASES: list[tuple[str, list[str]]] = [
                        "--import"]),
     # --- PCI topology
     ("root-ports-extra", ["--osinfo", "rhel9.1", "--memory", "2048",
-                          *["--controller", "type=pci,model=pcie-root-port"] * 6,
+                          *[a for i in range(20, 26)
+                            for a in ("--controller", f"type=pci,model=pcie-root-port,index={i}")],
                           "--disk", disk("root-ports-extra"), "--import"]),
     ("pcie-to-pci-bridge", ["--osinfo", "debian11", "--memory", "1024",
-                            "--controller", "type=pci,model=pcie-to-pci-bridge",
+                            "--controller", "type=pci,model=pcie-to-pci-bridge,index=20",
                             "--disk", disk("pcie-to-pci-bridge"), "--import"]),
     ("usb-ehci", ["--osinfo", "debian11", "--machine", "pc", "--memory", "1024",
                   "--controller", "usb2", "--disk", disk("usb-ehci"), "--import"]),
