@@ -48,6 +48,9 @@ class Flat:
 
     values: Fields
     elements: dict[str, etree._Element]
+    # Paths the document does not state whose value is implied by another
+    # (``IMPLIED``): compared like the rest, shown as part of what implies them.
+    implied: frozenset[str] = frozenset()
 
 
 # --- identity of repeated, non-device elements (devices: render.identity) ---------
@@ -182,12 +185,55 @@ def flatten(root: etree._Element, kind: Kind, *, ignore: Iterable[str] = ()) -> 
         if id(child) in skipped:
             continue
         walk(child, key)
+    implied = set()
     for (k, path), source in IMPLIED.items():
         if k is kind and path not in values and source in values:
             values[path] = values[source]
+            implied.add(path)
     for rule in _DERIVED.get(kind, ()):
         rule(values, elements)
-    return Flat(values=values, elements=elements)
+    return Flat(values=values, elements=elements, implied=frozenset(implied))
+
+
+def flatten_desired(
+    doc: etree._Element,
+    normalised: etree._Element | None,
+    kind: Kind,
+    *,
+    ignore: Iterable[str] = (),
+) -> Flat:
+    """The desired fields: what ``doc`` states, valued as libvirt's parser stores it.
+
+    ``normalised`` is ``doc`` read back from libvirt (``hosts.normalise``). Of its
+    fields only those ``doc`` states are kept (the rest libvirt filled in), with
+    libvirt's spelling of their values (hex numbers, case, units); a field the
+    parser drops (``port='-1'``, a bind socket without a path) is not compared,
+    because libvirt would drop it from the host too — unless the test driver
+    drops something a real host keeps (``KEPT_BY_HOSTS``). Without ``normalised``
+    (the parser refused the document) the document is compared as written.
+    """
+    own = flatten(doc, kind, ignore=ignore)
+    if normalised is None:
+        return own
+    norm = flatten(normalised, kind, ignore=ignore)
+    values: Fields = {}
+    for path, value in own.values.items():
+        if path in norm.values:
+            values[path] = norm.values[path]
+        elif any(k is kind and rx.match(path) for k, rx, _ in KEPT_BY_HOSTS):
+            values[path] = value
+    return Flat(values=values, elements=own.elements, implied=own.implied)
+
+
+# What the test driver's parser drops that a real host's driver keeps: compared
+# as the document writes it. (kind, path, why).
+KEPT_BY_HOSTS: tuple[tuple[Kind, re.Pattern[str], str], ...] = (
+    (
+        Kind.DOMAIN,
+        re.compile(r"^devices/panic\[#\d+\](/.*)?$"),
+        "the test driver has no panic device; QEMU keeps it",
+    ),
+)
 
 
 # Attributes libvirt leaves out when they equal another value: (kind, path) -> the
@@ -195,7 +241,16 @@ def flatten(root: etree._Element, kind: Kind, *, ignore: Iterable[str] = ()) -> 
 # ``<vcpu>2</vcpu>``; both flatten to the same fields.
 IMPLIED: dict[tuple[Kind, str], str] = {
     (Kind.DOMAIN, "vcpu/@current"): "vcpu",
+    # A domain without <currentMemory> balloons to all of its memory: libvirt
+    # fills it in so at define, and a manifest without currentMemory means the
+    # same on a domain that exists (raising memory raises the balloon too).
+    (Kind.DOMAIN, "currentMemory"): "memory",
 }
+
+
+def implied_by(kind: Kind, path: str) -> str | None:
+    """The path whose value ``path`` takes when the document does not state it."""
+    return IMPLIED.get((kind, path))
 
 
 # --- values libvirt writes differently in the live XML of a running domain ---------
@@ -577,8 +632,6 @@ def _custom_cpu(el: etree._Element) -> bool:
 
 def _current_is_memory(el: etree._Element) -> bool:
     root = _domain_of(el)
-    if not _x86(el):
-        return False
     memory, current = root.find("memory"), root.find("currentMemory")
     if memory is None or current is None:
         return False

@@ -116,11 +116,16 @@ def apply_changes(
                 if el is not None and el.getparent() is not None:
                     el.getparent().remove(el)  # type: ignore[union-attr]
                 continue
-            if change.added:
+            if change.added or path not in target.elements:
                 parent = target.elements.get(parent_path) if parent_path else root
                 if parent is None:
                     parent = _ensure_path(root, target, desired, parent_path)
-                new_el = etree.fromstring(etree.tostring(desired.elements[path]))
+                template = desired.elements.get(path)
+                if template is None:  # an implied value (canonical.IMPLIED)
+                    new_el = etree.Element(re.sub(r"\[.*\]$", "", path.rsplit("/", 1)[-1]))
+                    new_el.text = change.new
+                else:
+                    new_el = etree.fromstring(etree.tostring(template))
                 new_el.tail = None
                 parent.append(new_el)
                 target.elements[path] = new_el
@@ -130,7 +135,10 @@ def apply_changes(
             el.text = change.new
             # The value is canonical (KiB for memory, bytes for capacities):
             # write it with that unit, whatever unit the manifest used.
-            if desired.elements[path].get("unit") is not None or el.get("unit") is not None:
+            template = desired.elements.get(path)
+            if (template is not None and template.get("unit") is not None) or el.get(
+                "unit"
+            ) is not None:
                 el.set("unit", "bytes" if el.tag in ("capacity", "allocation") else "KiB")
             continue
         el_path, _, attr = path.rpartition("/@")

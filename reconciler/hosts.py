@@ -1030,3 +1030,91 @@ def _record_of(xml: str) -> ownership.Record | None:
 
 def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+# --- libvirt's own parser as the normaliser of desired XML --------------------------
+#
+# A document libvirt did not write (virt-install's, another tool's, a person's)
+# says many things in another form than libvirt will store them: hex numbers,
+# upper-case UUIDs, ``port='-1'``, a ``<source mode='bind'/>`` without a path,
+# controllers without an index. Rather than one hand-written rule per form, the
+# planner compares what libvirt's parser makes of the document: it is defined on
+# a private in-memory test-driver host (no daemon, a few milliseconds) and read
+# back (``canonical.flatten_desired`` keeps only what the document itself says).
+# The private host is a file-backed ``test:///`` URI of its own, never
+# ``test:///default``, which the process may be reconciling.
+
+_NORMALISE_POOL = "virt-reconcile-normalise"
+_NORMALISE_HOST = f"""<node>
+  <pool type='dir'>
+    <name>{_NORMALISE_POOL}</name>
+    <target><path>/{_NORMALISE_POOL}</path></target>
+  </pool>
+</node>
+"""
+_normaliser: libvirt.virConnect | None = None
+_normaliser_lock = threading.Lock()
+_normalised: dict[tuple[Kind, str], str | None] = {}
+_NORMALISED_CACHE = 20000
+
+
+def normalise(kind: Kind, xml: str) -> str | None:
+    """``xml`` as libvirt's parser stores it (inactive, secure), or None when the
+    test driver refuses it (then the planner compares the document as written)."""
+    key = (kind, xml)
+    with _normaliser_lock:
+        if key in _normalised:
+            return _normalised[key]
+        try:
+            result: str | None = _round_trip(_normaliser_conn(), kind, xml)
+        except libvirt.libvirtError as e:
+            _log.debug("libvirt's parser refused the desired %s: %s", kind.value, e)
+            result = None
+        if len(_normalised) >= _NORMALISED_CACHE:
+            _normalised.clear()
+        _normalised[key] = result
+        return result
+
+
+def _normaliser_conn() -> libvirt.virConnect:
+    global _normaliser
+    if _normaliser is None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="virt-reconcile-") as folder:
+            path = os.path.join(folder, "normalise.xml")
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(_NORMALISE_HOST)
+            # The test driver reads the file once, at connect.
+            _normaliser = libvirt.open(f"test://{path}")
+    return _normaliser
+
+
+def _round_trip(conn: libvirt.virConnect, kind: Kind, xml: str) -> str | None:
+    if kind is Kind.DOMAIN:
+        dom = conn.defineXMLFlags(xml, 0)
+        try:
+            return str(
+                dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
+            )
+        finally:
+            dom.undefine()
+    if kind is Kind.NETWORK:
+        net = conn.networkDefineXML(xml)
+        try:
+            return str(net.XMLDesc(0))
+        finally:
+            net.undefine()
+    if kind is Kind.STORAGE_POOL:
+        pool = conn.storagePoolDefineXML(xml, 0)
+        try:
+            return str(pool.XMLDesc(0))
+        finally:
+            pool.undefine()
+    if kind is Kind.VOLUME:
+        vol = conn.storagePoolLookupByName(_NORMALISE_POOL).createXML(xml, 0)
+        try:
+            return str(vol.XMLDesc(0))
+        finally:
+            vol.delete(0)
+    return None

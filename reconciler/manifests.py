@@ -774,6 +774,11 @@ def _check_render(item: _Valid, manifest: model.Manifest) -> errors.Problem | No
             line = doc.text_lines.get(path, line) + e.line - 1
         return errors.Problem(file=doc.file, line=line, path=path, message=message)
     except ValueError as e:
+        field, sep, rest = str(e).partition(": ")
+        if sep and field.startswith("spec.") and " " not in field:
+            return errors.Problem(
+                file=doc.file, line=_line_of(doc, field), path=field, message=rest
+            )
         return errors.Problem(file=doc.file, line=line, path=path, message=str(e))
     return None
 

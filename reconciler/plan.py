@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -21,7 +21,11 @@ from reconciler import canonical, diff, ownership, units
 from reconciler.model import Host, Kind, Manifest, object_ref
 from reconciler.observed import HostState, ObjectKey, Observed, object_key
 from reconciler.placement import NO_FIT, Placement
-from reconciler.render import xmlutil
+from reconciler.render import identity, xmlutil
+
+# ``hosts.normalise``: a desired document as libvirt's parser stores it (None when
+# the parser refuses it). Passed in so that planning stays free of libvirt.
+Normalise = Callable[[Kind, str], "str | None"]
 
 
 class ActionType(enum.StrEnum):
@@ -133,6 +137,34 @@ def _pretty(el: etree._Element) -> str:
     return xmlutil.to_string(el)
 
 
+def _desired_flat(
+    kind: Kind, desired: etree._Element, normalise: Normalise | None, ignore: Sequence[str] = ()
+) -> canonical.Flat:
+    """The desired fields, valued as libvirt will store them (``canonical.flatten_desired``)."""
+    normalised = None
+    if normalise is not None:
+        text = normalise(kind, etree.tostring(desired, encoding="unicode"))
+        normalised = _parse(text) if text is not None else None
+    return canonical.flatten_desired(desired, normalised, kind, ignore=ignore)
+
+
+def _with_live_macs(m: Manifest, desired: etree._Element, live: etree._Element) -> etree._Element:
+    """``desired`` with live MACs for the NICs whose only identity is their position
+    (no MAC, no NIC name in the manifest: ``identity.adopt_live_macs``)."""
+    named = {
+        identity.derive_mac(m.name, str(n["name"]))
+        for n in m.spec.get("interfaces", ())
+        if "name" in n and "mac" not in n
+    }
+    derived = {
+        identity.derive_mac(m.name, f"nic{i}")
+        for i in range(len(desired.findall("devices/interface")))
+    } - named
+    resolved = etree.fromstring(etree.tostring(desired))
+    identity.adopt_live_macs(resolved, live, derived)
+    return resolved
+
+
 def _ignores(m: Manifest) -> list[str]:
     return [str(x) for x in m.spec.get("ignoreDifferences", ())]
 
@@ -165,7 +197,17 @@ def _to_changes(
     disruption: Disruption,
 ) -> list[Change]:
     out = []
+    by_path = {c.path: c for c in changes}
     for c in changes:
+        source = canonical.implied_by(Kind.DOMAIN, c.path) if c.path in desired.implied else None
+        if (
+            source is not None
+            and source in by_path
+            and (by_path[source].old, by_path[source].new) == (c.old, c.new)
+        ):
+            # Shown as part of the change that implies it (currentMemory follows
+            # memory when the manifest does not set it); still applied.
+            continue
         old, new = c.old, c.new
         if (
             c.is_element
@@ -253,9 +295,12 @@ def _plan_domain(
     host: Host,
     options: Options,
     candidates: Sequence[str] = (),
+    normalise: Normalise | None = None,
 ) -> Action:
     ignore = _ignores(m)
-    dflat = canonical.flatten(desired, Kind.DOMAIN, ignore=ignore)
+    if obs is not None:
+        desired = _with_live_macs(m, desired, _parse(obs.xml))
+    dflat = _desired_flat(Kind.DOMAIN, desired, normalise, ignore)
     record = _record(m, dflat, host.name, candidates)
     state = m.spec.get("state")
     timeout = units.parse_duration(m.spec.get("updateStrategy", {}).get("shutdownTimeout", "120s"))
@@ -558,15 +603,17 @@ def _plan_network(
     obs: Observed | None,
     host: Host,
     running_users: Mapping[str, tuple[str, ...]],
+    normalise: Normalise | None = None,
 ) -> Action:
-    dflat = canonical.flatten(desired, Kind.NETWORK)
+    dflat = _desired_flat(Kind.NETWORK, desired, normalise)
     record = _record(m, dflat, host.name)
-    state = m.spec.get("state", "active")
+    # Absent: started when created (unusable otherwise), left alone once it exists.
+    state = m.spec.get("state")
     autostart = m.spec.get("autostart")
     base: dict[str, Any] = {"kind": Kind.NETWORK, "name": m.name, "source": str(m.source)}
     if obs is None:
         create = [Step(call="net_define", params={"xml": _with_record(desired, record)})]
-        if state == "active":
+        if state in (None, "active"):
             create.append(Step(call="net_start"))
         if autostart is not None:
             create.append(Step(call="net_autostart", params={"on": bool(autostart)}))
@@ -759,10 +806,12 @@ def _plan_pool(
     obs: Observed | None,
     host: Host,
     registry: ownership.Registry,
+    normalise: Normalise | None = None,
 ) -> Action:
-    dflat = canonical.flatten(desired, Kind.STORAGE_POOL)
+    dflat = _desired_flat(Kind.STORAGE_POOL, desired, normalise)
     record = _record(m, dflat, host.name)
-    state = m.spec.get("state", "active")
+    # Absent: started when created (unusable otherwise), left alone once it exists.
+    state = m.spec.get("state")
     autostart = m.spec.get("autostart")
     base: dict[str, Any] = {"kind": Kind.STORAGE_POOL, "name": m.name, "source": str(m.source)}
     reg_step = Step(
@@ -770,7 +819,7 @@ def _plan_pool(
     )
     if obs is None:
         create = [reg_step, Step(call="pool_define", params={"xml": _pretty(desired)})]
-        if state == "active":
+        if state in (None, "active"):
             create += [Step(call="pool_build"), Step(call="pool_start")]
         if autostart is not None:
             create.append(Step(call="pool_autostart", params={"on": bool(autostart)}))
@@ -833,10 +882,11 @@ def _plan_volume(
     registry: ownership.Registry,
     options: Options,
     running_user: str | None,
+    normalise: Normalise | None = None,
 ) -> Action:
     pool = str(m.spec["pool"])
     key = f"{pool}/{m.name}"
-    dflat = canonical.flatten(desired, Kind.VOLUME)
+    dflat = _desired_flat(Kind.VOLUME, desired, normalise)
     record = _record(m, dflat, host.name)
     base: dict[str, Any] = {
         "kind": Kind.VOLUME,
@@ -1149,6 +1199,7 @@ def build_host_plan(
     *,
     kinds: frozenset[Kind] | None = None,
     placements: Mapping[str, Placement] | None = None,
+    normalise: Normalise | None = None,
 ) -> HostPlan:
     """All actions for one host, in execution order.
 
@@ -1215,14 +1266,20 @@ def build_host_plan(
         try:
             if m.kind is Kind.DOMAIN:
                 action = _plan_domain(
-                    m, el, obs, state.host, options, placed.candidates if placed else ()
+                    m,
+                    el,
+                    obs,
+                    state.host,
+                    options,
+                    placed.candidates if placed else (),
+                    normalise=normalise,
                 )
                 if placed is not None:
                     action = replace(action, placement=placed)
             elif m.kind is Kind.NETWORK:
-                action = _plan_network(m, el, obs, state.host, net_users)
+                action = _plan_network(m, el, obs, state.host, net_users, normalise)
             elif m.kind is Kind.STORAGE_POOL:
-                action = _plan_pool(m, el, obs, state.host, state.registry)
+                action = _plan_pool(m, el, obs, state.host, state.registry, normalise)
             else:
                 running = [d for d in vol_users.get(key[1], ()) if d in running_domains]
                 action = _plan_volume(
@@ -1233,6 +1290,7 @@ def build_host_plan(
                     state.registry,
                     options,
                     running[0] if running else None,
+                    normalise,
                 )
         except ValueError as e:
             action = Action(**base, type=ActionType.UPDATE, error=str(e))

@@ -25,7 +25,7 @@ from typing import TypeVar
 
 from lxml import etree
 
-from reconciler import errors, ownership, placement, plan, render
+from reconciler import errors, hosts, ownership, placement, plan, render
 from reconciler.execute import Result, execute_host
 from reconciler.hosts import Session
 from reconciler.model import Host, Kind, Manifest, ManifestSet
@@ -189,7 +189,11 @@ class Run:
         for host in self.target.hosts:
             desired = [(m, self._render(m)) for m in self.assignments.get(host.name, ())]
             self.plans[host.name] = plan.build_host_plan(
-                desired, self.states[host.name], self.options, placements=self.placements
+                desired,
+                self.states[host.name],
+                self.options,
+                placements=self.placements,
+                normalise=hosts.normalise,
             )
 
     def _render(self, m: Manifest) -> etree._Element:
@@ -256,6 +260,7 @@ class Run:
                 self.states[nxt],
                 plan.Options(),
                 placements={m.name: moved},
+                normalise=hosts.normalise,
             )
             hp = self.plans[nxt]
             self.plans[nxt] = replace(hp, actions=(*hp.actions, *fresh.actions))

@@ -16,7 +16,7 @@ from lxml import etree
 
 from reconciler import units
 from reconciler.render import identity
-from reconciler.render.xmlutil import combine, sub
+from reconciler.render.xmlutil import combine, require, sub
 
 # With a complete document, these friendly elements replace the document's
 # instead of merging into it: merging would keep attributes that contradict
@@ -30,13 +30,22 @@ _REPLACE_IN_DOCUMENT = (
 
 def render_domain(name: str, spec: Mapping[str, Any]) -> etree._Element:
     """The domain XML for ``spec`` (a validated Domain spec), including ``spec.xml``."""
-    return combine(
+    root = combine(
         name,
         spec.get("xml"),
         "domain",
         lambda defaults: _friendly(name, spec, defaults=defaults),
         replace=_REPLACE_IN_DOCUMENT,
     )
+    require(
+        root.find("memory") is not None,
+        "spec.memory",
+        "a domain needs memory",
+        "<domain> (with <name> and <memory>)",
+    )
+    identity.assign_controller_indexes(root)
+    identity.assign_macs(root, name)
+    return root
 
 
 def _friendly(name: str, spec: Mapping[str, Any], *, defaults: bool) -> etree._Element:

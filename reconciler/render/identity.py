@@ -71,6 +71,73 @@ def device_keys(devices_el: etree._Element) -> list[tuple[str, etree._Element]]:
     return keys
 
 
+def assign_controller_indexes(root: etree._Element) -> None:
+    """Give every ``<controller>`` without ``index`` the one libvirt's parser gives it.
+
+    libvirt first reserves the indexes the document states, then gives each
+    controller without one, in document order, the lowest index of its type not
+    yet used. Written out, controllers match the host's by ``type+index`` (their
+    identity) instead of all colliding on index 0.
+    """
+    controllers = root.findall("devices/controller")
+    used: dict[str, set[int]] = {}
+    for el in controllers:
+        index = _int(el.get("index"))
+        if index is not None:
+            used.setdefault(el.get("type", ""), set()).add(index)
+    for el in controllers:
+        if el.get("index") is not None or el.get("type") is None:
+            continue
+        taken = used.setdefault(str(el.get("type")), set())
+        index = next(i for i in range(len(taken) + 1) if i not in taken)
+        taken.add(index)
+        el.set("index", str(index))
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return int(text or "", 0)
+    except ValueError:
+        return None
+
+
+def assign_macs(root: etree._Element, domain: str) -> None:
+    """Give every ``<interface>`` without a MAC the one derived from its position
+    (``nicN``, as a friendly interface without ``name``), so a document without
+    MACs defines the same NICs on every apply instead of random ones."""
+    for position, el in enumerate(root.findall("devices/interface")):
+        mac = el.find("mac")
+        if mac is not None and mac.get("address"):
+            continue
+        if mac is None:
+            mac = etree.Element("mac")
+            el.insert(0, mac)
+        mac.set("address", derive_mac(domain, f"nic{position}"))
+
+
+def adopt_live_macs(root: etree._Element, live: etree._Element, derived: set[str]) -> None:
+    """On a domain that exists, NICs whose MAC we derived from their position (the
+    manifest names no MAC and no NIC name) take the MACs of the host's NICs that no
+    desired NIC claims, in order: the live MAC wins (SPEC, Identity), so adopting
+    a domain defined from the same document never swaps its NICs."""
+    wanted = root.findall("devices/interface")
+    desired_macs = {_mac_of(el) for el in wanted}
+    live_macs = [_mac_of(el) for el in live.findall("devices/interface")]
+    free = iter(m for m in live_macs if m and m not in desired_macs)
+    for el in wanted:
+        if _mac_of(el) in derived and _mac_of(el) not in live_macs:
+            theirs = next(free, None)
+            mac_el = el.find("mac")
+            if theirs is None or mac_el is None:
+                return
+            mac_el.set("address", theirs)
+
+
+def _mac_of(el: etree._Element) -> str:
+    mac = el.find("mac")
+    return (mac.get("address") or "").strip().lower() if mac is not None else ""
+
+
 def derive_mac(domain: str, interface: str) -> str:
     """A stable MAC for a NIC without one: ``52:54:00:`` + sha256("DOMAIN/NAME")[:3]."""
     digest = hashlib.sha256(f"{domain}/{interface}".encode()).hexdigest()

@@ -11,12 +11,14 @@ from typing import Any
 
 from lxml import etree
 
-from reconciler.render.xmlutil import combine, sub
+from reconciler.render.xmlutil import combine, require, sub
 
 
 def render_pool(name: str, spec: Mapping[str, Any]) -> etree._Element:
     """The pool XML for ``spec`` (a validated StoragePool spec), including ``spec.xml``."""
-    return combine(name, spec.get("xml"), "pool", lambda defaults: _friendly(name, spec))
+    root = combine(name, spec.get("xml"), "pool", lambda defaults: _friendly(name, spec))
+    require(root.get("type") is not None, "spec.type", "a pool needs a type", "<pool type=...>")
+    return root
 
 
 def _friendly(name: str, spec: Mapping[str, Any]) -> etree._Element:

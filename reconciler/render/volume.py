@@ -13,12 +13,19 @@ from typing import Any
 from lxml import etree
 
 from reconciler import units
-from reconciler.render.xmlutil import combine, sub
+from reconciler.render.xmlutil import combine, require, sub
 
 
 def render_volume(name: str, spec: Mapping[str, Any]) -> etree._Element:
     """The volume XML for ``spec`` (a validated Volume spec), including ``spec.xml``."""
-    return combine(name, spec.get("xml"), "volume", lambda defaults: _friendly(name, spec))
+    root = combine(name, spec.get("xml"), "volume", lambda defaults: _friendly(name, spec))
+    require(
+        root.find("capacity") is not None,
+        "spec.capacity",
+        "a volume needs a capacity",
+        "<volume> (with <name> and <capacity>)",
+    )
+    return root
 
 
 def _friendly(name: str, spec: Mapping[str, Any]) -> etree._Element:

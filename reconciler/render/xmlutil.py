@@ -239,6 +239,15 @@ def sub(
     return el
 
 
+def require(present: bool, field: str, need: str, document: str) -> None:
+    """Refuse a rendered object that lacks what libvirt needs: neither the friendly
+    ``field`` nor ``spec.xml`` gave it (``spec.FIELD: message`` names the field)."""
+    if not present:
+        raise ValueError(
+            f"{field}: {need}: set {field} or give a complete {document} document in spec.xml"
+        )
+
+
 def is_full_document(overlay: etree._Element) -> bool:
     """A ``spec.xml`` with a ``<name>`` child is a complete document, not an overlay."""
     return overlay.find("name") is not None
@@ -274,6 +283,13 @@ def combine(
                 line=_source_line(given),
             )
         if is_full_document(given):
+            doc_name = (given.findtext("name") or "").strip()
+            if doc_name != name:
+                raise XMLInputError(
+                    f"spec.xml: the document's <name> is {doc_name!r} but metadata.name is "
+                    f"{name!r}; they must be equal",
+                    line=_source_line(given.find("name")),  # type: ignore[arg-type]
+                )
             root = given
             for child in _children(root):
                 if child.tag in remove:

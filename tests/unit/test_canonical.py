@@ -452,3 +452,32 @@ def test_removing_a_field_libvirt_fills_in_anyway_is_no_change(
     live = head + os_.format(f"<boot dev='{boot}'/>") + clock + tail
     applied = ("os/boot", "os/boot/@dev", "clock", "clock/@offset")
     assert [c.path for c in changes(desired, live, applied=applied)] == expected
+
+
+def test_flatten_desired_keeps_what_the_document_says_as_libvirt_spells_it() -> None:
+    doc = etree.fromstring(
+        "<domain><uuid>AB-CD</uuid><devices><panic/>"
+        "<graphics type='vnc' port='-1'/></devices></domain>"
+    )
+    # libvirt's parser: lower-cases the uuid, drops port='-1', adds an id and
+    # (on the test driver) drops the panic device a real host keeps.
+    normalised = etree.fromstring(
+        "<domain><uuid>ab-cd</uuid><on_crash>destroy</on_crash><devices>"
+        "<graphics type='vnc' autoport='yes'/></devices></domain>"
+    )
+    values = canonical.flatten_desired(doc, normalised, Kind.DOMAIN).values
+    assert values["uuid"] == "ab-cd"
+    assert "on_crash" not in values  # filled in by libvirt: not ours to compare
+    assert "devices/graphics[#0]/@autoport" not in values
+    assert "devices/graphics[#0]/@port" not in values  # dropped by libvirt
+    assert "devices/panic[#0]" in values  # canonical.KEPT_BY_HOSTS
+    # Without libvirt's reading (the parser refused the document): as written.
+    assert canonical.flatten_desired(doc, None, Kind.DOMAIN).values["uuid"] == "AB-CD"
+
+
+def test_current_memory_is_implied_by_memory() -> None:
+    flat = canonical.flatten(
+        etree.fromstring("<domain><memory unit='GiB'>2</memory></domain>"), Kind.DOMAIN
+    )
+    assert flat.values["currentMemory"] == flat.values["memory"] == "2097152"
+    assert flat.implied == {"currentMemory"}

@@ -471,13 +471,29 @@ def test_dropping_max_vcpus_sets_the_vcpu_count_not_zero() -> None:
     assert [s.params["count"] for s in steps] == [4]
 
 
-def test_dropping_current_memory_while_growing_memory_fits_the_running_maximum() -> None:
+def test_dropping_current_memory_means_all_of_memory_at_the_next_start() -> None:
     before = dom(memory="1GiB", currentMemory="512MiB")
-    m = dom(memory="2GiB")  # restart-required; the running guest's maximum stays 1 GiB
+    m = dom(memory="2GiB")  # no currentMemory: the balloon is all of memory (2 GiB)
     obs = observed(before, state="running", live=before)
     a = only(build([m], host_state(obs)))
-    steps = [s for s in a.steps if s.call == "dom_set_memory"]
-    assert [s.params["kib"] for s in steps] == [1048576]
+    # 2 GiB is more than the running maximum (1 GiB): both wait for the restart.
+    assert not [s for s in a.steps if s.call == "dom_set_memory"]
+    assert {(c.path, c.old, c.new, c.disruption) for c in a.changes} == {
+        ("memory", "1048576", "2097152", plan.Disruption.RESTART_REQUIRED),
+        ("currentMemory", "524288", "2097152", plan.Disruption.RESTART_REQUIRED),
+    }
+
+
+def test_raising_memory_without_current_memory_raises_the_balloon_too() -> None:
+    before = dom(memory="1GiB")
+    m = dom(memory="2GiB")
+    obs = observed(before, record=record_for(before), state="shutoff")
+    a = only(build([m], host_state(obs)))
+    # One change shown (currentMemory follows memory), both written.
+    assert [(c.path, c.old, c.new) for c in a.changes] == [("memory", "1048576", "2097152")]
+    (define,) = [s for s in a.steps if s.call == "dom_define"]
+    written = etree.fromstring(define.params["xml"].encode())
+    assert written.findtext("memory") == written.findtext("currentMemory") == "2097152"
 
 
 def test_balloon_target_above_the_running_maximum_waits_for_a_restart() -> None:

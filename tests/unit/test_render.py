@@ -321,14 +321,44 @@ def test_derived_mac_used_for_nic_without_mac() -> None:
     assert macs == [identity.derive_mac("d", "nic0"), identity.derive_mac("d", "x")]
 
 
-def test_name_always_metadata_name() -> None:
-    root = render.render_pool("p", {"type": "dir", "xml": "<pool type='dir'><name>q</name></pool>"})
+def test_a_complete_document_must_carry_metadata_name() -> None:
+    with pytest.raises(render.XMLInputError, match=r"<name> is 'q' but metadata\.name is 'p'"):
+        render.render_pool("p", {"xml": "<pool type='dir'><name>q</name></pool>"})
+    root = render.render_pool("p", {"xml": "<pool type='dir'><name>p</name></pool>"})
     assert root.findtext("name") == "p"
+
+
+def test_a_complete_document_needs_no_friendly_field_but_the_object_needs_its_essentials() -> None:
+    doc = "<domain type='kvm'><name>d</name><memory unit='MiB'>64</memory></domain>"
+    assert render.render_domain("d", {"xml": doc}).findtext("memory") == "64"
+    with pytest.raises(ValueError, match=r"^spec.memory: a domain needs memory"):
+        render.render_domain("d", {"xml": "<domain type='kvm'><name>d</name></domain>"})
+    with pytest.raises(ValueError, match=r"^spec.type: a pool needs a type"):
+        render.render_pool("p", {"xml": "<pool><name>p</name></pool>"})
+    with pytest.raises(ValueError, match=r"^spec.capacity: a volume needs a capacity"):
+        render.render_volume("v", {"xml": "<volume><name>v</name></volume>"})
+
+
+def test_controllers_without_index_get_libvirts_indexes_and_nics_a_stable_mac() -> None:
+    doc = (
+        "<domain type='kvm'><name>d</name><memory>1024</memory><devices>"
+        "<controller type='pci' model='pcie-root-port'/>"
+        "<controller type='pci' model='pcie-root-port'/>"
+        "<controller type='pci' index='1' model='pcie-root-port'/>"
+        "<controller type='scsi' model='virtio-scsi'/>"
+        "<interface type='network'><source network='default'/></interface>"
+        "</devices></domain>"
+    )
+    root = render.render_domain("d", {"xml": doc})
+    # libvirt reserves the stated indexes first, then fills the rest in order.
+    assert [c.get("index") for c in root.iterfind("devices/controller")] == ["0", "2", "1", "0"]
+    mac = root.find("devices/interface/mac")
+    assert mac is not None and mac.get("address") == identity.derive_mac("d", "nic0")
 
 
 def test_full_document_friendly_fields_override() -> None:
     doc = (
-        "<domain type='qemu'><name>old</name><vcpu current='1'>4</vcpu>"
+        "<domain type='qemu'><name>new</name><memory>1024</memory><vcpu current='1'>4</vcpu>"
         "<devices><disk type='file' device='disk'><source file='/a.img'/>"
         "<target dev='vda'/></disk></devices></domain>"
     )
