@@ -159,6 +159,10 @@ _DISK_TARGET = re.compile(r"(<disk\b(?:(?!</disk>).)*?<target dev=)(['\"])([a-z]
 _RANGE_END = re.compile(r"(<range start=(['\"])[0-9.]+\2 end=)(['\"])(\d+\.\d+\.\d+\.)(\d+)\3")
 _BRIDGE = re.compile(r"(<bridge name=)(['\"])([\w.-]+)\2")
 _FORWARD_DEV = re.compile(r"(<(?:interface|pf) dev=)(['\"])([\w.-]+)\2")
+_SOURCE_DEVICE = re.compile(r"(<source>\s*<device path=['\"])([^'\"]+)")
+_SOURCE_NAME = re.compile(r"(<source>(?:(?!</source>).)*?<name>)([^<]+)", re.S)
+# pool types whose target path libvirt derives from the source (/dev/VG, /dev/zvol/POOL)
+_DERIVED_TARGET = {"logical", "zfs"}
 _POOL_PATH = re.compile(r"(<target>\s*<path>)([^<]+?)(/?)(</path>)")
 
 
@@ -254,6 +258,18 @@ def edits(doc: Document) -> list[Edit]:
                     f"forward device {m.group(3)}→{new}",
                 )
             )
+    elif doc.root.get("type") in _DERIVED_TARGET:
+        # libvirt derives the target path of these pools from the source: edit the source
+        m = _SOURCE_DEVICE.search(xml) or _SOURCE_NAME.search(xml)
+        if m:
+            new = _bump(m.group(2))
+            out.append(
+                Edit(
+                    "pool-source",
+                    xml[: m.start(2)] + new + xml[m.end(2) :],
+                    f"source {m.group(2)}→{new}",
+                )
+            )
     else:
         m = _POOL_PATH.search(xml)
         if m:
@@ -280,7 +296,7 @@ def override(doc: Document) -> tuple[dict[str, Any], str] | None:
             return {"bridge": new}, f"bridge: {new}"
         return None
     m = _POOL_PATH.search(doc.xml)
-    if not m:
+    if not m or doc.root.get("type") in _DERIVED_TARGET:
         return None
     return {"target": m.group(2) + "-override"}, f"target: {m.group(2)}-override"
 
