@@ -111,9 +111,11 @@ class Document:
             mode = None if fwd is None else fwd.get("mode", "nat")
             bridge = root.find("bridge")
             own_bridge = bridge is None or (bridge.get("name") or "").startswith(("vrfbr", "virbr"))
-            return (
-                mode in _STARTABLE_FORWARD and own_bridge and root.find("forward/interface") is None
+            # host NICs, a TFTP root and traffic shaping (the sfq qdisc) need host setup
+            needs_host = any(
+                root.find(p) is not None for p in ("forward/interface", ".//tftp", ".//bandwidth")
             )
+            return mode in _STARTABLE_FORWARD and own_bridge and not needs_host
         return root.get("type") == "dir"
 
 
