@@ -27,7 +27,10 @@ from tests.testbed import daemon  # noqa: E402
 OUT = HERE / "virt-install"
 URI = "qemu:///system"
 SCRATCH = "/var/tmp/vrf-corpus"
-POOL = "vrf-corpus"  # virt-install makes a pool for the scratch dir; removed at the end
+# virt-install makes pools for the directories it touches (the scratch dir; /var/lib/libvirt/boot
+# for a cloud-init seed): the ones that did not exist before are removed at the end
+POOLS = ("vrf-corpus", "boot")
+USER_DATA = f"{SCRATCH}/user-data.yaml"
 
 
 def disk(name: str, size: int = 10, **opts: str) -> str:
@@ -426,6 +429,15 @@ CASES: list[tuple[str, list[str]]] = [
                         "--disk", "device=cdrom,bus=sata", "--network", "network=default",
                         "--network", "bridge=br0", "--input", "keyboard,bus=virtio",
                         "--import"]),
+    # --- cloud-init: the install phase (seed ISO attached) and the phase after it
+    ("cloud-init-install", ["--osinfo", "ubuntu22.04", "--memory", "2048", "--vcpus", "2",
+                            "--disk", disk("cloud-init", 20), "--import",
+                            "--cloud-init", f"user-data={USER_DATA}",
+                            "--network", "network=default", "--print-xml", "1"]),
+    ("cloud-init-final", ["--osinfo", "ubuntu22.04", "--memory", "2048", "--vcpus", "2",
+                          "--disk", disk("cloud-init-final", 20), "--import",
+                          "--cloud-init", f"user-data={USER_DATA}",
+                          "--network", "network=default", "--print-xml", "2"]),
     ("pc-everything", ["--osinfo", "debian11", "--machine", "pc", "--memory", "2048",
                        "--vcpus", "2", "--graphics", "vnc,port=5920,listen=127.0.0.1",
                        "--sound", "ac97", "--watchdog", "i6300esb,action=poweroff",
@@ -446,11 +458,19 @@ def generate(slug: str, args: list[str]) -> str:
     return r.stdout
 
 
-def remove_scratch_pool() -> None:
+def _pools() -> set[str]:
+    r = subprocess.run(
+        ["virsh", "-q", "-c", URI, "pool-list", "--all", "--name"],
+        capture_output=True, text=True, check=True,
+    )
+    return {line.strip() for line in r.stdout.splitlines() if line.strip()}
+
+
+def remove_new_pools(before: set[str]) -> None:
     virsh = ["virsh", "-q", "-c", URI]
-    if subprocess.run([*virsh, "pool-info", POOL], capture_output=True).returncode == 0:
-        subprocess.run([*virsh, "pool-destroy", POOL], capture_output=True)
-        subprocess.run([*virsh, "pool-undefine", POOL], capture_output=True, check=True)
+    for pool in sorted((_pools() - before) & set(POOLS)):
+        subprocess.run([*virsh, "pool-destroy", pool], capture_output=True)
+        subprocess.run([*virsh, "pool-undefine", pool], capture_output=True, check=True)
 
 
 def main() -> int:
@@ -461,10 +481,13 @@ def main() -> int:
     # One e2e session at a time shares the system daemon; start it only if it is down.
     with daemon.exclusive_session():
         daemon.ensure_system_libvirtd()
+        before = _pools()
+        Path(SCRATCH).mkdir(parents=True, exist_ok=True)
+        Path(USER_DATA).write_text("#cloud-config\nhostname: vrf-cloud\n")
         try:
             failed = _generate_all(args.only)
         finally:
-            remove_scratch_pool()
+            remove_new_pools(before)
             daemon.stop_all()
     return 1 if failed else 0
 
