@@ -59,7 +59,7 @@ POOL_ROOT = Path("/var/tmp/vrf-corpus/pools")
 # folder -> row label of the README table, in table order
 SOURCES = {
     "virt-install": "virt-install --print-xml",
-    "dumpxml": "virsh dumpxml --inactive (virt-manager)",
+    "dumpxml": "virsh dumpxml (inactive; live)",
     "terraform": "terraform-provider-libvirt style",
     "nixvirt": "NixVirt template style",
     "docs": "libvirt docs style",
