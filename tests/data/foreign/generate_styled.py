@@ -691,6 +691,7 @@ def docs() -> Iterator[tuple[str, str]]:
 
 def hand() -> Iterator[tuple[str, str]]:
     """Short domains people type themselves."""
+    yield from hand_with_prolog()
     yield "vrf-hand-minimal", """<domain type='kvm'>
   <name>vrf-hand-minimal</name>
   <memory unit='MiB'>512</memory>
@@ -856,6 +857,58 @@ def hand() -> Iterator[tuple[str, str]]:
   <devices>
     <serial type='pty'><target port='0'/></serial>
     <memballoon model='none'/>
+  </devices>
+</domain>
+"""
+
+
+def hand_with_prolog() -> Iterator[tuple[str, str]]:
+    """Files as editors save them: XML declaration, comments, non-ASCII text."""
+    yield "vrf-hand-xml-declaration", """<?xml version="1.0" encoding="UTF-8"?>
+<!-- Managed in git: infra/vms/vrf-hand-xml-declaration.xml -->
+<domain type="kvm">
+  <name>vrf-hand-xml-declaration</name>
+  <title>Équipe réseau: build host</title>
+  <description>Owner: José Müller. Rebuilt weekly; do not edit by hand (ça casse).</description>
+  <memory unit="GiB">2</memory>
+  <vcpu>2</vcpu>
+  <os>
+    <type arch="x86_64" machine="q35">hvm</type>
+  </os>
+  <features>
+    <acpi/>
+    <apic/>
+  </features>
+  <devices>
+    <!-- system disk -->
+    <disk type="file" device="disk">
+      <driver name="qemu" type="qcow2"/>
+      <source file="/var/lib/libvirt/images/build.qcow2"/>
+      <target dev="vda" bus="virtio"/>
+    </disk>
+    <!-- uplink; MAC registered in DHCP -->
+    <interface type="network">
+      <mac address="52:54:00:7f:01:61"/>
+      <source network="default"/>
+      <model type="virtio"/>
+    </interface>
+    <console type="pty"/>
+  </devices>
+</domain>
+"""
+    yield "vrf-hand-xml-declaration-single", """<?xml version='1.0'?>
+<domain type='kvm'>
+  <!-- minimal guest, 1 GiB -->
+  <name>vrf-hand-xml-declaration-single</name>
+  <memory unit='MiB'>1024</memory>
+  <os>
+    <type arch='x86_64'>hvm</type>
+  </os>
+  <devices>
+    <disk type='file' device='disk'>
+      <source file='/var/lib/libvirt/images/single.qcow2'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
   </devices>
 </domain>
 """
@@ -1170,6 +1223,19 @@ def networks() -> Iterator[tuple[str, str]]:
 {ip4(5, rng(5, 10, 20))}
 </network>
 """
+    yield "vrf-net-xml-declaration", """<?xml version="1.0" encoding="UTF-8"?>
+<!-- lab network: keep in sync with the firewall rules -->
+<network>
+  <name>vrf-net-xml-declaration</name>
+  <forward mode="nat"/>
+  <bridge name="vrfbr15"/>
+  <ip address="10.213.15.1" netmask="255.255.255.0">
+    <dhcp>
+      <range start="10.213.15.100" end="10.213.15.200"/>
+    </dhcp>
+  </ip>
+</network>
+"""
     yield "vrf-net-isolated", """<network>
   <name>vrf-net-isolated</name>
   <bridge name='vrfbr6' stp='on' delay='0'/>
@@ -1361,6 +1427,15 @@ def pools() -> Iterator[tuple[str, str]]:
     <permissions>
       <mode>0755</mode>
     </permissions>
+  </target>
+</pool>
+"""
+    yield "vrf-pool-xml-declaration", f"""<?xml version="1.0" encoding="UTF-8"?>
+<!-- images for the lab guests -->
+<pool type="dir">
+  <name>vrf-pool-xml-declaration</name>
+  <target>
+    <path>{base}/declared</path>
   </target>
 </pool>
 """
