@@ -347,7 +347,9 @@ class Watcher:
         self._subscribe(run)
         run.build_plans()
         blocked = {
-            n: tuple(f"{a.ref}: {a.error}" for a in hp.actions if a.error)
+            n: tuple(  # one log line per plan-time problem
+                f"{a.ref}: {line}" for a in hp.actions for line in (a.error or "").splitlines()
+            )
             for n, hp in run.plans.items()
             if run.states[n].reachable and any(a.error for a in hp.actions)
         }
