@@ -693,27 +693,29 @@ def check(
     for doc_id, o in _run_batch(host, folder, files, "plan").items():
         results[doc_id].adopt = o
 
-    # (b) one edit at a time, one folder per kind of edit
-    by_label: dict[str, list[tuple[Document, Edit]]] = defaultdict(list)
+    # (b) edits and (d) a friendly override beside the document: each is its own manifest
+    # of the object; round k plans the k-th variant of every document (the objects are
+    # independent), so there are as many plan runs as the most variants of one document.
+    variants: dict[str, list[tuple[str, Edit | None, dict[str, Any]]]] = {}
     for d in defined:
-        for e in edits(d):
-            by_label[e.label].append((d, e))
-    for label, pairs in by_label.items():
-        folder = workdir / f"edit-{label}"
-        files = write_manifests(folder, ((d, manifest(d, e.xml, compat=compat)) for d, e in pairs))
+        vs: list[tuple[str, Edit | None, dict[str, Any]]] = [
+            (e.label, e, manifest(d, e.xml, compat=compat)) for e in edits(d)
+        ]
+        if (o := override(d)) is not None:
+            vs.append((o[1], None, manifest(d, extra=o[0], compat=compat)))
+        variants[d.id] = vs
+    by_id = {d.id: d for d in defined}
+    for k in range(max((len(v) for v in variants.values()), default=0)):
+        batch = {i: v[k] for i, v in variants.items() if k < len(v)}
+        folder = workdir / f"variant-{k}"
+        files = write_manifests(folder, ((by_id[i], m) for i, (_, _, m) in batch.items()))
         outcomes = _run_batch(host, folder, files, "plan")
-        for d, e in pairs:
-            results[d.id].edits[label] = (e, outcomes.get(d.id, Outcome(error="not planned")))
-
-    # (d) a friendly override beside the document
-    overridden = [(d, o) for d in defined if (o := override(d)) is not None]
-    folder = workdir / "override"
-    files = write_manifests(
-        folder, ((d, manifest(d, extra=o[0], compat=compat)) for d, o in overridden)
-    )
-    outcomes = _run_batch(host, folder, files, "plan")
-    for d, o in overridden:
-        results[d.id].override = (o[1], outcomes.get(d.id, Outcome(error="not planned")))
+        for i, (label, edit, _) in batch.items():
+            outcome = outcomes.get(i, Outcome(error="not planned"))
+            if edit is None:
+                results[i].override = (label, outcome)
+            else:
+                results[i].edits[label] = (edit, outcome)
 
     # (c) apply to a host without the objects, then plan again
     host.fresh()
