@@ -377,6 +377,9 @@ class Host:
         """Make the host hold none of the corpus objects."""
         raise NotImplementedError
 
+    def snapshot(self, names: set[str]) -> dict[str, str]:
+        raise NotImplementedError
+
 
 class TestDriverHost(Host):
     """A private file-backed test-driver host; the CLI runs in this process (it must:
@@ -403,6 +406,9 @@ class TestDriverHost(Host):
     def define(self, doc: Document) -> None:
         _define(self._conn(), doc)
 
+    def snapshot(self, names: set[str]) -> dict[str, str]:
+        return _snapshot(self._conn(), names)
+
     def cli(self, *argv: str) -> tuple[int, str, str]:
         from reconciler import cli
 
@@ -426,6 +432,9 @@ class SystemHost(Host):
 
     def define(self, doc: Document) -> None:
         _define(self.conn, doc)
+
+    def snapshot(self, names: set[str]) -> dict[str, str]:
+        return _snapshot(self.conn, names)
 
     def cli(self, *argv: str) -> tuple[int, str, str]:
         from tests.testbed.cli import vr
@@ -484,6 +493,18 @@ class SystemHost(Host):
         self.conn.close()
 
 
+def _snapshot(conn: Any, names: set[str]) -> dict[str, str]:
+    """The XML of the corpus objects on a host, to prove that ``plan`` wrote nothing."""
+    snap = {f"Domain/{d.name()}": d.XMLDesc(0) for d in conn.listAllDomains() if d.name() in names}
+    snap |= {
+        f"Network/{n.name()}": n.XMLDesc(0) for n in conn.listAllNetworks() if n.name() in names
+    }
+    for p in conn.listAllStoragePools():
+        if p.name() in names:
+            snap[f"StoragePool/{p.name()}"] = p.XMLDesc(0) + f" active={p.isActive()}"
+    return snap
+
+
 def _define(conn: Any, doc: Document) -> None:
     if doc.kind == "Domain":
         conn.defineXML(doc.xml)
@@ -527,6 +548,7 @@ class Outcome:
 class DocResult:
     doc: Document
     define_error: str | None = None
+    plan_wrote: bool = False  # a read-only plan changed the object on the host
     adopt: Outcome | None = None
     edits: dict[str, tuple[Edit, Outcome]] = field(default_factory=dict)
     override: tuple[str, Outcome] | None = None
@@ -538,7 +560,7 @@ class DocResult:
     @property
     def false_diff(self) -> bool:
         a = self.adopt
-        return (
+        return self.plan_wrote or (
             a is None
             or a.error is not None
             or a.action not in ("adopt", "unchanged")
@@ -688,6 +710,8 @@ def check(
             defined.append(d)
         except Exception as e:  # libvirt refused the document itself
             results[d.id].define_error = str(e).strip()
+    names = {d.name for d in defined}
+    before = host.snapshot(names)
     folder = workdir / "adopt"
     files = write_manifests(folder, ((d, manifest(d, compat=compat)) for d in defined))
     for doc_id, o in _run_batch(host, folder, files, "plan").items():
@@ -716,6 +740,11 @@ def check(
                 results[i].override = (label, outcome)
             else:
                 results[i].edits[label] = (edit, outcome)
+
+    after = host.snapshot(names)
+    for d in defined:
+        key = f"{d.kind}/{d.name}"
+        results[d.id].plan_wrote = before.get(key) != after.get(key)
 
     # (c) apply to a host without the objects, then plan again
     host.fresh()
@@ -795,6 +824,8 @@ def failures(r: DocResult) -> Iterator[tuple[str, str]]:
     """(check, detail) for each failed check of one document."""
     if r.define_error:
         yield "define", r.define_error
+    if r.plan_wrote:
+        yield "adopt", "a read-only plan changed the object on the host"
     if r.adopt is not None and r.false_diff:
         if r.adopt.error:
             yield "adopt", f"refused: {r.adopt.error}"

@@ -56,3 +56,31 @@ def test_manifest_is_the_complete_document_and_nothing_else() -> None:
     assert m["kind"] == "Domain"
     assert m["metadata"] == {"name": doc.name}
     assert m["spec"] == {"xml": doc.xml}
+
+
+def _result(adopt: list[foreign.Change], **edited: list[foreign.Change]) -> foreign.DocResult:
+    doc = next(d for d in foreign.load() if d.name == "vrf-tf-web-0")
+    r = foreign.DocResult(doc, adopt=foreign.Outcome(action="adopt", changes=adopt))
+    for label, changes in edited.items():
+        edit = foreign.Edit(label.replace("_", "-"), doc.xml, label)
+        r.edits[edit.label] = (edit, foreign.Outcome(action="update", changes=changes))
+    return r
+
+
+def test_verdicts_count_an_edit_beside_false_diffs_once() -> None:
+    noise = foreign.Change("devices/graphics[#0]/@port", None, "-1")
+    memory = foreign.Change("memory", "1048576", "2097152")
+    r = _result([noise], memory=[noise, memory])
+    assert r.false_diff
+    assert not r.edit_missed("memory") and r.edit_exact("memory")
+    assert not r.edit_ok("memory")  # the test wants the edit and nothing else
+    assert _result([], memory=[memory]).edit_ok("memory")
+    assert _result([noise], memory=[noise]).edit_missed("memory")
+
+
+def test_a_changed_identity_is_the_old_device_out_and_the_new_in() -> None:
+    out = foreign.Change("devices/interface[mac=52:54:00:7f:00:11]", "<interface/>", None)
+    new = foreign.Change("devices/interface[mac=52:54:00:7f:00:66]", None, "<interface/>")
+    assert _result([], mac=[out, new]).edit_ok("mac")
+    assert not _result([], mac=[out, out]).edit_ok("mac")
+    assert not _result([], memory=[out, new]).edit_ok("memory")
