@@ -421,10 +421,7 @@ _NAME = re.compile(r"^(?![\s\S]*[\x00-\x1f\x7f/])(?!\.\.?$)[\s\S]{1,200}$")
 
 def size(nbytes: int) -> str:
     """Bytes as a manifest size in the largest exact binary unit (``2GiB``)."""
-    for unit, factor in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if nbytes and nbytes % factor == 0:
-            return f"{nbytes // factor}{unit}"
-    return f"{nbytes}B"
+    return units.format_size(nbytes)
 
 
 def _scaled(el: etree._Element | None, default_unit: str) -> int | None:

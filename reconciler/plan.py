@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import re
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -615,6 +616,18 @@ def _plan_network(
         create = [Step(call="net_define", params={"xml": _with_record(desired, record)})]
         if state in (None, "active"):
             create.append(Step(call="net_start"))
+        if state is None:
+            # As for pools: "starting" until the start is done (see _plan_pool).
+            # Both defines name the same UUID (a redefine without it is refused);
+            # libvirt would pick a random one, this one is stable per host and name.
+            doc = etree.fromstring(etree.tostring(desired))
+            if doc.find("uuid") is None:
+                uuid_el = etree.Element("uuid")
+                uuid_el.text = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{host.name}/{m.name}"))
+                doc.find("name").addnext(uuid_el)  # type: ignore[union-attr]
+            guarded = replace(record, restarting=True)
+            create[0] = Step(call="net_define", params={"xml": _with_record(doc, guarded)})
+            create.append(Step(call="net_define", params={"xml": _with_record(doc, record)}))
         if autostart is not None:
             create.append(Step(call="net_autostart", params={"on": bool(autostart)}))
         return Action(
@@ -653,6 +666,13 @@ def _plan_network(
     diff.apply_changes(mflat, dflat, cfg)
     steps: list[Step] = []
     define = bool(cfg) or obs.record != record
+    # Created without state, and stopped before the start (a crash in between).
+    starting = obs.record is not None and obs.record.restarting and state is None
+    if starting and obs.state != "active":
+        changes.append(
+            Change(path="state", old=obs.state, new="active", disruption=Disruption.LIVE)
+        )
+        steps.append(Step(call="net_start"))
     if define:
         steps.append(Step(call="net_define", params={"xml": _with_record(merged, record)}))
     if active and lflat is not None:
@@ -821,6 +841,11 @@ def _plan_pool(
         create = [reg_step, Step(call="pool_define", params={"xml": _pretty(desired)})]
         if state in (None, "active"):
             create += [Step(call="pool_build"), Step(call="pool_start")]
+        if state is None:
+            # Until the start, the record says "starting": a run that finds the
+            # pool defined but stopped (a crash in between) still starts it.
+            create[0] = _registry_step("pool", m.name, replace(record, restarting=True))
+            create.append(reg_step)
         if autostart is not None:
             create.append(Step(call="pool_autostart", params={"on": bool(autostart)}))
         return Action(
@@ -844,12 +869,20 @@ def _plan_pool(
         cfg, dflat, iflat, Disruption.RESTART_REQUIRED if active else Disruption.NEXT_START
     )
     steps: list[Step] = []
-    if old_record != record:
+    starting = old_record is not None and old_record.restarting and state is None
+    if old_record != record and not starting:
         steps.append(reg_step)
     merged = etree.fromstring(etree.tostring(inactive))
     if cfg:
         diff.apply_changes(canonical.flatten(merged, Kind.STORAGE_POOL), dflat, cfg)
         steps.append(Step(call="pool_define", params={"xml": _pretty(merged)}))
+    if starting and not active:
+        changes.append(
+            Change(path="state", old=obs.state, new="active", disruption=Disruption.LIVE)
+        )
+        steps += [Step(call="pool_build"), Step(call="pool_start"), reg_step]
+    elif starting:
+        steps.append(reg_step)
     if state == "active" and not active:
         changes.append(
             Change(path="state", old=obs.state, new="active", disruption=Disruption.LIVE)
@@ -871,6 +904,13 @@ def _plan_pool(
         steps=tuple(steps),
         xml_before=_pretty(inactive) if cfg else None,
         xml_after=_pretty(merged) if cfg else None,
+    )
+
+
+def _registry_step(kind: str, key: str, record: ownership.Record | None) -> Step:
+    return Step(
+        call="registry_set",
+        params={"kind": kind, "key": key, "record": None if record is None else record.to_json()},
     )
 
 
