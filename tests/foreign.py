@@ -261,8 +261,9 @@ def edits(doc: Document) -> list[Edit]:
                     f"forward device {m.group(3)}→{new}",
                 )
             )
-    elif doc.root.get("type") in _DERIVED_TARGET:
-        # libvirt derives the target path of these pools from the source: edit the source
+    elif doc.root.get("type") in _DERIVED_TARGET or not _POOL_PATH.search(xml):
+        # libvirt derives the target path of these pools from the source (or they have
+        # none: rbd, gluster): edit the source
         m = _SOURCE_DEVICE.search(xml) or _SOURCE_NAME.search(xml)
         if m:
             new = _bump(m.group(2))

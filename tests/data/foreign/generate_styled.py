@@ -692,6 +692,7 @@ def docs() -> Iterator[tuple[str, str]]:
 def hand() -> Iterator[tuple[str, str]]:
     """Short domains people type themselves."""
     yield from hand_with_prolog()
+    yield from hand_passthrough_and_tuning()
     yield "vrf-hand-minimal", """<domain type='kvm'>
   <name>vrf-hand-minimal</name>
   <memory unit='MiB'>512</memory>
@@ -910,6 +911,179 @@ def hand_with_prolog() -> Iterator[tuple[str, str]]:
       <target dev='vda' bus='virtio'/>
     </disk>
   </devices>
+</domain>
+"""
+
+
+def hand_passthrough_and_tuning() -> Iterator[tuple[str, str]]:
+    """What people paste from wikis: passthrough, units of every kind, NICs without MAC."""
+    yield "vrf-hand-gpu-passthrough", f"""<domain type='kvm'>
+  <name>vrf-hand-gpu-passthrough</name>
+  <memory unit='G'>16</memory>
+  <currentMemory unit='G'>16</currentMemory>
+  <memoryBacking>
+    <hugepages>
+      <page size='1' unit='G'/>
+    </hugepages>
+  </memoryBacking>
+  <vcpu placement='static'>8</vcpu>
+  <iothreads>1</iothreads>
+  <cputune>
+    <vcpupin vcpu='0' cpuset='2'/>
+    <vcpupin vcpu='1' cpuset='3'/>
+    <emulatorpin cpuset='0-1'/>
+    <iothreadpin iothread='1' cpuset='0-1'/>
+  </cputune>
+  <os firmware='efi'>
+    <type arch='x86_64' machine='q35'>hvm</type>
+    <smbios mode='host'/>
+  </os>
+  <features>
+    <acpi/>
+    <apic/>
+    <hyperv mode='passthrough'/>
+    <kvm>
+      <hidden state='on'/>
+    </kvm>
+    <vmport state='off'/>
+  </features>
+  <cpu mode='host-passthrough' check='none'>
+    <topology sockets='1' cores='4' threads='2'/>
+    <cache mode='passthrough'/>
+    <feature policy='require' name='topoext'/>
+  </cpu>
+  <clock offset='timezone' timezone='Europe/Berlin'/>
+  <devices>
+    <disk type='block' device='disk'>
+      <driver name='qemu' type='raw' cache='none' io='native' discard='unmap' iothread='1'/>
+      <source dev='/dev/disk/by-id/nvme-Samsung_SSD_980_1TB_S64ANS0T000000'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <hostdev mode='subsystem' type='pci' managed='yes'>
+      <source>
+        <address domain='0x0000' bus='0x0b' slot='0x00' function='0x0'/>
+      </source>
+      <rom bar='on'/>
+    </hostdev>
+    <hostdev mode='subsystem' type='pci' managed='yes'>
+      <source>
+        <address domain='0x0000' bus='0x0b' slot='0x00' function='0x1'/>
+      </source>
+    </hostdev>
+    <hostdev mode='subsystem' type='usb' managed='yes'>
+      <source>
+        <vendor id='0x046d'/>
+        <product id='0xc52b'/>
+      </source>
+    </hostdev>
+    <interface type='bridge'>
+      <mac address='{mac(9, 0x40)}'/>
+      <source bridge='br0'/>
+      <model type='virtio'/>
+    </interface>
+    <input type='evdev'>
+      <source dev='/dev/input/by-id/usb-Logitech_USB_Receiver-event-kbd' grab='all' repeat='on'/>
+    </input>
+    <shmem name='looking-glass'>
+      <model type='ivshmem-plain'/>
+      <size unit='M'>64</size>
+    </shmem>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+"""
+    yield "vrf-hand-nics-without-mac", f"""<domain type='kvm'>
+  <name>vrf-hand-nics-without-mac</name>
+  <memory unit='MiB'>2048</memory>
+  <vcpu>2</vcpu>
+  <os>
+    <type arch='x86_64' machine='q35'>hvm</type>
+  </os>
+  <devices>
+    <disk type='file' device='disk'>
+      <source file='/var/lib/libvirt/images/nics.qcow2'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <interface type='network'>
+      <source network='default'/>
+      <model type='virtio'/>
+    </interface>
+    <interface type='bridge'>
+      <mac address='{mac(10, 0x40)}'/>
+      <source bridge='br0'/>
+      <model type='virtio'/>
+    </interface>
+    <interface type='network'>
+      <source network='default'/>
+      <model type='e1000e'/>
+    </interface>
+    <interface type='user'>
+      <model type='virtio'/>
+    </interface>
+  </devices>
+</domain>
+"""
+    yield "vrf-hand-units", """<domain type='kvm'>
+  <name>vrf-hand-units</name>
+  <memory unit='GB'>4</memory>
+  <currentMemory unit='bytes'>2147483648</currentMemory>
+  <memtune>
+    <hard_limit unit='G'>6</hard_limit>
+    <swap_hard_limit unit='M'>8192</swap_hard_limit>
+  </memtune>
+  <vcpu current='2'>4</vcpu>
+  <vcpus>
+    <vcpu id='0' enabled='yes' hotpluggable='no'/>
+    <vcpu id='1' enabled='yes' hotpluggable='yes'/>
+    <vcpu id='2' enabled='no' hotpluggable='yes'/>
+    <vcpu id='3' enabled='no' hotpluggable='yes'/>
+  </vcpus>
+  <os>
+    <type arch='x86_64' machine='q35'>hvm</type>
+    <bios useserial='yes' rebootTimeout='0'/>
+  </os>
+  <cpu mode='custom' match='exact' check='partial'>
+    <model fallback='allow'>Haswell-noTSX</model>
+    <vendor>Intel</vendor>
+    <feature policy='require' name='vmx'/>
+    <feature policy='disable' name='svm'/>
+  </cpu>
+  <on_poweroff>preserve</on_poweroff>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='/var/lib/libvirt/images/units.qcow2'/>
+      <target dev='sda'/>
+    </disk>
+    <disk type='file' device='cdrom'>
+      <target dev='hdc'/>
+      <readonly/>
+    </disk>
+    <serial type='pty'/>
+  </devices>
+</domain>
+"""
+    yield "vrf-hand-static-seclabel", """<domain type='kvm'>
+  <name>vrf-hand-static-seclabel</name>
+  <memory unit='MiB'>1024</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+  </os>
+  <devices>
+    <disk type='file' device='disk'>
+      <source file='/var/lib/libvirt/images/seclabel.qcow2'/>
+      <target dev='hda' bus='ide'/>
+    </disk>
+    <interface type='ethernet'>
+      <mac address='52:54:00:7f:0b:41'/>
+      <target dev='vrftap0' managed='no'/>
+      <model type='virtio'/>
+    </interface>
+  </devices>
+  <seclabel type='static' model='dac' relabel='no'>
+    <label>+0:+0</label>
+  </seclabel>
 </domain>
 """
 
@@ -1236,6 +1410,47 @@ def networks() -> Iterator[tuple[str, str]]:
   </ip>
 </network>
 """
+    yield "vrf-net-nat-address-range", """<network>
+  <name>vrf-net-nat-address-range</name>
+  <forward mode='nat'>
+    <nat>
+      <address start='192.0.2.10' end='192.0.2.20'/>
+      <port start='20000' end='29999'/>
+    </nat>
+  </forward>
+  <bridge name='vrfbr16' stp='off' macTableManager='libvirt'/>
+  <port isolated='yes'/>
+  <dns enable='no'/>
+  <ip address='10.213.16.1' netmask='255.255.255.0'>
+    <dhcp>
+      <range start='10.213.16.10' end='10.213.16.99'/>
+    </dhcp>
+  </ip>
+</network>
+"""
+    yield "vrf-net-ipv6-dhcp-hosts", """<network>
+  <name>vrf-net-ipv6-dhcp-hosts</name>
+  <forward mode='nat'/>
+  <bridge name='vrfbr17'/>
+  <dns>
+    <host ip='fd00:213:17::20'>
+      <hostname>api</hostname>
+    </host>
+  </dns>
+  <ip address='10.213.17.1' prefix='24'>
+    <dhcp>
+      <range start='10.213.17.100' end='10.213.17.200'/>
+      <host mac='52:54:00:7e:11:01' name='api' ip='10.213.17.20'/>
+    </dhcp>
+  </ip>
+  <ip family='ipv6' address='fd00:213:17::1' prefix='64'>
+    <dhcp>
+      <range start='fd00:213:17::100' end='fd00:213:17::1ff'/>
+      <host id='0:3:0:1:52:54:0:7e:11:1' name='api' ip='fd00:213:17::20'/>
+    </dhcp>
+  </ip>
+</network>
+"""
     yield "vrf-net-isolated", """<network>
   <name>vrf-net-isolated</name>
   <bridge name='vrfbr6' stp='on' delay='0'/>
@@ -1436,6 +1651,34 @@ def pools() -> Iterator[tuple[str, str]]:
   <name>vrf-pool-xml-declaration</name>
   <target>
     <path>{base}/declared</path>
+  </target>
+</pool>
+"""
+    yield "vrf-pool-rbd", """<pool type='rbd'>
+  <name>vrf-pool-rbd</name>
+  <source>
+    <name>libvirt-pool</name>
+    <host name='ceph-mon1.example.org' port='6789'/>
+    <host name='ceph-mon2.example.org' port='6789'/>
+    <auth type='ceph' username='libvirt'>
+      <secret uuid='2ec115d7-3a88-3ceb-bc12-0ac909a6fd87'/>
+    </auth>
+  </source>
+</pool>
+"""
+    yield "vrf-pool-gluster", """<pool type='gluster'>
+  <name>vrf-pool-gluster</name>
+  <source>
+    <host name='gluster1.example.org'/>
+    <dir path='/'/>
+    <name>vmvol</name>
+  </source>
+</pool>
+"""
+    yield "vrf-pool-mpath", """<pool type='mpath'>
+  <name>vrf-pool-mpath</name>
+  <target>
+    <path>/dev/mapper</path>
   </target>
 </pool>
 """
