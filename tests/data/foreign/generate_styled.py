@@ -1048,7 +1048,7 @@ def hand_passthrough_and_tuning() -> Iterator[tuple[str, str]]:
     <feature policy='require' name='vmx'/>
     <feature policy='disable' name='svm'/>
   </cpu>
-  <on_poweroff>preserve</on_poweroff>
+  <on_crash>coredump-destroy</on_crash>
   <devices>
     <disk type='file' device='disk'>
       <driver name='qemu' type='qcow2'/>
@@ -1056,7 +1056,7 @@ def hand_passthrough_and_tuning() -> Iterator[tuple[str, str]]:
       <target dev='sda'/>
     </disk>
     <disk type='file' device='cdrom'>
-      <target dev='hdc'/>
+      <target dev='sdb'/>
       <readonly/>
     </disk>
     <serial type='pty'/>
@@ -1418,7 +1418,7 @@ def networks() -> Iterator[tuple[str, str]]:
       <port start='20000' end='29999'/>
     </nat>
   </forward>
-  <bridge name='vrfbr16' stp='off' macTableManager='libvirt'/>
+  <bridge name='vrfbr16' stp='off'/>
   <port isolated='yes'/>
   <dns enable='no'/>
   <ip address='10.213.16.1' netmask='255.255.255.0'>
