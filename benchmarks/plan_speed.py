@@ -148,7 +148,7 @@ def bench(size: int, uri: str | None, repeat: int) -> dict[str, float]:
         else:
             target_uri = uri
         write_manifests(work, size)
-        conn = hosts._open(target_uri)
+        conn = hosts.open_uri(target_uri)
         if uri is not None:
             cleanup(conn)
         t0 = time.perf_counter()

@@ -45,10 +45,10 @@ from reconciler import (
     watch,
 )
 from reconciler.execute import Result
-from reconciler.hosts import redact_uri
 from reconciler.model import Host, Kind, ManifestSet
 from reconciler.plan import ActionType
-from reconciler.reconcile import Run, Target, residual, resolve_hosts
+from reconciler.reconcile import Run, Target, apply, resolve_hosts
+from reconciler.uris import redact_uri
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
@@ -154,7 +154,12 @@ def _parser() -> argparse.ArgumentParser:
             "-v",
             "--verbose",
             action="store_true",
-            help="also show unchanged objects and libvirt call counts",
+            help="also show unchanged objects, libvirt call counts and a unified XML diff",
+        )
+        sp.add_argument(
+            "--diff",
+            choices=["xml"],
+            help="xml: also show each changed object's XML edits, addressed by XPath (xmldiff)",
         )
 
     pl = sub.add_parser("plan", help="show what apply would change")
@@ -397,38 +402,30 @@ def _reconcile(
             if problems:
                 return EXIT_ERROR
             return EXIT_CHANGES if args.detailed_exitcode and changes else EXIT_OK
-        blocking = [(n, a) for n, a in problems if run.states[n].reachable]
-        if blocking:
+        text = args.output == "text"
+        applied = apply(
+            run, before_execute=(lambda plans: _print_plan(plans, args, out)) if text else None
+        )
+        if applied.blocked:
             # Checks that need a host failed: change nothing anywhere.
-            _print_plan(run.plans, args, out)
+            _print_plan(applied.plans, args, out)
             err.print("plan-time checks failed; nothing was changed", style="red")
             return EXIT_ERROR
-        if args.output == "text":
-            _print_plan(run.plans, args, out)
-        results = run.execute()
-        executed_plans = dict(run.plans)
-        run.connect_and_observe()
-        run.build_plans()
-        failed_refs = {
-            (n, r.action.ref) for n, rs in results.items() for r in rs if r.result == "failed"
-        }
-        left = [(n, a) for n, a in residual(run.plans) if (n, a.ref) not in failed_refs]
-        converged = not left
+        left = [(n, a) for n, actions in applied.left.items() for a in actions]
         if args.output == "json":
             out.print_json(
-                json.dumps(report.plan_json(executed_plans, results, converged=converged))
+                json.dumps(
+                    report.plan_json(applied.plans, applied.results, converged=applied.converged)
+                )
             )
         else:
-            _print_results(results, args, out)
-        failed = any(r.result == "failed" for rs in results.values() for r in rs)
-        if args.output == "text":
+            _print_results(applied.results, args, out)
+        failed = bool(applied.failed())
+        if text:
             _print_convergence(left, failed, out)
-        if failed or not converged:
+        if failed or not applied.converged:
             return EXIT_ERROR
-        made = any(
-            r.action.type.is_change and r.result == "ok" for rs in results.values() for r in rs
-        )
-        return EXIT_CHANGES if args.detailed_exitcode and made else EXIT_OK
+        return EXIT_CHANGES if args.detailed_exitcode and applied.made() else EXIT_OK
     finally:
         run.close()
 
@@ -470,14 +467,19 @@ def _print_action(a: plan.Action, args: argparse.Namespace, out: Console) -> Non
         if a.type in (ActionType.CREATE, ActionType.DELETE) and c.path == "definition":
             continue
         out.print(
-            f"      {escape(c.path)}: {escape(report.short(c.old))} → "
-            f"{escape(report.short(c.new))}  [dim]\\[{c.disruption.value}][/]"
+            f"      {escape(c.label)}: {escape(report.short(c.display[0]))} → "
+            f"{escape(report.short(c.display[1]))}  [dim]\\[{c.disruption.value}][/]"
         )
     if a.blast_radius:
         out.print(
             f"      [magenta]a network restart would affect running domains: "
             f"{escape(', '.join(a.blast_radius))}[/]"
         )
+    if getattr(args, "diff", None) == "xml":
+        for line in report.xml_edits(a.xml_before, a.xml_after):
+            out.print(f"      [cyan]{escape(line)}[/]")
+    if not getattr(args, "verbose", False):
+        return
     for line in report.xml_diff(a.xml_before, a.xml_after):
         color = (
             "green"
@@ -530,8 +532,8 @@ def _print_convergence(left: Sequence[tuple[str, plan.Action]], failed: bool, ou
             out.print(f"  {escape(name)}: {escape(a.ref)} still plans {a.type.value}")
         for c in a.changes:
             out.print(
-                f"  {escape(name)}: {escape(a.ref)} {escape(c.path)}: "
-                f"{escape(report.short(c.old))} → {escape(report.short(c.new))}"
+                f"  {escape(name)}: {escape(a.ref)} {escape(c.label)}: "
+                f"{escape(report.short(c.display[0]))} → {escape(report.short(c.display[1]))}"
             )
 
 
@@ -717,7 +719,7 @@ def _adopt(
         for a in hp.actions:
             if a.error or (a.type.is_change and a.type is not ActionType.ADOPT):
                 failed = True
-                what = a.error or ", ".join(c.path for c in a.changes) or a.type.value
+                what = a.error or ", ".join(c.label for c in a.changes) or a.type.value
                 err.print(f"not adopted: {escape(name)}: {escape(a.ref)}: {escape(what)}")
         run.plans[name] = dataclasses.replace(
             hp, actions=tuple(a for a in hp.actions if a.type is ActionType.ADOPT and not a.error)

@@ -15,19 +15,31 @@ tells ``reconcile.Run`` it may try the next candidate.
 from __future__ import annotations
 
 import collections
+import enum
 from dataclasses import dataclass, field
 
 from reconciler import errors
 from reconciler.hosts import Session
+from reconciler.model import Kind
 from reconciler.plan import Action, ActionType, HostPlan
+from reconciler.steps import Define
+
+
+class Outcome(enum.StrEnum):
+    """What happened to one action (``result`` in the JSON output)."""
+
+    OK = "ok"
+    FAILED = "failed"
+    # A placed domain whose create failed here and was undone (another candidate tried).
+    ROLLED_BACK = "rolled-back"
 
 
 @dataclass(frozen=True, kw_only=True)
 class Result:
-    """What happened to one action: ``ok``, ``failed`` or ``skipped``."""
+    """What happened to one action."""
 
     action: Action
-    result: str
+    result: Outcome
     error: str | None = None
     calls: dict[str, int] = field(default_factory=dict)
     # A failed create of a placed domain left nothing on the host.
@@ -39,10 +51,10 @@ def execute_host(session: Session, host_plan: HostPlan) -> list[Result]:
     results: list[Result] = []
     for action in host_plan.actions:
         if action.error is not None:
-            results.append(Result(action=action, result="failed", error=action.error))
+            results.append(Result(action=action, result=Outcome.FAILED, error=action.error))
             continue
         if not action.steps:
-            results.append(Result(action=action, result="ok"))
+            results.append(Result(action=action, result=Outcome.OK))
             continue
         before = collections.Counter(session.calls)
         error = None
@@ -50,7 +62,7 @@ def execute_host(session: Session, host_plan: HostPlan) -> list[Result]:
         try:
             for step in action.steps:
                 session.run(step, action)
-                defined = defined or step.call == "dom_define"
+                defined = defined or (isinstance(step, Define) and step.kind is Kind.DOMAIN)
         except errors.ReconcileError as e:
             error = str(e)
         rolled_back = False
@@ -60,7 +72,7 @@ def execute_host(session: Session, host_plan: HostPlan) -> list[Result]:
         results.append(
             Result(
                 action=action,
-                result="failed" if error else "ok",
+                result=Outcome.FAILED if error else Outcome.OK,
                 error=error,
                 calls=calls,
                 rolled_back=rolled_back,

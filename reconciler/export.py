@@ -3,7 +3,8 @@
 The reverse of the pipeline, for adopting an existing host::
 
     observed XML -> leave out what libvirt fills in (canonical.FILLED)
-    -> friendly fields where they say exactly what the XML says
+    -> friendly fields where they say exactly what the XML says (each
+       kind's exporter, ``kinds.KINDS[kind].export``)
     -> an ``xml`` overlay with the rest -> check: render(manifest) == the XML
 
 Every exported manifest is checked by rendering it (``render``) and flattening
@@ -18,9 +19,8 @@ libvirt: ``hosts`` observes; ``write`` puts the files in place.
 from __future__ import annotations
 
 import copy
-import re
 import urllib.parse
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,8 @@ from typing import Any
 import yaml
 from lxml import etree
 
-from reconciler import canonical, manifests, ownership, render, units
+from reconciler import canonical, manifests, ownership, render
+from reconciler.kinds import KINDS
 from reconciler.model import API_VERSION, Kind, Manifest, Source, object_ref
 from reconciler.observed import HostState, Observed
 from reconciler.render import identity, xmlutil
@@ -193,8 +194,9 @@ def export_object(obs: Observed, *, shared_macs: Collection[str] = ()) -> tuple[
     """The spec of one object and its form (``overlay``, ``document``, ``document-only``)."""
     xml = obs.xml
     cleaned = clean(_parse(xml), obs.kind)
-    friendly = _FRIENDLY[obs.kind](cleaned, shared_macs)
-    extra = _not_xml(obs)
+    handler = KINDS[obs.kind]
+    friendly = handler.export(cleaned, shared_macs)
+    extra = handler.export_state(obs)
     want = canonical.flatten(cleaned, obs.kind).values
     spec: Spec = {}
     for form, spec in _candidates(obs.kind, cleaned, friendly):
@@ -227,8 +229,7 @@ def _candidates(kind: Kind, cleaned: etree._Element, friendly: Spec) -> Iterable
 
 
 def _required(kind: Kind, friendly: Spec) -> Spec:
-    keep = {Kind.DOMAIN: ("memory",), Kind.STORAGE_POOL: ("type",), Kind.VOLUME: ("capacity",)}
-    return {k: friendly[k] for k in keep.get(kind, ()) if k in friendly}
+    return {k: friendly[k] for k in KINDS[kind].export_required if k in friendly}
 
 
 def _name(root: etree._Element) -> str:
@@ -252,33 +253,6 @@ def _renders_exactly(obs: Observed, spec: Spec, want: Mapping[str, str]) -> bool
     # Both sides without what libvirt fills in: render writes some of it out
     # (currentMemory equal to memory), the cleaned object leaves it out.
     return canonical.flatten(clean(rendered, obs.kind), obs.kind).values == want
-
-
-def _not_xml(obs: Observed) -> Spec:
-    """Running state, autostart and the volume's pool: fields that are not XML."""
-    spec: Spec = {}
-    if obs.kind is Kind.DOMAIN:
-        state = _DOMAIN_STATES.get(obs.state)
-        if state is not None:
-            spec["state"] = state
-        spec["autostart"] = obs.autostart
-    elif obs.kind in (Kind.NETWORK, Kind.STORAGE_POOL):
-        spec["state"] = "active" if obs.state == "active" else "inactive"
-        spec["autostart"] = obs.autostart
-    else:
-        spec = {"pool": obs.pool}
-    return spec
-
-
-# A crashed or shut-down domain is "shutoff" to the planner; a pmsuspended one
-# has no manifest state (starting it would be a change), so state stays unmanaged.
-_DOMAIN_STATES = {
-    "running": "running",
-    "paused": "paused",
-    "shutoff": "shutoff",
-    "shutdown": "shutoff",
-    "crashed": "shutoff",
-}
 
 
 # --- leaving out what libvirt fills in ---------------------------------------------
@@ -401,341 +375,6 @@ def _minimise(
         if not keep and all(_is_empty(el) for el in elements):
             for el in elements:
                 over.remove(el)
-
-
-# --- friendly fields -------------------------------------------------------------
-
-_DOMAIN_TYPES = {
-    "kvm", "qemu", "kqemu", "xen", "lxc", "uml", "openvz", "test", "vmware", "hyperv",
-    "vbox", "phyp", "parallels", "bhyve", "vz",
-}  # fmt: skip
-_TOKEN = re.compile(r"^[A-Za-z0-9_.+-]+$")
-_CPU_MODES = ("host-passthrough", "host-model", "custom", "maximum")
-_TARGET = re.compile(r"^[a-z][a-z0-9]{0,31}$")
-_BRIDGE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
-_MAC = re.compile(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
-_DNS_DOMAIN = re.compile(r"^[A-Za-z0-9.-]+$")
-_IP = re.compile(r"^([0-9]{1,3}(\.[0-9]{1,3}){3}|[0-9a-fA-F:.]*:[0-9a-fA-F:.]*)$")
-_NAME = re.compile(r"^(?![\s\S]*[\x00-\x1f\x7f/])(?!\.\.?$)[\s\S]{1,200}$")
-
-
-def size(nbytes: int) -> str:
-    """Bytes as a manifest size in the largest exact binary unit (``2GiB``)."""
-    return units.format_size(nbytes)
-
-
-def _scaled(el: etree._Element | None, default_unit: str) -> int | None:
-    if el is None or not (el.text or "").strip():
-        return None
-    try:
-        return units.libvirt_scaled(el.text or "", el.get("unit"), default_unit=default_unit)
-    except ValueError:
-        return None
-
-
-def _token(value: str | None) -> bool:
-    return _TOKEN.match(value or "") is not None
-
-
-def _absolute(value: str | None) -> bool:
-    return bool(value) and str(value).startswith("/")
-
-
-def _int(text: str | None) -> int | None:
-    try:
-        return int((text or "").strip())
-    except ValueError:
-        return None
-
-
-def _typed(root: etree._Element, types: Collection[str]) -> Spec:
-    """A spec starting with the root's ``type``, when the schema knows it."""
-    return {"type": root.get("type")} if root.get("type") in types else {}
-
-
-def _domain(root: etree._Element, shared_macs: Collection[str]) -> Spec:
-    spec = _typed(root, _DOMAIN_TYPES)
-    os_type = root.find("os/type")
-    if os_type is not None:
-        for attr in ("arch", "machine"):
-            if _TOKEN.match(os_type.get(attr) or ""):
-                spec[attr] = os_type.get(attr)
-    memory = _scaled(root.find("memory"), "KiB")
-    if memory is not None:
-        spec["memory"] = size(memory)
-    current = _scaled(root.find("currentMemory"), "KiB")
-    if current is not None and memory is not None and current <= memory:
-        spec["currentMemory"] = size(current)
-    _vcpus(root, spec)
-    cpu = root.find("cpu")
-    if cpu is not None and cpu.get("mode") in _CPU_MODES:
-        spec["cpu"] = {"mode": cpu.get("mode")}
-        model = (cpu.findtext("model") or "").strip()
-        if model:
-            spec["cpu"]["model"] = model
-    _os(root, spec)
-    disks = _disks(root)
-    if disks:
-        spec["disks"] = disks
-    nics: list[Spec] = []
-    for el in root.iterfind("devices/interface"):
-        nic = _interface(el, shared_macs)
-        if nic is None:
-            break  # as for disks: the rest stay in the overlay, in order
-        nics.append(nic)
-    if nics:
-        spec["interfaces"] = nics
-    consoles = root.findall("devices/console")
-    if consoles and all(c.get("type") == "pty" for c in consoles):
-        spec["consoles"] = [{"type": "pty"} for _ in consoles]
-    graphics = root.findall("devices/graphics")
-    # A friendly SPICE display renders with autoport='yes' (render.domain): one
-    # without it stays in the overlay.
-    if graphics and all(
-        g.get("type") == "vnc" or (g.get("type") == "spice" and g.get("autoport") == "yes")
-        for g in graphics
-    ):
-        spec["graphics"] = [
-            {"type": g.get("type"), **({"listen": g.get("listen")} if g.get("listen") else {})}
-            for g in graphics
-        ]
-    return spec
-
-
-def _vcpus(root: etree._Element, spec: Spec) -> None:
-    vcpu = root.find("vcpu")
-    if vcpu is None:
-        return
-    maximum = _int(vcpu.text)
-    current = _int(vcpu.get("current")) if vcpu.get("current") else maximum
-    if not maximum or not current or current > maximum:
-        return
-    spec["vcpus"] = current
-    if vcpu.get("current") is not None:
-        spec["maxVcpus"] = maximum
-
-
-def _os(root: etree._Element, spec: Spec) -> None:
-    os_el = root.find("os")
-    if os_el is None:
-        return
-    if os_el.get("firmware") in ("bios", "efi"):
-        spec["firmware"] = os_el.get("firmware")
-    kernel = os_el.findtext("kernel")
-    if kernel and _absolute(kernel):
-        spec["kernel"] = {"path": kernel}
-        initrd = os_el.findtext("initrd")
-        if initrd and _absolute(initrd):
-            spec["kernel"]["initrd"] = initrd
-        cmdline = os_el.findtext("cmdline")
-        if cmdline is not None:
-            spec["kernel"]["cmdline"] = cmdline
-        return
-    boots = [b.get("dev") for b in os_el.iterfind("boot")]
-    valid = all(b in ("hd", "cdrom", "network", "fd") for b in boots)
-    if boots and valid and len(set(boots)) == len(boots):
-        spec["boot"] = boots
-
-
-def _disks(root: etree._Element) -> list[Spec]:
-    """Friendly disks: the leading ones that fit. The first that does not, and all
-    after it, stay in the overlay, which appends them after the friendly ones, so
-    the order (the boot order without ``<boot order>``) is kept."""
-    out: list[Spec] = []
-    for el in root.iterfind("devices/disk"):
-        disk = _disk(el)
-        if disk is None or any(d["target"] == disk["target"] for d in out):
-            break
-        out.append(disk)
-    return out
-
-
-def _disk(el: etree._Element) -> Spec | None:
-    target = el.find("target")
-    dev = target.get("dev") if target is not None else None
-    if target is None or not dev or not _TARGET.match(dev):
-        return None
-    disk: Spec = {"target": dev}
-    if target.get("bus") in ("virtio", "sata", "scsi", "ide", "usb", "fdc"):
-        disk["bus"] = target.get("bus")
-    elif target.get("bus") is not None:
-        return None
-    device = el.get("device", "disk")
-    if device not in ("disk", "cdrom", "floppy", "lun"):
-        return None
-    if device != "disk":
-        disk["device"] = device
-    source = el.find("source")
-    dtype = el.get("type")
-    if source is not None:
-        if dtype == "file" and _absolute(source.get("file")):
-            disk["source"] = {"file": source.get("file")}
-        elif dtype == "block" and _absolute(source.get("dev")):
-            disk["source"] = {"block": source.get("dev")}
-        elif dtype == "volume" and source.get("pool") and source.get("volume"):
-            disk["source"] = {"volume": {"pool": source.get("pool"), "name": source.get("volume")}}
-        else:
-            return None
-    elif dtype != "file":
-        return None
-    driver = el.find("driver")
-    if driver is not None and driver.get("name") == "qemu" and _token(driver.get("type")):
-        disk["format"] = driver.get("type")
-    if el.find("readonly") is not None:
-        disk["readonly"] = True
-    serial = (el.findtext("serial") or "").strip()
-    if serial:
-        disk["serial"] = serial
-    return disk
-
-
-def _interface(el: etree._Element, shared_macs: Collection[str]) -> Spec | None:
-    mac = el.find("mac")
-    address = (mac.get("address") or "") if mac is not None else ""
-    if not _MAC.match(address) or int(address[:2], 16) & 1 or address.lower() in shared_macs:
-        return None
-    source = el.find("source")
-    nic: Spec = {}
-    network = source.get("network") if source is not None else None
-    bridge = source.get("bridge") if source is not None else None
-    if el.get("type") == "network" and _NAME.match(network or ""):
-        nic["network"] = network
-    elif el.get("type") == "bridge" and _BRIDGE.match(bridge or ""):
-        nic["bridge"] = bridge
-    else:
-        return None
-    model = el.find("model")
-    if model is not None and _TOKEN.match(model.get("type") or ""):
-        nic["model"] = model.get("type")
-    nic["mac"] = address.lower()
-    link = el.find("link")
-    if link is not None and link.get("state") in ("up", "down"):
-        nic["link"] = link.get("state")
-    return nic
-
-
-def _network(root: etree._Element, _shared: Collection[str]) -> Spec:
-    spec: Spec = {}
-    forwards = root.findall("forward")
-    if len(forwards) == 1 and forwards[0].get("mode") in ("nat", "route", "open", "bridge"):
-        spec["forward"] = forwards[0].get("mode")
-    bridge = root.find("bridge")
-    if bridge is not None and _BRIDGE.match(bridge.get("name") or ""):
-        spec["bridge"] = bridge.get("name")
-    domain = root.find("domain")
-    if domain is not None and _DNS_DOMAIN.match(domain.get("name") or ""):
-        spec["domain"] = domain.get("name")
-    mtu_el = root.find("mtu")
-    mtu = _int(mtu_el.get("size")) if mtu_el is not None else None
-    if mtu is not None and 68 <= mtu <= 65535:
-        spec["mtu"] = mtu
-    ips = root.findall("ip")
-    if len(ips) == 1:
-        ip = _ip(ips[0])
-        if ip is not None:
-            spec["ip"] = ip
-    dns_hosts = root.findall("dns/host")
-    hosts = [
-        (h.get("ip") or "", [(n.text or "").strip() for n in h.iterfind("hostname")])
-        for h in dns_hosts
-    ]
-    if hosts and all(_IP.match(ip) and names and all(names) for ip, names in hosts):
-        spec["dns"] = {"hosts": [{"ip": ip, "names": names} for ip, names in hosts]}
-    return spec
-
-
-def _ip(el: etree._Element) -> Spec | None:
-    prefix = _int(el.get("prefix"))
-    if not _IP.match(el.get("address") or "") or prefix is None or not 0 <= prefix <= 128:
-        return None
-    ip: Spec = {"address": el.get("address"), "prefix": prefix}
-    dhcp_el = el.find("dhcp")
-    if dhcp_el is None:
-        return ip
-    dhcp: Spec = {}
-    ranges = dhcp_el.findall("range")
-    if len(ranges) == 1 and all(_IP.match(ranges[0].get(a) or "") for a in ("start", "end")):
-        dhcp["range"] = [ranges[0].get("start"), ranges[0].get("end")]
-    hosts = [_dhcp_host(h) for h in dhcp_el.iterfind("host")]
-    if hosts and all(h is not None for h in hosts):
-        dhcp["hosts"] = hosts
-    if dhcp:
-        ip["dhcp"] = dhcp
-    return ip
-
-
-def _dhcp_host(el: etree._Element) -> Spec | None:
-    if not _IP.match(el.get("ip") or ""):
-        return None
-    host: Spec = {}
-    mac = el.get("mac")
-    if mac is not None:
-        if not _MAC.match(mac):
-            return None
-        host["mac"] = mac.lower()
-    if el.get("name"):
-        host["name"] = el.get("name")
-    host["ip"] = el.get("ip")
-    return host
-
-
-_POOL_TYPES = {
-    "dir", "fs", "netfs", "logical", "disk", "iscsi", "scsi", "mpath", "rbd", "gluster", "zfs",
-    "iscsi-direct", "sheepdog", "vstorage",
-}  # fmt: skip
-
-
-def _pool(root: etree._Element, _shared: Collection[str]) -> Spec:
-    spec = _typed(root, _POOL_TYPES)
-    source_el = root.find("source")
-    if source_el is not None:
-        source: Spec = {}
-        devices = source_el.findall("device")
-        if len(devices) == 1 and _absolute(devices[0].get("path")):
-            source["device"] = devices[0].get("path")
-        directory = source_el.find("dir")
-        if directory is not None and _absolute(directory.get("path")):
-            source["dir"] = directory.get("path")
-        hosts = source_el.findall("host")
-        if len(hosts) == 1 and hosts[0].get("name"):
-            source["host"] = hosts[0].get("name")
-        name = (source_el.findtext("name") or "").strip()
-        if name:
-            source["name"] = name
-        fmt = source_el.find("format")
-        if fmt is not None and _TOKEN.match(fmt.get("type") or ""):
-            source["format"] = fmt.get("type")
-        if source:
-            spec["source"] = source
-    target = root.findtext("target/path")
-    if target and _absolute(target):
-        spec["target"] = target
-    return spec
-
-
-def _volume(root: etree._Element, _shared: Collection[str]) -> Spec:
-    spec: Spec = {}
-    capacity = _scaled(root.find("capacity"), "bytes")
-    if capacity is not None:
-        spec["capacity"] = size(capacity)
-    fmt = root.find("target/format")
-    if fmt is not None and _TOKEN.match(fmt.get("type") or ""):
-        spec["format"] = fmt.get("type")
-    backing = root.find("backingStore")
-    if backing is not None and _absolute(backing.findtext("path")):
-        spec["backingStore"] = {"path": backing.findtext("path")}
-        bfmt = backing.find("format")
-        if bfmt is not None and _TOKEN.match(bfmt.get("type") or ""):
-            spec["backingStore"]["format"] = bfmt.get("type")
-    return spec
-
-
-_FRIENDLY: Mapping[Kind, Callable[[etree._Element, Collection[str]], Spec]] = {
-    Kind.DOMAIN: _domain,
-    Kind.NETWORK: _network,
-    Kind.STORAGE_POOL: _pool,
-    Kind.VOLUME: _volume,
-}
 
 
 def _parse(xml: str) -> etree._Element:

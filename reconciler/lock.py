@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler import errors
-from reconciler.hosts import redact_uri
 from reconciler.model import Host
+from reconciler.uris import redact_uri
 
 LOCK_DIR_ENV = "VIRT_RECONCILE_LOCK_DIR"
 _POLL = 0.1

@@ -4,6 +4,10 @@
     -> plan -> execute (per host, in parallel; placement fallbacks)
     -> observe again -> converged?
 
+``apply`` is the one apply sequence (gate → execute → observe again → what
+is left) for ``apply`` and ``watch``; it returns one ``Applied`` report that
+``cli`` and ``watch`` only format and log.
+
 Per-host work runs in a thread per host, so independent hosts proceed in
 parallel and one unreachable host does not hold up the others.
 
@@ -18,6 +22,7 @@ recorded in the registry of every other reachable candidate.
 from __future__ import annotations
 
 import concurrent.futures
+import enum
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -26,7 +31,7 @@ from typing import TypeVar
 from lxml import etree
 
 from reconciler import errors, hosts, ownership, placement, plan, render
-from reconciler.execute import Result, execute_host
+from reconciler.execute import Outcome, Result, execute_host
 from reconciler.hosts import Session
 from reconciler.model import Host, Kind, Manifest, ManifestSet
 from reconciler.observed import CapsKey, HostState, ObjectKey, object_key
@@ -249,7 +254,7 @@ class Run:
             except errors.HostError as e:
                 skipped[nxt] = f"unreachable: {e}"
                 continue
-            results[last_host][last_index] = replace(last, result="rolled-back")
+            results[last_host][last_index] = replace(last, result=Outcome.ROLLED_BACK)
             skipped[last_host] = f"failed there, rolled back: {last.error}"
             moved = replace(
                 placed, host=nxt, skipped=dict(skipped), fallbacks=placed.fallbacks[k + 1 :]
@@ -304,7 +309,7 @@ class Run:
                         note=f"placement record (placed on host {chosen.host})",
                     )
                     results.setdefault(c, []).append(
-                        Result(action=action, result="failed", error=str(e))
+                        Result(action=action, result=Outcome.FAILED, error=str(e))
                     )
 
     def close(self) -> None:
@@ -316,7 +321,7 @@ class Run:
 def plan_failure(action: plan.Action, host_plan: plan.HostPlan) -> Result:
     return Result(
         action=action,
-        result="failed",
+        result=Outcome.FAILED,
         error=action.error or f"host {host_plan.host.name} is unreachable: {host_plan.error}",
     )
 
@@ -329,3 +334,129 @@ def residual(plans: Mapping[str, plan.HostPlan]) -> list[tuple[str, plan.Action]
         for a in hp.actions
         if a.error is None and a.type.is_change
     ]
+
+
+# --- the apply sequence ----------------------------------------------------------
+
+
+class HostResult(enum.StrEnum):
+    """How an apply ended on one host."""
+
+    OK = "ok"
+    FAILED = "failed"
+    UNREACHABLE = "unreachable"
+    NOT_CONVERGED = "not-converged"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Applied:
+    """What one apply did, for ``cli`` and ``watch`` to format and log.
+
+    ``plans``: the plans as executed (a placement fallback's actions included);
+    ``blocked``: reachable hosts whose plan-time checks failed, with those
+    actions (nothing ran there; under ``per_host=False`` nothing ran anywhere);
+    ``results``: per executed host; ``left``: what the plan made after
+    executing still wants to change (libvirt rewrote or refused it), actions
+    that failed left out; ``states``: every host as last observed.
+    """
+
+    plans: Mapping[str, plan.HostPlan]
+    blocked: Mapping[str, tuple[plan.Action, ...]] = field(default_factory=dict)
+    results: Mapping[str, list[Result]] = field(default_factory=dict)
+    left: Mapping[str, tuple[plan.Action, ...]] = field(default_factory=dict)
+    states: Mapping[str, HostState] = field(default_factory=dict)
+
+    @property
+    def converged(self) -> bool:
+        return not any(self.left.values())
+
+    def failed(self, host: str | None = None) -> list[Result]:
+        """The results that failed (on ``host``, or anywhere)."""
+        return [r for r in self._results(host) if r.result is Outcome.FAILED]
+
+    def made(self, host: str | None = None) -> int:
+        """How many changes were made (on ``host``, or anywhere)."""
+        return sum(
+            1 for r in self._results(host) if r.action.type.is_change and r.result is Outcome.OK
+        )
+
+    def outcome(self, host: str) -> HostResult:
+        state = self.states.get(host)
+        if state is not None and not state.reachable:
+            return HostResult.UNREACHABLE
+        if host in self.blocked or self.failed(host):
+            return HostResult.FAILED
+        if self.left.get(host):
+            return HostResult.NOT_CONVERGED
+        return HostResult.OK
+
+    def _results(self, host: str | None) -> list[Result]:
+        if host is not None:
+            return list(self.results.get(host, ()))
+        return [r for rs in self.results.values() for r in rs]
+
+
+def apply(
+    run: Run,
+    *,
+    per_host: bool = False,
+    before_execute: Callable[[Mapping[str, plan.HostPlan]], None] | None = None,
+) -> Applied:
+    """Gate, execute, observe again, and what is left: the one apply sequence.
+
+    ``run`` is observed and planned already. A plan-time problem on a
+    reachable host blocks every host, or with ``per_host`` (``watch``) only
+    that host; then only hosts with changes run. ``before_execute`` sees the
+    plans once the gate let them pass.
+    """
+    blocked = {
+        name: problems
+        for name, hp in run.plans.items()
+        if run.states[name].reachable and (problems := tuple(a for a in hp.actions if a.error))
+    }
+    if blocked and not per_host:
+        return Applied(plans=dict(run.plans), blocked=blocked, states=dict(run.states))
+    hosts = run.target.hosts
+    if per_host:
+        hosts = tuple(
+            h
+            for h in hosts
+            if run.states[h.name].reachable
+            and h.name not in blocked
+            and any(a.type.is_change for a in run.plans[h.name].actions)
+        )
+    if before_execute is not None:
+        before_execute(run.plans)
+    results: dict[str, list[Result]] = {}
+    if hosts:
+        # The same Run, narrowed to the hosts that run: execute, observe again.
+        doing = Run(
+            target=replace(run.target, hosts=hosts),
+            options=run.options,
+            assignments=run.assignments,
+            placements=run.placements,
+            sessions=run.sessions,
+            states=run.states,
+            plans=run.plans,
+            rendered=run.rendered,
+        )
+        results = doing.execute()
+        executed = dict(run.plans)
+        doing.connect_and_observe()
+        doing.build_plans()
+    else:
+        executed = dict(run.plans)
+    failed = {
+        (n, r.action.ref) for n, rs in results.items() for r in rs if r.result is Outcome.FAILED
+    }
+    left: dict[str, list[plan.Action]] = {}
+    for name, a in residual({h.name: run.plans[h.name] for h in hosts}):
+        if (name, a.ref) not in failed:
+            left.setdefault(name, []).append(a)
+    return Applied(
+        plans=executed,
+        blocked=blocked,
+        results=results,
+        left={n: tuple(v) for n, v in left.items()},
+        states=dict(run.states),
+    )

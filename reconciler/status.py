@@ -15,13 +15,11 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from reconciler.kinds import KINDS
+from reconciler.kinds.base import Power
 from reconciler.model import Kind, Manifest, object_ref
 from reconciler.observed import HostState, object_key
 from reconciler.plan import Action, ActionType, HostPlan
-
-# Pause and crash reasons that mean something is wrong with the guest, not that
-# someone chose the state (libvirt's virDomainPausedReason / CrashedReason names).
-_UNHEALTHY_PAUSE = frozenset({"ioerror", "watchdog", "crashed", "postcopy_failed"})
 
 
 class Sync(enum.StrEnum):
@@ -96,17 +94,7 @@ def build(
 def _object(host: str, m: Manifest, action: Action | None, state: HostState) -> ObjectStatus:
     sync, reason = _sync(m, action, state)
     obs = state.objects.get(object_key(m.kind, m.name, m.spec.get("pool")))
-    power: str | None = None
-    power_reason = ""
-    healthy = True
-    if obs is not None and m.kind is not Kind.VOLUME:
-        power = obs.state
-        if m.kind is Kind.DOMAIN:
-            # "unknown" is libvirt's reason for a domain never started: say nothing.
-            power_reason = "" if obs.state_reason == "unknown" else obs.state_reason
-            healthy = obs.state != "crashed" and not (
-                obs.state == "paused" and obs.state_reason in _UNHEALTHY_PAUSE
-            )
+    power, power_reason, healthy = KINDS[m.kind].power(obs) if obs is not None else Power(None)
     return ObjectStatus(
         host=host,
         kind=m.kind,

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import errors, manifests, plan, report, status
-from reconciler.execute import Result
+from reconciler.execute import Outcome, Result
 from reconciler.hosts import HostEvent, Session
 from reconciler.model import Host, ManifestSet
-from reconciler.reconcile import Run, Target, residual, resolve_hosts
+from reconciler.reconcile import HostResult, Run, Target, apply, resolve_hosts
 from reconciler.watch.metrics import Metrics, parse_address, serve_http
 from reconciler.watch.sources import FolderSource, GitSource, Snapshot, Source
 from reconciler.watch.workqueue import ALL, Backoff, Batch, Clock, Reason, WorkQueue
@@ -76,10 +76,10 @@ class Desired:
 
 @dataclass(frozen=True, kw_only=True)
 class HostOutcome:
-    """How one host's pass ended: ``ok``, ``failed``, ``unreachable`` or ``not-converged``."""
+    """How one host's pass ended, the changes it made, and what went wrong."""
 
     host: str
-    result: str
+    result: HostResult
     changes: int = 0
     errors: tuple[str, ...] = ()
 
@@ -315,7 +315,8 @@ class Watcher:
                 outcomes = self._reconcile(sub, desired)
         except errors.ReconcileError as e:  # e.g. an apply holds a host's lock: try again later
             outcomes = {
-                h.name: HostOutcome(host=h.name, result="failed", errors=(str(e),)) for h in hosts
+                h.name: HostOutcome(host=h.name, result=HostResult.FAILED, errors=(str(e),))
+                for h in hosts
             }
         elapsed = time.monotonic() - started
         self.metrics.duration.observe(elapsed)
@@ -346,77 +347,43 @@ class Watcher:
         run.connect_and_observe()
         self._subscribe(run)
         run.build_plans()
-        blocked = {
-            n: tuple(  # one log line per plan-time problem
-                f"{a.ref}: {line}" for a in hp.actions for line in (a.error or "").splitlines()
-            )
-            for n, hp in run.plans.items()
-            if run.states[n].reachable and any(a.error for a in hp.actions)
-        }
-        todo = tuple(
-            h
-            for h in target.hosts
-            if run.states[h.name].reachable
-            and h.name not in blocked
-            and any(a.type.is_change for a in run.plans[h.name].actions)
-        )
-        results: dict[str, list[Result]] = {}
-        if todo:
-            # The same Run, narrowed to the hosts that have work: execute, observe again.
-            doing = Run(
-                target=dataclasses.replace(target, hosts=todo),
-                options=run.options,
-                assignments=run.assignments,
-                placements=run.placements,
-                sessions=run.sessions,
-                states=run.states,
-                plans=run.plans,
-                rendered=run.rendered,
-            )
-            results = doing.execute()
-            for name, rs in results.items():
-                for r in rs:
-                    if r.action.type.is_change or r.result != "ok":
-                        self._log_result(name, r, desired)
-            doing.connect_and_observe()
-            doing.build_plans()
-        left: dict[str, list[plan.Action]] = {}
-        for name, a in residual({h.name: run.plans[h.name] for h in todo}):
-            left.setdefault(name, []).append(a)
+        applied = apply(run, per_host=True)
+        for name, rs in applied.results.items():
+            for r in rs:
+                if r.action.type.is_change or r.result is not Outcome.OK:
+                    self._log_result(name, r, desired)
         self._update_objects(run, target)
         outcomes: dict[str, HostOutcome] = {}
         for h in target.hosts:
-            state = run.states[h.name]
-            rs = results.get(h.name, [])
-            made = sum(1 for r in rs if r.action.type.is_change and r.result == "ok")
-            failed = tuple(f"{r.action.ref}: {r.error}" for r in rs if r.result == "failed")
-            if not state.reachable:
-                error = (state.error or "").removeprefix(f"host {h.name}: ")
-                outcome = HostOutcome(host=h.name, result="unreachable", errors=(error,))
+            result = applied.outcome(h.name)
+            made = applied.made(h.name)
+            problems: tuple[str, ...] = ()
+            if result is HostResult.UNREACHABLE:
+                state = applied.states[h.name]
+                problems = ((state.error or "").removeprefix(f"host {h.name}: "),)
                 # Drop the session so the retry reconnects (and resyncs).
                 session = self._sessions.pop(h.name, None)
                 if session is not None:
                     log.warning("host %s: connection lost; reconnecting", h.name)
                     session.close()
-            elif h.name in blocked:
-                outcome = HostOutcome(host=h.name, result="failed", errors=blocked[h.name])
-            elif failed:
-                outcome = HostOutcome(host=h.name, result="failed", changes=made, errors=failed)
-            elif h.name in left:
-                outcome = HostOutcome(
-                    host=h.name,
-                    result="not-converged",
-                    changes=made,
-                    errors=tuple(
-                        f"{a.ref} still plans {a.type.value}: "
-                        + ", ".join(c.path for c in a.changes)
-                        for a in left[h.name]
-                    ),
+            elif h.name in applied.blocked:
+                problems = tuple(  # one log line per plan-time problem
+                    f"{a.ref}: {line}"
+                    for a in applied.blocked[h.name]
+                    for line in (a.error or "").splitlines()
+                )
+            elif result is HostResult.FAILED:
+                problems = tuple(f"{r.action.ref}: {r.error}" for r in applied.failed(h.name))
+            elif result is HostResult.NOT_CONVERGED:
+                problems = tuple(
+                    f"{a.ref} still plans {a.type.value}: " + ", ".join(c.label for c in a.changes)
+                    for a in applied.left[h.name]
                 )
             else:
-                outcome = HostOutcome(host=h.name, result="ok", changes=made)
                 self._record_revision(run, h.name, desired)
-            outcomes[h.name] = outcome
+            outcomes[h.name] = HostOutcome(
+                host=h.name, result=result, changes=made, errors=problems
+            )
         return outcomes
 
     def _record_revision(self, run: Run, host: str, desired: Desired) -> None:
@@ -457,9 +424,9 @@ class Watcher:
         a = r.action
         drift = " [drift]" if self._applied.get(host) == desired.digest else ""
         shown = a.type in (plan.ActionType.UPDATE, plan.ActionType.ADOPT)
-        paths = ", ".join(c.path for c in a.changes) if shown else ""
+        paths = ", ".join(c.label for c in a.changes) if shown else ""
         detail = f": {paths}" if paths else ""
-        if r.result == "ok":
+        if r.result is Outcome.OK:
             log.info(
                 "host %s: %s %s %s%s%s",
                 host,
@@ -471,7 +438,7 @@ class Watcher:
             )
         else:
             log.error("host %s: %s %s failed: %s", host, a.type.value, a.ref, r.error)
-        if r.result == "ok" and a.type.is_change:
+        if r.result is Outcome.OK and a.type.is_change:
             self.metrics.changes.labels(host, a.type.value).inc()
             if drift:
                 self.metrics.drift.labels(host, a.kind.value).inc()
@@ -481,8 +448,8 @@ class Watcher:
         for name, o in outcomes.items():
             self.last_outcomes[name] = o
             self.metrics.runs.labels(name, o.result).inc()
-            self.metrics.host_up.labels(name).set(0 if o.result == "unreachable" else 1)
-            if o.result == "ok":
+            self.metrics.host_up.labels(name).set(0 if o.result is HostResult.UNREACHABLE else 1)
+            if o.result is HostResult.OK:
                 self.backoff.succeeded(name)
                 self._applied[name] = desired.digest
                 self.metrics.last_success.labels(name).set_to_current_time()

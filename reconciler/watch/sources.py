@@ -24,7 +24,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from reconciler import errors, manifests
-from reconciler.hosts import redact_uri
+from reconciler.uris import redact_uri
 from reconciler.watch.workqueue import Reason
 
 log = logging.getLogger(__name__)

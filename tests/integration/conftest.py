@@ -126,7 +126,7 @@ def conn() -> Iterator[Callable[[str], libvirt.virConnect]]:
     from reconciler import hosts
 
     def get(uri: str) -> libvirt.virConnect:
-        return hosts._open(uri)
+        return hosts.open_uri(uri)
 
     yield get
 

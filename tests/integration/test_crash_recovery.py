@@ -3,7 +3,7 @@
 The e2e tier kills a real ``apply`` process (``tests/e2e/test_crash.py``); a
 test-driver host forgets everything when its process dies, so here the crash
 is an exception raised from the same place the kill hook sits
-(``hosts._fault_point``, right after a mutating libvirt call), and the next
+(``hosts.calls._fault_point``, right after a mutating libvirt call), and the next
 apply runs in the same process against the same host.
 """
 
@@ -21,7 +21,8 @@ import libvirt
 import pytest
 from lxml import etree
 
-from reconciler import hosts, ownership
+from reconciler import ownership
+from reconciler.hosts import calls
 from tests.integration.conftest import EMPTY_HOST, EXAMPLES, Run, host_snapshot
 from tests.testbed.cli import vr
 
@@ -37,7 +38,7 @@ def crash_after(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
         if next(count) >= n:
             raise Crash(n)
 
-    monkeypatch.setattr(hosts, "_fault_point", fault)
+    monkeypatch.setattr(calls, "_fault_point", fault)
 
 
 def fresh_host(tmp_path: Path, n: int) -> str:

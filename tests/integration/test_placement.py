@@ -17,6 +17,7 @@ import libvirt
 from conftest import EMPTY_HOST, Run, host_snapshot
 
 from reconciler import hosts as vr_hosts
+from reconciler.hosts import observe as vr_observe
 
 HEAD = "apiVersion: virt-reconcile/v1\n"
 UUID = "3f1e0a52-5a0e-4c1b-9d6e-0c2f4b8e7a11"
@@ -61,11 +62,11 @@ def _write(folder: Path, *docs: str) -> Path:
 
 
 def _domains(uri: str) -> dict[str, libvirt.virDomain]:
-    return {d.name(): d for d in vr_hosts._open(uri).listAllDomains()}
+    return {d.name(): d for d in vr_hosts.open_uri(uri).listAllDomains()}
 
 
 def _registry_domains(uri: str) -> dict[str, Any]:
-    net = vr_hosts._open(uri).networkLookupByName("virt-reconcile-registry")
+    net = vr_hosts.open_uri(uri).networkLookupByName("virt-reconcile-registry")
     text = net.XMLDesc(0)
     start = text.index("{", text.index("<vr:registry"))
     data: dict[str, Any] = json.loads(text[start : text.index("</vr:registry>")])
@@ -119,7 +120,7 @@ def test_first_candidate_without_the_network_places_on_the_second(tmp_path: Path
     assert "web" in _domains(b) and "web" not in _domains(a)
     assert _domains(b)["web"].isActive()
     # Recorded on the chosen host (the domain's own record) and on the other candidate.
-    own = vr_hosts._record_of(_domains(b)["web"].XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    own = vr_observe.record_of(_domains(b)["web"].XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
     assert own is not None and own.host == "b" and own.placement == ("a", "b")
     assert _registry_domains(a)["web"]["host"] == "b"
     assert run("plan", folder, "--detailed-exitcode")[0] == 0
@@ -206,13 +207,13 @@ def test_recorded_host_unreachable_is_pending_and_not_created_elsewhere(
     web = _action(_doc(out), "b", "web")
     assert web["placement"]["pending"] is True and "unreachable" in web["error"]
     assert "not created on another candidate" in web["note"]
-    before = host_snapshot(vr_hosts._open(a))
+    before = host_snapshot(vr_hosts.open_uri(a))
     code, out, err = run("apply", folder, "--hosts-override", override)
     assert code == 1, out + err
     assert "pending" in out
     assert "web" not in _domains(a)
     # Only the network was created on a.
-    after = host_snapshot(vr_hosts._open(a))
+    after = host_snapshot(vr_hosts.open_uri(a))
     assert {k for k in after if k not in before} == {"network/lab"}
 
 

@@ -9,6 +9,7 @@ import pytest
 from lxml import etree
 
 from reconciler import canonical, export, manifests
+from reconciler.kinds import exporting
 from reconciler.model import Host, Kind
 from reconciler.observed import HostState, Observed
 
@@ -378,10 +379,10 @@ def test_volume_and_pool() -> None:
 
 
 def test_sizes_use_the_largest_exact_unit() -> None:
-    assert export.size(2 << 30) == "2GiB"
-    assert export.size(1536 << 20) == "1536MiB"
-    assert export.size(1000) == "1000B"
-    assert export.size(0) == "0B"
+    assert exporting.size(2 << 30) == "2GiB"
+    assert exporting.size(1536 << 20) == "1536MiB"
+    assert exporting.size(1000) == "1000B"
+    assert exporting.size(0) == "0B"
 
 
 # --- the host: selection, transient, LUNs, shared MACs -------------------------

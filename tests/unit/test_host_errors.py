@@ -7,7 +7,7 @@ import errno
 import libvirt
 import pytest
 
-from reconciler import hosts
+from reconciler import hosts, uris
 
 pytestmark = pytest.mark.unit
 
@@ -120,4 +120,4 @@ def test_describe_blanks_secrets_that_libvirt_echoes() -> None:
     ],
 )
 def test_redact_uri(uri: str, shown: str) -> None:
-    assert hosts.redact_uri(uri) == shown
+    assert uris.redact_uri(uri) == shown

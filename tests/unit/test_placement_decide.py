@@ -7,7 +7,7 @@ from typing import Any
 
 from lxml import etree
 
-from reconciler import errors, execute, placement, plan
+from reconciler import errors, execute, placement, plan, steps
 from reconciler.model import Host, Kind, Manifest, Source
 from reconciler.observed import DomainCaps, HostState, Observed
 from reconciler.ownership import Record, Registry
@@ -78,10 +78,10 @@ class _FailingStart:
         self.calls: Counter[str] = Counter()
         self.done: list[str] = []
 
-    def run(self, step: plan.Step, action: plan.Action) -> None:
-        if step.call == "dom_start":
+    def run(self, step: steps.Step, action: plan.Action) -> None:
+        if isinstance(step, steps.Start):
             raise errors.ActionError(action.ref, "a", "dom_start: no such file")
-        self.done.append(step.call)
+        self.done.append(step.label)
 
     def discard_domain(self, name: str) -> None:
         self.done.append(f"discard {name}")
@@ -93,7 +93,7 @@ def test_a_failed_start_of_a_placed_domain_is_rolled_back() -> None:
         kind=Kind.DOMAIN,
         name="web",
         type=plan.ActionType.CREATE,
-        steps=(plan.Step(call="dom_define"), plan.Step(call="dom_start")),
+        steps=(steps.Define(kind=Kind.DOMAIN, xml="<domain/>"), steps.Start(kind=Kind.DOMAIN)),
         placement=chosen,
     )
     session = _FailingStart()

@@ -11,6 +11,7 @@ import pytest
 from lxml import etree
 
 from reconciler import canonical, model, ownership, plan, render
+from reconciler import steps as st
 from reconciler.model import Kind
 from reconciler.observed import HostState, Observed, object_key
 
@@ -112,7 +113,7 @@ def only(p: plan.HostPlan) -> plan.Action:
 
 
 def calls(a: plan.Action) -> list[str]:
-    return [s.call for s in a.steps]
+    return [s.label for s in a.steps]
 
 
 # --- creation ---------------------------------------------------------------------
@@ -157,9 +158,11 @@ def test_create_steps_per_kind() -> None:
         "registry_set",
     ]
     first, last = by_kind[Kind.STORAGE_POOL].steps[0], by_kind[Kind.STORAGE_POOL].steps[-1]
-    assert first.params["record"]["restarting"] and "restarting" not in last.params["record"]
+    assert isinstance(first, st.RegistrySet) and isinstance(last, st.RegistrySet)
+    assert first.record is not None and first.record.restarting
+    assert last.record is not None and not last.record.restarting
     assert calls(by_kind[Kind.VOLUME]) == ["registry_set", "vol_create"]
-    assert by_kind[Kind.VOLUME].steps[1].params["pool"] == "p"
+    assert by_kind[Kind.VOLUME].steps[1].pool == "p"
     assert calls(by_kind[Kind.NETWORK]) == ["net_define", "net_start", "net_define"]
     assert calls(by_kind[Kind.DOMAIN]) == ["dom_define"]  # no state: power not managed
 
@@ -169,8 +172,8 @@ def test_create_domain_define_carries_record_and_start() -> None:
     a = only(build([m], host_state()))
     assert a.type is plan.ActionType.CREATE
     assert calls(a) == ["dom_define", "dom_start"]
-    assert a.steps[1].params == {"paused": False}
-    defined = etree.fromstring(a.steps[0].params["xml"])
+    assert a.steps[1] == st.Start(kind=Kind.DOMAIN, paused=False)
+    defined = etree.fromstring(a.steps[0].xml)
     rec = ownership.read_record(defined)
     assert rec is not None and rec.managed and rec.host == "h" and rec.prune
     assert rec.applied == frozenset(canonical.flatten(render.render(m), Kind.DOMAIN).values)
@@ -181,9 +184,10 @@ def test_create_domain_define_carries_record_and_start() -> None:
 def test_create_volume_registry_record_before_create() -> None:
     a = only(build([vol(prune=True)], host_state(POOL_OBS)))
     assert calls(a) == ["registry_set", "vol_create"]
-    params = a.steps[0].params
-    assert params["kind"] == "volume" and params["key"] == "p/v"
-    assert params["record"]["prune"] is True
+    step = a.steps[0]
+    assert isinstance(step, st.RegistrySet)
+    assert step.kind is Kind.VOLUME and step.key == "p/v"
+    assert step.record is not None and step.record.prune is True
 
 
 # --- domain updates -------------------------------------------------------------------
@@ -197,7 +201,7 @@ def test_shutoff_domain_changed_memory_is_next_start_define() -> None:
     assert a.disruption is plan.Disruption.NEXT_START
     assert [(c.path, c.old, c.new) for c in a.changes] == [("memory", "2097152", "1048576")]
     assert calls(a) == ["dom_define"]
-    defined = etree.fromstring(a.steps[0].params["xml"])
+    defined = etree.fromstring(a.steps[0].xml)
     assert defined.findtext("memory") == "1048576"
     assert defined.findtext("uuid") == "0b6f5a0e-3c2f-4b8a-9a0e-3c2f4b8a9a0e"  # kept
     assert ownership.read_record(defined) == record_for(m)
@@ -214,10 +218,10 @@ def test_running_domain_added_disk_is_live_attach() -> None:
     assert a.type is plan.ActionType.UPDATE
     assert a.disruption is plan.Disruption.LIVE
     assert [c.path for c in a.changes] == ["devices/disk[target=vdb]"]
-    attach = [s for s in a.steps if s.call == "dom_attach"]
+    attach = [s for s in a.steps if s.label == "dom_attach"]
     assert len(attach) == 1
-    assert attach[0].params["live"] is True and attach[0].params["config"] is True
-    disk = etree.fromstring(attach[0].params["xml"])
+    assert attach[0].live is True and attach[0].config is True
+    disk = etree.fromstring(attach[0].xml)
     assert disk.find("target").get("dev") == "vdb"
     assert "dom_define" not in calls(a)
     assert "dom_restart" not in calls(a)
@@ -245,12 +249,10 @@ def test_running_domain_cpu_change_restarts_if_needed() -> None:
     a = cpu_case(updateStrategy={"restart": "ifNeeded", "shutdownTimeout": "30s"})
     # The record says "restarting" from the define until after the restart.
     assert calls(a) == ["dom_define", "dom_restart", "dom_set_record"]
-    assert a.steps[1].params == {"timeout": 30.0}
-    defined = ownership.read_record(etree.fromstring(a.steps[0].params["xml"]))
+    assert a.steps[1] == st.RestartDomain(timeout=30.0)
+    defined = ownership.read_record(etree.fromstring(a.steps[0].xml))
     assert defined is not None and defined.restarting
-    final = ownership.read_record(
-        etree.fromstring(f"<d><metadata>{a.steps[2].params['xml']}</metadata></d>")
-    )
+    final = ownership.read_record(etree.fromstring(f"<d><metadata>{a.steps[2].xml}</metadata></d>"))
     assert final is not None and not final.restarting
 
 
@@ -302,7 +304,7 @@ def test_unmanaged_identical_domain_is_adopted() -> None:
     assert a.type is plan.ActionType.ADOPT
     assert a.disruption is plan.Disruption.NONE
     assert calls(a) == ["dom_set_record"]
-    el = etree.fromstring(a.steps[0].params["xml"])
+    el = etree.fromstring(a.steps[0].xml)
     assert el.tag == f"{{{ownership.NAMESPACE}}}owner"
 
 
@@ -310,7 +312,7 @@ def test_unmanaged_identical_pool_is_adopted() -> None:
     a = only(build([manifest(Kind.STORAGE_POOL, "p", POOL_SPEC)], host_state(POOL_OBS)))
     assert a.type is plan.ActionType.ADOPT
     assert calls(a) == ["registry_set"]
-    assert a.steps[0].params["key"] == "p"
+    assert a.steps[0].key == "p"
 
 
 def test_transient_domain_is_an_error() -> None:
@@ -394,8 +396,8 @@ def test_volume_growth_is_live_resize() -> None:
     a = only(build([vol(capacity="2GiB")], volume_state(1 << 30)))
     assert a.error is None
     assert a.disruption is plan.Disruption.LIVE
-    resize = [s for s in a.steps if s.call == "vol_resize"]
-    assert [s.params["capacity"] for s in resize] == [2 << 30]
+    resize = [s for s in a.steps if s.label == "vol_resize"]
+    assert [s.capacity for s in resize] == [2 << 30]
 
 
 def test_volume_shrink_is_refused() -> None:
@@ -462,8 +464,8 @@ def test_dropping_current_memory_resets_the_balloon_to_memory_not_zero() -> None
     obs = observed(before, state="running", live=before)
     a = only(build([m], host_state(obs)))
     assert a.error is None
-    steps = [s for s in a.steps if s.call == "dom_set_memory"]
-    assert [s.params["kib"] for s in steps] == [1048576]
+    steps = [s for s in a.steps if s.label == "dom_set_memory"]
+    assert [s.kib for s in steps] == [1048576]
 
 
 def test_dropping_max_vcpus_sets_the_vcpu_count_not_zero() -> None:
@@ -472,8 +474,8 @@ def test_dropping_max_vcpus_sets_the_vcpu_count_not_zero() -> None:
     obs = observed(before, state="running", live=before)
     a = only(build([m], host_state(obs)))
     assert a.error is None
-    steps = [s for s in a.steps if s.call == "dom_set_vcpus"]
-    assert [s.params["count"] for s in steps] == [4]
+    steps = [s for s in a.steps if s.label == "dom_set_vcpus"]
+    assert [s.count for s in steps] == [4]
 
 
 def test_dropping_current_memory_means_all_of_memory_at_the_next_start() -> None:
@@ -482,7 +484,7 @@ def test_dropping_current_memory_means_all_of_memory_at_the_next_start() -> None
     obs = observed(before, state="running", live=before)
     a = only(build([m], host_state(obs)))
     # 2 GiB is more than the running maximum (1 GiB): both wait for the restart.
-    assert not [s for s in a.steps if s.call == "dom_set_memory"]
+    assert not [s for s in a.steps if s.label == "dom_set_memory"]
     assert {(c.path, c.old, c.new, c.disruption) for c in a.changes} == {
         ("memory", "1048576", "2097152", plan.Disruption.RESTART_REQUIRED),
         ("currentMemory", "524288", "2097152", plan.Disruption.RESTART_REQUIRED),
@@ -496,8 +498,8 @@ def test_raising_memory_without_current_memory_raises_the_balloon_too() -> None:
     a = only(build([m], host_state(obs)))
     # One change shown (currentMemory follows memory), both written.
     assert [(c.path, c.old, c.new) for c in a.changes] == [("memory", "1048576", "2097152")]
-    (define,) = [s for s in a.steps if s.call == "dom_define"]
-    written = etree.fromstring(define.params["xml"].encode())
+    (define,) = [s for s in a.steps if s.label == "dom_define"]
+    written = etree.fromstring(define.xml.encode())
     assert written.findtext("memory") == written.findtext("currentMemory") == "2097152"
 
 
@@ -536,9 +538,7 @@ def test_dhcp_host_changing_identity_is_deleted_before_the_new_one_is_added() ->
     obs = observed(before, record=record_for(before), state="active", live=before)
     a = only(build([m], host_state(obs)))
     updates = [
-        (s.params["command"], etree.fromstring(s.params["xml"]).attrib)
-        for s in a.steps
-        if s.call == "net_update"
+        (s.command, etree.fromstring(s.xml).attrib) for s in a.steps if isinstance(s, st.NetUpdate)
     ]
     assert [(cmd, dict(attrs)) for cmd, attrs in updates] == [
         ("delete", {"mac": "52:54:00:00:00:26", "ip": "10.0.0.39"}),
@@ -554,11 +554,11 @@ def test_volume_growth_in_use_by_a_running_domain_goes_through_it() -> None:
     state = volume_state(1 << 30)
     running = host_state(*state.objects.values(), user, stopped, registry=state.registry)
     a = only(build([vol(capacity="2GiB")], running))
-    resize = [s for s in a.steps if s.call == "vol_resize"]
-    assert [s.params["domain"] for s in resize] == ["d"]
+    resize = [s for s in a.steps if s.label == "vol_resize"]
+    assert [s.domain for s in resize] == ["d"]
     idle = host_state(*state.objects.values(), stopped, registry=state.registry)
-    resize = [s for s in only(build([vol(capacity="2GiB")], idle)).steps if s.call == "vol_resize"]
-    assert [s.params["domain"] for s in resize] == [None]
+    resize = [s for s in only(build([vol(capacity="2GiB")], idle)).steps if s.label == "vol_resize"]
+    assert [s.domain for s in resize] == [None]
 
 
 def test_vcpus_lowered_in_the_definition_but_not_live_is_pending_restart() -> None:
@@ -577,8 +577,8 @@ def test_vcpus_lowered_in_the_definition_but_not_live_is_pending_restart() -> No
         live=dom(vcpus=2, maxVcpus=2),
     )
     a2 = only(build([m2], host_state(obs2)))
-    step = next(s for s in a2.steps if s.call == "dom_set_vcpus")
-    assert step.params == {"count": 1, "live": True, "config": True}
+    step = next(s for s in a2.steps if s.label == "dom_set_vcpus")
+    assert step == st.SetVcpus(count=1, live=True, config=True)
 
 
 def network_case(live_spec: Mapping[str, Any], spec: Mapping[str, Any]) -> plan.Action:
@@ -604,8 +604,8 @@ def test_network_dhcp_host_only_live_is_a_live_update_not_pending() -> None:
     spec = {**NETWORK_SPEC, "ip": {**NETWORK_SPEC["ip"], "dhcp": {**dhcp, "hosts": [host]}}}
     a = network_case(before, spec)
     assert a.type is plan.ActionType.UPDATE and a.blast_radius == ()
-    assert [s.call for s in a.steps] == ["net_update"]
-    assert a.steps[0].params["live"] is True and a.steps[0].params["config"] is False
+    assert calls(a) == ["net_update"]
+    assert a.steps[0].live is True and a.steps[0].config is False
 
 
 def test_network_first_and_last_dhcp_host_are_live_updates() -> None:
@@ -625,10 +625,8 @@ def test_network_first_and_last_dhcp_host_are_live_updates() -> None:
         assert [(c.path, c.disruption) for c in a.changes] == [
             ("ip[address=10.0.0.1]/dhcp", plan.Disruption.LIVE)
         ]
-        update = [s.params for s in a.steps if s.call == "net_update"]
-        assert [(u["section"], u["command"], u["live"]) for u in update] == [
-            ("ip-dhcp-host", command, True)
-        ]
+        update = [s for s in a.steps if isinstance(s, st.NetUpdate)]
+        assert [(u.section, u.command, u.live) for u in update] == [("ip-dhcp-host", command, True)]
 
 
 def test_a_pool_created_without_state_and_stopped_by_a_crash_is_started_next_time() -> None:

@@ -1,0 +1,86 @@
+"""libvirt's API is regular: one table of the per-kind operations.
+
+Domains, networks and storage pools are listed, looked up, defined, started,
+stopped, undefined and autostarted the same way, by differently named calls.
+``API`` holds them per kind; each mutating operation carries the name it is
+counted under (``Session.calls``, the ``calls`` of the JSON output).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import libvirt
+
+from reconciler.model import Kind
+from reconciler.steps import Defined
+
+# Undefine a domain with everything libvirt keeps beside it (UEFI vars, a
+# managed save image, snapshot and checkpoint metadata).
+UNDEFINE_DOMAIN_ALL = (
+    libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+    | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+    | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+    | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+)
+
+
+@dataclass(frozen=True)
+class Op:
+    """One mutating libvirt call: the name it is counted under, and how to make it."""
+
+    name: str
+    fn: Callable[..., Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class KindApi:
+    list_all: Callable[[libvirt.virConnect], list[Any]]
+    lookup: Callable[[libvirt.virConnect, str], Any]
+    define: Op  # (conn, xml)
+    start: Op  # (object)
+    stop: Op  # (object): at once, no guest shutdown
+    undefine: Op  # (object)
+    autostart: Op  # (object, on)
+
+
+API: dict[Defined, KindApi] = {
+    Kind.DOMAIN: KindApi(
+        list_all=lambda c: c.listAllDomains(0),
+        lookup=lambda c, name: c.lookupByName(name),
+        define=Op(
+            "defineXMLFlags",
+            lambda c, xml: c.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE),
+        ),
+        start=Op("createWithFlags", lambda d: d.createWithFlags(0)),
+        stop=Op("destroy", lambda d: d.destroy()),
+        undefine=Op("undefineFlags", lambda d: d.undefineFlags(UNDEFINE_DOMAIN_ALL)),
+        autostart=Op("setAutostart", lambda d, on: d.setAutostart(int(on))),
+    ),
+    Kind.NETWORK: KindApi(
+        list_all=lambda c: c.listAllNetworks(0),
+        lookup=lambda c, name: c.networkLookupByName(name),
+        define=Op(
+            "networkDefineXMLFlags",
+            lambda c, xml: c.networkDefineXMLFlags(xml, libvirt.VIR_NETWORK_DEFINE_VALIDATE),
+        ),
+        start=Op("networkCreate", lambda n: n.create()),
+        stop=Op("networkDestroy", lambda n: n.destroy()),
+        undefine=Op("networkUndefine", lambda n: n.undefine()),
+        autostart=Op("networkSetAutostart", lambda n, on: n.setAutostart(int(on))),
+    ),
+    Kind.STORAGE_POOL: KindApi(
+        list_all=lambda c: c.listAllStoragePools(0),
+        lookup=lambda c, name: c.storagePoolLookupByName(name),
+        define=Op(
+            "storagePoolDefineXML",
+            lambda c, xml: c.storagePoolDefineXML(xml, libvirt.VIR_STORAGE_POOL_DEFINE_VALIDATE),
+        ),
+        start=Op("storagePoolCreate", lambda p: p.create(0)),
+        stop=Op("storagePoolDestroy", lambda p: p.destroy()),
+        undefine=Op("storagePoolUndefine", lambda p: p.undefine()),
+        autostart=Op("storagePoolSetAutostart", lambda p, on: p.setAutostart(int(on))),
+    ),
+}

@@ -1,0 +1,400 @@
+"""Carrying out plan steps: every mutating libvirt call, counted by name.
+
+``Calls.run`` dispatches a ``steps.Step`` on its type; the operations libvirt
+offers for every kind go through ``api.API``, the rest are one method each.
+
+Test-only hook: with ``VIRT_RECONCILE_FAULT_AFTER_CALLS=N`` in the environment
+the process kills itself with SIGKILL right after its N-th mutating libvirt
+call (counted over all hosts of the process). ``tests/e2e/test_crash.py`` uses
+it to crash an ``apply`` between any two libvirt calls and check that the next
+``apply`` converges. Never set it outside tests.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, assert_never
+
+import libvirt
+from lxml import etree
+
+from reconciler import errors, ownership, plan
+from reconciler.hosts import connection
+from reconciler.hosts.api import API, Op
+from reconciler.hosts.events import DeviceRemovals
+from reconciler.hosts.registry import RegistryStore
+from reconciler.model import Host, Kind
+from reconciler.plan import Action
+from reconciler.steps import (
+    AttachDevice,
+    BuildPool,
+    CreateVolume,
+    Define,
+    Defined,
+    DeleteVolume,
+    DetachDevice,
+    NetCommand,
+    NetSection,
+    NetUpdate,
+    RegistrySet,
+    ResizeVolume,
+    RestartDomain,
+    ResumeDomain,
+    SetAutostart,
+    SetDomainRecord,
+    SetMemory,
+    SetVcpus,
+    ShutdownDomain,
+    Start,
+    Step,
+    Stop,
+    SuspendDomain,
+    Undefine,
+    UpdateDevice,
+)
+
+FAULT_AFTER_CALLS = "VIRT_RECONCILE_FAULT_AFTER_CALLS"
+_mutating_calls = 0
+_mutating_calls_lock = threading.Lock()
+
+_NET_SECTIONS = {
+    NetSection.IP_DHCP_HOST: libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST,
+    NetSection.IP_DHCP_RANGE: libvirt.VIR_NETWORK_SECTION_IP_DHCP_RANGE,
+    NetSection.DNS_HOST: libvirt.VIR_NETWORK_SECTION_DNS_HOST,
+    NetSection.DNS_TXT: libvirt.VIR_NETWORK_SECTION_DNS_TXT,
+    NetSection.DNS_SRV: libvirt.VIR_NETWORK_SECTION_DNS_SRV,
+    NetSection.PORTGROUP: libvirt.VIR_NETWORK_SECTION_PORTGROUP,
+}
+_NET_COMMANDS = {
+    NetCommand.MODIFY: libvirt.VIR_NETWORK_UPDATE_COMMAND_MODIFY,
+    NetCommand.DELETE: libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE,
+    NetCommand.ADD_LAST: libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
+}
+
+
+class Calls:
+    """The mutating side of one connection: steps and the registry, with call counts."""
+
+    def __init__(self, host: Host, conn: libvirt.virConnect) -> None:
+        self.host = host
+        self.conn = conn
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.registry = RegistryStore(conn, self.call)
+        self.detach_timeout = 20.0
+        self.balloon_timeout = 10.0
+        self.removals = DeviceRemovals(conn)
+        # Test-driver networks restarted by a define: their live definition
+        # is the new one already.
+        self._redefined_live: set[str] = set()
+
+    def call(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """Make one mutating libvirt call, counted as ``name``."""
+        result = fn(*args)
+        self.counts[name] += 1
+        _fault_point()
+        return result
+
+    def _op(self, op: Op, *args: Any) -> Any:
+        return self.call(op.name, op.fn, *args)
+
+    def run(self, step: Step, action: Action) -> None:
+        """Carry out one step of ``action`` (libvirt errors pass through)."""
+        match step:
+            case Define(kind=Kind.NETWORK, xml=xml):
+                self._net_define(action.name, xml)
+            case Define(kind=kind, xml=xml):
+                self._op(API[kind].define, self.conn, xml)
+            case Start(kind=Kind.DOMAIN, paused=True):
+                self._dom_start_paused(action.name)
+            case Start(kind=kind):
+                self._op(API[kind].start, self._lookup(kind, action.name))
+            case Stop(kind=kind):
+                self._op(API[kind].stop, self._lookup(kind, action.name))
+            case Undefine(kind=Kind.DOMAIN):
+                self._dom_undefine(action.name)
+            case Undefine(kind=kind):
+                self._op(API[kind].undefine, self._lookup(kind, action.name))
+            case SetAutostart(kind=kind, on=on):
+                self._op(API[kind].autostart, self._lookup(kind, action.name), on)
+            case SetDomainRecord(xml=xml):
+                self._dom_set_record(action, xml)
+            case SuspendDomain():
+                self.call("suspend", self._dom(action).suspend)
+            case ResumeDomain():
+                self.call("resume", self._dom(action).resume)
+            case ShutdownDomain(timeout=timeout):
+                self._dom_shutdown(action, timeout)
+            case RestartDomain(timeout=timeout):
+                self._dom_shutdown(action, timeout)
+                self.call("createWithFlags", self._dom(action).createWithFlags, 0)
+            case AttachDevice(xml=xml, live=live, config=config):
+                dom = self._dom(action)
+                self.call("attachDeviceFlags", dom.attachDeviceFlags, xml, _affect(live, config))
+            case UpdateDevice(xml=xml, live=live, config=config):
+                dom = self._dom(action)
+                self.call("updateDeviceFlags", dom.updateDeviceFlags, xml, _affect(live, config))
+            case DetachDevice(xml=xml, alias=alias, live=live, config=config):
+                self._dom_detach(action, xml, alias, live, config)
+            case SetMemory(kib=kib, live=live, config=config):
+                self._dom_set_memory(action, kib, live, config)
+            case SetVcpus(count=count, live=live, config=config):
+                self._dom_set_vcpus(action, count, live, config)
+            case NetUpdate():
+                self._net_update(action, step)
+            case BuildPool():
+                self._pool_build(action)
+            case CreateVolume(pool=pool, xml=xml):
+                self._vol_create(pool, xml)
+            case ResizeVolume(pool=pool, capacity=capacity, domain=domain):
+                self._vol_resize(action, pool, capacity, domain)
+            case DeleteVolume(pool=pool):
+                self._vol_delete(action, pool)
+            case RegistrySet(kind=kind, key=key, record=record):
+                self.registry.set_record(kind, key, record)
+            case _:
+                assert_never(step)
+
+    def _lookup(self, kind: Defined, name: str) -> Any:
+        return API[kind].lookup(self.conn, name)
+
+    # domains
+    def _dom(self, action: Action) -> libvirt.virDomain:
+        return self.conn.lookupByName(action.name)
+
+    def discard_domain(self, name: str) -> None:
+        """Stop and undefine a domain (libvirt errors pass through)."""
+        dom = self.conn.lookupByName(name)
+        if dom.isActive():
+            self._op(API[Kind.DOMAIN].stop, dom)
+        self._dom_undefine(name)
+
+    def _dom_set_record(self, action: Action, xml: str) -> None:
+        el = etree.fromstring(xml)
+        inner = f"<owner>{_escape(el.text or '')}</owner>"
+        self.call(
+            "setMetadata",
+            self._dom(action).setMetadata,
+            libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+            inner,
+            ownership.PREFIX,
+            ownership.NAMESPACE,
+            libvirt.VIR_DOMAIN_AFFECT_CONFIG,
+        )
+
+    def _dom_start_paused(self, name: str) -> None:
+        dom = self.conn.lookupByName(name)
+        try:
+            self.call("createWithFlags", dom.createWithFlags, libvirt.VIR_DOMAIN_START_PAUSED)
+        except libvirt.libvirtError as e:
+            # libvirt 9.0's test driver knows no START_PAUSED: start, then pause.
+            if e.get_error_code() != libvirt.VIR_ERR_INVALID_ARG:
+                raise
+            self.call("createWithFlags", dom.createWithFlags, 0)
+            self.call("suspend", dom.suspend)
+
+    def _dom_shutdown(self, action: Action, timeout: float) -> None:
+        dom = self._dom(action)
+        if dom.isActive():
+            with contextlib.suppress(libvirt.libvirtError):  # no ACPI: destroy below
+                self.call("shutdown", dom.shutdown)
+            deadline = time.monotonic() + timeout
+            while dom.isActive() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if dom.isActive():
+                self.call("destroy", dom.destroy)
+
+    def _dom_undefine(self, name: str) -> None:
+        dom = self.conn.lookupByName(name)
+        try:
+            self._op(API[Kind.DOMAIN].undefine, dom)
+        except libvirt.libvirtError as e:
+            if e.get_error_code() not in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
+                raise
+            self.call("undefineFlags", dom.undefineFlags, libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+
+    def _dom_detach(
+        self, action: Action, xml: str, alias: str | None, live: bool, config: bool
+    ) -> None:
+        dom = self._dom(action)
+        waiter = self.removals.expect(dom, alias) if live and alias else None
+        try:
+            self.call("detachDeviceFlags", dom.detachDeviceFlags, xml, _affect(live, config))
+            if waiter is not None and alias is not None:
+                # libvirt may report success for a device the guest keeps:
+                # wait for DEVICE_REMOVED (or _FAILED), then look.
+                waiter.wait(self.detach_timeout)
+                if f"<alias name='{alias}'/>" in dom.XMLDesc(0):
+                    raise errors.ActionError(
+                        action.ref,
+                        self.host.name,
+                        f"the guest did not release device {alias} within "
+                        f"{self.detach_timeout:.0f}s; it is still attached (live drift)",
+                    )
+        finally:
+            if alias:
+                self.removals.forget(dom, alias)
+
+    def _dom_set_memory(self, action: Action, kib: int, live: bool, config: bool) -> None:
+        dom = self._dom(action)
+        _state, max_kib, before_kib, *_ = dom.info() if live else (0, 0, 0)
+        try:
+            self.call("setMemoryFlags", dom.setMemoryFlags, kib, _affect(live, config))
+        except libvirt.libvirtError as e:
+            # Some drivers (the test driver) refuse LIVE|CONFIG together.
+            if not (live and config) or e.get_error_code() != libvirt.VIR_ERR_INVALID_ARG:
+                raise
+            self.call("setMemoryFlags", dom.setMemoryFlags, kib, _affect(True, False))
+            self.call("setMemoryFlags", dom.setMemoryFlags, kib, _affect(False, True))
+        if live and before_kib != max_kib:
+            # The guest's balloon driver moves within a second or so and libvirt
+            # reports it a little later; wait (bounded), so the plan that checks
+            # convergence sees the new value. A balloon that never moved means no
+            # driver: nothing to wait for (the planner ignores it too).
+            deadline = time.monotonic() + self.balloon_timeout
+            while dom.info()[2] != kib and time.monotonic() < deadline:
+                time.sleep(0.1)
+
+    def _dom_set_vcpus(self, action: Action, count: int, live: bool, config: bool) -> None:
+        dom = self._dom(action)
+        try:
+            self.call("setVcpusFlags", dom.setVcpusFlags, count, _affect(live, config))
+        except libvirt.libvirtError:
+            fewer = live and count < dom.vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            if not (fewer and config):
+                raise
+            # The guest did not release a vCPU (libvirt gives up after a few
+            # seconds): persist the count; the running domain keeps its vCPUs
+            # until restarted, and the next plan shows pending-restart.
+            self.call("setVcpusFlags", dom.setVcpusFlags, count, _affect(False, True))
+
+    # networks
+    def _net_define(self, name: str, xml: str) -> None:
+        running = self._test_driver_active_network(name)
+        if running is not None:
+            # libvirt 9.0's test driver drops a new definition of an active
+            # network (and has no INACTIVE XML to show it): define it while
+            # stopped. Its networks have no bridge, so nothing is disrupted.
+            running.destroy()
+        try:
+            self._op(API[Kind.NETWORK].define, self.conn, xml)
+        finally:
+            if running is not None:
+                running.create()
+                self._redefined_live.add(name)
+
+    def _test_driver_active_network(self, name: str) -> libvirt.virNetwork | None:
+        if connection.driver(self.conn).lower() != "test":
+            return None
+        try:
+            net = self.conn.networkLookupByName(name)
+        except libvirt.libvirtError:
+            return None
+        return net if net.isActive() else None
+
+    def _net_update(self, action: Action, step: NetUpdate) -> None:
+        live, config = step.live, step.config
+        if action.name in self._redefined_live:
+            live = False  # the test driver's restart in _net_define applied it live
+            if not config:
+                return
+        flags = (libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE if live else 0) | (
+            libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG if config else 0
+        )
+        self.call(
+            "networkUpdate",
+            self.conn.networkLookupByName(action.name).update,
+            _NET_COMMANDS[step.command],
+            _NET_SECTIONS[step.section],
+            step.parent_index,
+            step.xml,
+            flags,
+        )
+
+    # pools and volumes
+    def _pool(self, name: str) -> libvirt.virStoragePool:
+        return self.conn.storagePoolLookupByName(name)
+
+    def _pool_build(self, action: Action) -> None:
+        pool = self._pool(action.name)
+        kind = etree.fromstring(pool.XMLDesc(0).encode()).get("type")
+        if kind == "dir":
+            self.call("storagePoolBuild", pool.build, 0)  # mkdir only
+            return
+        try:
+            # Never overwrite: building a disk or logical pool formats the device.
+            self.call("storagePoolBuild", pool.build, libvirt.VIR_STORAGE_POOL_BUILD_NO_OVERWRITE)
+        except libvirt.libvirtError as e:
+            if e.get_error_code() not in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
+                raise
+
+    def _vol_create(self, pool: str, xml: str) -> None:
+        p = self._pool(pool)
+        try:
+            self.call(
+                "storageVolCreateXML", p.createXML, xml, libvirt.VIR_STORAGE_VOL_CREATE_VALIDATE
+            )
+        except libvirt.libvirtError as e:
+            # libvirt 9.0's test driver knows no VALIDATE flag for volumes.
+            if e.get_error_code() != libvirt.VIR_ERR_INVALID_ARG or "unsupported flags" not in str(
+                e
+            ):
+                raise
+            self.call("storageVolCreateXML", p.createXML, xml, 0)
+
+    def _vol_resize(self, action: Action, pool: str, capacity: int, domain: str | None) -> None:
+        vol = self._pool(pool).storageVolLookupByName(action.name)
+        if domain is None:
+            self.call("storageVolResize", vol.resize, capacity, 0)
+            return
+        # The running domain's qemu holds the image: grow it through the domain,
+        # so the guest sees the new size too.
+        self.call(
+            "blockResize",
+            self.conn.lookupByName(domain).blockResize,
+            vol.path(),
+            capacity,
+            libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES,
+        )
+
+    def _vol_delete(self, action: Action, pool: str) -> None:
+        vol = self._pool(pool).storageVolLookupByName(action.name)
+        # The plan checked the users of the volume; look again right before
+        # deleting, since any process may have defined a domain since then.
+        refs = {f"{pool}/{action.name}", f"path:{vol.path()}"}
+        for dom in self.conn.listAllDomains(0):
+            xmls = [dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)]
+            if dom.isActive():
+                xmls.append(dom.XMLDesc(0))
+            if any(refs & plan.disk_refs(x) for x in xmls):
+                raise errors.ActionError(
+                    action.ref, self.host.name, f"not deleted: domain {dom.name()} uses it"
+                )
+        self.call("storageVolDelete", vol.delete, 0)
+
+
+def _affect(live: bool, config: bool) -> int:
+    return (libvirt.VIR_DOMAIN_AFFECT_LIVE if live else 0) | (
+        libvirt.VIR_DOMAIN_AFFECT_CONFIG if config else 0
+    )
+
+
+def _fault_point() -> None:
+    """The test-only crash hook (see the module docstring): SIGKILL after call N."""
+    global _mutating_calls
+    limit = os.environ.get(FAULT_AFTER_CALLS)
+    if not limit:
+        return
+    with _mutating_calls_lock:
+        _mutating_calls += 1
+        if _mutating_calls >= int(limit):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

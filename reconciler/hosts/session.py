@@ -1,0 +1,142 @@
+"""``Session``: one open connection to one host, the one object the pipeline talks to."""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Iterable
+
+import libvirt
+
+from reconciler import errors, ownership
+from reconciler.hosts import connection, observe
+from reconciler.hosts.calls import Calls
+from reconciler.hosts.causes import describe
+from reconciler.hosts.events import HostEvent, Watcher
+from reconciler.model import Host
+from reconciler.observed import CapsKey, HostState
+from reconciler.plan import Action
+from reconciler.steps import Step
+
+
+class Session:
+    """One open connection to one host."""
+
+    def __init__(self, host: Host, conn: libvirt.virConnect) -> None:
+        self.host = host
+        self.conn = conn
+        self._calls = Calls(host, conn)
+        self._caps = observe.Capabilities()
+        self._watcher = Watcher(host.name, conn)
+
+    @property
+    def calls(self) -> collections.Counter[str]:
+        """The mutating libvirt calls made so far, by name."""
+        return self._calls.counts
+
+    @property
+    def registry(self) -> ownership.Registry:
+        """The host's registry as last observed or written."""
+        return self._calls.registry.current
+
+    @property
+    def detach_timeout(self) -> float:
+        """Seconds a live detach waits for the guest to release the device."""
+        return self._calls.detach_timeout
+
+    @detach_timeout.setter
+    def detach_timeout(self, seconds: float) -> None:
+        self._calls.detach_timeout = seconds
+
+    # --- connecting --------------------------------------------------------------
+
+    @classmethod
+    def open(cls, host: Host) -> Session:
+        return cls(host, connection.connect(host))
+
+    def close(self) -> None:
+        self.unwatch()
+        self._calls.removals.close()
+        connection.disconnect(self.host, self.conn)
+
+    def alive(self) -> bool:
+        """False once the connection dropped (keepalive timeout, daemon restart)."""
+        return connection.alive(self.conn)
+
+    # --- watching -----------------------------------------------------------------
+
+    def watch(self, callback: Callable[[HostEvent], None]) -> None:
+        """Call ``callback`` for every change event on this host, until ``unwatch``.
+
+        It runs in libvirt's event thread: keep it short (mark work, return).
+        """
+        self._watcher.watch(callback)
+
+    def unwatch(self) -> None:
+        """Stop the callbacks ``watch`` registered."""
+        self._watcher.unwatch()
+
+    # --- observing ----------------------------------------------------------------
+
+    def observe(self, *, capabilities: Iterable[CapsKey] = (), reuse: bool = False) -> HostState:
+        """Read every domain, network, pool and volume on the host.
+
+        ``capabilities``: the (arch, machine, type) combinations that domains
+        to be placed ask for, read with ``getDomainCapabilities``; with
+        ``reuse`` (a later observation in the same run) those read before
+        are not read again.
+        """
+        if not reuse:
+            self._caps.clear()
+        try:
+            objects, registry = observe.objects(self.conn)
+            caps = self._caps.read(self.conn, sorted(set(capabilities)), uri=self.host.uri)
+        except libvirt.libvirtError as e:
+            raise errors.HostError(self.host.name, describe(e, uri=self.host.uri)) from e
+        self._calls.registry.current = registry
+        return HostState(
+            host=self.host,
+            objects={o.key: o for o in objects},
+            registry=registry,
+            driver=connection.driver(self.conn),
+            capabilities=caps,
+        )
+
+    # --- doing ---------------------------------------------------------------------
+
+    def run(self, step: Step, action: Action) -> None:
+        """Carry out one step of an action; raises ActionError on failure."""
+        try:
+            self._calls.run(step, action)
+        except libvirt.libvirtError as e:
+            raise errors.ActionError(
+                action.ref, self.host.name, f"{step.label}: {describe(e, uri=self.host.uri)}"
+            ) from e
+
+    def discard_domain(self, name: str) -> None:
+        """Roll back a domain this run defined here: stop it, undefine it, leave nothing."""
+        try:
+            self._calls.discard_domain(name)
+        except libvirt.libvirtError as e:
+            if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return
+            raise errors.ActionError(
+                f"Domain/{name}", self.host.name, f"rollback: {describe(e, uri=self.host.uri)}"
+            ) from e
+
+    def record_placement(self, name: str, record: ownership.Record | None) -> None:
+        """Keep (or drop) the placement record of a domain that lives on another host."""
+        try:
+            self._calls.registry.set_domain(name, record)
+        except libvirt.libvirtError as e:
+            raise errors.HostError(
+                self.host.name, f"cannot record the placement of Domain/{name}: {describe(e)}"
+            ) from e
+
+    def record_applied(self, applied: dict[str, str]) -> None:
+        """Remember on the host what ``watch`` applied (the git revision), for ``status``."""
+        try:
+            self._calls.registry.set_applied(applied)
+        except libvirt.libvirtError as e:
+            raise errors.HostError(
+                self.host.name, f"cannot record the revision: {describe(e)}"
+            ) from e

@@ -1,0 +1,642 @@
+"""Domains: planner, exporter and handler."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from lxml import etree
+
+from reconciler import canonical, diff, ownership, units
+from reconciler.actions import (
+    Action,
+    ActionType,
+    Change,
+    Disruption,
+    Normalise,
+    Options,
+    _action_type,
+    _autostart,
+    _desired_flat,
+    _ignores,
+    _parse,
+    _pretty,
+    _record,
+    _to_changes,
+    _with_record,
+)
+from reconciler.kinds.base import Context, Handler, Power, RecordHome, Reference, Spec
+from reconciler.kinds.exporting import (
+    BRIDGE,
+    MAC,
+    NAME,
+    TOKEN,
+    absolute,
+    scaled,
+    size,
+    to_int,
+    token,
+    typed,
+)
+from reconciler.model import Host, Kind, Manifest
+from reconciler.observed import Observed
+from reconciler.ownership import Record, Registry
+from reconciler.render import identity
+from reconciler.render.domain import render_domain
+from reconciler.steps import (
+    AttachDevice,
+    Define,
+    DetachDevice,
+    RestartDomain,
+    ResumeDomain,
+    SetAutostart,
+    SetDomainRecord,
+    SetMemory,
+    SetVcpus,
+    ShutdownDomain,
+    Start,
+    Step,
+    Stop,
+    SuspendDomain,
+    Undefine,
+    UpdateDevice,
+)
+
+
+def _power(desired: str | None, observed: str) -> tuple[str | None, list[Step]]:
+    """The state change and steps to take a domain from observed to desired."""
+    if (
+        desired is None
+        or desired == observed
+        or (desired == "shutoff" and observed in ("shutoff", "crashed", "shutdown"))
+    ):
+        return None, []
+    if desired == "running":
+        return "running", [ResumeDomain() if observed == "paused" else Start(kind=Kind.DOMAIN)]
+    if desired == "paused":
+        if observed == "running":
+            return "paused", [SuspendDomain()]
+        return "paused", [Start(kind=Kind.DOMAIN, paused=True)]
+    return "shutoff", []
+
+
+_DEVICE = re.compile(r"^(devices/(disk|interface)\[[^/]*\])(/.*)?$")
+_IFACE_LIVE = re.compile(
+    r"^devices/interface\[[^/]*\]/(@type|link/@state|source/@network|source/@bridge|bandwidth(/.*)?)$"
+)
+
+
+def _live_op(path: str, desired: canonical.Flat, live: canonical.Flat) -> str | None:
+    """Which live call can apply a change to this path on a running domain, if any."""
+    # A running guest's balloon and vCPU count can only move up to its maximum.
+    if path == "currentMemory":
+        return "memory" if _fits(path, "memory", desired, live) else None
+    if path == "vcpu/@current":
+        return "vcpus" if _fits(path, "vcpu", desired, live) else None
+    m = _DEVICE.match(path)
+    if not m:
+        return None
+    device, tag, rest = m.group(1), m.group(2), m.group(3)
+    if not rest:
+        return "device"
+    if tag == "interface" and _IFACE_LIVE.match(path):
+        return "update"
+    if tag == "disk":
+        el = desired.elements.get(device)
+        if el is None:
+            el = live.elements.get(device)
+        kind = el.get("device", "disk") if el is not None else "disk"
+        if kind in ("cdrom", "floppy") and re.match(r"^/(@type|source(/.*)?)$", rest):
+            return "update"
+    return None
+
+
+def _fits(path: str, maximum: str, desired: canonical.Flat, live: canonical.Flat) -> bool:
+    """Whether the desired value of ``path`` is at most the running ``maximum``."""
+    new, top = desired.values.get(path), live.values.get(maximum)
+    try:
+        return new is None or top is None or int(new) <= int(top)
+    except ValueError:
+        return False
+
+
+def _with_live_macs(m: Manifest, desired: etree._Element, live: etree._Element) -> etree._Element:
+    """``desired`` with live MACs for the NICs whose only identity is their position
+    (no MAC, no NIC name in the manifest: ``identity.adopt_live_macs``)."""
+    named = {
+        identity.derive_mac(m.name, str(n["name"]))
+        for n in m.spec.get("interfaces", ())
+        if "name" in n and "mac" not in n
+    }
+    derived = {
+        identity.derive_mac(m.name, f"nic{i}")
+        for i in range(len(desired.findall("devices/interface")))
+    } - named
+    resolved = etree.fromstring(etree.tostring(desired))
+    identity.adopt_live_macs(resolved, live, derived)
+    return resolved
+
+
+def _plan_domain(
+    m: Manifest,
+    desired: etree._Element,
+    obs: Observed | None,
+    host: Host,
+    options: Options,
+    candidates: Sequence[str] = (),
+    normalise: Normalise | None = None,
+) -> Action:
+    ignore = _ignores(m)
+    if obs is not None:
+        desired = _with_live_macs(m, desired, _parse(obs.xml))
+    dflat = _desired_flat(Kind.DOMAIN, desired, normalise, ignore)
+    record = _record(m, dflat, host.name, candidates)
+    state = m.spec.get("state")
+    timeout = units.parse_duration(m.spec.get("updateStrategy", {}).get("shutdownTimeout", "120s"))
+    restart_if_needed = m.spec.get("updateStrategy", {}).get("restart", "never") == "ifNeeded"
+    autostart = m.spec.get("autostart")
+    base: dict[str, Any] = {"kind": Kind.DOMAIN, "name": m.name, "source": str(m.source)}
+
+    if obs is None:
+        create: list[Step] = [Define(kind=Kind.DOMAIN, xml=_with_record(desired, record))]
+        if autostart is not None:
+            create.append(SetAutostart(kind=Kind.DOMAIN, on=bool(autostart)))
+        made = [Change(path="definition", old=None, new="defined", disruption=Disruption.NONE)]
+        if state in ("running", "paused"):
+            create.append(Start(kind=Kind.DOMAIN, paused=state == "paused"))
+            made.append(Change(path="state", old=None, new=state, disruption=Disruption.LIVE))
+        return Action(
+            **base,
+            type=ActionType.CREATE,
+            changes=tuple(made),
+            steps=tuple(create),
+            xml_after=_pretty(desired),
+        )
+
+    inactive = _parse(obs.xml)
+    iflat = canonical.flatten(inactive, Kind.DOMAIN, ignore=ignore)
+    applied = obs.record.applied if obs.managed and obs.record else frozenset()
+    cfg = diff.diff_fields(Kind.DOMAIN, dflat, iflat, applied)
+    running = obs.state in ("running", "paused") and obs.live_xml is not None
+    lflat = (
+        canonical.flatten(_parse(obs.live_xml), Kind.DOMAIN, ignore=ignore)
+        if (running and obs.live_xml)
+        else None
+    )
+    live_diff = diff.diff_fields(Kind.DOMAIN, dflat, lflat, applied) if lflat else []
+    if lflat is not None and lflat.values.get("currentMemory") == lflat.values.get("memory"):
+        # The balloon never moved: the guest has no balloon driver (or has not
+        # loaded it yet), so the live value says nothing about drift.
+        live_diff = [c for c in live_diff if c.path != "currentMemory"]
+
+    changes: list[Change] = []
+    steps: list[Step] = []
+    cfg_paths = {c.path for c in cfg}
+    live_paths = {c.path for c in live_diff}
+    # Live-capable changes, by path, with where they differ.
+    ops: dict[str, tuple[str, diff.FieldChange]] = {}
+    pending: list[diff.FieldChange] = []
+    if running and lflat is not None:
+        for c in [*live_diff, *cfg]:
+            op = _live_op(c.path, dflat, lflat)
+            if op == "vcpus" and c.path not in cfg_paths and _fewer(c):
+                # Only the running domain has more vCPUs: the guest refused the
+                # unplug at the last apply (hosts fell back to the definition).
+                op = None
+            if op and c.path not in ops:
+                ops[c.path] = (op, c)
+            elif not op and c.path in live_paths and c.path not in cfg_paths:
+                pending.append(c)
+    nonlive_cfg = [c for c in cfg if c.path not in ops]
+    may_restart = running and restart_if_needed and state != "shutoff"
+    restart = bool(nonlive_cfg) and may_restart
+    if nonlive_cfg:
+        disruption = Disruption.RESTART_REQUIRED if running else Disruption.NEXT_START
+        changes += _to_changes(nonlive_cfg, dflat, iflat, disruption)
+    live_changes = [next(c for c in [*live_diff, *cfg] if c.path == p) for p in ops]
+    changes += _to_changes(live_changes, dflat, lflat or iflat, Disruption.LIVE)
+    restart_pending = not restart and bool(pending) and may_restart
+    # A restart is two calls (shutdown, start): a domain whose power state the
+    # manifest leaves alone would stay off after a crash between them. So the
+    # record says "restarting" from before the shutdown until after the start,
+    # and a run that finds a stopped domain so recorded starts it.
+    interrupted = obs.record is not None and obs.record.restarting and state is None
+    finish = interrupted and not running
+    guard = ((restart or restart_pending) and state is None) or finish
+    written = replace(record, restarting=True) if guard else record
+
+    merged = etree.fromstring(etree.tostring(inactive))
+    mflat = canonical.flatten(merged, Kind.DOMAIN, ignore=ignore)
+    diff.apply_changes(mflat, dflat, cfg)
+    record_changed = obs.record != written
+    define = bool(nonlive_cfg) or (not running and bool(cfg))
+    if define:
+        steps.append(Define(kind=Kind.DOMAIN, xml=_with_record(merged, written)))
+    if running and lflat is not None and not restart:
+        steps += _live_steps(ops, dflat, lflat, iflat, cfg_paths, live_paths, config=not define)
+    if not define and record_changed and (cfg or ops or not obs.managed or guard or interrupted):
+        steps.append(_set_record(written))
+    if restart:
+        steps.append(RestartDomain(timeout=timeout))
+    elif restart_pending:
+        restart = True
+        changes += _to_changes(pending, dflat, lflat, Disruption.RESTART_REQUIRED)
+        steps.append(RestartDomain(timeout=timeout))
+    if finish:
+        changes.append(
+            Change(path="state", old=obs.state, new="running", disruption=Disruption.LIVE)
+        )
+        steps.append(Start(kind=Kind.DOMAIN))
+    if guard:
+        steps.append(_set_record(record))  # restarted
+    # Power state and autostart.
+    new_state, power_steps = _power(state, obs.state)
+    if new_state == "shutoff" and obs.state not in ("shutoff", "crashed", "shutdown"):
+        power_steps = [ShutdownDomain(timeout=timeout)]
+    if new_state:
+        changes.append(
+            Change(path="state", old=obs.state, new=new_state, disruption=Disruption.LIVE)
+        )
+        steps += power_steps
+    _autostart(changes, steps, Kind.DOMAIN, autostart, obs)
+
+    if not obs.persistent:
+        return Action(
+            **base,
+            type=ActionType.UNCHANGED,
+            error=("a transient domain with this name exists; define it persistently or remove it"),
+        )
+    kind = _action_type(obs, changes, steps)
+    if kind is ActionType.UNCHANGED and pending:
+        kind = ActionType.PENDING_RESTART
+        changes = _to_changes(pending, dflat, lflat, Disruption.RESTART_REQUIRED)
+    return Action(
+        **base,
+        type=kind,
+        changes=tuple(changes),
+        steps=tuple(steps),
+        xml_before=_pretty(inactive) if cfg else None,
+        xml_after=_pretty(merged) if cfg else None,
+    )
+
+
+def _set_record(record: ownership.Record) -> Step:
+    return SetDomainRecord(xml=diff.element_xml(ownership.record_element(record)))
+
+
+def _fewer(change: diff.FieldChange) -> bool:
+    try:
+        return int(change.new or 0) < int(change.old or 0)
+    except ValueError:
+        return False
+
+
+def _live_steps(
+    ops: Mapping[str, tuple[str, diff.FieldChange]],
+    dflat: canonical.Flat,
+    lflat: canonical.Flat,
+    iflat: canonical.Flat,
+    cfg_paths: set[str],
+    live_paths: set[str],
+    *,
+    config: bool,
+) -> list[Step]:
+    steps: list[Step] = []
+    updated: set[str] = set()
+    for path, (op, change) in sorted(ops.items()):
+        # The balloon target is set whatever the guest reported.
+        live = op == "memory" or path in live_paths
+        cfg = config and path in cfg_paths
+        if op != "update" and not (live or cfg):
+            continue
+        if op == "memory":
+            kib = int(_or_default(change, dflat, lflat, "memory"))
+            steps.append(SetMemory(kib=kib, live=live, config=cfg))
+        elif op == "vcpus":
+            count = int(_or_default(change, dflat, lflat, "vcpu"))
+            steps.append(SetVcpus(count=count, live=live, config=cfg))
+        elif op == "device" and change.added:
+            steps.append(
+                AttachDevice(xml=diff.element_xml(dflat.elements[path]), live=live, config=cfg)
+            )
+        elif op == "device":
+            el = lflat.elements.get(path)
+            if el is None:
+                el = iflat.elements[path]
+            alias_el = el.find("alias")
+            steps.append(
+                DetachDevice(
+                    xml=diff.element_xml(el),
+                    alias=alias_el.get("name") if alias_el is not None else None,
+                    live=live,
+                    config=cfg,
+                )
+            )
+        elif op == "update":
+            device = _DEVICE.match(path).group(1)  # type: ignore[union-attr]
+            if device in updated:
+                continue
+            updated.add(device)
+            # The live device, with every desired change to it applied.
+            live_dev = lflat.elements.get(device)
+            if live_dev is None:
+                live_dev = iflat.elements[device]
+            dev_copy = etree.fromstring(etree.tostring(live_dev))
+            dev_flat = canonical.flatten(_wrap(dev_copy), Kind.DOMAIN)
+            sub = [
+                diff.FieldChange(path=c.path, old=c.old, new=c.new)
+                for p, (o, c) in ops.items()
+                if p.startswith(device + "/")
+            ]
+            diff.apply_changes(dev_flat, dflat, sub)
+            dev_live = any(p in live_paths for p in ops if p.startswith(device + "/"))
+            dev_cfg = config and any(p in cfg_paths for p in ops if p.startswith(device + "/"))
+            if not (dev_live or dev_cfg):
+                continue
+            steps.append(
+                UpdateDevice(xml=diff.element_xml(dev_copy), live=dev_live, config=dev_cfg)
+            )
+    return steps
+
+
+def _or_default(
+    change: diff.FieldChange, dflat: canonical.Flat, lflat: canonical.Flat, maximum: str
+) -> str:
+    """The new value; a field the manifest stopped setting (currentMemory,
+    vcpu/@current) goes back to libvirt's default, all of ``maximum`` — the
+    smaller of the desired and the running one, so it fits both."""
+    if change.new is not None:
+        return change.new
+    values = [int(f.values[maximum]) for f in (dflat, lflat) if f.values.get(maximum)]
+    return str(min(values, default=0))
+
+
+def _wrap(device: etree._Element) -> etree._Element:
+    root = etree.Element("domain")
+    devices = etree.SubElement(root, "devices")
+    devices.append(device)
+    return root
+
+
+# --- export -----------------------------------------------------------------------
+
+_DOMAIN_TYPES = {
+    "kvm", "qemu", "kqemu", "xen", "lxc", "uml", "openvz", "test", "vmware", "hyperv",
+    "vbox", "phyp", "parallels", "bhyve", "vz",
+}  # fmt: skip
+
+
+_CPU_MODES = ("host-passthrough", "host-model", "custom", "maximum")
+_TARGET = re.compile(r"^[a-z][a-z0-9]{0,31}$")
+
+
+def _export(root: etree._Element, shared_macs: Collection[str]) -> Spec:
+    spec = typed(root, _DOMAIN_TYPES)
+    os_type = root.find("os/type")
+    if os_type is not None:
+        for attr in ("arch", "machine"):
+            if TOKEN.match(os_type.get(attr) or ""):
+                spec[attr] = os_type.get(attr)
+    memory = scaled(root.find("memory"), "KiB")
+    if memory is not None:
+        spec["memory"] = size(memory)
+    current = scaled(root.find("currentMemory"), "KiB")
+    if current is not None and memory is not None and current <= memory:
+        spec["currentMemory"] = size(current)
+    _vcpus(root, spec)
+    cpu = root.find("cpu")
+    if cpu is not None and cpu.get("mode") in _CPU_MODES:
+        spec["cpu"] = {"mode": cpu.get("mode")}
+        model = (cpu.findtext("model") or "").strip()
+        if model:
+            spec["cpu"]["model"] = model
+    _os(root, spec)
+    disks = _disks(root)
+    if disks:
+        spec["disks"] = disks
+    nics: list[Spec] = []
+    for el in root.iterfind("devices/interface"):
+        nic = _interface(el, shared_macs)
+        if nic is None:
+            break  # as for disks: the rest stay in the overlay, in order
+        nics.append(nic)
+    if nics:
+        spec["interfaces"] = nics
+    consoles = root.findall("devices/console")
+    if consoles and all(c.get("type") == "pty" for c in consoles):
+        spec["consoles"] = [{"type": "pty"} for _ in consoles]
+    graphics = root.findall("devices/graphics")
+    # A friendly SPICE display renders with autoport='yes' (render.domain): one
+    # without it stays in the overlay.
+    if graphics and all(
+        g.get("type") == "vnc" or (g.get("type") == "spice" and g.get("autoport") == "yes")
+        for g in graphics
+    ):
+        spec["graphics"] = [
+            {"type": g.get("type"), **({"listen": g.get("listen")} if g.get("listen") else {})}
+            for g in graphics
+        ]
+    return spec
+
+
+def _vcpus(root: etree._Element, spec: Spec) -> None:
+    vcpu = root.find("vcpu")
+    if vcpu is None:
+        return
+    maximum = to_int(vcpu.text)
+    current = to_int(vcpu.get("current")) if vcpu.get("current") else maximum
+    if not maximum or not current or current > maximum:
+        return
+    spec["vcpus"] = current
+    if vcpu.get("current") is not None:
+        spec["maxVcpus"] = maximum
+
+
+def _os(root: etree._Element, spec: Spec) -> None:
+    os_el = root.find("os")
+    if os_el is None:
+        return
+    if os_el.get("firmware") in ("bios", "efi"):
+        spec["firmware"] = os_el.get("firmware")
+    kernel = os_el.findtext("kernel")
+    if kernel and absolute(kernel):
+        spec["kernel"] = {"path": kernel}
+        initrd = os_el.findtext("initrd")
+        if initrd and absolute(initrd):
+            spec["kernel"]["initrd"] = initrd
+        cmdline = os_el.findtext("cmdline")
+        if cmdline is not None:
+            spec["kernel"]["cmdline"] = cmdline
+        return
+    boots = [b.get("dev") for b in os_el.iterfind("boot")]
+    valid = all(b in ("hd", "cdrom", "network", "fd") for b in boots)
+    if boots and valid and len(set(boots)) == len(boots):
+        spec["boot"] = boots
+
+
+def _disks(root: etree._Element) -> list[Spec]:
+    """Friendly disks: the leading ones that fit. The first that does not, and all
+    after it, stay in the overlay, which appends them after the friendly ones, so
+    the order (the boot order without ``<boot order>``) is kept."""
+    out: list[Spec] = []
+    for el in root.iterfind("devices/disk"):
+        disk = _disk(el)
+        if disk is None or any(d["target"] == disk["target"] for d in out):
+            break
+        out.append(disk)
+    return out
+
+
+def _disk(el: etree._Element) -> Spec | None:
+    target = el.find("target")
+    dev = target.get("dev") if target is not None else None
+    if target is None or not dev or not _TARGET.match(dev):
+        return None
+    disk: Spec = {"target": dev}
+    if target.get("bus") in ("virtio", "sata", "scsi", "ide", "usb", "fdc"):
+        disk["bus"] = target.get("bus")
+    elif target.get("bus") is not None:
+        return None
+    device = el.get("device", "disk")
+    if device not in ("disk", "cdrom", "floppy", "lun"):
+        return None
+    if device != "disk":
+        disk["device"] = device
+    source = el.find("source")
+    dtype = el.get("type")
+    if source is not None:
+        if dtype == "file" and absolute(source.get("file")):
+            disk["source"] = {"file": source.get("file")}
+        elif dtype == "block" and absolute(source.get("dev")):
+            disk["source"] = {"block": source.get("dev")}
+        elif dtype == "volume" and source.get("pool") and source.get("volume"):
+            disk["source"] = {"volume": {"pool": source.get("pool"), "name": source.get("volume")}}
+        else:
+            return None
+    elif dtype != "file":
+        return None
+    driver = el.find("driver")
+    if driver is not None and driver.get("name") == "qemu" and token(driver.get("type")):
+        disk["format"] = driver.get("type")
+    if el.find("readonly") is not None:
+        disk["readonly"] = True
+    serial = (el.findtext("serial") or "").strip()
+    if serial:
+        disk["serial"] = serial
+    return disk
+
+
+def _interface(el: etree._Element, shared_macs: Collection[str]) -> Spec | None:
+    mac = el.find("mac")
+    address = (mac.get("address") or "") if mac is not None else ""
+    if not MAC.match(address) or int(address[:2], 16) & 1 or address.lower() in shared_macs:
+        return None
+    source = el.find("source")
+    nic: Spec = {}
+    network = source.get("network") if source is not None else None
+    bridge = source.get("bridge") if source is not None else None
+    if el.get("type") == "network" and NAME.match(network or ""):
+        nic["network"] = network
+    elif el.get("type") == "bridge" and BRIDGE.match(bridge or ""):
+        nic["bridge"] = bridge
+    else:
+        return None
+    model = el.find("model")
+    if model is not None and TOKEN.match(model.get("type") or ""):
+        nic["model"] = model.get("type")
+    nic["mac"] = address.lower()
+    link = el.find("link")
+    if link is not None and link.get("state") in ("up", "down"):
+        nic["link"] = link.get("state")
+    return nic
+
+
+# --- the handler ---------------------------------------------------------------------
+
+
+def _plan(m: Manifest, desired: etree._Element, obs: Observed | None, ctx: Context) -> Action:
+    placed = ctx.placement
+    action = _plan_domain(
+        m,
+        desired,
+        obs,
+        ctx.host,
+        ctx.options,
+        placed.candidates if placed else (),
+        normalise=ctx.normalise,
+    )
+    return replace(action, placement=placed) if placed is not None else action
+
+
+def _delete(obs: Observed, _registry: Registry) -> tuple[Record | None, list[Step]]:
+    steps: list[Step] = [Stop(kind=Kind.DOMAIN)] if obs.active else []
+    steps.append(Undefine(kind=Kind.DOMAIN))
+    return obs.record, steps
+
+
+# A crashed or shut-down domain is "shutoff" to the planner; a pmsuspended one
+# has no manifest state (starting it would be a change), so state stays unmanaged.
+_DOMAIN_STATES = {
+    "running": "running",
+    "paused": "paused",
+    "shutoff": "shutoff",
+    "shutdown": "shutoff",
+    "crashed": "shutoff",
+}
+
+
+def _export_state(obs: Observed) -> Spec:
+    spec: Spec = {}
+    state = _DOMAIN_STATES.get(obs.state)
+    if state is not None:
+        spec["state"] = state
+    spec["autostart"] = obs.autostart
+    return spec
+
+
+def _references(m: Manifest) -> list[Reference]:
+    out = []
+    for i, disk in enumerate(m.spec.get("disks", ())):
+        vol = disk.get("source", {}).get("volume")
+        if vol:
+            field = f"spec.disks.{i}.source.volume"
+            name, pool = str(vol["name"]), str(vol["pool"])
+            out.append(Reference(field=field, kind=Kind.VOLUME, name=name, pool=pool))
+    for i, nic in enumerate(m.spec.get("interfaces", ())):
+        net = nic.get("network")
+        if net:
+            field = f"spec.interfaces.{i}.network"
+            out.append(Reference(field=field, kind=Kind.NETWORK, name=str(net)))
+    return out
+
+
+# Pause and crash reasons that mean something is wrong with the guest, not that
+# someone chose the state (libvirt's virDomainPausedReason / CrashedReason names).
+_UNHEALTHY_PAUSE = frozenset({"ioerror", "watchdog", "crashed", "postcopy_failed"})
+
+
+def _power_state(obs: Observed) -> Power:
+    # "unknown" is libvirt's reason for a domain never started: say nothing.
+    reason = "" if obs.state_reason == "unknown" else obs.state_reason
+    healthy = obs.state != "crashed" and not (
+        obs.state == "paused" and obs.state_reason in _UNHEALTHY_PAUSE
+    )
+    return Power(obs.state, reason, healthy)
+
+
+HANDLER = Handler(
+    kind=Kind.DOMAIN,
+    label="domain",
+    root="domain",
+    record_home=RecordHome.METADATA,
+    render=render_domain,
+    plan=_plan,
+    delete=_delete,
+    export=_export,
+    export_state=_export_state,
+    export_required=("memory",),
+    references=_references,
+    power=_power_state,
+)

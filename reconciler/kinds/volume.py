@@ -1,0 +1,198 @@
+"""Volumes: planner, exporter and handler."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from lxml import etree
+
+from reconciler import canonical, diff, ownership
+from reconciler.actions import (
+    Action,
+    ActionType,
+    Change,
+    Disruption,
+    Normalise,
+    Options,
+    _desired_flat,
+    _parse,
+    _pretty,
+    _record,
+    _to_changes,
+)
+from reconciler.kinds.base import Context, Handler, Power, RecordHome, Reference, Spec
+from reconciler.kinds.exporting import (
+    TOKEN,
+    absolute,
+    scaled,
+    size,
+)
+from reconciler.model import Host, Kind, Manifest
+from reconciler.observed import Observed
+from reconciler.ownership import Record, Registry
+from reconciler.render.volume import render_volume
+from reconciler.steps import (
+    CreateVolume,
+    DeleteVolume,
+    RegistrySet,
+    ResizeVolume,
+    Step,
+)
+
+
+def _plan_volume(
+    m: Manifest,
+    desired: etree._Element,
+    obs: Observed | None,
+    host: Host,
+    registry: ownership.Registry,
+    options: Options,
+    running_user: str | None,
+    normalise: Normalise | None = None,
+) -> Action:
+    pool = str(m.spec["pool"])
+    key = f"{pool}/{m.name}"
+    dflat = _desired_flat(Kind.VOLUME, desired, normalise)
+    record = _record(m, dflat, host.name)
+    base: dict[str, Any] = {
+        "kind": Kind.VOLUME,
+        "name": m.name,
+        "pool": pool,
+        "source": str(m.source),
+    }
+    reg_step = RegistrySet(kind=Kind.VOLUME, key=key, record=record)
+    create = CreateVolume(pool=pool, xml=_pretty(desired))
+    if obs is None:
+        return Action(
+            **base,
+            type=ActionType.CREATE,
+            steps=(reg_step, create),
+            changes=(
+                Change(path="definition", old=None, new="created", disruption=Disruption.NONE),
+            ),
+            xml_after=_pretty(desired),
+        )
+    old_record = registry.volumes.get(key)
+    managed = old_record is not None and old_record.managed
+    current = _parse(obs.xml)
+    cflat = canonical.flatten(current, Kind.VOLUME)
+    cfg = diff.diff_fields(
+        Kind.VOLUME, dflat, cflat, old_record.applied if managed and old_record else ()
+    )
+    changes: list[Change] = []
+    steps: list[Step] = []
+    error = None
+    others = [c for c in cfg if c.path not in ("capacity", "allocation")]
+    for c in cfg:
+        if c.path == "capacity" and c.old is not None and c.new is not None:
+            if int(c.new) < int(c.old):
+                error = (
+                    f"volume {key}: capacity {c.new} bytes is smaller than the current "
+                    f"{c.old} bytes; shrinking a volume is refused (it would lose data)"
+                )
+            else:
+                changes.append(
+                    Change(path="capacity", old=c.old, new=c.new, disruption=Disruption.LIVE)
+                )
+                steps.append(
+                    # qemu holds an in-use image open (and locked): a running
+                    # domain grows it with blockResize.
+                    ResizeVolume(pool=pool, capacity=int(c.new), domain=running_user)
+                )
+    ref = f"{Kind.VOLUME.value}/{pool}/{m.name}"
+    if others and error is None:
+        replace_ok = ref in options.replace or f"{Kind.VOLUME.value}/{m.name}" in options.replace
+        if replace_ok:
+            changes = _to_changes(others, dflat, cflat, Disruption.REPLACE)
+            steps = [DeleteVolume(pool=pool), reg_step, create]
+        else:
+            paths = ", ".join(c.path for c in others)
+            error = (
+                f"volume {key}: {paths} cannot change in place; "
+                f"apply with --replace {ref} to delete and recreate it (its data is lost)"
+            )
+    if error:
+        return Action(
+            **base,
+            type=ActionType.UPDATE,
+            error=error,
+            changes=tuple(_to_changes(cfg, dflat, cflat, Disruption.REPLACE)),
+        )
+    if old_record != record and not any(isinstance(s, RegistrySet) for s in steps):
+        steps.insert(0, reg_step)
+    kind = ActionType.UPDATE if changes else (ActionType.UNCHANGED if managed else ActionType.ADOPT)
+    if kind is ActionType.UNCHANGED and old_record == record:
+        steps = []
+    return Action(**base, type=kind, changes=tuple(changes), steps=tuple(steps))
+
+
+# --- export -----------------------------------------------------------------------
+
+
+def _export(root: etree._Element, _shared: Collection[str]) -> Spec:
+    spec: Spec = {}
+    capacity = scaled(root.find("capacity"), "bytes")
+    if capacity is not None:
+        spec["capacity"] = size(capacity)
+    fmt = root.find("target/format")
+    if fmt is not None and TOKEN.match(fmt.get("type") or ""):
+        spec["format"] = fmt.get("type")
+    backing = root.find("backingStore")
+    if backing is not None and absolute(backing.findtext("path")):
+        spec["backingStore"] = {"path": backing.findtext("path")}
+        bfmt = backing.find("format")
+        if bfmt is not None and TOKEN.match(bfmt.get("type") or ""):
+            spec["backingStore"]["format"] = bfmt.get("type")
+    return spec
+
+
+# --- the handler ---------------------------------------------------------------------
+
+
+def _plan(m: Manifest, desired: etree._Element, obs: Observed | None, ctx: Context) -> Action:
+    # qemu holds an in-use image open: a running domain grows it (blockResize).
+    users = ctx.volume_users.get(f"{m.spec['pool']}/{m.name}", ())
+    running = [d for d in users if d in ctx.running_domains]
+    return _plan_volume(
+        m,
+        desired,
+        obs,
+        ctx.host,
+        ctx.registry,
+        ctx.options,
+        running[0] if running else None,
+        ctx.normalise,
+    )
+
+
+def _delete(obs: Observed, registry: Registry) -> tuple[Record | None, list[Step]]:
+    key = f"{obs.pool}/{obs.name}"
+    return registry.volumes.get(key), [
+        DeleteVolume(pool=str(obs.pool)),
+        RegistrySet(kind=Kind.VOLUME, key=key, record=None),
+    ]
+
+
+def _export_state(obs: Observed) -> Spec:
+    return {"pool": obs.pool}
+
+
+def _references(m: Manifest) -> list[Reference]:
+    return [Reference(field="spec.pool", kind=Kind.STORAGE_POOL, name=str(m.spec["pool"]))]
+
+
+HANDLER = Handler(
+    kind=Kind.VOLUME,
+    label="volume",
+    root="volume",
+    record_home=RecordHome.REGISTRY,
+    render=render_volume,
+    plan=_plan,
+    delete=_delete,
+    export=_export,
+    export_state=_export_state,
+    export_required=("capacity",),
+    references=_references,
+    power=lambda _obs: Power(None),
+)

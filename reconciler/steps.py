@@ -1,0 +1,263 @@
+"""The libvirt operations a plan asks ``hosts`` to carry out: one typed value each (pure).
+
+``plan`` builds them, ``execute`` hands them to ``hosts.Session.run``, which
+dispatches on the type with ``match`` (and ``typing.assert_never``, so a new
+step that ``hosts`` does not carry out fails the type check). The operations
+libvirt offers for domains, networks and pools alike (define, start, stop,
+undefine, autostart) take the kind; the others are one type per operation.
+
+``label`` names a step in messages (``Domain/web on host a: dom_define: ...``).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Literal
+
+from reconciler import ownership
+from reconciler.model import Kind
+
+# The kinds that libvirt defines, starts, stops and undefines the same way.
+Defined = Literal[Kind.DOMAIN, Kind.NETWORK, Kind.STORAGE_POOL]
+# The kinds whose ownership record lives in the host's registry.
+Registered = Literal[Kind.STORAGE_POOL, Kind.VOLUME]
+
+_PREFIX = {Kind.DOMAIN: "dom", Kind.NETWORK: "net", Kind.STORAGE_POOL: "pool"}
+
+
+class NetSection(enum.StrEnum):
+    """The part of a running network that ``networkUpdate`` changes."""
+
+    IP_DHCP_HOST = "ip-dhcp-host"
+    IP_DHCP_RANGE = "ip-dhcp-range"
+    DNS_HOST = "dns-host"
+    DNS_TXT = "dns-txt"
+    DNS_SRV = "dns-srv"
+    PORTGROUP = "portgroup"
+
+
+class NetCommand(enum.StrEnum):
+    MODIFY = "modify"
+    DELETE = "delete"
+    ADD_LAST = "add-last"
+
+
+# --- the same for domains, networks and pools -------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Define:
+    """Define (or redefine) the object from ``xml``."""
+
+    kind: Defined
+    xml: str
+
+    @property
+    def label(self) -> str:
+        return f"{_PREFIX[self.kind]}_define"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Start:
+    """Start the object; ``paused``: a domain starts with its vCPUs paused."""
+
+    kind: Defined
+    paused: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{_PREFIX[self.kind]}_start"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Stop:
+    """Stop the object at once (a domain is destroyed, not shut down)."""
+
+    kind: Defined
+
+    @property
+    def label(self) -> str:
+        return "dom_destroy" if self.kind is Kind.DOMAIN else f"{_PREFIX[self.kind]}_stop"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Undefine:
+    kind: Defined
+
+    @property
+    def label(self) -> str:
+        return f"{_PREFIX[self.kind]}_undefine"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetAutostart:
+    kind: Defined
+    on: bool
+
+    @property
+    def label(self) -> str:
+        return f"{_PREFIX[self.kind]}_autostart"
+
+
+# --- domains ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetDomainRecord:
+    """Write the ownership record (``xml``: the ``<vr:owner>`` element) into the
+    domain's metadata, without redefining it."""
+
+    xml: str
+    label = "dom_set_record"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SuspendDomain:
+    label = "dom_suspend"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResumeDomain:
+    label = "dom_resume"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShutdownDomain:
+    """Ask the guest to shut down; destroy it after ``timeout`` seconds."""
+
+    timeout: float
+    label = "dom_shutdown"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RestartDomain:
+    """Shut down (as ``ShutdownDomain``), then start again."""
+
+    timeout: float
+    label = "dom_restart"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttachDevice:
+    xml: str
+    live: bool
+    config: bool
+    label = "dom_attach"
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpdateDevice:
+    xml: str
+    live: bool
+    config: bool
+    label = "dom_update_device"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DetachDevice:
+    """Detach a device; with ``live`` and an ``alias``, wait until the guest released it."""
+
+    xml: str
+    alias: str | None
+    live: bool
+    config: bool
+    label = "dom_detach"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetMemory:
+    kib: int
+    live: bool
+    config: bool
+    label = "dom_set_memory"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetVcpus:
+    count: int
+    live: bool
+    config: bool
+    label = "dom_set_vcpus"
+
+
+# --- networks, pools, volumes -------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetUpdate:
+    """Change one entry of a network in place (``parent_index``: its ``<ip>``, -1: none)."""
+
+    command: NetCommand
+    section: NetSection
+    parent_index: int
+    xml: str
+    live: bool
+    config: bool
+    label = "net_update"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildPool:
+    """Build the pool's storage (mkdir for a dir pool; never formats a device)."""
+
+    label = "pool_build"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CreateVolume:
+    pool: str
+    xml: str
+    label = "vol_create"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResizeVolume:
+    """Grow a volume to ``capacity`` bytes; through ``domain`` when one runs on it."""
+
+    pool: str
+    capacity: int
+    domain: str | None
+    label = "vol_resize"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeleteVolume:
+    pool: str
+    label = "vol_delete"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegistrySet:
+    """Write (``record``) or drop (None) the record of a pool or volume in the
+    host's registry; ``key`` is the pool's name or ``POOL/VOLUME``."""
+
+    kind: Registered
+    key: str
+    record: ownership.Record | None
+    label = "registry_set"
+
+
+Step = (
+    Define
+    | Start
+    | Stop
+    | Undefine
+    | SetAutostart
+    | SetDomainRecord
+    | SuspendDomain
+    | ResumeDomain
+    | ShutdownDomain
+    | RestartDomain
+    | AttachDevice
+    | UpdateDevice
+    | DetachDevice
+    | SetMemory
+    | SetVcpus
+    | NetUpdate
+    | BuildPool
+    | CreateVolume
+    | ResizeVolume
+    | DeleteVolume
+    | RegistrySet
+)
