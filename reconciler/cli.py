@@ -88,7 +88,7 @@ def _seconds(text: str) -> float:
     except (ValueError, IndexError):
         value = -1.0
     if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (e.g. 30 or 2m)")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 30, 2m or 1m30s)")
     return value
 
 
@@ -573,7 +573,7 @@ def _watch_parser(sub: Any) -> None:
         type=_duration,
         default=30.0,
         metavar="DURATION",
-        help="how often to poll git (default 30s)",
+        help="how often to poll git (default 30s; e.g. 1m30s, 2h)",
     )
     w.add_argument(
         "--cache-dir",

@@ -396,7 +396,9 @@ def _error_problems(
     validator = err.validator
     if custom is not None:
         extra = schema.get("x-field")
-        yield (_join(path, extra) if extra else path), custom.replace("{value}", shown)
+        message = custom.replace("{value}", shown)
+        hint = units.size_hint(value) if schema.get("pattern") == units.SIZE_PATTERN else None
+        yield (_join(path, extra) if extra else path), f"{message}; {hint}" if hint else message
     elif validator == "additionalProperties":
         known = list(schema.get("properties", {}))
         for key in value:
