@@ -28,7 +28,7 @@ from reconciler.actions import (
     _parse,
 )
 from reconciler.kinds import KINDS, Context
-from reconciler.model import Kind, Manifest
+from reconciler.model import Kind, Manifest, object_ref
 from reconciler.observed import HostState, ObjectKey, Observed, object_key
 from reconciler.placement import NO_FIT, Placement
 
@@ -136,7 +136,9 @@ def _plan_prune(
     orphans = [
         obs
         for key, obs in sorted(state.objects.items(), key=lambda kv: (-kv[0][0].order, kv[0][1]))
-        if key not in desired_keys and (kinds is None or obs.kind in kinds)
+        if key not in desired_keys
+        and (kinds is None or obs.kind in kinds)
+        and _selected(obs, state.registry, options)
     ]
     first = [d for o in orphans if (d := _plan_delete(o, state.registry, {})) is not None]
     # Domains are deleted before volumes, so a volume only they use may go too.
@@ -144,7 +146,9 @@ def _plan_prune(
     users = _volume_users(state, leaving=leaving)
     deletes = [d for o in orphans if (d := _plan_delete(o, state.registry, users)) is not None]
     deletes = _keep_pools_with_volumes(deletes, state)
-    managed = sum(1 for o in state.objects.values() if o.managed)
+    managed = sum(
+        1 for o in state.objects.values() if o.managed and _selected(o, state.registry, options)
+    )
     refusal = prune_refusal(len(first), managed, host=state.host.name, options=options)
     if refusal:
         refused = [d for d in deletes if d.steps]
@@ -153,6 +157,16 @@ def _plan_prune(
             replace(d, error=refusal if d is refused[0] else see) if d.steps else d for d in deletes
         ]
     return deletes
+
+
+def _selected(obs: Observed, registry: ownership.Registry, options: Options) -> bool:
+    """Whether ``--selector``/``--target`` include an object the manifests no longer name:
+    by its recorded labels (a record without labels matches no selector)."""
+    if not options.narrowed:
+        return True
+    record = KINDS[obs.kind].delete(obs, registry)[0]
+    labels = dict(record.labels) if record is not None else {}
+    return options.selects(object_ref(obs.kind, obs.name, obs.pool), labels)
 
 
 def _pending_note(placed: Placement | None) -> str | None:
@@ -222,7 +236,11 @@ def _network_users(state: HostState) -> dict[str, tuple[str, ...]]:
 
 
 def _references(
-    m: Manifest, desired: etree._Element, state: HostState, desired_keys: set[ObjectKey]
+    m: Manifest,
+    desired: etree._Element,
+    state: HostState,
+    desired_keys: set[ObjectKey],
+    narrowed: bool = False,
 ) -> list[str]:
     """Plan-time checks that need the host: referenced pools, volumes, networks."""
     problems = []
@@ -236,7 +254,9 @@ def _references(
             named = f"{ref.pool}/{ref.name}" if ref.pool else ref.name
             problems.append(
                 f"{ref.field}: {KINDS[ref.kind].label} '{named}' does not exist on host "
-                f"{state.host.name} and no manifest declares it"
+                f"{state.host.name} and no manifest "
+                + ("in this run (narrowed by --selector/--target) " if narrowed else "")
+                + "declares it"
             )
     # FILE:LINE of the field, as for every other input error.
     return [f"{m.source_of(p.partition(':')[0])}: {p}" for p in problems]
@@ -306,7 +326,7 @@ def build_host_plan(
         if m.suspended:
             actions.append(Action(**base, type=ActionType.UNCHANGED, note="suspended"))
             continue
-        problems = _references(m, el, state, desired_keys)
+        problems = _references(m, el, state, desired_keys, options.narrowed)
         if placed is not None and placed.reason == NO_FIT and obs is None:
             problems = [
                 f"{m.source_of('spec.placement')}: spec.placement: no candidate host fits: "
