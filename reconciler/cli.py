@@ -213,9 +213,13 @@ def _flow_args(sub: Any, *parsers: argparse.ArgumentParser) -> None:
         "render",
         help="print the XML each object renders to (what would be defined); needs no host",
     )
-    r.add_argument("paths", nargs="+", metavar="PATH", help="manifest files or folders")
+    r.add_argument("paths", nargs="+", metavar="PATH", help="manifest files or folders (-: stdin)")
     r.add_argument(
-        "--host", action="append", default=[], metavar="NAME", help="only objects for this host"
+        "--host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only objects for this host (repeatable)",
     )
     validate, pl, ap, st = parsers
     for sp in (validate, r, pl, ap, st):

@@ -15,7 +15,7 @@ from typing import Any
 
 from lxml import etree
 
-from reconciler import ownership
+from reconciler import diff, ownership
 from reconciler.actions import (
     DEFAULT_MAX_PRUNE,
     Action,
@@ -26,11 +26,13 @@ from reconciler.actions import (
     Normalise,
     Options,
     _parse,
+    _with_record,
 )
 from reconciler.kinds import KINDS, Context
 from reconciler.model import Kind, Manifest, object_ref
 from reconciler.observed import HostState, ObjectKey, Observed, object_key
 from reconciler.placement import NO_FIT, Placement
+from reconciler.steps import Define, RegistrySet, SetDomainRecord, Step
 
 __all__ = [
     "DEFAULT_MAX_PRUNE",
@@ -167,6 +169,36 @@ def _selected(obs: Observed, registry: ownership.Registry, options: Options) -> 
     record = KINDS[obs.kind].delete(obs, registry)[0]
     labels = dict(record.labels) if record is not None else {}
     return options.selects(object_ref(obs.kind, obs.name, obs.pool), labels)
+
+
+def _relabel(
+    action: Action, m: Manifest, obs: Observed | None, registry: ownership.Registry
+) -> Action:
+    """A managed object whose manifest changed only its labels: record the labels
+    (``--prune --selector`` reads them there), a metadata change without disruption."""
+    if action.type is not ActionType.UNCHANGED or obs is None or action.note or action.steps:
+        return action
+    record = KINDS[m.kind].delete(obs, registry)[0]
+    labels = tuple(sorted(m.labels.items()))
+    if record is None or not record.managed or record.labels == labels:
+        return action
+    new = replace(record, labels=labels)
+    step: Step
+    if m.kind is Kind.DOMAIN:
+        step = SetDomainRecord(xml=diff.element_xml(ownership.record_element(new)))
+    elif m.kind is Kind.NETWORK:
+        step = Define(kind=Kind.NETWORK, xml=_with_record(_parse(obs.xml), new))
+    elif m.kind is Kind.VOLUME:
+        step = RegistrySet(kind=Kind.VOLUME, key=f"{obs.pool}/{obs.name}", record=new)
+    else:
+        step = RegistrySet(kind=Kind.STORAGE_POOL, key=obs.name, record=new)
+    change = Change(
+        path="metadata.labels",
+        old=",".join(f"{k}={v}" for k, v in record.labels),
+        new=",".join(f"{k}={v}" for k, v in labels),
+        disruption=Disruption.NONE,
+    )
+    return replace(action, type=ActionType.UPDATE, changes=(change,), steps=(step,))
 
 
 def _pending_note(placed: Placement | None) -> str | None:
@@ -342,7 +374,12 @@ def build_host_plan(
             )
             continue
         try:
-            action = KINDS[m.kind].plan(m, el, obs, replace(context, placement=placed))
+            action = _relabel(
+                KINDS[m.kind].plan(m, el, obs, replace(context, placement=placed)),
+                m,
+                obs,
+                state.registry,
+            )
         except ValueError as e:
             action = Action(**base, type=ActionType.UPDATE, error=str(e))
         actions.append(action)

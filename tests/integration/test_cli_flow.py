@@ -340,3 +340,42 @@ def test_exclude_and_ignore_file_skip_manifest_files(run: Run, tmp_path: Path) -
     (tmp_path / ".virtreconcileignore").write_text("*-old.yaml\n/staging\n")
     code, out, err = run("validate", tmp_path)
     assert code == 0 and "2 document(s) in 2 file(s)" in out
+
+
+def test_a_label_edit_is_recorded_as_a_metadata_change(
+    run: Run, host_uri: str, examples: Path, conn: Callable[[str], libvirt.virConnect]
+) -> None:
+    assert run("apply", examples, "-c", host_uri)[0] == 0
+    for name in ("web.yaml", "network.yaml", "storage.yaml"):
+        path = examples / name
+        text = path.read_text().replace("labels: {tier: web}", "labels: {tier: front}")
+        text = text.replace("labels: {lab: demo}", "labels: {lab: demo, tier: front}")
+        path.write_text(
+            text.replace("name: vr-lab\n", "name: vr-lab\n  labels: {tier: front}\n", 1)
+        )
+    code, out, err = run("plan", examples, "-c", host_uri, "-o", "json", "--detailed-exitcode")
+    assert code == 2, err
+    changed = {
+        f"{a['kind']}/{a['name']}": (a["action"], a["disruption"], a["changes"])
+        for a in json.loads(out)["hosts"][0]["actions"]
+        if a["action"] != "unchanged"
+    }
+    assert changed["Domain/vr-web-1"] == (
+        "update",
+        "none",
+        [{"path": "metadata.labels", "old": "tier=web", "new": "tier=front", "disruption": "none"}],
+    )
+    assert changed["Network/vr-lab-net"][2][0]["new"] == "lab=demo,tier=front"
+    assert set(changed) == {
+        "Domain/vr-web-1", "Domain/vr-web-2", "Network/vr-lab-net", "StoragePool/vr-lab"
+    }  # fmt: skip
+    code, out, err = run("apply", examples, "-c", host_uri)
+    assert code == 0 and "Converged" in out, out + err
+    inactive = conn(host_uri).lookupByName("vr-web-1").XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    assert '"labels":{"tier":"front"}' in inactive
+    # --prune -l tier=front now finds web-2 when no manifest names it.
+    web = examples / "web.yaml"
+    web.write_text(web.read_text().split("\n---\n")[0] + "\n")
+    code, out, err = run("apply", examples, "-c", host_uri, "--prune", "-l", "tier=front")
+    assert code == 0, out + err
+    assert sorted(d.name() for d in conn(host_uri).listAllDomains()) == ["vr-db-1", "vr-web-1"]
