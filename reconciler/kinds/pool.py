@@ -67,7 +67,9 @@ def _plan_pool(
         if state is None:
             # Until the start, the record says "starting": a run that finds the
             # pool defined but stopped (a crash in between) still starts it.
-            create[0] = replace(reg_step, record=replace(record, restarting=True))
+            create[0] = RegistrySet(
+                kind=Kind.STORAGE_POOL, key=m.name, record=replace(record, restarting=True)
+            )
             create.append(reg_step)
         if autostart is not None:
             create.append(SetAutostart(kind=Kind.STORAGE_POOL, on=bool(autostart)))

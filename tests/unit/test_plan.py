@@ -159,8 +159,8 @@ def test_create_steps_per_kind() -> None:
     ]
     first, last = by_kind[Kind.STORAGE_POOL].steps[0], by_kind[Kind.STORAGE_POOL].steps[-1]
     assert isinstance(first, st.RegistrySet) and isinstance(last, st.RegistrySet)
-    assert first.record and first.record.restarting
-    assert last.record and not last.record.restarting
+    assert first.record is not None and first.record.restarting
+    assert last.record is not None and not last.record.restarting
     assert calls(by_kind[Kind.VOLUME]) == ["registry_set", "vol_create"]
     assert by_kind[Kind.VOLUME].steps[1].pool == "p"
     assert calls(by_kind[Kind.NETWORK]) == ["net_define", "net_start", "net_define"]
