@@ -7,13 +7,13 @@
     virt-reconcile apply    PATH... [-c URI] [--host NAME...] [--prune] [--replace KIND/NAME...]
                                     [-o text|json] [--dry-run] [--plan PLANFILE]
     virt-reconcile status   PATH... [-c URI] [--host NAME...] [-o text|json]
-
-plan, apply and status also take -l/--selector KEY=VALUE and --target KIND/NAME;
-every command that reads PATHs takes --exclude GLOB; PATH '-' is stdin.
     virt-reconcile watch    PATH... | --git URL [--ref main] [--interval 30s] [-c URI] [--prune]
                                     [--resync 5m] [--metrics-addr 127.0.0.1:9177]
     virt-reconcile export   [PATH...] [-c URI] [--host NAME] [--kind K...] [--name N...]
                                     [--adopt] -d DIR
+
+plan, apply and status also take -l/--selector KEY=VALUE and --target KIND/NAME;
+the commands that read PATHs take --exclude GLOB; PATH '-' is stdin.
 
 Exit codes: 0 success / no changes; 1 error (also a usage error: an unknown
 flag or a bad value); 2 with --detailed-exitcode: success and there are changes.
@@ -465,6 +465,7 @@ def _short(m: Manifest) -> str:
 def _plan_or_apply(args: argparse.Namespace, out: Console, err: Console) -> int:
     loaded = _load(args)
     _check_replace(getattr(args, "replace", []), loaded)
+    args.saved = _read_plan(args.planfile) if getattr(args, "planfile", None) else None
     target = _target(args, loaded)
     options = plan.Options(
         prune=args.prune,
@@ -503,7 +504,8 @@ def _reconcile(
         problems = [(n, a) for n, hp in run.plans.items() for a in hp.actions if a.error]
         applying = args.command == "apply" and not args.dry_run
         changes = any(a.type.is_change for hp in run.plans.values() for a in hp.actions)
-        if getattr(args, "planfile", None) and (differences := _plan_differs(args, run)):
+        saved = report.saved_plan(run.plans, args.digest)
+        if args.saved is not None and (differences := report.plan_differences(args.saved, saved)):
             _print_plan(run.plans, args, out)
             err.print(f"the fresh plan differs from {escape(args.planfile)}:", style="red")
             for line in differences:
@@ -515,7 +517,7 @@ def _reconcile(
             if problems:
                 return EXIT_ERROR
             if getattr(args, "out", None):
-                _write_plan(args.out, report.saved_plan(run.plans, args.digest), err)
+                _write_plan(args.out, saved, err)
             return EXIT_CHANGES if args.detailed_exitcode and changes else EXIT_OK
         text = args.output == "text"
         applied = apply(
@@ -553,14 +555,12 @@ def _write_plan(path: str, document: Mapping[str, Any], err: Console) -> None:
     err.print(f"Saved the plan to {escape(path)}; apply it with: apply ... --plan {escape(path)}")
 
 
-def _plan_differs(args: argparse.Namespace, run: Run) -> list[str]:
+def _read_plan(path: str) -> dict[str, Any]:
+    """A saved plan, read before any host is (a bad file fails fast)."""
     try:
-        saved = report.read_saved_plan(Path(args.planfile).read_text(encoding="utf-8"))
+        return report.read_saved_plan(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise errors.UsageError(
-            f"--plan {args.planfile}: {getattr(e, 'strerror', None) or e}"
-        ) from e
-    return report.plan_differences(saved, report.saved_plan(run.plans, args.digest))
+        raise errors.UsageError(f"--plan {path}: {getattr(e, 'strerror', None) or e}") from e
 
 
 def _print_plan(plans: Mapping[str, plan.HostPlan], args: argparse.Namespace, out: Console) -> None:
