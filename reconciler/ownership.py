@@ -12,8 +12,10 @@ Pure data and (de)serialisation; ``hosts`` reads and writes them.
   host itself, and every machine that can reach the host can read it.
 
 A record holds: managed, the last-applied field paths (for the three-way
-diff), the prune permission, the placement (candidate hosts) and, for a
-domain between the shutdown and the start of a restart, ``restarting``.
+diff), the prune permission, the placement (candidate hosts), the manifest's
+``metadata.labels`` (so that a prune under ``--selector`` knows an orphan's
+labels) and, for a domain between the shutdown and the start of a restart,
+``restarting``.
 
 Placement: a domain placed on one of several candidate hosts carries
 ``placement`` (the candidates) and ``host`` (where it was placed) in its own
@@ -51,6 +53,8 @@ class Record:
     host: str = ""
     # A domain between the shutdown and the start of a restart (see plan).
     restarting: bool = False
+    # The manifest's metadata.labels, sorted (written only when there are any).
+    labels: tuple[tuple[str, str], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -62,6 +66,8 @@ class Record:
         }
         if self.restarting:
             data["restarting"] = True
+        if self.labels:
+            data["labels"] = dict(self.labels)
         return data
 
     @classmethod
@@ -73,6 +79,7 @@ class Record:
             placement=tuple(str(h) for h in data.get("placement", ())),
             host=str(data.get("host", "")),
             restarting=bool(data.get("restarting", False)),
+            labels=tuple(sorted((str(k), str(v)) for k, v in dict(data.get("labels", {})).items())),
         )
 
 

@@ -402,7 +402,7 @@ class TestDriverHost(Host):
     def _conn(self) -> Any:
         from reconciler import hosts
 
-        return hosts._open(self.uri)
+        return hosts.open_uri(self.uri)
 
     def define(self, doc: Document) -> None:
         _define(self._conn(), doc)
@@ -591,6 +591,13 @@ class DocResult:
                 True,
                 False,
             }
+        if label == "pool-source" and len(d) == 2 and {c.path for c in d} == {
+            "source/name",
+            "target/path",
+        }:
+            # logical and zfs pools: libvirt derives the target (/dev/VG, /dev/zvol/POOL)
+            # from the source name, so renaming the source moves the target with it.
+            return True
         return len(d) == 1
 
     def edit_ok(self, label: str) -> bool:
