@@ -237,7 +237,8 @@ def test_the_parsers_reading_is_cached_on_disk(tmp_path: Path) -> None:
     """A second process reads the normalised document from the cache folder."""
     env = {**os.environ, "VIRT_RECONCILE_CACHE_DIR": str(tmp_path)}
     script = (
-        "import sys; from reconciler.hosts.normalise import normalise; from reconciler.model import Kind;"
+        "import sys; from reconciler.hosts.normalise import normalise;"
+        "from reconciler.model import Kind;"
         "print(normalise(Kind.NETWORK, sys.stdin.read()))"
     )
     doc = NETWORK.replace("vrf-doc-net", "vrf-cache-net")
