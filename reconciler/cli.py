@@ -7,7 +7,8 @@
                                     [-o text|json] [--dry-run]
     virt-reconcile status   PATH... [-c URI] [--host NAME...] [-o text|json]
     virt-reconcile watch    PATH... | --git URL [--ref main] [--interval 30s] [-c URI] [--prune]
-                                    [--resync 5m] [--metrics-addr 127.0.0.1:9177]
+                                    [--resync 5m] [--metrics-addr 127.0.0.1:9178] [--dry-run]
+                                    [--log-format text|json]
     virt-reconcile export   [PATH...] [-c URI] [--host NAME] [--kind K...] [--name N...]
                                     [--adopt] -d DIR
 
@@ -21,7 +22,6 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import logging
 import signal
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -542,12 +542,20 @@ def _watch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     w.add_argument(
         "--metrics-addr",
         type=_address,
-        default="127.0.0.1:9177",
+        default=watch.DEFAULT_ADDRESS,
         metavar="HOST:PORT",
-        help="serve /metrics, /healthz and POST /-/reload here (port 0: any free port)",
+        help="serve the status page (/), /metrics, /healthz, /readyz and POST /-/reload here "
+        f"(default {watch.DEFAULT_ADDRESS}; port 0: any free port)",
     )
     w.add_argument("--no-metrics", action="store_true", help="serve no HTTP endpoint")
     w.add_argument("-v", "--verbose", action="store_true", help="also log every libvirt event")
+    # Daemon operation: drift detection only, and the log's format.
+    w.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="detect and report drift and pending changes; change nothing",
+    )
+    w.add_argument("--log-format", choices=["text", "json"], default="text", help="log lines")
 
 
 def _watch(args: argparse.Namespace, err: Console) -> int:
@@ -571,12 +579,9 @@ def _watch(args: argparse.Namespace, err: Console) -> int:
         force_prune=args.force_prune,
         resync=args.resync,
         metrics_addr=None if args.no_metrics else args.metrics_addr,
+        dry_run=args.dry_run,
     )
-    handler = logging.StreamHandler(err.file)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s"))
-    root = logging.getLogger("reconciler")
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    unlog = watch.logs.configure(err.file, args.log_format, args.verbose)
     # Each pass holds the hosts' apply locks (no waiting: a held lock is retried with backoff).
     watcher = watch.Watcher(config, lock=lambda hosts: lock.hold(hosts, command="watch"))
     try:
@@ -591,7 +596,7 @@ def _watch(args: argparse.Namespace, err: Console) -> int:
     signal.signal(signal.SIGHUP, lambda *_: watcher.reload())
     while not watcher.wait(0.5):
         pass
-    root.removeHandler(handler)
+    unlog()
     return EXIT_OK
 
 
