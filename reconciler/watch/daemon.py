@@ -108,6 +108,7 @@ class Entry:
     host: str
     what: str
     text: str
+    count: int = 1  # the same happening again (a retried error) moves it up and counts
 
 
 RECENT = 50  # entries the status page keeps
@@ -523,7 +524,16 @@ class Watcher:
             tag,
             extra={"host": host, "action": a.type.value, "object": a.ref, "drift": drift},
         )
-        self.recent.append(Entry(at=time.time(), host=host, what="would", text=text + tag))
+        self._remember(host, "would", text + tag)
+
+    def _remember(self, host: str, what: str, text: str) -> None:
+        """Add to the status page's recent list; a repeat replaces its earlier entry."""
+        count = 1
+        for old in list(self.recent):
+            if (old.host, old.what, old.text) == (host, what, text):
+                self.recent.remove(old)
+                count += old.count
+        self.recent.append(Entry(at=time.time(), host=host, what=what, text=text, count=count))
 
     def _record_revision(self, run: Run, host: str, desired: Desired) -> None:
         """Write the applied git revision to the host's registry (``status`` shows it)."""
@@ -579,8 +589,7 @@ class Watcher:
             )
             if a.type.is_change:
                 text = f"{report.SYMBOLS[a.type]} {a.type.value} {a.ref}{detail}"
-                what = "drift" if drift else "change"
-                self.recent.append(Entry(at=time.time(), host=host, what=what, text=text))
+                self._remember(host, "drift" if drift else "change", text)
         else:
             log.error("host %s: %s %s failed: %s", host, a.type.value, a.ref, r.error, extra=fields)
         if r.result is Outcome.OK and a.type.is_change:
@@ -602,9 +611,7 @@ class Watcher:
                 objects=hs.objects if hs else (),
             )
             for e in o.errors:
-                self.recent.append(
-                    Entry(at=time.time(), host=name, what="error", text=desired.snapshot.display(e))
-                )
+                self._remember(name, "error", desired.snapshot.display(e))
             self.metrics.runs.labels(name, o.result).inc()
             self.metrics.host_up.labels(name).set(0 if o.result is HostResult.UNREACHABLE else 1)
             if o.result is HostResult.OK:

@@ -32,7 +32,7 @@ th{background:#eef0f3;font-weight:600}
 .OutOfSync,.Missing,.PendingRestart,.would,.not-converged,.drift{background:#fff1cc;color:#6b4a00}
 .Failed,.failed,.unreachable,.error,.no{background:#fde0e0;color:#8a1c1c}
 .Suspended,.none{background:#e8e8e8;color:#444}
-.err{color:#8a1c1c;white-space:pre-wrap}code{font-size:.95em}
+.err{color:#8a1c1c;white-space:pre-wrap}code{font-size:.95em}.n{white-space:nowrap}
 """
 
 
@@ -110,17 +110,15 @@ def _host(v: HostView, now: float) -> list[str]:
 
 def _recent(entries: Iterable[Entry], now: float) -> list[str]:
     rows = [
-        f"<tr><td>{_ago(e.at, now)}</td><td>{_e(e.host)}</td><td>{_badge(e.what)}</td>"
-        f"<td><code>{_e(e.text)}</code></td></tr>"
+        f'<tr><td class="n">{_ago(e.at, now)}</td><td class="n">{_e(e.host)}</td>'
+        f"<td>{_badge(e.what)}</td><td><code>{_e(e.text)}</code></td>"
+        f'<td class="n">{"&times; " + str(e.count) if e.count > 1 else ""}</td></tr>'
         for e in entries
     ]
     if not rows:
         return ["<p>Nothing yet.</p>"]
-    return [
-        '<table class="recent"><tr><th>when</th><th>host</th><th></th><th></th></tr>',
-        *rows,
-        "</table>",
-    ]
+    head = "<tr><th>when</th><th>host</th><th>what</th><th>detail</th><th>times</th></tr>"
+    return [f'<table class="recent">{head}', *rows, "</table>"]
 
 
 def _e(text: str) -> str:
