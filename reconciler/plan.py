@@ -317,7 +317,7 @@ def build_host_plan(
                 Action(
                     **base,
                     type=ActionType.CREATE if obs is None else ActionType.UPDATE,
-                    error="; ".join(problems),
+                    error="\n".join(problems),
                 )
             )
             continue

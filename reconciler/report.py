@@ -1,6 +1,6 @@
 """Plans and change sets as plain data (``-o json``) and as text lines (pure).
 
-The JSON document is a stable contract (SPEC §2): fields may be added, never
+The JSON document is a stable contract (README, `-o json`): fields may be added, never
 renamed. ``cli`` prints what these functions return.
 """
 
@@ -10,7 +10,7 @@ import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from reconciler import status
+from reconciler import errors, status
 from reconciler.execute import Result
 from reconciler.placement import Placement
 from reconciler.plan import Action, ActionType, HostPlan
@@ -54,6 +54,21 @@ def action_json(action: Action, result: Result | None = None) -> dict[str, Any]:
     elif action.error is not None:
         data["error"] = action.error
     return data
+
+
+def errors_json(problems: Sequence[errors.Problem | str]) -> dict[str, Any]:
+    """``{"version": 1, "errors": [{file, line, path, message}]}``: what ``-o json``
+    prints on stdout when the input is invalid (``file``/``line``/``path`` are
+    null for an error that belongs to no manifest field, e.g. a bad ``-c``)."""
+    return {
+        "version": JSON_VERSION,
+        "errors": [
+            {"file": p.file, "line": p.line, "path": p.path, "message": p.message}
+            if isinstance(p, errors.Problem)
+            else {"file": None, "line": None, "path": None, "message": p}
+            for p in problems
+        ],
+    }
 
 
 def placement_json(p: Placement) -> dict[str, Any]:

@@ -457,7 +457,11 @@ class Watcher:
                     log.warning("host %s: connection lost; reconnecting", h.name)
                     session.close()
             elif h.name in applied.blocked:
-                problems = tuple(f"{a.ref}: {a.error}" for a in applied.blocked[h.name])
+                problems = tuple(  # one log line per plan-time problem
+                    f"{a.ref}: {line}"
+                    for a in applied.blocked[h.name]
+                    for line in (a.error or "").splitlines()
+                )
             elif result is HostResult.FAILED:
                 problems = tuple(f"{r.action.ref}: {r.error}" for r in applied.failed(h.name))
             elif result is HostResult.NOT_CONVERGED:
