@@ -11,6 +11,7 @@
                                     [--log-format text|json]
     virt-reconcile export   [PATH...] [-c URI] [--host NAME] [--kind K...] [--name N...]
                                     [--adopt] -d DIR
+    virt-reconcile schema | completion bash|zsh|fish
 
 Exit codes: 0 success / no changes; 1 error (also a usage error: an unknown
 flag or a bad value); 2 with --detailed-exitcode: success and there are changes.
@@ -40,6 +41,8 @@ from reconciler import (
     manifests,
     plan,
     report,
+    schema,
+    shell,
     status,
     units,
     watch,
@@ -191,7 +194,18 @@ def _parser() -> argparse.ArgumentParser:
     hosts_args(st)
     _watch_parser(sub)
     _export_parser(sub)
+    _tools_parser(sub)
     return p
+
+
+def _tools_parser(sub: Any) -> None:
+    """Editors and shells: the combined JSON Schema, completion scripts."""
+    sub.add_parser(
+        "schema",
+        help="print one JSON Schema for every kind (for editors: yaml-language-server)",
+    )
+    co = sub.add_parser("completion", help="print a shell completion script")
+    co.add_argument("shell", choices=shell.SHELLS)
 
 
 def _export_parser(sub: Any) -> None:
@@ -235,7 +249,12 @@ def _kind(text: str) -> Kind:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command in ("schema", "completion"):
+        text = schema.text() if args.command == "schema" else shell.completion(parser, args.shell)
+        sys.stdout.write(text)
+        return EXIT_OK
     out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     as_json = getattr(args, "output", "text") == "json"
