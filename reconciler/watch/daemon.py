@@ -517,12 +517,10 @@ class Watcher:
 
     def _log_would(self, host: str, a: plan.Action, drift: bool) -> None:
         paths = _paths(a)
-        text = f"would {report.SYMBOLS[a.type]} {a.type.value} {a.ref}" + (
-            f": {paths}" if paths else ""
-        )
+        text = f"{report.SYMBOLS[a.type]} {a.type.value} {a.ref}" + (f": {paths}" if paths else "")
         tag = " [drift]" if drift else ""
         log.warning(
-            "host %s: %s%s (dry run)",
+            "host %s: would %s%s (dry run)",
             host,
             text,
             tag,

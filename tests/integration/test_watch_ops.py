@@ -164,6 +164,10 @@ def test_dry_run_detects_drift_and_leaves_it(
     would = [r.getMessage() for r in caplog.records if "(dry run)" in r.getMessage()]
     assert any("would ~ update Domain/vrt-w1: memory [drift]" in m for m in would), would
     assert [e.what for e in w.recent] == ["would"]
+    _, page = http(w, "/")  # the status page says so too
+    assert "mode: <b>dry run (changes nothing)</b>" in page
+    assert re.search(r'class="b would">would</span></td><td><code>~ update Domain/vrt-w1', page)
+    assert re.search(r"<code>Domain/vrt-w1</code></td><td><span class=\"b OutOfSync\">", page)
 
 
 # --- endpoints and metrics -------------------------------------------------------------
