@@ -10,5 +10,6 @@ PYTHON="${PYTHON:-.venv/bin/python}"
     --version "$("$PYTHON" -c 'import reconciler; print(reconciler.__version__)')" \
     --description "declarative GitOps reconciler for libvirt" \
     --manual-title "virt-reconcile manual" --format single-commands-section \
+    --include docs/virt-reconcile.1.include \
     --output docs/virt-reconcile.1
 echo "wrote docs/virt-reconcile.1"

@@ -203,6 +203,7 @@ def test_man_page_is_current_and_mentions_every_subcommand_and_option() -> None:
                 "version": cli.__version__,
                 "description": "declarative GitOps reconciler for libvirt",
                 "manual_title": "virt-reconcile manual",
+                "include": str(REPO / "docs" / "virt-reconcile.1.include"),
             },
             format="single-commands-section",
         )
@@ -213,6 +214,8 @@ def test_man_page_is_current_and_mentions_every_subcommand_and_option() -> None:
 
     assert body(fresh) == body(text), "the man page is stale: run bash scripts/manpage.sh"
     plain = text.replace("\\-", "-")
+    for section in ("EXIT STATUS", "ENVIRONMENT", "FILES", "SEE ALSO"):
+        assert f".SH {section}" in text, section
     for name, sub in subcommands(cli._parser()).items():
         assert f"virt-reconcile {name}" in plain, name
         for action in sub._actions:
