@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from typing import assert_never
 
 import libvirt
 
@@ -69,28 +70,33 @@ def _normaliser_conn() -> libvirt.virConnect:
 
 
 def _round_trip(conn: libvirt.virConnect, kind: Kind, xml: str) -> str | None:
-    if kind is Kind.DOMAIN:
-        dom = conn.defineXMLFlags(xml, 0)
-        try:
-            return str(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE))
-        finally:
-            dom.undefine()
-    if kind is Kind.NETWORK:
-        net = conn.networkDefineXML(xml)
-        try:
-            return str(net.XMLDesc(0))
-        finally:
-            net.undefine()
-    if kind is Kind.STORAGE_POOL:
-        pool = conn.storagePoolDefineXML(xml, 0)
-        try:
-            return str(pool.XMLDesc(0))
-        finally:
-            pool.undefine()
-    if kind is Kind.VOLUME:
-        vol = conn.storagePoolLookupByName(_NORMALISE_POOL).createXML(xml, 0)
-        try:
-            return str(vol.XMLDesc(0))
-        finally:
-            vol.delete(0)
-    return None
+    match kind:
+        case Kind.DOMAIN:
+            dom = conn.defineXMLFlags(xml, 0)
+            try:
+                flags = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
+                return str(dom.XMLDesc(flags))
+            finally:
+                dom.undefine()
+        case Kind.NETWORK:
+            net = conn.networkDefineXML(xml)
+            try:
+                return str(net.XMLDesc(0))
+            finally:
+                net.undefine()
+        case Kind.STORAGE_POOL:
+            pool = conn.storagePoolDefineXML(xml, 0)
+            try:
+                return str(pool.XMLDesc(0))
+            finally:
+                pool.undefine()
+        case Kind.VOLUME:
+            vol = conn.storagePoolLookupByName(_NORMALISE_POOL).createXML(xml, 0)
+            try:
+                return str(vol.XMLDesc(0))
+            finally:
+                vol.delete(0)
+        case Kind.HOST:
+            return None
+        case _:
+            assert_never(kind)
