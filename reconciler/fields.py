@@ -177,6 +177,30 @@ FIELDS: Mapping[Kind, tuple[Field, ...]] = {
 }  # fmt: skip
 
 
+# Friendly fields that are not libvirt XML (where the object lives, how it is
+# managed), and leaves whose XML belongs to a field above (``disks[].source.file``
+# is part of ``disks[].source``, a disk's ``target`` is its identity): declared
+# here so that schema, this table and docs/manifests.md are checked against each
+# other (tests/unit/test_fields.py).
+SETTINGS: Mapping[Kind, frozenset[str]] = {
+    Kind.DOMAIN: frozenset(
+        {
+            "host", "placement", "state", "autostart", "updateStrategy", "ignoreDifferences",
+            "xml", "disks[].target", "interfaces[].name", "kernel", "cpu",
+        }
+    ),
+    Kind.NETWORK: frozenset({"host", "state", "autostart", "xml", "ip", "dns"}),
+    Kind.STORAGE_POOL: frozenset({"host", "state", "autostart", "xml", "source"}),
+    Kind.VOLUME: frozenset({"host", "pool", "prune", "xml", "backingStore"}),
+}  # fmt: skip
+
+
+def declared(kind: Kind) -> frozenset[str]:
+    """Every field name of ``kind`` this module knows, list items as ``[]``."""
+    names = {re.sub(r"\[\{key\}\]", "[]", f.name) for f in FIELDS.get(kind, ())}
+    return frozenset(names) | SETTINGS.get(kind, frozenset())
+
+
 @dataclass(frozen=True, kw_only=True)
 class Described:
     """A change in the manifest's language: its field (None: only ``spec.xml`` says

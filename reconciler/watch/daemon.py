@@ -466,7 +466,7 @@ class Watcher:
                 problems = tuple(f"{r.action.ref}: {r.error}" for r in applied.failed(h.name))
             elif result is HostResult.NOT_CONVERGED:
                 problems = tuple(
-                    f"{a.ref} still plans {a.type.value}: " + ", ".join(c.path for c in a.changes)
+                    f"{a.ref} still plans {a.type.value}: " + ", ".join(c.label for c in a.changes)
                     for a in applied.left[h.name]
                 )
             else:
@@ -642,4 +642,4 @@ def _outcome_text(o: HostOutcome) -> str:
 def _paths(a: plan.Action) -> str:
     """The changed fields of an update or adopt (a create or delete is whole)."""
     shown = a.type in (plan.ActionType.UPDATE, plan.ActionType.ADOPT)
-    return ", ".join(c.path for c in a.changes) if shown else ""
+    return ", ".join(c.label for c in a.changes) if shown else ""

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from reconciler import fields
@@ -16,6 +20,9 @@ DOMAIN = {
     "xml": "<domain><features><acpi/></features></domain>",
 }
 VDB = "devices/disk[target=vdb]"
+REPO = Path(__file__).resolve().parents[2]
+SCHEMAS = REPO / "reconciler" / "schemas"
+DOCS = REPO / "docs" / "manifests.md"
 
 
 @pytest.mark.parametrize(
@@ -69,3 +76,39 @@ def test_other_kinds() -> None:
     assert (got.field, got.old, got.new) == ("format", "qcow2", "raw")
     got = fields.describe(Kind.STORAGE_POOL, "p", {"target": "/b"}, "target/path", "/a", "/b")
     assert got.field == "target"
+
+
+def _schema_fields(kind: Kind) -> set[str]:
+    """Every field path of a kind's schema, list items as ``[]``."""
+    schema = json.loads((SCHEMAS / f"{kind.value}.json").read_text())
+
+    def walk(props: dict[str, Any], prefix: str) -> set[str]:
+        out: set[str] = set()
+        for key, sub in props.items():
+            out.add(prefix + key)
+            if sub.get("type") == "object" and "properties" in sub:
+                out |= walk(sub["properties"], prefix + key + ".")
+            items = sub.get("items")
+            if sub.get("type") == "array" and isinstance(items, dict) and "properties" in items:
+                out |= walk(items["properties"], prefix + key + "[].")
+        return out
+
+    return walk(schema["properties"]["spec"]["properties"], "")
+
+
+@pytest.mark.parametrize("kind", [k for k in Kind if k is not Kind.HOST])
+def test_schema_field_table_and_docs_agree(kind: Kind) -> None:
+    """Every schema field is declared in reconciler/fields.py (an XML field or a
+    setting), every declared field exists in the schema, and the docs name it."""
+    schema = _schema_fields(kind)
+    known = fields.declared(kind)
+
+    def covered(name: str) -> bool:  # a leaf inside a declared field is that field's
+        return any(k in (name, name + "[]") or name.startswith((k + ".", k + "[]")) for k in known)
+
+    assert sorted(n for n in schema if not covered(n)) == []
+    assert sorted(n for n in known if n not in schema and n.removesuffix("[]") not in schema) == []
+    docs = DOCS.read_text()
+    section = docs.split(f"## {kind.value}\n", 1)[1].split("\n## ", 1)[0]
+    top = {n.split(".", 1)[0].split("[", 1)[0] for n in schema}
+    assert sorted(n for n in top if f"`{n}`" not in section and f"`{n}[]`" not in section) == []
