@@ -500,11 +500,12 @@ class Watcher:
                 if action.is_change:
                     self.metrics.pending.labels(h.name, action.value).set(counts[action.value])
             drift = self._applied.get(h.name) == desired.digest
-            lines = frozenset(f"{a.type.value} {a.ref}: {_paths(a)}" for a in changes)
-            if lines != self._pending_seen.get(h.name):
-                for a in changes:
+            seen = self._pending_seen.get(h.name, frozenset())
+            lines = [(a, f"{a.type.value} {a.ref}: {_paths(a)}") for a in changes]
+            for a, line in lines:
+                if line not in seen:  # each pending change is logged once, when it appears
                     self._log_would(h.name, a, drift)
-            self._pending_seen[h.name] = lines
+            self._pending_seen[h.name] = frozenset(line for _, line in lines)
             if not changes and not problems:
                 self._applied[h.name] = desired.digest  # in sync: a later difference is drift
             outcomes[h.name] = HostOutcome(
@@ -618,7 +619,8 @@ class Watcher:
             self.metrics.host_up.labels(name).set(0 if o.result is HostResult.UNREACHABLE else 1)
             if o.result is HostResult.OK:
                 self.backoff.succeeded(name)
-                self._applied[name] = desired.digest
+                if not o.pending:  # --dry-run: only a host in sync is "converged"
+                    self._applied[name] = desired.digest
                 self.metrics.last_success.labels(name).set_to_current_time()
                 continue
             for e in o.errors:

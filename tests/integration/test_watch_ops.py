@@ -135,6 +135,22 @@ def test_dry_run_reports_what_it_would_create_and_changes_nothing(
     assert w.last_outcomes["default"].pending == 2
     assert w.health()["dryRun"] is True
 
+    # A domain of that name appears by hand: a new pending change (an update instead of
+    # the create) is logged, the unchanged one is not again, and neither is called
+    # drift — the host was never in sync.
+    c.defineXML(
+        "<domain type='test'><name>vrt-w1</name><memory>32768</memory>"
+        "<os><type>hvm</type></os></domain>"
+    )
+    wait_for(
+        lambda: any("would ~ update Domain/vrt-w1" in r.getMessage() for r in caplog.records),
+        5,
+        "the new pending change is logged",
+    )
+    assert not [r for r in caplog.records if "[drift]" in r.getMessage()]
+    logged = [r.getMessage() for r in caplog.records if "would + create Network" in r.getMessage()]
+    assert len(logged) == 1
+
 
 def test_dry_run_detects_drift_and_leaves_it(
     manifests: Path,

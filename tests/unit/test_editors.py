@@ -124,6 +124,8 @@ def test_committed_schema_and_modelines_are_current(combined: dict[str, Any]) ->
 
 def test_pre_commit_hook_runs_validate(tmp_path: Path) -> None:
     hooks = yaml.safe_load((REPO / ".pre-commit-hooks.yaml").read_text())
+    assert {h["id"] for h in hooks} == {"virt-reconcile-validate", "virt-reconcile-validate-system"}
+    assert len({(h["entry"], tuple(h["args"])) for h in hooks}) == 1  # the same command
     hook = next(h for h in hooks if h["id"] == "virt-reconcile-validate")
     assert {"id", "name", "entry", "language"} <= set(hook)
     assert re.search(hook["files"], "manifests/web.yaml") and not re.search(hook["files"], "a.py")
