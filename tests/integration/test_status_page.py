@@ -8,60 +8,18 @@ is kept: under the test's tmp dir, and copied to ``$VIRT_RECONCILE_ARTIFACTS``
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
-import libvirt
 import pytest
 
-from reconciler import cli
 from tests.integration import test_watch as base
-from tests.integration.conftest import REPO
 from tests.integration.test_watch import DOMAIN, NETWORK, Start, http, wait_for
+from tests.testbed import browser
 
 start_watch = base.start_watch  # fixture shared with test_watch.py
 
 ODD = "vrt-<b>odd<b>&amp;"  # a legal libvirt name that is also markup
-
-
-def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        pytest.fail("chromium is missing: bash scripts/install.sh installs it (Debian 'chromium')")
-    return found
-
-
-def headless(url: str, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            chromium(),
-            "--headless",
-            "--no-sandbox",  # root in CI
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--hide-scrollbars",
-            f"--user-data-dir={tmp / 'chromium-profile'}",
-            "--window-size=1100,900",
-            *args,
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-
-
-def keep_artifact(path: Path) -> None:
-    where = os.environ.get("VIRT_RECONCILE_ARTIFACTS") or (
-        str(REPO / "artifacts") if os.environ.get("CI") else ""
-    )
-    if where:
-        Path(where).mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, Path(where) / path.name)
 
 
 @pytest.fixture
@@ -101,7 +59,7 @@ def watched(tmp_path: Path, host_uri: str, conn: object, start_watch: Start) -> 
 def test_status_page_renders_the_watched_host_in_chromium(watched: object, tmp_path: Path) -> None:
     w = watched
     url = f"http://127.0.0.1:{w.metrics_port}/"  # type: ignore[attr-defined]
-    dom = headless(url, tmp_path, "--dump-dom").stdout
+    dom = browser.dom(url, tmp_path)
     assert "<title>virt-reconcile watch</title>" in dom
     assert re.search(r'<meta http-equiv="refresh" content="\d+">', dom)
     # The host, its objects with their sync state, power and health.
@@ -122,11 +80,7 @@ def test_status_page_renders_the_watched_host_in_chromium(watched: object, tmp_p
     assert re.search(r'class="b error">error</span></td><td><code>[^<]*no-such-host', dom)
     assert dom.count('class="b error"') == 1  # retries of the same error: one entry, counted
 
-    shot = tmp_path / "status-page.png"
-    headless(url, tmp_path, f"--screenshot={shot}")
-    data = shot.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
-    keep_artifact(shot)
+    browser.screenshot(url, tmp_path, "status-page.png")
 
 
 def test_status_page_over_http_is_escaped_and_read_only(watched: object) -> None:
@@ -148,5 +102,3 @@ def test_status_page_before_any_pass(tmp_path: Path, start_watch: Start) -> None
     assert "manifests: <b>INVALID</b>" in body
     assert "No host reconciled yet." in body
 
-
-_ = (libvirt, cli)
