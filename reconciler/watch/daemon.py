@@ -386,6 +386,8 @@ class Watcher:
             log.error("error: %s", e)
             return {}
         self._hosts = tuple(h.name for h in target.hosts)
+        for gone in set(self.views) - set(self._hosts):  # no manifest names it any more
+            del self.views[gone]
         now = self._clock()
         hosts = tuple(
             h for h in target.hosts if batch.selects(h.name) and not self.backoff.gated(h.name, now)

@@ -57,6 +57,7 @@ def render(w: Watcher) -> str:
         _span("ready", "yes" if ready["ready"] else "no"),
         _span("passes", str(health["passes"])),
         _span("version", __version__),
+        f"<span>started {_ago(w.started_at, now)}</span>",
         "</p>",
     ]
     if w.last_pass is not None:
@@ -134,5 +135,16 @@ def _span(label: str, value: str) -> str:
 
 
 def _ago(at: float, now: float) -> str:
+    """``12s ago``, ``4m 10s ago``, ``3h 5m ago``, ``2d 1h ago``; the UTC time on hover."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(at))
-    return f'<time datetime="{stamp}" title="{stamp}">{max(0, round(now - at))}s ago</time>'
+    return f'<time datetime="{stamp}" title="{stamp}">{_span_of(now - at)} ago</time>'
+
+
+def _span_of(seconds: float) -> str:
+    left = max(0, round(seconds))
+    parts: list[str] = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if left >= size or (unit == "s" and not parts):
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return " ".join(parts[:2])

@@ -102,3 +102,12 @@ def test_status_page_before_any_pass(tmp_path: Path, start_watch: Start) -> None
     assert "manifests: <b>INVALID</b>" in body
     assert "No host reconciled yet." in body
 
+
+def test_a_host_no_manifest_names_leaves_the_page(watched: object, tmp_path: Path) -> None:
+    w = watched
+    d = tmp_path / "manifests"
+    (d / "b.yaml").unlink()
+    hosts = (d / "hosts.yaml").read_text().split("---\n")[0]
+    (d / "hosts.yaml").write_text(hosts)
+    wait_for(lambda: 'id="host-kvm-b"' not in http(w, "/")[1], 10, "kvm-b leaves the page")  # type: ignore[arg-type]
+    assert 'id="host-kvm-a"' in http(w, "/")[1]  # type: ignore[arg-type]
