@@ -165,13 +165,10 @@ def _ignores(m: Manifest) -> list[str]:
 def _record(
     m: Manifest, flat: canonical.Flat, host: str, placement: Sequence[str] = ()
 ) -> ownership.Record:
-    prune = not m.prune_protected
-    if m.kind is Kind.VOLUME:
-        prune = prune and bool(m.spec.get("prune", False))
     return ownership.Record(
         managed=True,
         applied=frozenset(flat.values),
-        prune=prune,
+        prune=not m.prune_protected,
         placement=tuple(placement),
         host=host,
     )
