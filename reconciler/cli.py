@@ -274,7 +274,7 @@ _SYNC_STYLES = {
 
 
 def _status(args: argparse.Namespace, out: Console) -> int:
-    run = Run(target=_target(args), options=plan.Options())
+    run = Run(target=_target(args), options=plan.Options(), read_only=True)
     try:
         run.connect_and_observe()
         run.build_plans()
@@ -312,7 +312,7 @@ def _plan_or_apply(args: argparse.Namespace, out: Console, err: Console) -> int:
         max_prune=args.max_prune,
         force_prune=args.force_prune,
     )
-    applying = args.command == "apply" and not args.dry_run
+    applying = _applying(args)
 
     def waiting(host: Host, holder: lock.Holder) -> None:
         err.print(
@@ -331,15 +331,20 @@ def _plan_or_apply(args: argparse.Namespace, out: Console, err: Console) -> int:
         return _reconcile(args, target, options, out, err)
 
 
+def _applying(args: argparse.Namespace) -> bool:
+    """apply without --dry-run: the one case that changes hosts (read-write, locked)."""
+    return bool(args.command == "apply" and not args.dry_run)
+
+
 def _reconcile(
     args: argparse.Namespace, target: Target, options: plan.Options, out: Console, err: Console
 ) -> int:
-    run = Run(target=target, options=options)
+    run = Run(target=target, options=options, read_only=not _applying(args))
     try:
         run.connect_and_observe()
         run.build_plans()
         problems = [(n, a) for n, hp in run.plans.items() for a in hp.actions if a.error]
-        applying = args.command == "apply" and not args.dry_run
+        applying = _applying(args)
         changes = any(a.type.is_change for hp in run.plans.values() for a in hp.actions)
         if not applying:
             _print_plan(run.plans, args, out)
@@ -601,7 +606,7 @@ def _export(args: argparse.Namespace, out: Console, err: Console) -> int:
     overrides = manifests.load_hosts_override(args.hosts_override) if args.hosts_override else None
     target = resolve_hosts(hosts_only, connect=args.connect, only=args.host, overrides=overrides)
     directory = Path(args.directory)
-    run = Run(target=target, options=plan.Options())
+    run = Run(target=target, options=plan.Options(), read_only=not args.adopt)
     try:
         run.connect_and_observe()
         failed = False

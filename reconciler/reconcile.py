@@ -143,6 +143,8 @@ class Run:
     # What each host gets, placed domains included (set by build_plans).
     assignments: dict[str, tuple[Manifest, ...]] = field(default_factory=dict)
     placements: dict[str, placement.Placement] = field(default_factory=dict)
+    # Read-only connections (``plan``, ``status``, ``export``): observe, never change.
+    read_only: bool = False
 
     def connect_and_observe(self) -> None:
         wanted: dict[str, set[CapsKey]] = {}
@@ -155,7 +157,9 @@ class Run:
             # (the convergence check) reuses them.
             reuse = host.name in self.states and self.states[host.name].reachable
             try:
-                session = self.sessions.get(host.name) or Session.open(host)
+                session = self.sessions.get(host.name) or Session.open(
+                    host, read_only=self.read_only
+                )
                 state = session.observe(capabilities=wanted.get(host.name, ()), reuse=reuse)
                 return session, state
             except errors.HostError as e:

@@ -19,11 +19,16 @@ from reconciler.steps import Step
 
 
 class Session:
-    """One open connection to one host."""
+    """One open connection to one host.
 
-    def __init__(self, host: Host, conn: libvirt.virConnect) -> None:
+    A ``read_only`` session (``plan``, ``status``, ``export``) observes only:
+    every mutating entry point refuses before it reaches libvirt.
+    """
+
+    def __init__(self, host: Host, conn: libvirt.virConnect, *, read_only: bool = False) -> None:
         self.host = host
         self.conn = conn
+        self.read_only = read_only
         self._calls = Calls(host, conn)
         self._caps = observe.Capabilities()
         self._watcher = Watcher(host.name, conn)
@@ -50,8 +55,14 @@ class Session:
     # --- connecting --------------------------------------------------------------
 
     @classmethod
-    def open(cls, host: Host) -> Session:
-        return cls(host, connection.connect(host))
+    def open(cls, host: Host, *, read_only: bool = False) -> Session:
+        return cls(host, connection.connect(host, read_only=read_only), read_only=read_only)
+
+    def _writable(self, what: str) -> None:
+        if self.read_only:
+            raise errors.HostError(
+                self.host.name, f"{what}: refused, the connection is read-only (a bug)"
+            )
 
     def close(self) -> None:
         self.unwatch()
@@ -105,6 +116,7 @@ class Session:
 
     def run(self, step: Step, action: Action) -> None:
         """Carry out one step of an action; raises ActionError on failure."""
+        self._writable(f"{action.ref}: {step.label}")
         try:
             self._calls.run(step, action)
         except libvirt.libvirtError as e:
@@ -114,6 +126,7 @@ class Session:
 
     def discard_domain(self, name: str) -> None:
         """Roll back a domain this run defined here: stop it, undefine it, leave nothing."""
+        self._writable(f"rollback of Domain/{name}")
         try:
             self._calls.discard_domain(name)
         except libvirt.libvirtError as e:
@@ -125,6 +138,7 @@ class Session:
 
     def record_placement(self, name: str, record: ownership.Record | None) -> None:
         """Keep (or drop) the placement record of a domain that lives on another host."""
+        self._writable(f"placement record of Domain/{name}")
         try:
             self._calls.registry.set_domain(name, record)
         except libvirt.libvirtError as e:
@@ -134,6 +148,7 @@ class Session:
 
     def record_applied(self, applied: dict[str, str]) -> None:
         """Remember on the host what ``watch`` applied (the git revision), for ``status``."""
+        self._writable("the revision record")
         try:
             self._calls.registry.set_applied(applied)
         except libvirt.libvirtError as e:
