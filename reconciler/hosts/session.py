@@ -29,6 +29,7 @@ class Session:
         self.host = host
         self.conn = conn
         self.read_only = read_only
+        self._full: libvirt.virConnect | None = None  # see _capabilities_conn
         self._calls = Calls(host, conn)
         self._caps = observe.Capabilities()
         self._watcher = Watcher(host.name, conn)
@@ -67,6 +68,8 @@ class Session:
     def close(self) -> None:
         self.unwatch()
         self._calls.removals.close()
+        if self._full is not None and self._full is not self.conn:
+            connection.disconnect(self.host, self._full)
         connection.disconnect(self.host, self.conn)
 
     def alive(self) -> bool:
@@ -100,7 +103,11 @@ class Session:
             self._caps.clear()
         try:
             objects, registry = observe.objects(self.conn)
-            caps = self._caps.read(self.conn, sorted(set(capabilities)), uri=self.host.uri)
+            wanted = sorted(set(capabilities))
+            caps_conn = self._capabilities_conn() if wanted else self.conn
+            caps = self._caps.read(
+                caps_conn, wanted, uri=self.host.uri, read_only=caps_conn is self.conn
+            )
         except libvirt.libvirtError as e:
             raise errors.HostError(self.host.name, describe(e, uri=self.host.uri)) from e
         self._calls.registry.current = registry
@@ -111,6 +118,19 @@ class Session:
             driver=connection.driver(self.conn),
             capabilities=caps,
         )
+
+    def _capabilities_conn(self) -> libvirt.virConnect:
+        """libvirt refuses domain capabilities on a read-only connection: a read-only
+        session reads them (placement needs them) over a read-write connection of
+        their own when the account may open one, else goes without (define decides)."""
+        if not self.read_only or self.host.uri.startswith("test://"):
+            return self.conn
+        if self._full is None:
+            try:
+                self._full = connection.open_uri(self.host.uri)
+            except libvirt.libvirtError:
+                self._full = self.conn
+        return self._full
 
     # --- doing ---------------------------------------------------------------------
 
