@@ -43,7 +43,8 @@ from reconciler import (
     watch,
 )
 from reconciler.execute import Result
-from reconciler.model import Host, Kind, ManifestSet
+from reconciler.model import Host, Kind, Manifest, ManifestSet
+from reconciler.placement import Placement
 from reconciler.plan import ActionType
 from reconciler.reconcile import Run, Target, apply, resolve_hosts
 from reconciler.uris import redact_uri
@@ -270,6 +271,7 @@ _SYNC_STYLES = {
     status.Sync.SUSPENDED: "dim",
     status.Sync.MISSING: "yellow",
     status.Sync.FAILED: "red",
+    status.Sync.ORPHAN: "yellow",
 }
 
 
@@ -347,13 +349,16 @@ def _reconcile(
         applying = _applying(args)
         changes = any(a.type.is_change for hp in run.plans.values() for a in hp.actions)
         if not applying:
-            _print_plan(run.plans, args, out)
+            _print_plan(run.plans, args, out, run.unplaced())
             if problems:
                 return EXIT_ERROR
             return EXIT_CHANGES if args.detailed_exitcode and changes else EXIT_OK
         text = args.output == "text"
         applied = apply(
-            run, before_execute=(lambda plans: _print_plan(plans, args, out)) if text else None
+            run,
+            before_execute=(lambda plans: _print_plan(plans, args, out, run.unplaced()))
+            if text
+            else None,
         )
         if applied.blocked:
             # Checks that need a host failed: change nothing anywhere.
@@ -364,14 +369,20 @@ def _reconcile(
         if args.output == "json":
             out.print_json(
                 json.dumps(
-                    report.plan_json(applied.plans, applied.results, converged=applied.converged)
+                    report.plan_json(
+                        applied.plans,
+                        applied.results,
+                        converged=applied.converged,
+                        unplaced=run.unplaced(),
+                        pending_restart=applied.pending_restart,
+                    )
                 )
             )
         else:
             _print_results(applied.results, args, out)
         failed = bool(applied.failed())
         if text:
-            _print_convergence(left, failed, out)
+            _print_convergence(left, failed, out, applied.pending_restart)
         if failed or not applied.converged:
             return EXIT_ERROR
         return EXIT_CHANGES if args.detailed_exitcode and applied.made() else EXIT_OK
@@ -379,9 +390,14 @@ def _reconcile(
         run.close()
 
 
-def _print_plan(plans: Mapping[str, plan.HostPlan], args: argparse.Namespace, out: Console) -> None:
+def _print_plan(
+    plans: Mapping[str, plan.HostPlan],
+    args: argparse.Namespace,
+    out: Console,
+    unplaced: Sequence[tuple[Manifest, Placement]] = (),
+) -> None:
     if args.output == "json":
-        out.print_json(json.dumps(report.plan_json(plans)))
+        out.print_json(json.dumps(report.plan_json(plans, unplaced=unplaced)))
         return
     for name, hp in plans.items():
         status = "" if hp.reachable else f" [red]unreachable: {escape(hp.error or '')}[/]"
@@ -395,17 +411,19 @@ def _print_plan(plans: Mapping[str, plan.HostPlan], args: argparse.Namespace, ou
             _print_action(a, args, out)
         if not shown:
             out.print("  no changes")
+    for m, p in unplaced:
+        out.print(f"[yellow]Note:[/] {escape(report.unplaced_text(m.ref, p))}")
     counts = report.summary(plans)
     out.print("Plan: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
 
 
 def _print_action(a: plan.Action, args: argparse.Namespace, out: Console) -> None:
-    style = _STYLES[a.type]
+    style, label = _STYLES[a.type], f"{report.SYMBOLS[a.type]} {a.type.value}"
+    if a.orphan is not None and a.type is ActionType.UNCHANGED:
+        style, label = "yellow", "? orphan"  # requires pruning (Argo CD's word)
     disruption = f" ({a.disruption.value})" if a.disruption and a.type.is_change else ""
     where = f"  [dim]{escape(a.source)}[/]" if a.source else ""
-    out.print(
-        f"  [{style}]{report.SYMBOLS[a.type]} {a.type.value} {escape(a.ref)}[/]{disruption}{where}"
-    )
+    out.print(f"  [{style}]{label} {escape(a.ref)}[/]{disruption}{where}")
     if a.note:
         out.print(f"      [dim]{escape(a.note)}[/]")
     if a.placement is not None and (a.type is ActionType.CREATE or a.placement.skipped):
@@ -460,11 +478,18 @@ def _print_results(
                 out.print(f"      [dim]{escape(report.placement_text(r.action.placement))}[/]")
 
 
-def _print_convergence(left: Sequence[tuple[str, plan.Action]], failed: bool, out: Console) -> None:
+def _print_convergence(
+    left: Sequence[tuple[str, plan.Action]],
+    failed: bool,
+    out: Console,
+    pending: Mapping[str, Sequence[plan.Action]],
+) -> None:
     if failed:
         out.print("[red]Failed:[/] some actions failed (above); the rest was applied.")
     if not left:
-        if not failed:
+        if not failed and pending:
+            out.print(f"[green]Converged[/]; [magenta]{escape(report.restart_text(pending))}[/]")
+        elif not failed:
             out.print("[green]Converged:[/] a fresh plan finds nothing left to do.")
         return
     out.print(

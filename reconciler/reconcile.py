@@ -193,6 +193,15 @@ class Run:
                 assignments[chosen.host].append(m)
         self.assignments = {k: tuple(v) for k, v in assignments.items()}
 
+    def unplaced(self) -> list[tuple[Manifest, placement.Placement]]:
+        """Placed domains whose host is not in this run (``--host``): left alone, said so."""
+        names = {h.name for h in self.target.hosts}
+        return [
+            (m, p)
+            for m, _ in self.target.placed
+            if (p := self.placements.get(m.name)) is not None and p.host not in names
+        ]
+
     def build_plans(self) -> None:
         self.place()
         for host in self.target.hosts:
@@ -369,6 +378,8 @@ class Applied:
     results: Mapping[str, list[Result]] = field(default_factory=dict)
     left: Mapping[str, tuple[plan.Action, ...]] = field(default_factory=dict)
     states: Mapping[str, HostState] = field(default_factory=dict)
+    # Objects whose new definition waits for a restart, after the apply (by host).
+    pending_restart: Mapping[str, tuple[plan.Action, ...]] = field(default_factory=dict)
 
     @property
     def converged(self) -> bool:
@@ -457,10 +468,16 @@ def apply(
     for name, a in residual({h.name: run.plans[h.name] for h in hosts}):
         if (name, a.ref) not in failed:
             left.setdefault(name, []).append(a)
+    waiting = {
+        name: pending
+        for name, hp in run.plans.items()
+        if (pending := tuple(a for a in hp.actions if a.type is plan.ActionType.PENDING_RESTART))
+    }
     return Applied(
         plans=executed,
         blocked=blocked,
         results=results,
         left={n: tuple(v) for n, v in left.items()},
         states=dict(run.states),
+        pending_restart=waiting,
     )
