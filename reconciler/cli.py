@@ -402,14 +402,12 @@ def _print_plan(
     for name, hp in plans.items():
         status = "" if hp.reachable else f" [red]unreachable: {escape(hp.error or '')}[/]"
         out.print(f"[bold]Host {escape(name)}[/] ({escape(redact_uri(hp.host.uri))}){status}")
-        shown = 0
         for a in hp.actions:
             quiet = a.error is None and a.note is None
             if a.type is ActionType.UNCHANGED and not args.verbose and quiet:
                 continue
-            shown += 1
             _print_action(a, args, out)
-        if not shown:
+        if not any(a.type.is_change or a.error for a in hp.actions):
             out.print("  no changes")
     for m, p in unplaced:
         out.print(f"[yellow]Note:[/] {escape(report.unplaced_text(m.ref, p))}")
