@@ -23,7 +23,9 @@ import dataclasses
 import json
 import logging
 import signal
-from collections.abc import Mapping, Sequence
+import sys
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +173,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     ap.add_argument(
         "--detailed-exitcode", action="store_true", help="exit 2 when changes were made"
+    )
+    ap.add_argument(
+        "-y",
+        "--yes",
+        action="store_true",
+        help="do not ask before deleting, replacing or restarting (asked only when stdin "
+        "is a terminal)",
     )
     st = sub.add_parser(
         "status",
@@ -341,7 +350,14 @@ def _applying(args: argparse.Namespace) -> bool:
 def _reconcile(
     args: argparse.Namespace, target: Target, options: plan.Options, out: Console, err: Console
 ) -> int:
-    run = Run(target=target, options=options, read_only=not _applying(args))
+    stream = _Stream(args, out if args.output == "text" else None)
+    run = Run(
+        target=target,
+        options=options,
+        read_only=not _applying(args),
+        on_result=stream.result,
+        waiting=stream.waiting,
+    )
     try:
         run.connect_and_observe()
         run.build_plans()
@@ -354,12 +370,19 @@ def _reconcile(
                 return EXIT_ERROR
             return EXIT_CHANGES if args.detailed_exitcode and changes else EXIT_OK
         text = args.output == "text"
-        applied = apply(
-            run,
-            before_execute=(lambda plans: _print_plan(plans, args, out, run.unplaced()))
-            if text
-            else None,
-        )
+
+        def before_execute(plans: Mapping[str, plan.HostPlan]) -> None:
+            if text:
+                _print_plan(plans, args, out, run.unplaced())
+            _confirm(plans, args, out if text else err)
+            if text:
+                out.print("[bold]Apply:[/]")
+
+        try:
+            applied = apply(run, before_execute=before_execute)
+        except _Declined:
+            err.print("apply cancelled; nothing was changed", style="red")
+            return EXIT_ERROR
         if applied.blocked:
             # Checks that need a host failed: change nothing anywhere.
             _print_plan(applied.plans, args, out)
@@ -379,7 +402,11 @@ def _reconcile(
                 )
             )
         else:
-            _print_results(applied.results, args, out)
+            # What was not shown as it happened (an unreachable host, a placement record).
+            rest = {
+                h: [r for r in rs if id(r) not in stream.shown] for h, rs in applied.results.items()
+            }
+            _print_results(rest, args, out)
         failed = bool(applied.failed())
         if text:
             _print_convergence(left, failed, out, applied.pending_restart)
@@ -454,26 +481,86 @@ def _print_action(a: plan.Action, args: argparse.Namespace, out: Console) -> Non
 def _print_results(
     results: Mapping[str, Sequence[Result]], args: argparse.Namespace, out: Console
 ) -> None:
-    out.print("[bold]Apply:[/]")
     for name, rs in results.items():
         for r in rs:
-            if not r.action.type.is_change and r.result == "ok" and not args.verbose:
-                continue
-            mark = {"ok": "[green]ok[/]", "rolled-back": "[yellow]rolled back[/]"}.get(
-                r.result, "[red]FAILED[/]"
-            )
-            calls = ""
-            if args.verbose and r.calls:
-                calls = (
-                    "  [dim]" + ", ".join(f"{k}={v}" for k, v in sorted(r.calls.items())) + "[/]"
-                )
-            out.print(
-                f"  {mark} {escape(name)}: {r.action.type.value} {escape(r.action.ref)}{calls}"
-            )
-            if r.error:
-                out.print(f"      [red]{escape(r.error)}[/]")
-            if r.result == "ok" and r.action.placement and r.action.placement.skipped:
-                out.print(f"      [dim]{escape(report.placement_text(r.action.placement))}[/]")
+            _print_result(name, r, args, out)
+
+
+def _print_result(name: str, r: Result, args: argparse.Namespace, out: Console) -> None:
+    if not r.action.type.is_change and r.result == "ok" and not args.verbose:
+        return
+    mark = {"ok": "[green]ok[/]", "rolled-back": "[yellow]rolled back[/]"}.get(
+        r.result, "[red]FAILED[/]"
+    )
+    calls = ""
+    if args.verbose and r.calls:
+        calls = "  [dim]" + ", ".join(f"{k}={v}" for k, v in sorted(r.calls.items())) + "[/]"
+    out.print(f"  {mark} {escape(name)}: {r.action.type.value} {escape(r.action.ref)}{calls}")
+    if r.error:
+        out.print(f"      [red]{escape(r.error)}[/]")
+    if r.result == "ok" and r.action.placement and r.action.placement.skipped:
+        out.print(f"      [dim]{escape(report.placement_text(r.action.placement))}[/]")
+
+
+class _Stream:
+    """apply's outcomes as each action ends (hosts run in parallel: each host's in
+    order), and long waits: a spinner on a terminal, a line otherwise. Silent
+    without a console (``-o json``: one document at the end)."""
+
+    def __init__(self, args: argparse.Namespace, out: Console | None) -> None:
+        self.args, self.out = args, out
+        self.shown: set[int] = set()
+        self._lock = threading.Lock()
+        self._spinning = False  # one live display at a time (rich's rule)
+
+    def result(self, host: str, r: Result) -> None:
+        if self.out is not None:
+            with self._lock:
+                self.shown.add(id(r))
+                _print_result(host, r, self.args, self.out)
+
+    @contextlib.contextmanager
+    def waiting(self, host: str, what: str, timeout: float) -> Iterator[None]:
+        if self.out is None:
+            yield
+            return
+        with self._lock:
+            spin = self.out.is_terminal and not self._spinning
+            self._spinning = self._spinning or spin
+        if not spin:
+            self.out.print(f"  [dim]… {escape(host)}: {escape(what)}[/]")
+            yield
+            return
+        try:
+            with self.out.status(f"{escape(host)}: {escape(what)}"):
+                yield
+        finally:
+            self._spinning = False
+
+
+class _Declined(Exception):
+    """The person at the terminal did not confirm."""
+
+
+def _interactive() -> bool:
+    """Whether someone can answer: stdin is a terminal (not CI, not a pipe)."""
+    return sys.stdin.isatty()
+
+
+def _confirm(plans: Mapping[str, plan.HostPlan], args: argparse.Namespace, con: Console) -> None:
+    """On a terminal, ask before deleting, replacing or restarting (``--yes``: do not)."""
+    risky = report.disruptive(plans)
+    if not risky or args.yes or not _interactive():
+        return
+    con.print("[bold]This apply deletes, replaces or restarts:[/]")
+    for host, a, why in risky:
+        con.print(f"  [red]{escape(why)}[/] {escape(host)}: {escape(a.ref)}")
+    try:
+        answer = con.input("Apply these changes? \\[y/N]: ")
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() not in ("y", "yes"):
+        raise _Declined
 
 
 def _print_convergence(

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import enum
+import functools
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
@@ -145,6 +147,10 @@ class Run:
     placements: dict[str, placement.Placement] = field(default_factory=dict)
     # Read-only connections (``plan``, ``status``, ``export``): observe, never change.
     read_only: bool = False
+    # Each action's result as it ends (host, result), for output as it happens.
+    on_result: Callable[[str, Result], None] | None = None
+    # Around each long wait on a host: (host, what, timeout) -> a context.
+    waiting: Callable[[str, str, float], AbstractContextManager[None]] | None = None
 
     def connect_and_observe(self) -> None:
         wanted: dict[str, set[CapsKey]] = {}
@@ -167,6 +173,8 @@ class Run:
 
         for name, (session, state) in parallel(one, self.target.hosts).items():
             if session is not None:
+                if self.waiting is not None:
+                    session.waiting = functools.partial(self.waiting, name)
                 self.sessions[name] = session
             self.states[name] = state
 
@@ -226,12 +234,15 @@ class Run:
             host_plan = self.plans[host.name]
             if session is None:
                 return [plan_failure(a, host_plan) for a in host_plan.actions]
-            return execute_host(session, host_plan)
+            return execute_host(session, host_plan, self._reporter(host.name))
 
         results = parallel(one, self.target.hosts)
         self._fall_back(results)
         self._record_placements(results)
         return results
+
+    def _reporter(self, host: str) -> Callable[[Result], None] | None:
+        return None if self.on_result is None else functools.partial(self.on_result, host)
 
     def _fall_back(self, results: dict[str, list[Result]]) -> None:
         """A placed domain whose create failed (rolled back): try the next fitting candidate."""
@@ -282,7 +293,7 @@ class Run:
             )
             hp = self.plans[nxt]
             self.plans[nxt] = replace(hp, actions=(*hp.actions, *fresh.actions))
-            outcome = execute_host(session, fresh)[0]
+            outcome = execute_host(session, fresh, self._reporter(nxt))[0]
             results.setdefault(nxt, []).append(outcome)
             last_host, last_index, last = nxt, len(results[nxt]) - 1, outcome
             if outcome.result == "ok" or not (outcome.rolled_back or outcome.action.error):
@@ -454,6 +465,8 @@ def apply(
             states=run.states,
             plans=run.plans,
             rendered=run.rendered,
+            on_result=run.on_result,
+            waiting=run.waiting,
         )
         results = doing.execute()
         executed = dict(run.plans)

@@ -14,7 +14,7 @@ from reconciler import status
 from reconciler.execute import Result
 from reconciler.model import Manifest
 from reconciler.placement import Placement
-from reconciler.plan import Action, ActionType, HostPlan
+from reconciler.plan import Action, ActionType, Disruption, HostPlan
 from reconciler.uris import redact_uri
 
 JSON_VERSION = 1
@@ -62,6 +62,25 @@ def action_json(action: Action, result: Result | None = None) -> dict[str, Any]:
     elif action.error is not None:
         data["error"] = action.error
     return data
+
+
+def disruptive(plans: Mapping[str, HostPlan]) -> list[tuple[str, Action, str]]:
+    """(host, action, what) for each action that deletes, replaces or restarts something."""
+    out = []
+    for host, hp in plans.items():
+        for a in hp.actions:
+            labels = {s.label for s in a.steps}
+            if a.error is not None:
+                continue
+            if a.type is ActionType.DELETE:
+                out.append((host, a, "delete"))
+            elif a.disruption is Disruption.REPLACE or "vol_delete" in labels:
+                out.append((host, a, "replace"))
+            elif "dom_restart" in labels or any(
+                {f"{k}_stop", f"{k}_start"} <= labels for k in ("net", "pool")
+            ):
+                out.append((host, a, "restart"))
+    return out
 
 
 def restart_text(pending: Mapping[str, Sequence[Action]]) -> str:

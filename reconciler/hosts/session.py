@@ -9,7 +9,7 @@ import libvirt
 
 from reconciler import errors, ownership
 from reconciler.hosts import connection, observe
-from reconciler.hosts.calls import Calls
+from reconciler.hosts.calls import Calls, Waiting
 from reconciler.hosts.causes import describe
 from reconciler.hosts.events import HostEvent, Watcher
 from reconciler.model import Host
@@ -43,6 +43,15 @@ class Session:
     def registry(self) -> ownership.Registry:
         """The host's registry as last observed or written."""
         return self._calls.registry.current
+
+    @property
+    def waiting(self) -> Waiting:
+        """Called around each long wait (a guest shutting down, a device removal)."""
+        return self._calls.waiting
+
+    @waiting.setter
+    def waiting(self, progress: Waiting) -> None:
+        self._calls.waiting = progress
 
     @property
     def detach_timeout(self) -> float:
