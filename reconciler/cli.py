@@ -4,7 +4,7 @@
     virt-reconcile plan     PATH... [-c URI] [--host NAME...] [--prune] [-o text|json]
                                     [--detailed-exitcode]
     virt-reconcile apply    PATH... [-c URI] [--host NAME...] [--prune] [--replace KIND/NAME...]
-                                    [-o text|json] [--dry-run]
+                                    [-o text|json] [--dry-run] [--yes]
     virt-reconcile status   PATH... [-c URI] [--host NAME...] [-o text|json]
     virt-reconcile watch    PATH... | --git URL [--ref main] [--interval 30s] [-c URI] [--prune]
                                     [--resync 5m] [--metrics-addr 127.0.0.1:9177]
@@ -96,7 +96,9 @@ def _seconds(text: str) -> float:
 
 def _prune_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument(
-        "--prune", action="store_true", help="delete managed objects that no manifest names"
+        "--prune",
+        action="store_true",
+        help="delete managed objects that no manifest names (without it: shown as orphans)",
     )
     sp.add_argument(
         "--max-prune",
@@ -203,9 +205,34 @@ def _parser() -> argparse.ArgumentParser:
         help="sync state, power state and health of every object the manifests name",
     )
     hosts_args(st)
+    _describe(pl, ap, st)
     _watch_parser(sub)
     _export_parser(sub)
     return p
+
+
+def _describe(pl: argparse.ArgumentParser, ap: argparse.ArgumentParser, st: Any) -> None:
+    """What plan, apply and status promise (their --help)."""
+    orphans = (
+        "Managed objects that no manifest names any more are shown as orphans ('requires "
+        "pruning') with what --prune would do: delete them, or keep them and why. "
+    )
+    pl.description = (
+        "Show what apply would change; change nothing (read-only libvirt connections, no "
+        "lock). " + orphans + "A placed domain whose candidates --host leaves out is noted."
+    )
+    ap.description = (
+        "Print the plan, then each action's outcome as it ends, with progress for long "
+        "waits (guest shutdown, device removal). When stdin is a terminal and the plan "
+        "deletes, replaces or restarts something, ask first (default no: exit 1, nothing "
+        "changed); --yes skips the question, and without a terminal (CI) nothing is asked. "
+        "--dry-run is plan (read-only). Ends with 'Converged', naming the domains that wait "
+        "for a restart, or with what is left. A --replace of a volume a domain uses is "
+        "refused at plan time."
+    )
+    st.description = (
+        "Sync state, power state and health per object (read-only libvirt connections). " + orphans
+    )
 
 
 def _export_parser(sub: Any) -> None:

@@ -178,3 +178,21 @@ def test_a_real_terminal_is_asked(tmp_path: Path) -> None:
     code, out = _pty_apply(argv, b"y\n")
     assert code == 0, out
     assert "ok default: delete Domain/old" in out and "ok default: create Domain/new" in out
+
+
+@pytest.mark.parametrize(
+    ("command", "promises"),
+    [
+        ("plan", ("read-only", "orphans", "--host")),
+        ("status", ("read-only", "orphans")),
+        ("apply", ("as it ends", "--yes", "terminal", "restart", "in use", "--dry-run is plan")),
+    ],
+)
+def test_help_says_what_the_command_promises(
+    command: str, promises: tuple[str, ...], capsys: Any
+) -> None:
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for promise in promises:
+        assert promise in text, promise
