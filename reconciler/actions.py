@@ -85,6 +85,18 @@ class Change:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Orphan:
+    """A managed object that no manifest names any more, and what ``--prune`` does to it.
+
+    ``delete``: ``--prune`` deletes it; else ``reason`` says why it is kept (the
+    prune annotation, a volume's ``prune: false``, in use, the prune guard).
+    """
+
+    delete: bool
+    reason: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Action:
     """What happens to one object."""
 
@@ -102,6 +114,8 @@ class Action:
     blast_radius: tuple[str, ...] = ()
     # A domain with several candidate hosts: where it goes, and why not elsewhere.
     placement: Placement | None = None
+    # Managed, named by no manifest: what --prune does (without --prune nothing happens).
+    orphan: Orphan | None = None
 
     @property
     def ref(self) -> str:

@@ -5,7 +5,7 @@
     virt-reconcile plan     PATH... [-c URI] [--host NAME...] [--prune] [-o text|json]
                                     [--detailed-exitcode] [--out PLANFILE]
     virt-reconcile apply    PATH... [-c URI] [--host NAME...] [--prune] [--replace KIND/NAME...]
-                                    [-o text|json] [--dry-run] [--plan PLANFILE]
+                                    [-o text|json] [--dry-run] [--plan PLANFILE] [--yes]
     virt-reconcile status   PATH... [-c URI] [--host NAME...] [-o text|json]
     virt-reconcile watch    PATH... | --git URL [--ref main] [--interval 30s] [-c URI] [--prune]
                                     [--resync 5m] [--metrics-addr 127.0.0.1:9178] [--dry-run]
@@ -30,7 +30,8 @@ import difflib
 import json
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -54,6 +55,7 @@ from reconciler import (
 )
 from reconciler.execute import Result
 from reconciler.model import Host, Kind, Manifest, ManifestSet
+from reconciler.placement import Placement
 from reconciler.plan import ActionType
 from reconciler.reconcile import DEFAULT_HOST, Run, Target, apply, object_hosts, resolve_hosts
 from reconciler.uris import redact_uri
@@ -102,7 +104,9 @@ def _seconds(text: str) -> float:
 
 def _prune_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument(
-        "--prune", action="store_true", help="delete managed objects that no manifest names"
+        "--prune",
+        action="store_true",
+        help="delete managed objects that no manifest names (without it: shown as orphans)",
     )
     sp.add_argument(
         "--max-prune",
@@ -197,12 +201,20 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--detailed-exitcode", action="store_true", help="exit 2 when changes were made"
     )
+    ap.add_argument(
+        "-y",
+        "--yes",
+        action="store_true",
+        help="do not ask before deleting, replacing or restarting (asked only when stdin "
+        "is a terminal)",
+    )
     st = sub.add_parser(
         "status",
         help="sync state, power state and health of every object the manifests name",
     )
     hosts_args(st)
     _flow_args(sub, v, pl, ap, st)
+    _describe(pl, ap, st)
     _watch_parser(sub)
     _export_parser(sub)
     _tools_parser(sub)
@@ -275,6 +287,30 @@ def _tools_parser(sub: Any) -> None:
     )
     co = sub.add_parser("completion", help="print a shell completion script")
     co.add_argument("shell", choices=shell.SHELLS)
+
+
+def _describe(pl: argparse.ArgumentParser, ap: argparse.ArgumentParser, st: Any) -> None:
+    """What plan, apply and status promise (their --help)."""
+    orphans = (
+        "Managed objects that no manifest names any more are shown as orphans ('requires "
+        "pruning') with what --prune would do: delete them, or keep them and why. "
+    )
+    pl.description = (
+        "Show what apply would change; change nothing (read-only libvirt connections, no "
+        "lock). " + orphans + "A placed domain whose candidates --host leaves out is noted."
+    )
+    ap.description = (
+        "Print the plan, then each action's outcome as it ends, with progress for long "
+        "waits (guest shutdown, device removal). When stdin is a terminal and the plan "
+        "deletes, replaces or restarts something, ask first (default no: exit 1, nothing "
+        "changed); --yes skips the question, and without a terminal (CI) nothing is asked. "
+        "--dry-run is plan (read-only). Ends with 'Converged', naming the domains that wait "
+        "for a restart, or with what is left. A --replace of a volume a domain uses is "
+        "refused at plan time."
+    )
+    st.description = (
+        "Sync state, power state and health per object (read-only libvirt connections). " + orphans
+    )
 
 
 def _export_parser(sub: Any) -> None:
@@ -448,11 +484,12 @@ _SYNC_STYLES = {
     status.Sync.SUSPENDED: "dim",
     status.Sync.MISSING: "yellow",
     status.Sync.FAILED: "red",
+    status.Sync.ORPHAN: "yellow",
 }
 
 
 def _status(args: argparse.Namespace, out: Console) -> int:
-    run = Run(target=_target(args), options=plan.Options())
+    run = Run(target=_target(args), options=_selection(args), read_only=True)
     try:
         run.connect_and_observe()
         run.build_plans()
@@ -499,7 +536,7 @@ def _plan_or_apply(args: argparse.Namespace, out: Console, err: Console) -> int:
         selector=_selection(args).selector,
         targets=_selection(args).targets,
     )
-    applying = args.command == "apply" and not args.dry_run
+    applying = _applying(args)
 
     def waiting(host: Host, holder: lock.Holder) -> None:
         err.print(
@@ -518,15 +555,27 @@ def _plan_or_apply(args: argparse.Namespace, out: Console, err: Console) -> int:
         return _reconcile(args, target, options, out, err)
 
 
+def _applying(args: argparse.Namespace) -> bool:
+    """apply without --dry-run: the one case that changes hosts (read-write, locked)."""
+    return bool(args.command == "apply" and not args.dry_run)
+
+
 def _reconcile(
     args: argparse.Namespace, target: Target, options: plan.Options, out: Console, err: Console
 ) -> int:
-    run = Run(target=target, options=options)
+    stream = _Stream(args, out if args.output == "text" else None)
+    run = Run(
+        target=target,
+        options=options,
+        read_only=not _applying(args),
+        on_result=stream.result,
+        waiting=stream.waiting,
+    )
     try:
         run.connect_and_observe()
         run.build_plans()
         problems = [(n, a) for n, hp in run.plans.items() for a in hp.actions if a.error]
-        applying = args.command == "apply" and not args.dry_run
+        applying = _applying(args)
         changes = any(a.type.is_change for hp in run.plans.values() for a in hp.actions)
         saved = report.saved_plan(run.plans, args.digest)
         if args.saved is not None and (differences := report.plan_differences(args.saved, saved)):
@@ -537,16 +586,26 @@ def _reconcile(
             err.print("nothing was changed; review the new plan and save it again", style="red")
             return EXIT_ERROR
         if not applying:
-            _print_plan(run.plans, args, out)
+            _print_plan(run.plans, args, out, run.unplaced())
             if problems:
                 return EXIT_ERROR
             if getattr(args, "out", None):
                 _write_plan(args.out, saved, err)
             return EXIT_CHANGES if args.detailed_exitcode and changes else EXIT_OK
         text = args.output == "text"
-        applied = apply(
-            run, before_execute=(lambda plans: _print_plan(plans, args, out)) if text else None
-        )
+
+        def before_execute(plans: Mapping[str, plan.HostPlan]) -> None:
+            if text:
+                _print_plan(plans, args, out, run.unplaced())
+            _confirm(plans, args, out if text else err)
+            if text:
+                out.print("[bold]Apply:[/]")
+
+        try:
+            applied = apply(run, before_execute=before_execute)
+        except _Declined:
+            err.print("apply cancelled; nothing was changed", style="red")
+            return EXIT_ERROR
         if applied.blocked:
             # Checks that need a host failed: change nothing anywhere.
             _print_plan(applied.plans, args, out)
@@ -556,14 +615,24 @@ def _reconcile(
         if args.output == "json":
             out.print_json(
                 json.dumps(
-                    report.plan_json(applied.plans, applied.results, converged=applied.converged)
+                    report.plan_json(
+                        applied.plans,
+                        applied.results,
+                        converged=applied.converged,
+                        unplaced=run.unplaced(),
+                        pending_restart=applied.pending_restart,
+                    )
                 )
             )
         else:
-            _print_results(applied.results, args, out)
+            # What was not shown as it happened (an unreachable host, a placement record).
+            rest = {
+                h: [r for r in rs if id(r) not in stream.shown] for h, rs in applied.results.items()
+            }
+            _print_results(rest, args, out)
         failed = bool(applied.failed())
         if text:
-            _print_convergence(left, failed, out)
+            _print_convergence(left, failed, out, applied.pending_restart)
         if failed or not applied.converged:
             return EXIT_ERROR
         return EXIT_CHANGES if args.detailed_exitcode and applied.made() else EXIT_OK
@@ -587,33 +656,38 @@ def _read_plan(path: str) -> dict[str, Any]:
         raise errors.UsageError(f"--plan {path}: {getattr(e, 'strerror', None) or e}") from e
 
 
-def _print_plan(plans: Mapping[str, plan.HostPlan], args: argparse.Namespace, out: Console) -> None:
+def _print_plan(
+    plans: Mapping[str, plan.HostPlan],
+    args: argparse.Namespace,
+    out: Console,
+    unplaced: Sequence[tuple[Manifest, Placement]] = (),
+) -> None:
     if args.output == "json":
-        out.print_json(json.dumps(report.plan_json(plans)))
+        out.print_json(json.dumps(report.plan_json(plans, unplaced=unplaced)))
         return
     for name, hp in plans.items():
         status = "" if hp.reachable else f" [red]unreachable: {escape(hp.error or '')}[/]"
         out.print(f"[bold]Host {escape(name)}[/] ({escape(redact_uri(hp.host.uri))}){status}")
-        shown = 0
         for a in hp.actions:
             quiet = a.error is None and a.note is None
             if a.type is ActionType.UNCHANGED and not args.verbose and quiet:
                 continue
-            shown += 1
             _print_action(a, args, out)
-        if not shown:
+        if not any(a.type.is_change or a.error for a in hp.actions):
             out.print("  no changes")
+    for m, p in unplaced:
+        out.print(f"[yellow]Note:[/] {escape(report.unplaced_text(m.ref, p))}")
     counts = report.summary(plans)
     out.print("Plan: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
 
 
 def _print_action(a: plan.Action, args: argparse.Namespace, out: Console) -> None:
-    style = _STYLES[a.type]
+    style, label = _STYLES[a.type], f"{report.SYMBOLS[a.type]} {a.type.value}"
+    if a.orphan is not None and a.type is ActionType.UNCHANGED:
+        style, label = "yellow", "? orphan"  # requires pruning (Argo CD's word)
     disruption = f" ({a.disruption.value})" if a.disruption and a.type.is_change else ""
     where = f"  [dim]{escape(a.source)}[/]" if a.source else ""
-    out.print(
-        f"  [{style}]{report.SYMBOLS[a.type]} {a.type.value} {escape(a.ref)}[/]{disruption}{where}"
-    )
+    out.print(f"  [{style}]{label} {escape(a.ref)}[/]{disruption}{where}")
     if a.note:
         out.print(f"      [dim]{escape(a.note)}[/]")
     if a.placement is not None and (a.type is ActionType.CREATE or a.placement.skipped):
@@ -651,33 +725,100 @@ def _print_action(a: plan.Action, args: argparse.Namespace, out: Console) -> Non
 def _print_results(
     results: Mapping[str, Sequence[Result]], args: argparse.Namespace, out: Console
 ) -> None:
-    out.print("[bold]Apply:[/]")
     for name, rs in results.items():
         for r in rs:
-            if not r.action.type.is_change and r.result == "ok" and not args.verbose:
-                continue
-            mark = {"ok": "[green]ok[/]", "rolled-back": "[yellow]rolled back[/]"}.get(
-                r.result, "[red]FAILED[/]"
-            )
-            calls = ""
-            if args.verbose and r.calls:
-                calls = (
-                    "  [dim]" + ", ".join(f"{k}={v}" for k, v in sorted(r.calls.items())) + "[/]"
-                )
-            out.print(
-                f"  {mark} {escape(name)}: {r.action.type.value} {escape(r.action.ref)}{calls}"
-            )
-            if r.error:
-                out.print(f"      [red]{escape(r.error)}[/]")
-            if r.result == "ok" and r.action.placement and r.action.placement.skipped:
-                out.print(f"      [dim]{escape(report.placement_text(r.action.placement))}[/]")
+            _print_result(name, r, args, out)
 
 
-def _print_convergence(left: Sequence[tuple[str, plan.Action]], failed: bool, out: Console) -> None:
+def _print_result(name: str, r: Result, args: argparse.Namespace, out: Console) -> None:
+    if not r.action.type.is_change and r.result == "ok" and not args.verbose:
+        return
+    mark = {"ok": "[green]ok[/]", "rolled-back": "[yellow]rolled back[/]"}.get(
+        r.result, "[red]FAILED[/]"
+    )
+    calls = ""
+    if args.verbose and r.calls:
+        calls = "  [dim]" + ", ".join(f"{k}={v}" for k, v in sorted(r.calls.items())) + "[/]"
+    out.print(f"  {mark} {escape(name)}: {r.action.type.value} {escape(r.action.ref)}{calls}")
+    if r.error:
+        out.print(f"      [red]{escape(r.error)}[/]")
+    if r.result == "ok" and r.action.placement and r.action.placement.skipped:
+        out.print(f"      [dim]{escape(report.placement_text(r.action.placement))}[/]")
+
+
+class _Stream:
+    """apply's outcomes as each action ends (hosts run in parallel: each host's in
+    order), and long waits: a spinner on a terminal, a line otherwise. Silent
+    without a console (``-o json``: one document at the end)."""
+
+    def __init__(self, args: argparse.Namespace, out: Console | None) -> None:
+        self.args, self.out = args, out
+        self.shown: set[int] = set()
+        self._lock = threading.Lock()
+        self._spinning = False  # one live display at a time (rich's rule)
+
+    def result(self, host: str, r: Result) -> None:
+        if self.out is not None:
+            with self._lock:
+                self.shown.add(id(r))
+                _print_result(host, r, self.args, self.out)
+
+    @contextlib.contextmanager
+    def waiting(self, host: str, what: str, timeout: float) -> Iterator[None]:
+        if self.out is None:
+            yield
+            return
+        with self._lock:
+            spin = self.out.is_terminal and not self._spinning
+            self._spinning = self._spinning or spin
+        if not spin:
+            self.out.print(f"  [dim]… {escape(host)}: {escape(what)}[/]")
+            yield
+            return
+        try:
+            with self.out.status(f"{escape(host)}: {escape(what)}"):
+                yield
+        finally:
+            self._spinning = False
+
+
+class _Declined(Exception):
+    """The person at the terminal did not confirm."""
+
+
+def _interactive() -> bool:
+    """Whether someone can answer: stdin is a terminal (not CI, not a pipe)."""
+    return sys.stdin.isatty()
+
+
+def _confirm(plans: Mapping[str, plan.HostPlan], args: argparse.Namespace, con: Console) -> None:
+    """On a terminal, ask before deleting, replacing or restarting (``--yes``: do not)."""
+    risky = report.disruptive(plans)
+    if not risky or args.yes or not _interactive():
+        return
+    con.print("[bold]This apply deletes, replaces or restarts:[/]")
+    for host, a, why in risky:
+        con.print(f"  [red]{escape(why)}[/] {escape(host)}: {escape(a.ref)}")
+    try:
+        answer = con.input("Apply these changes? \\[y/N]: ")
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() not in ("y", "yes"):
+        raise _Declined
+
+
+def _print_convergence(
+    left: Sequence[tuple[str, plan.Action]],
+    failed: bool,
+    out: Console,
+    pending: Mapping[str, Sequence[plan.Action]],
+) -> None:
     if failed:
         out.print("[red]Failed:[/] some actions failed (above); the rest was applied.")
     if not left:
-        if not failed:
+        if not failed and pending:
+            out.print(f"[green]Converged[/]; [magenta]{escape(report.restart_text(pending))}[/]")
+        elif not failed:
             out.print("[green]Converged:[/] a fresh plan finds nothing left to do.")
         return
     out.print(
@@ -824,7 +965,7 @@ def _export(args: argparse.Namespace, out: Console, err: Console) -> int:
     overrides = manifests.load_hosts_override(args.hosts_override) if args.hosts_override else None
     target = resolve_hosts(hosts_only, connect=args.connect, only=args.host, overrides=overrides)
     directory = Path(args.directory)
-    run = Run(target=target, options=plan.Options())
+    run = Run(target=target, options=plan.Options(), read_only=not args.adopt)
     try:
         run.connect_and_observe()
         failed = False

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from reconciler import errors
@@ -46,15 +47,23 @@ class Result:
     rolled_back: bool = False
 
 
-def execute_host(session: Session, host_plan: HostPlan) -> list[Result]:
-    """Run every action of one host's plan, in order."""
+def execute_host(
+    session: Session, host_plan: HostPlan, on_result: Callable[[Result], None] | None = None
+) -> list[Result]:
+    """Run every action of one host's plan, in order; ``on_result`` sees each as it ends."""
     results: list[Result] = []
+
+    def done(result: Result) -> None:
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+
     for action in host_plan.actions:
         if action.error is not None:
-            results.append(Result(action=action, result=Outcome.FAILED, error=action.error))
+            done(Result(action=action, result=Outcome.FAILED, error=action.error))
             continue
         if not action.steps:
-            results.append(Result(action=action, result=Outcome.OK))
+            done(Result(action=action, result=Outcome.OK))
             continue
         before = collections.Counter(session.calls)
         error = None
@@ -69,7 +78,7 @@ def execute_host(session: Session, host_plan: HostPlan) -> list[Result]:
         if error and action.placement is not None and action.type is ActionType.CREATE:
             rolled_back, error = _roll_back(session, action, error, defined=defined)
         calls = dict(session.calls - before)
-        results.append(
+        done(
             Result(
                 action=action,
                 result=Outcome.FAILED if error else Outcome.OK,

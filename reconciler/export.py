@@ -124,7 +124,7 @@ def export_host(
                 kind=obs.kind,
                 name=obs.name,
                 pool=obs.pool,
-                document=_document(obs.kind, obs.name, spec),
+                document=_document(obs.kind, obs.name, spec, _labels(obs, state)),
                 path=file_path(host, obs.kind, obs.name, obs.pool),
                 form=form,
             )
@@ -164,8 +164,19 @@ def _shared_macs(domains: Iterable[Observed]) -> set[str]:
     return {mac for mac, n in seen.items() if n > 1}
 
 
-def _document(kind: Kind, name: str, spec: Spec) -> dict[str, Any]:
-    return {"apiVersion": API_VERSION, "kind": kind.value, "metadata": {"name": name}, "spec": spec}
+def _document(
+    kind: Kind, name: str, spec: Spec, labels: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name}
+    if labels:
+        metadata["labels"] = dict(labels)
+    return {"apiVersion": API_VERSION, "kind": kind.value, "metadata": metadata, "spec": spec}
+
+
+def _labels(obs: Observed, state: HostState) -> dict[str, str]:
+    """The labels a managed object's ownership record holds (what its manifest said)."""
+    record = KINDS[obs.kind].delete(obs, state.registry)[0]
+    return dict(record.labels) if record is not None and record.managed else {}
 
 
 def host_folder(host: str) -> str:

@@ -101,6 +101,7 @@ _DISK = r"^devices/disk\[target=(?P<key>[^\]]+)\]"
 _NIC = r"^devices/interface\[mac=(?P<key>[^\]]+)\]"
 _IP = r"^ip\[[^/]*\]"
 
+
 def _dhcp(key: str) -> Callable[[Spec], bool]:
     return _has("ip", "dhcp", key)
 

@@ -25,6 +25,7 @@ from reconciler.actions import (
     HostPlan,
     Normalise,
     Options,
+    Orphan,
     _parse,
     _with_record,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "HostPlan",
     "Normalise",
     "Options",
+    "Orphan",
     "build_host_plan",
     "disk_refs",
     "prune_refusal",
@@ -55,7 +57,7 @@ def _plan_delete(
     obs: Observed, registry: ownership.Registry, volume_users: Mapping[str, tuple[str, ...]]
 ) -> Action | None:
     record, steps = KINDS[obs.kind].delete(obs, registry)
-    if record is None or not record.managed or not record.prune:
+    if record is None or not record.managed:
         return None
     action = Action(
         kind=obs.kind,
@@ -72,6 +74,10 @@ def _plan_delete(
             ),
         ),
     )
+    if not record.prune:
+        if obs.kind is Kind.VOLUME:
+            return _kept(action, "volume prune is false (or annotation virt-reconcile/prune)")
+        return _kept(action, 'annotation virt-reconcile/prune is "false"')
     users = volume_users.get(f"{obs.pool}/{obs.name}", ()) if obs.kind is Kind.VOLUME else ()
     if users:
         return _kept(action, f"in use by {', '.join(users)}")
@@ -81,7 +87,7 @@ def _plan_delete(
 def _kept(action: Action, why: str) -> Action:
     """A deletion the guards refuse: the object stays, and the plan says why."""
     return replace(
-        action, type=ActionType.UNCHANGED, steps=(), changes=(), note=f"not deleted: {why}"
+        action, type=ActionType.UNCHANGED, steps=(), changes=(), note=f"{_NOT_DELETED}{why}"
     )
 
 
@@ -134,7 +140,8 @@ def _plan_prune(
     options: Options,
     kinds: frozenset[Kind] | None,
 ) -> list[Action]:
-    """Deletions of managed objects no manifest names, behind the prune guards."""
+    """Managed objects no manifest names: deletions behind the prune guards with
+    ``--prune``, else (``_orphan``) unchanged, with a note of what ``--prune`` would do."""
     orphans = [
         obs
         for key, obs in sorted(state.objects.items(), key=lambda kv: (-kv[0][0].order, kv[0][1]))
@@ -142,7 +149,9 @@ def _plan_prune(
         and (kinds is None or obs.kind in kinds)
         and _selected(obs, state.registry, options)
     ]
-    first = [d for o in orphans if (d := _plan_delete(o, state.registry, {})) is not None]
+    first = [
+        d for o in orphans if (d := _plan_delete(o, state.registry, {})) is not None and d.steps
+    ]
     # Domains are deleted before volumes, so a volume only they use may go too.
     leaving = frozenset(d.name for d in first if d.kind is Kind.DOMAIN)
     users = _volume_users(state, leaving=leaving)
@@ -152,13 +161,42 @@ def _plan_prune(
         1 for o in state.objects.values() if o.managed and _selected(o, state.registry, options)
     )
     refusal = prune_refusal(len(first), managed, host=state.host.name, options=options)
-    if refusal:
-        refused = [d for d in deletes if d.steps]
+    refused = [d for d in deletes if d.steps]
+    if refusal and refused:
         see = f"prune guard: refused on host {state.host.name}, see {refused[0].ref}"
         deletes = [
             replace(d, error=refusal if d is refused[0] else see) if d.steps else d for d in deletes
         ]
-    return deletes
+    return [_orphan(d, options) for d in deletes]
+
+
+_NOT_DELETED = "not deleted: "
+
+
+def _orphan(d: Action, options: Options) -> Action:
+    """The orphan mark of a deletion (or kept object); without --prune only a note."""
+    if d.steps and d.error is None:
+        orphan = Orphan(delete=True)
+    elif d.steps:
+        orphan = Orphan(
+            delete=False,
+            reason=f"prune guard: more than --max-prune {options.max_prune}% of the "
+            "managed objects on the host would go (--force-prune)",
+        )
+    else:
+        orphan = Orphan(delete=False, reason=(d.note or "").removeprefix(_NOT_DELETED))
+    if options.prune:
+        return replace(d, orphan=orphan)
+    would = "delete it" if orphan.delete else f"keep it: {orphan.reason}"
+    return replace(
+        d,
+        type=ActionType.UNCHANGED,
+        steps=(),
+        changes=(),
+        error=None,
+        note=f"orphan: requires pruning (no manifest names it); --prune would {would}",
+        orphan=orphan,
+    )
 
 
 def _selected(obs: Observed, registry: ownership.Registry, options: Options) -> bool:
@@ -395,6 +433,6 @@ def build_host_plan(
         except ValueError as e:
             action = Action(**base, type=ActionType.UPDATE, error=str(e))
         actions.append(_in_manifest_terms(action, m))
-    if options.prune:
-        actions += _plan_prune(state, desired_keys, options, kinds)
+    # Without --prune, orphans are shown with what --prune would do, and nothing happens.
+    actions += _plan_prune(state, desired_keys, options, kinds)
     return HostPlan(host=state.host, actions=tuple(actions))

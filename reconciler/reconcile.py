@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import enum
+import functools
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
@@ -148,6 +150,12 @@ class Run:
     # What each host gets, placed domains included (set by build_plans).
     assignments: dict[str, tuple[Manifest, ...]] = field(default_factory=dict)
     placements: dict[str, placement.Placement] = field(default_factory=dict)
+    # Read-only connections (``plan``, ``status``, ``export``): observe, never change.
+    read_only: bool = False
+    # Each action's result as it ends (host, result), for output as it happens.
+    on_result: Callable[[str, Result], None] | None = None
+    # Around each long wait on a host: (host, what, timeout) -> a context.
+    waiting: Callable[[str, str, float], AbstractContextManager[None]] | None = None
 
     def connect_and_observe(self) -> None:
         wanted: dict[str, set[CapsKey]] = {}
@@ -160,7 +168,9 @@ class Run:
             # (the convergence check) reuses them.
             reuse = host.name in self.states and self.states[host.name].reachable
             try:
-                session = self.sessions.get(host.name) or Session.open(host)
+                session = self.sessions.get(host.name) or Session.open(
+                    host, read_only=self.read_only
+                )
                 state = session.observe(capabilities=wanted.get(host.name, ()), reuse=reuse)
                 return session, state
             except errors.HostError as e:
@@ -168,6 +178,8 @@ class Run:
 
         for name, (session, state) in parallel(one, self.target.hosts).items():
             if session is not None:
+                if self.waiting is not None:
+                    session.waiting = functools.partial(self.waiting, name)
                 self.sessions[name] = session
             self.states[name] = state
 
@@ -194,6 +206,15 @@ class Run:
                 assignments[chosen.host].append(m)
         self.assignments = {k: tuple(v) for k, v in assignments.items()}
 
+    def unplaced(self) -> list[tuple[Manifest, placement.Placement]]:
+        """Placed domains whose host is not in this run (``--host``): left alone, said so."""
+        names = {h.name for h in self.target.hosts}
+        return [
+            (m, p)
+            for m, _ in self.target.placed
+            if (p := self.placements.get(m.name)) is not None and p.host not in names
+        ]
+
     def build_plans(self) -> None:
         self.place()
         for host in self.target.hosts:
@@ -218,12 +239,15 @@ class Run:
             host_plan = self.plans[host.name]
             if session is None:
                 return [plan_failure(a, host_plan) for a in host_plan.actions]
-            return execute_host(session, host_plan)
+            return execute_host(session, host_plan, self._reporter(host.name))
 
         results = parallel(one, self.target.hosts)
         self._fall_back(results)
         self._record_placements(results)
         return results
+
+    def _reporter(self, host: str) -> Callable[[Result], None] | None:
+        return None if self.on_result is None else functools.partial(self.on_result, host)
 
     def _fall_back(self, results: dict[str, list[Result]]) -> None:
         """A placed domain whose create failed (rolled back): try the next fitting candidate."""
@@ -274,7 +298,7 @@ class Run:
             )
             hp = self.plans[nxt]
             self.plans[nxt] = replace(hp, actions=(*hp.actions, *fresh.actions))
-            outcome = execute_host(session, fresh)[0]
+            outcome = execute_host(session, fresh, self._reporter(nxt))[0]
             results.setdefault(nxt, []).append(outcome)
             last_host, last_index, last = nxt, len(results[nxt]) - 1, outcome
             if outcome.result == "ok" or not (outcome.rolled_back or outcome.action.error):
@@ -370,6 +394,8 @@ class Applied:
     results: Mapping[str, list[Result]] = field(default_factory=dict)
     left: Mapping[str, tuple[plan.Action, ...]] = field(default_factory=dict)
     states: Mapping[str, HostState] = field(default_factory=dict)
+    # Objects whose new definition waits for a restart, after the apply (by host).
+    pending_restart: Mapping[str, tuple[plan.Action, ...]] = field(default_factory=dict)
 
     @property
     def converged(self) -> bool:
@@ -444,6 +470,8 @@ def apply(
             states=run.states,
             plans=run.plans,
             rendered=run.rendered,
+            on_result=run.on_result,
+            waiting=run.waiting,
         )
         results = doing.execute()
         executed = dict(run.plans)
@@ -458,10 +486,16 @@ def apply(
     for name, a in residual({h.name: run.plans[h.name] for h in hosts}):
         if (name, a.ref) not in failed:
             left.setdefault(name, []).append(a)
+    waiting = {
+        name: pending
+        for name, hp in run.plans.items()
+        if (pending := tuple(a for a in hp.actions if a.type is plan.ActionType.PENDING_RESTART))
+    }
     return Applied(
         plans=executed,
         blocked=blocked,
         results=results,
         left={n: tuple(v) for n, v in left.items()},
         states=dict(run.states),
+        pending_restart=waiting,
     )

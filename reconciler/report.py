@@ -17,8 +17,9 @@ from xmldiff import main as xmldiff_main
 
 from reconciler import errors, ownership, status
 from reconciler.execute import Result
+from reconciler.model import Manifest
 from reconciler.placement import Placement
-from reconciler.plan import Action, ActionType, HostPlan
+from reconciler.plan import Action, ActionType, Disruption, HostPlan
 from reconciler.uris import redact_uri
 
 JSON_VERSION = 1
@@ -59,6 +60,13 @@ def action_json(action: Action, result: Result | None = None) -> dict[str, Any]:
         data["note"] = action.note
     if action.placement is not None:
         data["placement"] = placement_json(action.placement)
+    if action.orphan is not None:
+        # Argo CD's "requires pruning": what --prune does (or did) with it.
+        data["orphan"] = {
+            "requiresPruning": action.type is not ActionType.DELETE,
+            "prune": "delete" if action.orphan.delete else "keep",
+            "reason": action.orphan.reason,
+        }
     if result is not None:
         data["result"] = result.result
         data["error"] = result.error
@@ -66,6 +74,35 @@ def action_json(action: Action, result: Result | None = None) -> dict[str, Any]:
     elif action.error is not None:
         data["error"] = action.error
     return data
+
+
+def disruptive(plans: Mapping[str, HostPlan]) -> list[tuple[str, Action, str]]:
+    """(host, action, what) for each action that deletes, replaces or restarts something."""
+    out = []
+    for host, hp in plans.items():
+        for a in hp.actions:
+            labels = {s.label for s in a.steps}
+            if a.error is not None:
+                continue
+            if a.type is ActionType.DELETE:
+                out.append((host, a, "delete"))
+            elif a.disruption is Disruption.REPLACE or "vol_delete" in labels:
+                out.append((host, a, "replace"))
+            elif "dom_restart" in labels or any(
+                {f"{k}_stop", f"{k}_start"} <= labels for k in ("net", "pool")
+            ):
+                out.append((host, a, "restart"))
+    return out
+
+
+def restart_text(pending: Mapping[str, Sequence[Action]]) -> str:
+    """ "2 domains wait for a restart (a, b)"; objects of other kinds by reference."""
+    actions = [a for actions in pending.values() for a in actions]
+    domains = all(a.kind.value == "Domain" for a in actions)
+    names = ", ".join(a.name if domains else a.ref for a in actions)
+    what = "domain" if domains else "object"
+    plural = "s wait" if len(actions) != 1 else " waits"
+    return f"{len(actions)} {what}{plural} for a restart ({names})"
 
 
 def errors_json(problems: Sequence[errors.Problem | str]) -> dict[str, Any]:
@@ -95,6 +132,30 @@ def placement_json(p: Placement) -> dict[str, Any]:
     }
 
 
+def unplaced_text(ref: str, p: Placement) -> str:
+    """Why a placed domain is in no host's plan of this run."""
+    if not p.host:
+        outside = ", ".join(p.skipped) or "some"
+        return (
+            f"{ref} is not placed yet and its candidate host(s) {outside} are not in this "
+            "run (--host): left alone; run with all its candidates to place it"
+        )
+    return f"{ref} is placed on host {p.host}, which is not in this run (--host): left alone"
+
+
+def unplaced_json(unplaced: Sequence[tuple[Manifest, Placement]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "kind": m.kind.value,
+            "name": m.name,
+            "source": str(m.source),
+            "note": unplaced_text(f"{m.kind.value}/{m.name}", p),
+            "placement": placement_json(p),
+        }
+        for m, p in unplaced
+    ]
+
+
 def placement_text(p: Placement) -> str:
     skipped = "; ".join(f"{h}: {why}" for h, why in p.skipped.items())
     return f"placement: host {p.host} ({p.reason})" + (f"; skipped {skipped}" if skipped else "")
@@ -105,16 +166,18 @@ def summary(
 ) -> dict[str, int]:
     counts = {t.value: 0 for t in ActionType if t is not ActionType.PENDING_RESTART}
     counts["pending-restart"] = 0
-    failed = 0
+    failed = orphans = 0
     for hp in plans.values():
         for a in hp.actions:
             if a.error is None:
                 counts[a.type.value] += 1
+            orphans += a.orphan is not None and a.type is not ActionType.DELETE
         if results is None:
             failed += sum(1 for a in hp.actions if a.error is not None)
     if results is not None:
         failed = sum(1 for rs in results.values() for r in rs if r.result == "failed")
     counts["failed"] = failed
+    counts["orphan"] = orphans  # counted in "unchanged" too: requires pruning
     return counts
 
 
@@ -123,6 +186,8 @@ def plan_json(
     results: Mapping[str, Sequence[Result]] | None = None,
     *,
     converged: bool | None = None,
+    unplaced: Sequence[tuple[Manifest, Placement]] = (),
+    pending_restart: Mapping[str, Sequence[Action]] | None = None,
 ) -> dict[str, Any]:
     hosts = []
     for name, hp in plans.items():
@@ -146,6 +211,15 @@ def plan_json(
     }
     if converged is not None:
         doc["converged"] = converged
+    if pending_restart is not None:
+        # After an apply: what waits for a restart (converged or not).
+        doc["pendingRestart"] = [
+            {"host": host, "kind": a.kind.value, "name": a.name}
+            for host, actions in pending_restart.items()
+            for a in actions
+        ]
+    # Placed domains no host of this run plans (--host left their candidates out).
+    doc["notPlaced"] = unplaced_json(unplaced)
     return doc
 
 

@@ -5,7 +5,9 @@ the three never disagree: an object that ``plan`` would leave alone is
 ``Synced``, one it would create is ``Missing``, one it would update or adopt
 is ``OutOfSync``, one whose definition waits for a restart is
 ``PendingRestart``; ``Suspended`` objects (the ``virt-reconcile/suspend``
-annotation) are shown but never changed; ``Failed`` means the object cannot be
+annotation) are shown but never changed; ``Orphan``: managed, named by no
+manifest any more (requires pruning; the reason says what ``--prune`` would
+do); ``Failed`` means the object cannot be
 reconciled now (a plan-time check failed, or its host is unreachable).
 """
 
@@ -29,6 +31,8 @@ class Sync(enum.StrEnum):
     SUSPENDED = "Suspended"
     MISSING = "Missing"
     FAILED = "Failed"
+    # Managed, but no manifest names it any more: requires pruning.
+    ORPHAN = "Orphan"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,6 +82,7 @@ def build(
         ):
             key = object_key(m.kind, m.name, m.spec.get("pool"))
             objects.append(_object(name, m, by_key.get(key), state))
+        objects += [_orphan(name, a, state) for a in hp.actions if a.orphan is not None]
         out.append(
             HostStatus(
                 host=name,
@@ -103,6 +108,23 @@ def _object(host: str, m: Manifest, action: Action | None, state: HostState) -> 
         source=str(m.source),
         sync=sync,
         reason=reason,
+        power=power,
+        power_reason=power_reason,
+        healthy=healthy,
+    )
+
+
+def _orphan(host: str, a: Action, state: HostState) -> ObjectStatus:
+    obs = state.objects.get(object_key(a.kind, a.name, a.pool))
+    power, power_reason, healthy = KINDS[a.kind].power(obs) if obs is not None else Power(None)
+    return ObjectStatus(
+        host=host,
+        kind=a.kind,
+        name=a.name,
+        pool=a.pool,
+        source="",
+        sync=Sync.ORPHAN,
+        reason=a.note or "requires pruning",
         power=power,
         power_reason=power_reason,
         healthy=healthy,

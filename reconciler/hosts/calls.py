@@ -60,6 +60,15 @@ from reconciler.steps import (
 )
 
 FAULT_AFTER_CALLS = "VIRT_RECONCILE_FAULT_AFTER_CALLS"
+# Progress of a long wait: (what is awaited, at most how many seconds) -> a context
+# around the wait (``cli`` shows a spinner on a terminal, a line otherwise).
+Waiting = Callable[[str, float], contextlib.AbstractContextManager[None]]
+
+
+def no_progress(_what: str, _timeout: float) -> contextlib.AbstractContextManager[None]:
+    return contextlib.nullcontext()
+
+
 _mutating_calls = 0
 _mutating_calls_lock = threading.Lock()
 
@@ -88,6 +97,7 @@ class Calls:
         self.registry = RegistryStore(conn, self.call)
         self.detach_timeout = 20.0
         self.balloon_timeout = 10.0
+        self.waiting: Waiting = no_progress
         self.removals = DeviceRemovals(conn)
         # Test-driver networks restarted by a define: their live definition
         # is the new one already.
@@ -204,8 +214,11 @@ class Calls:
             with contextlib.suppress(libvirt.libvirtError):  # no ACPI: destroy below
                 self.call("shutdown", dom.shutdown)
             deadline = time.monotonic() + timeout
-            while dom.isActive() and time.monotonic() < deadline:
-                time.sleep(0.2)
+            if dom.isActive():
+                what = f"{action.ref}: the guest shuts down (destroyed after {timeout:g}s)"
+                with self.waiting(what, timeout):
+                    while dom.isActive() and time.monotonic() < deadline:
+                        time.sleep(0.2)
             if dom.isActive():
                 self.call("destroy", dom.destroy)
 
@@ -228,7 +241,10 @@ class Calls:
             if waiter is not None and alias is not None:
                 # libvirt may report success for a device the guest keeps:
                 # wait for DEVICE_REMOVED (or _FAILED), then look.
-                waiter.wait(self.detach_timeout)
+                if not waiter.is_set():
+                    what = f"{action.ref}: the guest releases device {alias}"
+                    with self.waiting(what, self.detach_timeout):
+                        waiter.wait(self.detach_timeout)
                 if f"<alias name='{alias}'/>" in dom.XMLDesc(0):
                     raise errors.ActionError(
                         action.ref,

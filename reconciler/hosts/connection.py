@@ -17,8 +17,11 @@ _event_loop_lock = threading.Lock()
 _event_loop_started = False
 # A file-backed test-driver host (test:///PATH.xml) is a fresh in-memory copy per
 # connection; keeping one connection per URI makes it one host for the whole
-# process, like test:///default, so plan after apply sees what apply did.
+# process, like test:///default, so plan after apply sees what apply did. A
+# read-only session reuses the read-write connection when there is one (its
+# ``Session`` makes no mutating call), else gets a read-only one of its own.
 _test_hosts: dict[str, libvirt.virConnect] = {}
+_test_hosts_ro: dict[str, libvirt.virConnect] = {}
 _test_hosts_lock = threading.Lock()
 
 
@@ -45,11 +48,15 @@ def start_event_loop() -> None:
         _event_loop_started = True
 
 
-def connect(host: Host) -> libvirt.virConnect:
-    """An open connection to ``host`` (after starting the event loop); HostError if not."""
+def connect(host: Host, *, read_only: bool = False) -> libvirt.virConnect:
+    """An open connection to ``host`` (after starting the event loop); HostError if not.
+
+    ``read_only``: ``libvirt.openReadOnly`` (libvirt refuses every change; a
+    read-only account, the daemon's read-only socket, suffices).
+    """
     start_event_loop()
     try:
-        conn = open_uri(host.uri)
+        conn = open_uri(host.uri, read_only=read_only)
     except libvirt.libvirtError as e:
         raise errors.HostError(
             host.name, f"cannot connect to {redact_uri(host.uri)}: {describe(e, uri=host.uri)}"
@@ -84,10 +91,16 @@ def driver(conn: libvirt.virConnect) -> str:
         return ""
 
 
-def open_uri(uri: str) -> libvirt.virConnect:
+def open_uri(uri: str, *, read_only: bool = False) -> libvirt.virConnect:
     if not uri.startswith("test://"):
-        return libvirt.open(uri)
+        return libvirt.openReadOnly(uri) if read_only else libvirt.open(uri)
     with _test_hosts_lock:
-        if uri not in _test_hosts:
-            _test_hosts[uri] = libvirt.open(uri)
+        if uri in _test_hosts:
+            return _test_hosts[uri]
+        if read_only:
+            # Nothing changed the host in this process yet: a read-only copy is the same.
+            if uri not in _test_hosts_ro:
+                _test_hosts_ro[uri] = libvirt.openReadOnly(uri)
+            return _test_hosts_ro[uri]
+        _test_hosts[uri] = libvirt.open(uri)
         return _test_hosts[uri]

@@ -134,8 +134,10 @@ class Capabilities:
         self._caps = {}
 
     def read(
-        self, conn: libvirt.virConnect, keys: list[CapsKey], *, uri: str
+        self, conn: libvirt.virConnect, keys: list[CapsKey], *, uri: str, read_only: bool = False
     ) -> dict[CapsKey, DomainCaps] | None:
+        """``read_only``: libvirt refuses domain capabilities on a read-only
+        connection; then there are none, as on the test driver (define decides)."""
         for key in keys:
             if self._caps is None:
                 return None  # no domain capabilities (the test driver): define decides
@@ -147,7 +149,8 @@ class Capabilities:
                     None, arch or None, machine or None, virttype or None, 0
                 )
             except libvirt.libvirtError as e:
-                if e.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+                denied = read_only and e.get_error_code() == libvirt.VIR_ERR_OPERATION_DENIED
+                if e.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT or denied:
                     self._caps = None
                     continue
                 if e.get_error_code() in (libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_RPC):

@@ -9,7 +9,7 @@ import libvirt
 
 from reconciler import errors, ownership
 from reconciler.hosts import connection, observe
-from reconciler.hosts.calls import Calls
+from reconciler.hosts.calls import Calls, Waiting
 from reconciler.hosts.causes import describe
 from reconciler.hosts.events import HostEvent, Watcher
 from reconciler.model import Host
@@ -19,11 +19,17 @@ from reconciler.steps import Step
 
 
 class Session:
-    """One open connection to one host."""
+    """One open connection to one host.
 
-    def __init__(self, host: Host, conn: libvirt.virConnect) -> None:
+    A ``read_only`` session (``plan``, ``status``, ``export``) observes only:
+    every mutating entry point refuses before it reaches libvirt.
+    """
+
+    def __init__(self, host: Host, conn: libvirt.virConnect, *, read_only: bool = False) -> None:
         self.host = host
         self.conn = conn
+        self.read_only = read_only
+        self._full: libvirt.virConnect | None = None  # see _capabilities_conn
         self._calls = Calls(host, conn)
         self._caps = observe.Capabilities()
         self._watcher = Watcher(host.name, conn)
@@ -39,6 +45,15 @@ class Session:
         return self._calls.registry.current
 
     @property
+    def waiting(self) -> Waiting:
+        """Called around each long wait (a guest shutting down, a device removal)."""
+        return self._calls.waiting
+
+    @waiting.setter
+    def waiting(self, progress: Waiting) -> None:
+        self._calls.waiting = progress
+
+    @property
     def detach_timeout(self) -> float:
         """Seconds a live detach waits for the guest to release the device."""
         return self._calls.detach_timeout
@@ -50,12 +65,20 @@ class Session:
     # --- connecting --------------------------------------------------------------
 
     @classmethod
-    def open(cls, host: Host) -> Session:
-        return cls(host, connection.connect(host))
+    def open(cls, host: Host, *, read_only: bool = False) -> Session:
+        return cls(host, connection.connect(host, read_only=read_only), read_only=read_only)
+
+    def _writable(self, what: str) -> None:
+        if self.read_only:
+            raise errors.HostError(
+                self.host.name, f"{what}: refused, the connection is read-only (a bug)"
+            )
 
     def close(self) -> None:
         self.unwatch()
         self._calls.removals.close()
+        if self._full is not None and self._full is not self.conn:
+            connection.disconnect(self.host, self._full)
         connection.disconnect(self.host, self.conn)
 
     def alive(self) -> bool:
@@ -89,7 +112,11 @@ class Session:
             self._caps.clear()
         try:
             objects, registry = observe.objects(self.conn)
-            caps = self._caps.read(self.conn, sorted(set(capabilities)), uri=self.host.uri)
+            wanted = sorted(set(capabilities))
+            caps_conn = self._capabilities_conn() if wanted else self.conn
+            caps = self._caps.read(
+                caps_conn, wanted, uri=self.host.uri, read_only=caps_conn is self.conn
+            )
         except libvirt.libvirtError as e:
             raise errors.HostError(self.host.name, describe(e, uri=self.host.uri)) from e
         self._calls.registry.current = registry
@@ -101,10 +128,24 @@ class Session:
             capabilities=caps,
         )
 
+    def _capabilities_conn(self) -> libvirt.virConnect:
+        """libvirt refuses domain capabilities on a read-only connection: a read-only
+        session reads them (placement needs them) over a read-write connection of
+        their own when the account may open one, else goes without (define decides)."""
+        if not self.read_only or self.host.uri.startswith("test://"):
+            return self.conn
+        if self._full is None:
+            try:
+                self._full = connection.open_uri(self.host.uri)
+            except libvirt.libvirtError:
+                self._full = self.conn
+        return self._full
+
     # --- doing ---------------------------------------------------------------------
 
     def run(self, step: Step, action: Action) -> None:
         """Carry out one step of an action; raises ActionError on failure."""
+        self._writable(f"{action.ref}: {step.label}")
         try:
             self._calls.run(step, action)
         except libvirt.libvirtError as e:
@@ -114,6 +155,7 @@ class Session:
 
     def discard_domain(self, name: str) -> None:
         """Roll back a domain this run defined here: stop it, undefine it, leave nothing."""
+        self._writable(f"rollback of Domain/{name}")
         try:
             self._calls.discard_domain(name)
         except libvirt.libvirtError as e:
@@ -125,6 +167,7 @@ class Session:
 
     def record_placement(self, name: str, record: ownership.Record | None) -> None:
         """Keep (or drop) the placement record of a domain that lives on another host."""
+        self._writable(f"placement record of Domain/{name}")
         try:
             self._calls.registry.set_domain(name, record)
         except libvirt.libvirtError as e:
@@ -134,6 +177,7 @@ class Session:
 
     def record_applied(self, applied: dict[str, str]) -> None:
         """Remember on the host what ``watch`` applied (the git revision), for ``status``."""
+        self._writable("the revision record")
         try:
             self._calls.registry.set_applied(applied)
         except libvirt.libvirtError as e:

@@ -51,6 +51,7 @@ def _plan_volume(
     options: Options,
     running_user: str | None,
     normalise: Normalise | None = None,
+    users: tuple[str, ...] = (),
 ) -> Action:
     pool = str(m.spec["pool"])
     key = f"{pool}/{m.name}"
@@ -106,7 +107,14 @@ def _plan_volume(
     ref = f"{Kind.VOLUME.value}/{pool}/{m.name}"
     if others and error is None:
         replace_ok = ref in options.replace or f"{Kind.VOLUME.value}/{m.name}" in options.replace
-        if replace_ok:
+        if replace_ok and users:
+            # The rule prune keeps to: a volume a domain uses is never deleted.
+            error = (
+                f"volume {key}: --replace {ref} refused: in use by domain(s) "
+                f"{', '.join(users)}; deleting it would pull the disk from under them "
+                "(remove the disk from those domains first)"
+            )
+        elif replace_ok:
             changes = _to_changes(others, dflat, cflat, Disruption.REPLACE)
             steps = [DeleteVolume(pool=pool), reg_step, create]
         else:
@@ -166,6 +174,7 @@ def _plan(m: Manifest, desired: etree._Element, obs: Observed | None, ctx: Conte
         ctx.options,
         running[0] if running else None,
         ctx.normalise,
+        users,
     )
 
 

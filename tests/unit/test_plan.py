@@ -108,8 +108,10 @@ def build(manifests: list[model.Manifest], state: HostState, **options: Any) -> 
 
 
 def only(p: plan.HostPlan) -> plan.Action:
-    assert len(p.actions) == 1, p.actions
-    return p.actions[0]
+    """The one action for a named object (orphans, shown without --prune, left out)."""
+    named = [a for a in p.actions if a.orphan is None]
+    assert len(named) == 1, p.actions
+    return named[0]
 
 
 def calls(a: plan.Action) -> list[str]:
@@ -351,7 +353,20 @@ def test_prune_deletes_managed_in_reverse_kind_order() -> None:
 
 
 def test_no_prune_no_delete() -> None:
-    assert build([], prunable_state()).actions == ()
+    # Shown as orphans that require pruning, with what --prune would do; nothing runs.
+    p = build([], prunable_state(), force_prune=True)
+    assert [(a.name, a.type, a.steps) for a in p.actions] == [
+        ("old-dom", plan.ActionType.UNCHANGED, ()),
+        ("old-net", plan.ActionType.UNCHANGED, ()),
+        ("old-vol", plan.ActionType.UNCHANGED, ()),
+        ("p", plan.ActionType.UNCHANGED, ()),
+    ]
+    assert all(a.orphan == plan.Orphan(delete=True) for a in p.actions)
+    assert all((a.note or "").startswith("orphan: requires pruning") for a in p.actions)
+    guarded = build([], prunable_state())
+    assert [a.orphan.delete for a in guarded.actions if a.orphan] == [False] * 4
+    assert "prune guard" in (guarded.actions[0].note or "")
+    assert all(a.error is None and not a.steps for a in guarded.actions)
 
 
 def test_prune_keeps_desired_objects() -> None:
@@ -372,10 +387,19 @@ def test_prune_leaves_unmanaged_objects() -> None:
 def test_prune_respects_record_prune_false() -> None:
     d = observed(dom("kept"), record=record_for(dom("kept"), prune=False))
     p = build([], host_state(d), prune=True)
-    assert p.actions == ()
-    assert build([], prunable_state(pool_volume_prune=False), prune=True).actions != ()
+    # Kept, and said so: the annotation protects it.
+    assert [(a.type, a.orphan) for a in p.actions] == [
+        (plan.ActionType.UNCHANGED, plan.Orphan(delete=False, reason=ANNOTATED))
+    ]
     only_false = build([], prunable_state(pool_volume_prune=False), prune=True)
-    assert {a.kind for a in only_false.actions} == {Kind.DOMAIN, Kind.NETWORK}
+    deleted = [a for a in only_false.actions if a.type is plan.ActionType.DELETE]
+    assert {a.kind for a in deleted} == {Kind.DOMAIN, Kind.NETWORK}
+    kept = {a.name: a.orphan for a in only_false.actions if a.type is plan.ActionType.UNCHANGED}
+    assert kept["old-vol"] is not None and "volume prune is false" in (kept["old-vol"].reason or "")
+    assert kept["p"] is not None and not kept["p"].delete
+
+
+ANNOTATED = 'annotation virt-reconcile/prune is "false"'
 
 
 # --- volumes -----------------------------------------------------------------------------
