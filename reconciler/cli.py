@@ -159,7 +159,12 @@ def _parser() -> argparse.ArgumentParser:
             "-v",
             "--verbose",
             action="store_true",
-            help="also show unchanged objects and libvirt call counts",
+            help="also show unchanged objects, libvirt call counts and a unified XML diff",
+        )
+        sp.add_argument(
+            "--diff",
+            choices=["xml"],
+            help="xml: also show each changed object's XML edits, addressed by XPath (xmldiff)",
         )
 
     pl = sub.add_parser("plan", help="show what apply would change")
@@ -600,14 +605,19 @@ def _print_action(a: plan.Action, args: argparse.Namespace, out: Console) -> Non
         if a.type in (ActionType.CREATE, ActionType.DELETE) and c.path == "definition":
             continue
         out.print(
-            f"      {escape(c.path)}: {escape(report.short(c.old))} → "
-            f"{escape(report.short(c.new))}  [dim]\\[{c.disruption.value}][/]"
+            f"      {escape(c.label)}: {escape(report.short(c.display[0]))} → "
+            f"{escape(report.short(c.display[1]))}  [dim]\\[{c.disruption.value}][/]"
         )
     if a.blast_radius:
         out.print(
             f"      [magenta]a network restart would affect running domains: "
             f"{escape(', '.join(a.blast_radius))}[/]"
         )
+    if getattr(args, "diff", None) == "xml":
+        for line in report.xml_edits(a.xml_before, a.xml_after):
+            out.print(f"      [cyan]{escape(line)}[/]")
+    if not getattr(args, "verbose", False):
+        return
     for line in report.xml_diff(a.xml_before, a.xml_after):
         color = (
             "green"
@@ -660,8 +670,8 @@ def _print_convergence(left: Sequence[tuple[str, plan.Action]], failed: bool, ou
             out.print(f"  {escape(name)}: {escape(a.ref)} still plans {a.type.value}")
         for c in a.changes:
             out.print(
-                f"  {escape(name)}: {escape(a.ref)} {escape(c.path)}: "
-                f"{escape(report.short(c.old))} → {escape(report.short(c.new))}"
+                f"  {escape(name)}: {escape(a.ref)} {escape(c.label)}: "
+                f"{escape(report.short(c.display[0]))} → {escape(report.short(c.display[1]))}"
             )
 
 
@@ -847,7 +857,7 @@ def _adopt(
         for a in hp.actions:
             if a.error or (a.type.is_change and a.type is not ActionType.ADOPT):
                 failed = True
-                what = a.error or ", ".join(c.path for c in a.changes) or a.type.value
+                what = a.error or ", ".join(c.label for c in a.changes) or a.type.value
                 err.print(f"not adopted: {escape(name)}: {escape(a.ref)}: {escape(what)}")
         run.plans[name] = dataclasses.replace(
             hp, actions=tuple(a for a in hp.actions if a.type is ActionType.ADOPT and not a.error)

@@ -15,7 +15,7 @@ from typing import Any
 
 from lxml import etree
 
-from reconciler import diff, ownership
+from reconciler import diff, fields, ownership
 from reconciler.actions import (
     DEFAULT_MAX_PRUNE,
     Action,
@@ -294,6 +294,18 @@ def _references(
     return [f"{m.source_of(p.partition(':')[0])}: {p}" for p in problems]
 
 
+def _in_manifest_terms(action: Action, m: Manifest) -> Action:
+    """Each change named by its manifest field, values in the manifest's units."""
+    changes = []
+    for c in action.changes:
+        if c.path in ("definition", "state", "autostart", "metadata.labels"):
+            changes.append(replace(c, field=c.path, shown_old=c.old, shown_new=c.new))
+            continue
+        d = fields.describe(m.kind, m.name, m.spec, c.path, c.old, c.new)
+        changes.append(replace(c, field=d.field, shown_old=d.old, shown_new=d.new))
+    return replace(action, changes=tuple(changes))
+
+
 def build_host_plan(
     desired: Sequence[tuple[Manifest, etree._Element]],
     state: HostState,
@@ -382,7 +394,7 @@ def build_host_plan(
             )
         except ValueError as e:
             action = Action(**base, type=ActionType.UPDATE, error=str(e))
-        actions.append(action)
+        actions.append(_in_manifest_terms(action, m))
     if options.prune:
         actions += _plan_prune(state, desired_keys, options, kinds)
     return HostPlan(host=state.host, actions=tuple(actions))

@@ -11,7 +11,11 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from reconciler import errors, status
+from lxml import etree
+from xmldiff import formatting as xmldiff_formatting
+from xmldiff import main as xmldiff_main
+
+from reconciler import errors, ownership, status
 from reconciler.execute import Result
 from reconciler.placement import Placement
 from reconciler.plan import Action, ActionType, HostPlan
@@ -36,7 +40,14 @@ def action_json(action: Action, result: Result | None = None) -> dict[str, Any]:
         "source": action.source,
         "disruption": action.disruption.value if action.disruption else None,
         "changes": [
-            {"path": c.path, "old": c.old, "new": c.new, "disruption": c.disruption.value}
+            {
+                "path": c.path,
+                "old": c.old,
+                "new": c.new,
+                "disruption": c.disruption.value,
+                "field": c.field,
+                "display": {"old": c.display[0], "new": c.display[1]},
+            }
             for c in action.changes
         ],
     }
@@ -171,14 +182,40 @@ def status_json(statuses: Sequence[status.HostStatus]) -> dict[str, Any]:
 
 
 def xml_diff(before: str | None, after: str | None) -> list[str]:
-    """A unified diff of two XML documents (lines without trailing newlines)."""
+    """A unified diff of two XML documents without the ownership record (lines
+    without trailing newlines)."""
     if before is None or after is None or before == after:
         return []
+    before, after = _without_record(before), _without_record(after)
     return list(
         difflib.unified_diff(
             before.splitlines(), after.splitlines(), "live", "desired", n=2, lineterm=""
         )
     )
+
+
+def xml_edits(before: str | None, after: str | None) -> list[str]:
+    """The edits that turn one document into the other, each addressed by an XPath
+    (``xmldiff``): what an overlay or ``ignoreDifferences`` would name."""
+    if before is None or after is None or before == after:
+        return []
+    text = xmldiff_main.diff_texts(
+        _without_record(before).encode(),
+        _without_record(after).encode(),
+        formatter=xmldiff_formatting.DiffFormatter(normalize=xmldiff_formatting.WS_BOTH),
+    )
+    return [line for line in str(text).splitlines() if line]
+
+
+def _without_record(xml: str) -> str:
+    """A document as shown to people: the ownership record is ours, not a change."""
+    root = etree.fromstring(xml.encode())
+    ownership.write_record(root, None)
+    metadata = root.find("metadata")
+    if metadata is not None and len(metadata) == 0:
+        root.remove(metadata)
+    etree.indent(root, space="  ")
+    return etree.tostring(root, encoding="unicode")
 
 
 def short(value: str | None, limit: int = 120) -> str:
@@ -208,7 +245,14 @@ def saved_plan(plans: Mapping[str, HostPlan], digest: str) -> dict[str, Any]:
                     a.ref: {
                         "action": a.type.value,
                         "changes": [
-                            {"path": c.path, "old": c.old, "new": c.new} for c in a.changes
+                            {
+                                "path": c.path,
+                                "old": c.old,
+                                "new": c.new,
+                                "field": c.field,
+                                "display": {"old": c.display[0], "new": c.display[1]},
+                            }
+                            for c in a.changes
                         ],
                     }
                     for a in hp.actions
@@ -265,8 +309,9 @@ def plan_differences(saved: Mapping[str, Any], fresh: Mapping[str, Any]) -> list
                 c, d = before.get(path), after.get(path)
                 if c == d:
                     continue
+                label = (c or d or {}).get("field") or path
                 lines.append(
-                    f"{host}: {ref}: {path}: planned {_change_text(c)}, now {_change_text(d)}"
+                    f"{host}: {ref}: {label}: planned {_change_text(c)}, now {_change_text(d)}"
                 )
     return lines
 
@@ -274,4 +319,5 @@ def plan_differences(saved: Mapping[str, Any], fresh: Mapping[str, Any]) -> list
 def _change_text(change: Mapping[str, Any] | None) -> str:
     if change is None:
         return "no change"
-    return f"{short(change['old'], 60)} → {short(change['new'], 60)}"
+    shown = change.get("display") or change
+    return f"{short(shown['old'], 60)} → {short(shown['new'], 60)}"

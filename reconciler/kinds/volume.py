@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import replace
 from typing import Any
 
 from lxml import etree
@@ -55,6 +56,8 @@ def _plan_volume(
     key = f"{pool}/{m.name}"
     dflat = _desired_flat(Kind.VOLUME, desired, normalise)
     record = _record(m, dflat, host.name)
+    # A volume holds data: --prune deletes it only when its manifest says spec.prune.
+    record = replace(record, prune=record.prune and bool(m.spec.get("prune", False)))
     base: dict[str, Any] = {
         "kind": Kind.VOLUME,
         "name": m.name,

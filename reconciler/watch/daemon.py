@@ -376,7 +376,7 @@ class Watcher:
                 problems = tuple(f"{r.action.ref}: {r.error}" for r in applied.failed(h.name))
             elif result is HostResult.NOT_CONVERGED:
                 problems = tuple(
-                    f"{a.ref} still plans {a.type.value}: " + ", ".join(c.path for c in a.changes)
+                    f"{a.ref} still plans {a.type.value}: " + ", ".join(c.label for c in a.changes)
                     for a in applied.left[h.name]
                 )
             else:
@@ -424,7 +424,7 @@ class Watcher:
         a = r.action
         drift = " [drift]" if self._applied.get(host) == desired.digest else ""
         shown = a.type in (plan.ActionType.UPDATE, plan.ActionType.ADOPT)
-        paths = ", ".join(c.path for c in a.changes) if shown else ""
+        paths = ", ".join(c.label for c in a.changes) if shown else ""
         detail = f": {paths}" if paths else ""
         if r.result is Outcome.OK:
             log.info(

@@ -173,7 +173,7 @@ def test_apply_refuses_a_saved_plan_when_the_manifests_changed(
     assert f"the fresh plan differs from {planfile}" in err
     assert "manifests changed since the plan was saved" in err
     assert (
-        "default: Domain/vr-web-1: currentMemory: planned 196608 → 131072, now 196608 → 163840"
+        "default: Domain/vr-web-1: currentMemory: planned 192MiB → 128MiB, now 192MiB → 160MiB"
         in err
     )
     assert "nothing was changed" in err
@@ -363,7 +363,16 @@ def test_a_label_edit_is_recorded_as_a_metadata_change(
     assert changed["Domain/vr-web-1"] == (
         "update",
         "none",
-        [{"path": "metadata.labels", "old": "tier=web", "new": "tier=front", "disruption": "none"}],
+        [
+            {
+                "path": "metadata.labels",
+                "old": "tier=web",
+                "new": "tier=front",
+                "disruption": "none",
+                "field": "metadata.labels",
+                "display": {"old": "tier=web", "new": "tier=front"},
+            }
+        ],
     )
     assert changed["Network/vr-lab-net"][2][0]["new"] == "lab=demo,tier=front"
     assert set(changed) == {
