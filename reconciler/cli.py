@@ -8,9 +8,11 @@
                                     [-o text|json] [--dry-run] [--plan PLANFILE]
     virt-reconcile status   PATH... [-c URI] [--host NAME...] [-o text|json]
     virt-reconcile watch    PATH... | --git URL [--ref main] [--interval 30s] [-c URI] [--prune]
-                                    [--resync 5m] [--metrics-addr 127.0.0.1:9177]
+                                    [--resync 5m] [--metrics-addr 127.0.0.1:9178] [--dry-run]
+                                    [--log-format text|json]
     virt-reconcile export   [PATH...] [-c URI] [--host NAME] [--kind K...] [--name N...]
                                     [--adopt] -d DIR
+    virt-reconcile schema | completion bash|zsh|fish
 
 plan, apply and status also take -l/--selector KEY=VALUE and --target KIND/NAME;
 the commands that read PATHs take --exclude GLOB; PATH '-' is stdin.
@@ -26,7 +28,6 @@ import contextlib
 import dataclasses
 import difflib
 import json
-import logging
 import signal
 import sys
 from collections.abc import Mapping, Sequence
@@ -45,6 +46,8 @@ from reconciler import (
     plan,
     render,
     report,
+    schema,
+    shell,
     status,
     units,
     watch,
@@ -202,6 +205,7 @@ def _parser() -> argparse.ArgumentParser:
     _flow_args(sub, v, pl, ap, st)
     _watch_parser(sub)
     _export_parser(sub)
+    _tools_parser(sub)
     return p
 
 
@@ -263,6 +267,16 @@ def _flow_args(sub: Any, *parsers: argparse.ArgumentParser) -> None:
     )
 
 
+def _tools_parser(sub: Any) -> None:
+    """Editors and shells: the combined JSON Schema, completion scripts."""
+    sub.add_parser(
+        "schema",
+        help="print one JSON Schema for every kind (for editors: yaml-language-server)",
+    )
+    co = sub.add_parser("completion", help="print a shell completion script")
+    co.add_argument("shell", choices=shell.SHELLS)
+
+
 def _export_parser(sub: Any) -> None:
     ex = sub.add_parser(
         "export",
@@ -304,7 +318,12 @@ def _kind(text: str) -> Kind:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command in ("schema", "completion"):
+        text = schema.text() if args.command == "schema" else shell.completion(parser, args.shell)
+        sys.stdout.write(text)
+        return EXIT_OK
     out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     as_json = getattr(args, "output", "text") == "json"
@@ -741,12 +760,20 @@ def _watch_parser(sub: Any) -> None:
     w.add_argument(
         "--metrics-addr",
         type=_address,
-        default="127.0.0.1:9177",
+        default=watch.DEFAULT_ADDRESS,
         metavar="HOST:PORT",
-        help="serve /metrics, /healthz and POST /-/reload here (port 0: any free port)",
+        help="serve the status page (/), /metrics, /healthz, /readyz and POST /-/reload here "
+        f"(default {watch.DEFAULT_ADDRESS}; port 0: any free port)",
     )
     w.add_argument("--no-metrics", action="store_true", help="serve no HTTP endpoint")
     w.add_argument("-v", "--verbose", action="store_true", help="also log every libvirt event")
+    # Daemon operation: drift detection only, and the log's format.
+    w.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="detect and report drift and pending changes; change nothing",
+    )
+    w.add_argument("--log-format", choices=["text", "json"], default="text", help="log lines")
 
 
 def _watch(args: argparse.Namespace, err: Console) -> int:
@@ -770,12 +797,9 @@ def _watch(args: argparse.Namespace, err: Console) -> int:
         force_prune=args.force_prune,
         resync=args.resync,
         metrics_addr=None if args.no_metrics else args.metrics_addr,
+        dry_run=args.dry_run,
     )
-    handler = logging.StreamHandler(err.file)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s"))
-    root = logging.getLogger("reconciler")
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    unlog = watch.logs.configure(err.file, args.log_format, args.verbose)
     # Each pass holds the hosts' apply locks (no waiting: a held lock is retried with backoff).
     watcher = watch.Watcher(config, lock=lambda hosts: lock.hold(hosts, command="watch"))
     try:
@@ -790,7 +814,7 @@ def _watch(args: argparse.Namespace, err: Console) -> int:
     signal.signal(signal.SIGHUP, lambda *_: watcher.reload())
     while not watcher.wait(0.5):
         pass
-    root.removeHandler(handler)
+    unlog()
     return EXIT_OK
 
 

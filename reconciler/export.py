@@ -19,6 +19,7 @@ libvirt: ``hosts`` observes; ``write`` puts the files in place.
 from __future__ import annotations
 
 import copy
+import os
 import urllib.parse
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from typing import Any
 import yaml
 from lxml import etree
 
-from reconciler import canonical, manifests, ownership, render
+from reconciler import canonical, manifests, ownership, render, schema
 from reconciler.kinds import KINDS
 from reconciler.model import API_VERSION, Kind, Manifest, Source, object_ref
 from reconciler.observed import HostState, Observed
@@ -407,11 +408,18 @@ def to_yaml(document: Mapping[str, Any]) -> str:
 
 
 def write(host_export: HostExport, directory: Path) -> list[Path]:
-    """Write every manifest of one host under ``directory``; returns the files written."""
+    """Write every manifest of one host under ``directory``; returns the files written.
+
+    ``directory`` also gets the combined JSON Schema, and each manifest a
+    yaml-language-server modeline pointing to it (a relative path, so it works offline).
+    """
     written = []
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / schema.FILE_NAME).write_text(schema.text(), encoding="utf-8")
     for obj in host_export.objects:
         path = directory / obj.path
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(to_yaml(obj.document), encoding="utf-8")
+        where = os.path.relpath(directory / schema.FILE_NAME, path.parent)
+        path.write_text(schema.modeline(where) + to_yaml(obj.document), encoding="utf-8")
         written.append(path)
     return written

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what virt-reconcile and its tests need on a Debian machine. Idempotent.
 #   - Debian packages that are missing (libvirt daemon + client, QEMU, build deps
-#     of libvirt-python, busybox/cpio for the test guest)
+#     of libvirt-python, busybox/cpio for the test guest, chromium for the status page test)
 #   - a virtualenv in .venv with virt-reconcile (editable) and its test tools
 set -euo pipefail
 
@@ -12,6 +12,7 @@ PACKAGES=(
     libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils dnsmasq-base
     busybox-static cpio zstd xz-utils
     ovmf swtpm swtpm-tools
+    chromium  # headless: renders watch's status page in tests/integration/test_status_page.py
 )
 
 SUDO=""

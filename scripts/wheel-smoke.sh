@@ -62,4 +62,6 @@ esac
 "$WORK/venv/bin/virt-reconcile" --version
 "$WORK/venv/bin/virt-reconcile" validate examples/manifests
 "$WORK/venv/bin/virt-reconcile" plan examples/manifests -c test:///default >/dev/null
+"$WORK/venv/bin/virt-reconcile" schema | grep -q '"Domain"'        # the schemas, combined
+"$WORK/venv/bin/virt-reconcile" completion bash | grep -q watch     # shtab is a dependency
 echo "wheel-smoke: $(basename "$WHEEL") installs and runs from a fresh venv"

@@ -14,12 +14,14 @@ A failing host is retried with exponential backoff; a trigger that may bring
 new desired state (file, git, reload) retries every host at once.
 """
 
+from reconciler.watch import logs, notify
 from reconciler.watch.daemon import Config, HostOutcome, LockHook, Watcher, no_lock
-from reconciler.watch.metrics import Metrics, parse_address
+from reconciler.watch.metrics import DEFAULT_ADDRESS, Metrics, parse_address
 from reconciler.watch.sources import FolderSource, GitSource, Snapshot, Source
 from reconciler.watch.workqueue import Backoff, Batch, Reason, WorkQueue, due_at
 
 __all__ = [
+    "DEFAULT_ADDRESS",
     "Backoff",
     "Batch",
     "Config",
@@ -34,6 +36,8 @@ __all__ = [
     "Watcher",
     "WorkQueue",
     "due_at",
+    "logs",
     "no_lock",
+    "notify",
     "parse_address",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import hashlib
@@ -21,7 +22,8 @@ from reconciler.execute import Outcome, Result
 from reconciler.hosts import HostEvent, Session
 from reconciler.model import Host, ManifestSet
 from reconciler.reconcile import HostResult, Run, Target, apply, resolve_hosts
-from reconciler.watch.metrics import Metrics, parse_address, serve_http
+from reconciler.watch import notify, page
+from reconciler.watch.metrics import DEFAULT_ADDRESS, Metrics, parse_address, serve_http
 from reconciler.watch.sources import FolderSource, GitSource, Snapshot, Source
 from reconciler.watch.workqueue import ALL, Backoff, Batch, Clock, Reason, WorkQueue
 
@@ -57,7 +59,8 @@ class Config:
     max_prune: int = plan.DEFAULT_MAX_PRUNE
     force_prune: bool = False
     resync: float = 300.0
-    metrics_addr: str | None = "127.0.0.1:9177"
+    metrics_addr: str | None = DEFAULT_ADDRESS
+    dry_run: bool = False  # detect and report drift and pending changes; change nothing
     debounce: float = 0.2
     max_delay: float = 1.0
     backoff_base: float = 1.0
@@ -81,7 +84,34 @@ class HostOutcome:
     host: str
     result: HostResult
     changes: int = 0
+    pending: int = 0  # --dry-run: the changes a pass would have made
     errors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostView:
+    """What the status page shows of one host: its last pass and its objects."""
+
+    host: str
+    uri: str
+    at: float  # wall-clock time the last pass ended
+    outcome: HostOutcome
+    objects: tuple[status.ObjectStatus, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Entry:
+    """One recent happening: ``change``, ``drift`` (a change that reverted drift),
+    ``would`` (--dry-run: a change not made) or ``error``."""
+
+    at: float
+    host: str
+    what: str
+    text: str
+    count: int = 1  # the same happening again (a retried error) moves it up and counts
+
+
+RECENT = 50  # entries the status page keeps
 
 
 def default_cache_dir() -> Path:
@@ -125,6 +155,14 @@ class Watcher:
         self.passes = 0
         self.good: Desired | None = None
         self.last_outcomes: dict[str, HostOutcome] = {}
+        self.views: dict[str, HostView] = {}
+        self.recent: collections.deque[Entry] = collections.deque(maxlen=RECENT)
+        self.last_pass: tuple[float, str] | None = None  # wall time, the pass's log line
+        self.started_at = time.time()
+        self._hosts: tuple[str, ...] | None = None  # the hosts of the current manifests
+        self._notified_ready = False
+        self._pending_seen: dict[str, frozenset[str]] = {}
+        self._objects: dict[str, status.HostStatus] = {}  # of the pass that runs
         self._sessions: dict[str, Session] = {}
         self._watched: weakref.WeakSet[Session] = weakref.WeakSet()
         self._applied: dict[str, str] = {}  # host -> digest of the manifests last converged
@@ -149,10 +187,11 @@ class Watcher:
         self._worker = threading.Thread(target=self._work, name="reconcile", daemon=True)
         self._worker.start()
         log.info(
-            "watching %s (resync every %gs%s)",
+            "watching %s (resync every %gs%s%s)",
             self.source.describe(),
             self.config.resync,
             ", prune" if self.config.prune else "",
+            ", dry run: nothing is changed" if self.config.dry_run else "",
         )
 
     @property
@@ -162,6 +201,7 @@ class Watcher:
     def stop(self) -> None:
         """Finish the current pass, then stop (SIGTERM, SIGINT)."""
         self._stopping.set()
+        notify.stopping()
         self.queue.close()
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -174,6 +214,7 @@ class Watcher:
     def reload(self) -> None:
         """SIGHUP or ``POST /-/reload``: poll the source now and reconcile everything."""
         log.info("reload requested")
+        notify.reloading()  # READY=1 follows the pass of the batch that holds this reload
         self.source.poll_now()
         self.queue.add(Reason.RELOAD, cause="reload")
 
@@ -186,6 +227,26 @@ class Watcher:
             "revision": snap.revision if snap else None,
             "manifestsValid": self._load_error is None,
             "hosts": {n: o.result for n, o in sorted(self.last_outcomes.items())},
+            "dryRun": self.config.dry_run,
+        }
+
+    def page(self) -> str:
+        """The status page (``GET /``)."""
+        return page.render(self)
+
+    def waiting_for(self) -> list[str] | None:
+        """Hosts of the manifests that had no pass yet (None: no valid manifests yet)."""
+        if self._hosts is None:
+            return None
+        return [h for h in self._hosts if h not in self.last_outcomes]
+
+    def readiness(self) -> dict[str, Any]:
+        """``/readyz``: ready once every host of the manifests had a full pass."""
+        waiting = self.waiting_for()
+        ready = waiting == [] and self.health()["status"] == "ok"
+        return {
+            "ready": ready,
+            "waitingFor": waiting if waiting is not None else "valid manifests",
         }
 
     def wait_idle(self, timeout: float) -> bool:
@@ -226,8 +287,31 @@ class Watcher:
                     self.queue.add_after(None, self.backoff.failed(ALL, self._clock()))
                 finally:
                     self.queue.done()
+                    self._notify(batch)
         finally:
             self._shutdown()
+
+    def _notify(self, batch: Batch) -> None:
+        """Tell systemd: READY=1 after the first batch and after a reload's, STATUS always.
+
+        The first batch covers every host, so ``systemctl start`` returns once
+        the hosts were reconciled once (or the manifests were found invalid).
+        """
+        waiting = self.waiting_for()
+        if waiting is None:
+            text = "waiting for valid manifests"
+        else:
+            results = collections.Counter(o.result.value for o in self.last_outcomes.values())
+            text = f"{self.passes} pass(es); hosts " + ", ".join(
+                f"{n} {r}" for r, n in sorted(results.items())
+            )
+            if waiting:
+                text += f"; waiting for {', '.join(waiting)}"
+        if not self._notified_ready or Reason.RELOAD in batch.reasons:
+            self._notified_ready = True
+            notify.ready(text)
+        else:
+            notify.status(text)
 
     def _shutdown(self) -> None:
         self.source.stop()
@@ -301,6 +385,9 @@ class Watcher:
         except errors.ReconcileError as e:
             log.error("error: %s", e)
             return {}
+        self._hosts = tuple(h.name for h in target.hosts)
+        for gone in set(self.views) - set(self._hosts):  # no manifest names it any more
+            del self.views[gone]
         now = self._clock()
         hosts = tuple(
             h for h in target.hosts if batch.selects(h.name) and not self.backoff.gated(h.name, now)
@@ -322,14 +409,17 @@ class Watcher:
         self.metrics.duration.observe(elapsed)
         self._record(outcomes, desired)
         rev = f" at {desired.snapshot.revision[:12]}" if desired.snapshot.revision else ""
+        summary = "; ".join(_outcome_text(o) for o in outcomes.values())
         log.info(
             "pass %d (%s)%s: %s in %.2fs",
             self.passes,
             _causes(batch),
             rev,
-            "; ".join(_outcome_text(o) for o in outcomes.values()),
+            summary,
             elapsed,
+            extra={"pass": self.passes, "seconds": round(elapsed, 3), "revision": rev[4:] or None},
         )
+        self.last_pass = (time.time(), f"pass {self.passes}{rev}: {summary} in {elapsed:.2f}s")
         return outcomes
 
     def _drop_dead_sessions(self, hosts: Sequence[Host]) -> None:
@@ -347,6 +437,8 @@ class Watcher:
         run.connect_and_observe()
         self._subscribe(run)
         run.build_plans()
+        if self.config.dry_run:
+            return self._report(run, target, desired)
         applied = apply(run, per_host=True)
         for name, rs in applied.results.items():
             for r in rs:
@@ -386,6 +478,68 @@ class Watcher:
             )
         return outcomes
 
+    def _report(self, run: Run, target: Target, desired: Desired) -> dict[str, HostOutcome]:
+        """--dry-run: what a pass would change, logged (when it differs from the last
+        pass) and counted in ``virt_reconcile_pending_changes``; nothing is executed."""
+        self._update_objects(run, target)
+        outcomes: dict[str, HostOutcome] = {}
+        for h in target.hosts:
+            state, hp = run.states[h.name], run.plans[h.name]
+            if not state.reachable:
+                outcomes[h.name] = HostOutcome(
+                    host=h.name,
+                    result=HostResult.UNREACHABLE,
+                    errors=((state.error or "").removeprefix(f"host {h.name}: "),),
+                )
+                session = self._sessions.pop(h.name, None)
+                if session is not None:  # the retry reconnects (and resyncs)
+                    session.close()
+                continue
+            problems = tuple(f"{a.ref}: {a.error}" for a in hp.actions if a.error)
+            changes = [a for a in hp.actions if a.type.is_change and not a.error]
+            counts = collections.Counter(a.type.value for a in changes)
+            for action in plan.ActionType:
+                if action.is_change:
+                    self.metrics.pending.labels(h.name, action.value).set(counts[action.value])
+            drift = self._applied.get(h.name) == desired.digest
+            seen = self._pending_seen.get(h.name, frozenset())
+            lines = [(a, f"{a.type.value} {a.ref}: {_paths(a)}") for a in changes]
+            for a, line in lines:
+                if line not in seen:  # each pending change is logged once, when it appears
+                    self._log_would(h.name, a, drift)
+            self._pending_seen[h.name] = frozenset(line for _, line in lines)
+            if not changes and not problems:
+                self._applied[h.name] = desired.digest  # in sync: a later difference is drift
+            outcomes[h.name] = HostOutcome(
+                host=h.name,
+                result=HostResult.FAILED if problems else HostResult.OK,
+                pending=len(changes),
+                errors=problems,
+            )
+        return outcomes
+
+    def _log_would(self, host: str, a: plan.Action, drift: bool) -> None:
+        paths = _paths(a)
+        text = f"{report.SYMBOLS[a.type]} {a.type.value} {a.ref}" + (f": {paths}" if paths else "")
+        tag = " [drift]" if drift else ""
+        log.warning(
+            "host %s: would %s%s (dry run)",
+            host,
+            text,
+            tag,
+            extra={"host": host, "action": a.type.value, "object": a.ref, "drift": drift},
+        )
+        self._remember(host, "would", text + tag)
+
+    def _remember(self, host: str, what: str, text: str) -> None:
+        """Add to the status page's recent list; a repeat replaces its earlier entry."""
+        count = 1
+        for old in list(self.recent):
+            if (old.host, old.what, old.text) == (host, what, text):
+                self.recent.remove(old)
+                count += old.count
+        self.recent.append(Entry(at=time.time(), host=host, what=what, text=text, count=count))
+
     def _record_revision(self, run: Run, host: str, desired: Desired) -> None:
         """Write the applied git revision to the host's registry (``status`` shows it)."""
         revision = desired.snapshot.revision
@@ -414,6 +568,7 @@ class Watcher:
 
     def _update_objects(self, run: Run, target: Target) -> None:
         for hs in status.build(run.assignments, run.plans, run.states):
+            self._objects[hs.host] = hs
             counts = {s: 0 for s in status.Sync}
             for o in hs.objects:
                 counts[o.sync] += 1
@@ -423,9 +578,9 @@ class Watcher:
     def _log_result(self, host: str, r: Result, desired: Desired) -> None:
         a = r.action
         drift = " [drift]" if self._applied.get(host) == desired.digest else ""
-        shown = a.type in (plan.ActionType.UPDATE, plan.ActionType.ADOPT)
-        paths = ", ".join(c.label for c in a.changes) if shown else ""
+        paths = _paths(a)
         detail = f": {paths}" if paths else ""
+        fields = {"host": host, "action": a.type.value, "object": a.ref, "drift": bool(drift)}
         if r.result is Outcome.OK:
             log.info(
                 "host %s: %s %s %s%s%s",
@@ -435,9 +590,13 @@ class Watcher:
                 a.ref,
                 detail,
                 drift,
+                extra=fields,
             )
+            if a.type.is_change:
+                text = f"{report.SYMBOLS[a.type]} {a.type.value} {a.ref}{detail}"
+                self._remember(host, "drift" if drift else "change", text)
         else:
-            log.error("host %s: %s %s failed: %s", host, a.type.value, a.ref, r.error)
+            log.error("host %s: %s %s failed: %s", host, a.type.value, a.ref, r.error, extra=fields)
         if r.result is Outcome.OK and a.type.is_change:
             self.metrics.changes.labels(host, a.type.value).inc()
             if drift:
@@ -445,13 +604,25 @@ class Watcher:
 
     def _record(self, outcomes: Mapping[str, HostOutcome], desired: Desired) -> None:
         now = self._clock()
+        objects, self._objects = self._objects, {}
         for name, o in outcomes.items():
             self.last_outcomes[name] = o
+            hs = objects.get(name)
+            self.views[name] = HostView(
+                host=name,
+                uri=hs.uri if hs else self.views[name].uri if name in self.views else "",
+                at=time.time(),
+                outcome=o,
+                objects=hs.objects if hs else (),
+            )
+            for e in o.errors:
+                self._remember(name, "error", desired.snapshot.display(e))
             self.metrics.runs.labels(name, o.result).inc()
             self.metrics.host_up.labels(name).set(0 if o.result is HostResult.UNREACHABLE else 1)
             if o.result is HostResult.OK:
                 self.backoff.succeeded(name)
-                self._applied[name] = desired.digest
+                if not o.pending:  # --dry-run: only a host in sync is "converged"
+                    self._applied[name] = desired.digest
                 self.metrics.last_success.labels(name).set_to_current_time()
                 continue
             for e in o.errors:
@@ -468,4 +639,11 @@ def _causes(batch: Batch, most: int = 3) -> str:
 
 def _outcome_text(o: HostOutcome) -> str:
     changes = f", {o.changes} change(s)" if o.changes else ""
-    return f"{o.host} {o.result}{changes}"
+    pending = f", {o.pending} pending change(s)" if o.pending else ""
+    return f"{o.host} {o.result}{changes}{pending}"
+
+
+def _paths(a: plan.Action) -> str:
+    """The changed fields of an update or adopt (a create or delete is whole)."""
+    shown = a.type in (plan.ActionType.UPDATE, plan.ActionType.ADOPT)
+    return ", ".join(c.label for c in a.changes) if shown else ""

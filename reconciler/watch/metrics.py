@@ -1,16 +1,27 @@
-"""watch: Prometheus metrics and the HTTP endpoint (/metrics, /healthz, POST /-/reload)."""
+"""watch: Prometheus metrics and the HTTP endpoint (/, /metrics, /healthz, /readyz, /-/reload)."""
 
 from __future__ import annotations
 
 import http.server
 import json
 import logging
+import platform
 import threading
 from typing import Any, Protocol
 
 import prometheus_client
 
+from reconciler import __version__
+
 log = logging.getLogger(__name__)
+
+# 9177 is prometheus-libvirt-exporter's, which often runs on the same machine.
+DEFAULT_PORT = 9178
+DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_PORT}"
+
+# No ``*_created`` series beside every counter and histogram: they double the
+# series count and nothing here needs them (process-wide switch of prometheus_client).
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class Metrics:
@@ -56,16 +67,27 @@ class Metrics:
         self.revision = prometheus_client.Info(
             "virt_reconcile_applied_revision", "Source and revision last applied", registry=r
         )
+        self.pending: prometheus_client.Gauge = labelled(
+            gauge,
+            "pending_changes",
+            "watch --dry-run: changes the last pass would have made, by host and action",
+            "host",
+            "action",
+        )
+        build: prometheus_client.Gauge = labelled(
+            gauge, "build_info", "Always 1; the version of virt-reconcile", "version", "python"
+        )
+        build.labels(__version__, platform.python_version()).set(1)
 
     def render(self) -> bytes:
         return prometheus_client.generate_latest(self.registry)
 
 
 def parse_address(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:9177``) -> (host, port); port 0 picks a free one."""
+    """``HOST:PORT`` (``[::1]:9178``) -> (host, port); port 0 picks a free one."""
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:9177)")
+        raise ValueError(f"{text!r} is not HOST:PORT (e.g. {DEFAULT_ADDRESS})")
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
@@ -76,11 +98,16 @@ class Served(Protocol):
 
     def health(self) -> dict[str, Any]: ...
 
+    def readiness(self) -> dict[str, Any]: ...
+
+    def page(self) -> str: ...
+
     def reload(self) -> None: ...
 
 
 def serve_http(watcher: Served, address: tuple[str, int]) -> http.server.ThreadingHTTPServer:
-    """``GET /metrics``, ``GET /healthz`` and ``POST /-/reload`` (the git webhook)."""
+    """``GET /`` (the status page), ``/metrics``, ``/healthz``, ``/readyz``, and
+    ``POST /-/reload`` (the git webhook)."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         server_version = "virt-reconcile"
@@ -100,6 +127,12 @@ def serve_http(watcher: Served, address: tuple[str, int]) -> http.server.Threadi
                 health = watcher.health()
                 code = 200 if health["status"] == "ok" else 503
                 self._send(code, json.dumps(health).encode() + b"\n", "application/json")
+            elif path == "/readyz":
+                ready = watcher.readiness()
+                code = 200 if ready["ready"] else 503
+                self._send(code, json.dumps(ready).encode() + b"\n", "application/json")
+            elif path == "/":
+                self._send(200, watcher.page().encode(), "text/html; charset=utf-8")
             else:
                 self._send(404, b"not found\n")
 

@@ -21,6 +21,7 @@ import libvirt
 import pytest
 from lxml import etree
 
+from tests.testbed import browser
 from tests.testbed.daemon import IsolatedHost, start_isolated_host
 
 REPO = Path(__file__).resolve().parents[2]
@@ -221,6 +222,22 @@ def test_watch_reverts_drift_from_events_and_exits_0_on_sigterm(
         )
     }
     assert drift.get("Domain", 0) >= 3 and drift.get("Network", 0) >= 1, metrics
+
+    # The status page, as Chromium renders it: the real host's objects, all in sync
+    # again, the running guest's power state, and the drift it reverted.
+    page = f"http://127.0.0.1:{d.port()}/"
+
+    def served() -> str:
+        with urllib.request.urlopen(page, timeout=5) as resp:
+            return str(resp.read().decode())
+
+    wait_for(lambda: "Domain/vrt-watch-def" in served(), 10, "the page lists the host", d)
+    shown = browser.dom(page, tmp_path)
+    for ref in ("Domain/vrt-watch-def", "Domain/vrt-watch-run", "Network/vrt-watch-net"):
+        assert re.search(rf'<code>{ref}</code></td><td><span class="b Synced">', shown), ref
+    assert re.search(r"<code>Domain/vrt-watch-run</code>.*?<td>running", shown, re.S)
+    assert shown.count('class="b drift"') >= 3
+    browser.screenshot(page, tmp_path, "status-page-real-host.png")
 
     d.proc.send_signal(signal.SIGTERM)
     assert d.proc.wait(60) == 0, d.log

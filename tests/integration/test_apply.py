@@ -80,7 +80,7 @@ def test_plan_json_document(host_uri: str, plan_json: Callable[..., dict[str, An
     ]
     assert doc["summary"]["create"] == 8
     a = doc["hosts"][0]["actions"][0]
-    assert a["source"] == str(EXAMPLES / "storage.yaml") + ":2"
+    assert a["source"] == str(EXAMPLES / "storage.yaml") + ":3"  # after the modeline and a comment
 
 
 def test_one_changed_field_is_exactly_one_update(
