@@ -319,7 +319,14 @@ def saved_plan(plans: Mapping[str, HostPlan], digest: str) -> dict[str, Any]:
                     a.ref: {
                         "action": a.type.value,
                         "changes": [
-                            {"path": c.path, "old": c.old, "new": c.new} for c in a.changes
+                            {
+                                "path": c.path,
+                                "old": c.old,
+                                "new": c.new,
+                                "field": c.field,
+                                "display": {"old": c.display[0], "new": c.display[1]},
+                            }
+                            for c in a.changes
                         ],
                     }
                     for a in hp.actions
@@ -376,8 +383,9 @@ def plan_differences(saved: Mapping[str, Any], fresh: Mapping[str, Any]) -> list
                 c, d = before.get(path), after.get(path)
                 if c == d:
                     continue
+                label = (c or d or {}).get("field") or path
                 lines.append(
-                    f"{host}: {ref}: {path}: planned {_change_text(c)}, now {_change_text(d)}"
+                    f"{host}: {ref}: {label}: planned {_change_text(c)}, now {_change_text(d)}"
                 )
     return lines
 
@@ -385,4 +393,5 @@ def plan_differences(saved: Mapping[str, Any], fresh: Mapping[str, Any]) -> list
 def _change_text(change: Mapping[str, Any] | None) -> str:
     if change is None:
         return "no change"
-    return f"{short(change['old'], 60)} → {short(change['new'], 60)}"
+    shown = change.get("display") or change
+    return f"{short(shown['old'], 60)} → {short(shown['new'], 60)}"

@@ -116,12 +116,7 @@ _BINARY_NAMES = ("KiB", "MiB", "GiB", "TiB")
 
 def _binary(number: str, rank: int) -> str:
     """``number`` units of 1024**(rank+1) bytes in the largest binary unit that is whole."""
-    total = float(number) * (1 << (10 * (rank + 1)))
-    for i in range(len(_BINARY_NAMES) - 1, -1, -1):
-        step = 1 << (10 * (i + 1))
-        if total >= step and total % step == 0:
-            return f"{int(total // step)}{_BINARY_NAMES[i]}"
-    return f"{int(total)}B"
+    return format_size(int(float(number) * (1 << (10 * (rank + 1)))))
 
 
 def format_size(nbytes: int) -> str:

@@ -120,12 +120,14 @@ def test_render_needs_no_host_and_filters_by_host(run: Run, tmp_path: Path) -> N
     (tmp_path / "hosts.yaml").write_text(HOSTS)
     (tmp_path / "a.yaml").write_text(_domain("on-a", extra="") + "  host: kvm-a\n")
     (tmp_path / "b.yaml").write_text(_domain("on-b") + "  host: kvm-b\n")
+    (tmp_path / "p.yaml").write_text(_domain("placed") + "  placement: {hosts: [kvm-b, kvm-a]}\n")
     code, out, err = run("render", tmp_path, "--host", "kvm-b")
     assert code == 0, err
-    [header] = _chunks(out)
-    assert header.startswith("<!-- Domain/on-b on host kvm-b (")
+    placed, on_b = _chunks(out)  # manifests' order: by kind, host (a placed one has none), name
+    assert on_b.startswith("<!-- Domain/on-b on host kvm-b (")
+    assert placed.startswith("<!-- Domain/placed on one of hosts kvm-b, kvm-a (")
     code, out, err = run("render", tmp_path)
-    assert [h.split()[1] for h in _chunks(out)] == ["Domain/on-a", "Domain/on-b"]
+    assert [h.split()[1] for h in _chunks(out)] == ["Domain/placed", "Domain/on-a", "Domain/on-b"]
     code, _out, err = run("render", tmp_path, "--host", "kvm-c")
     assert code == 1 and "--host: no such host kvm-c" in err
 
@@ -173,7 +175,7 @@ def test_apply_refuses_a_saved_plan_when_the_manifests_changed(
     assert f"the fresh plan differs from {planfile}" in err
     assert "manifests changed since the plan was saved" in err
     assert (
-        "default: Domain/vr-web-1: currentMemory: planned 196608 → 131072, now 196608 → 163840"
+        "default: Domain/vr-web-1: currentMemory: planned 192MiB → 128MiB, now 192MiB → 160MiB"
         in err
     )
     assert "nothing was changed" in err
@@ -327,7 +329,7 @@ def test_exclude_and_ignore_file_skip_manifest_files(run: Run, tmp_path: Path) -
     (tmp_path / "lab" / "broken.yaml").write_text("{not yaml")
     code, _out, err = run("validate", tmp_path)
     assert code == 1 and "is also declared" in err and "broken.yaml" in err
-    (tmp_path / "lab" / ".virtreconcileignore").write_text("# work in progress\nbroken.yaml\n")
+    (tmp_path / "lab" / ".virtreconcileignore").write_text("# work in progress\n*.yaml\n!c.yaml\n")
     code, out, err = run("validate", tmp_path, "--exclude", "*-old.yaml", "--exclude", "staging/")
     assert code == 0, err
     assert "2 document(s) in 2 file(s)" in out
