@@ -23,6 +23,8 @@ import dataclasses
 import json
 import logging
 import signal
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -340,6 +342,10 @@ def _reconcile(
         run.build_plans()
         problems = [(n, a) for n, hp in run.plans.items() for a in hp.actions if a.error]
         applying = args.command == "apply" and not args.dry_run
+        if applying and err.is_terminal:
+            shown = _Progress(err)
+            for session in run.sessions.values():
+                session.progress = shown
         changes = any(a.type.is_change for hp in run.plans.values() for a in hp.actions)
         if not applying:
             _print_plan(run.plans, args, out)
@@ -372,6 +378,40 @@ def _reconcile(
         return EXIT_CHANGES if args.detailed_exitcode and applied.made() else EXIT_OK
     finally:
         run.close()
+
+
+class _Progress:
+    """Uploads and downloads on a terminal: bytes so far, rate, time left (a few times a second)."""
+
+    def __init__(self, err: Console) -> None:
+        self.err = err
+        self.lock = threading.Lock()
+        self.started: dict[str, float] = {}
+        self.shown: dict[str, float] = {}
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        with self.lock:
+            start = self.started.setdefault(what, now)
+            finished = total > 0 and done >= total
+            if not finished and now - self.shown.get(what, 0.0) < 0.25:
+                return
+            self.shown[what] = now
+            rate = done / max(now - start, 1e-3)
+            line = f"{what}: {_human(done)}"
+            if total:
+                line += f" of {_human(total)}"
+            line += f", {_human(int(rate))}/s"
+            if total and rate > 0 and not finished:
+                line += f", {int((total - done) / rate)}s left"
+            self.err.print(escape(line), style="dim")
+
+
+def _human(nbytes: int) -> str:
+    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if nbytes >= factor:
+            return f"{nbytes / factor:.1f} {unit}"
+    return f"{nbytes} B"
 
 
 def _print_plan(plans: Mapping[str, plan.HostPlan], args: argparse.Namespace, out: Console) -> None:

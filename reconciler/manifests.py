@@ -26,7 +26,7 @@ import jsonschema
 import yaml
 from yaml._yaml import CParser
 
-from reconciler import errors, model, render, units
+from reconciler import errors, images, model, render, units
 from reconciler.render import identity
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
@@ -557,6 +557,45 @@ def _check_domain(doc: _Document, problem: Callable[[str, str], None]) -> None:
             problem(f"spec.interfaces.{index}.mac", f"MAC {mac!r} is a multicast address")
 
 
+def _check_volume_source(doc: _Document, problem: Callable[[str, str], None]) -> None:
+    """A local image (a file, a ``file://`` URL) is read now: it must exist, be
+    qcow2 or raw as ``format`` says, and fit in ``capacity``. An http(s) image
+    needs a checksum (it is checked after the download, at apply time)."""
+    spec = doc.data["spec"]
+    source = spec.get("source")
+    if source is None:
+        return
+    if "url" in source and images.local_path(source["url"]) is None and "sha256" not in source:
+        problem("spec.source.sha256", "required for an http:// or https:// URL")
+        return
+    if "file" in source:
+        path = os.path.join(os.path.dirname(os.path.abspath(doc.file)), source["file"])
+        field_name = "spec.source.file"
+    elif "url" in source and images.local_path(source["url"]) is not None:
+        path, field_name = str(images.local_path(source["url"])), "spec.source.url"
+    else:
+        return
+    if not os.path.isfile(path):
+        problem(field_name, f"no such file: {os.path.normpath(path)}")
+        return
+    try:
+        info = images.inspect(path)
+    except images.ImageError as e:
+        problem(field_name, str(e))
+        return
+    fmt = spec.get("format")
+    if fmt is None and info.format != "raw":
+        problem("spec.format", f"the source is a {info.format} image: set format: {info.format}")
+    elif fmt is not None and fmt != info.format:
+        problem("spec.format", f"{fmt} does not match the source, a {info.format} image")
+    if "capacity" in spec and units.parse_size(spec["capacity"]) < info.virtual_size:
+        problem(
+            "spec.capacity",
+            f"{spec['capacity']} is less than the source's virtual size "
+            f"({info.virtual_size} bytes)",
+        )
+
+
 # The largest sizes that make sense: memory no host has, or bytes libvirt cannot
 # count (a signed 64-bit number), are refused here rather than by the host.
 _MAX_SIZES: dict[model.Kind, dict[str, tuple[int, str]]] = {
@@ -742,6 +781,8 @@ def _valid_documents(files: Sequence[str], problems: list[errors.Problem]) -> li
 
             if kind is model.Kind.DOMAIN:
                 _check_domain(doc, problem)
+            if kind is model.Kind.VOLUME:
+                _check_volume_source(doc, problem)
             _check_sizes(doc, kind, problem)
             name_bytes = len(str(doc.data["metadata"]["name"]).encode("utf-8"))
             if name_bytes > MAX_NAME_BYTES:

@@ -51,6 +51,11 @@ class Record:
     host: str = ""
     # A domain between the shutdown and the start of a restart (see plan).
     restarting: bool = False
+    # A volume made from ``spec.source``: the source it was made from (its
+    # manifest fields as compact JSON), and whether the upload is still running
+    # (a record that says so after a run means a half volume: it is re-created).
+    source: str = ""
+    uploading: bool = False
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -62,6 +67,10 @@ class Record:
         }
         if self.restarting:
             data["restarting"] = True
+        if self.source:
+            data["source"] = self.source
+        if self.uploading:
+            data["uploading"] = True
         return data
 
     @classmethod
@@ -73,6 +82,8 @@ class Record:
             placement=tuple(str(h) for h in data.get("placement", ())),
             host=str(data.get("host", "")),
             restarting=bool(data.get("restarting", False)),
+            source=str(data.get("source", "")),
+            uploading=bool(data.get("uploading", False)),
         )
 
 

@@ -242,6 +242,30 @@ def _references(
     return [f"{m.source_of(p.partition(':')[0])}: {p}" for p in problems]
 
 
+def _depths(manifests: Sequence[Manifest]) -> dict[int, int]:
+    """How deep each manifest sits below others of its kind that it needs (a clone
+    or an overlay after the volume it is made from): 0 needs none of them."""
+    by_key = {object_key(m.kind, m.name, m.spec.get("pool")): m for m in manifests}
+    depth: dict[int, int] = {}
+
+    def of(m: Manifest, seen: frozenset[int]) -> int:
+        if id(m) in depth:
+            return depth[id(m)]
+        below = [
+            by_key[key]
+            for ref in KINDS[m.kind].references(m)
+            if ref.kind is m.kind
+            and (key := object_key(ref.kind, ref.name, ref.pool)) in by_key
+            and id(by_key[key]) not in seen
+        ]
+        depth[id(m)] = 1 + max((of(b, seen | {id(m)}) for b in below), default=-1)
+        return depth[id(m)]
+
+    for m in manifests:
+        of(m, frozenset())
+    return depth
+
+
 def build_host_plan(
     desired: Sequence[tuple[Manifest, etree._Element]],
     state: HostState,
@@ -289,8 +313,10 @@ def build_host_plan(
         normalise=normalise,
     )
     actions: list[Action] = []
+    depth = _depths([m for m, _ in desired])
     for m, el in sorted(
-        desired, key=lambda d: (d[0].kind.order, d[0].spec.get("pool", ""), d[0].name)
+        desired,
+        key=lambda d: (d[0].kind.order, depth[id(d[0])], d[0].spec.get("pool", ""), d[0].name),
     ):
         key = object_key(m.kind, m.name, m.spec.get("pool"))
         obs = state.objects.get(key)

@@ -212,6 +212,34 @@ class CreateVolume:
 
 
 @dataclass(frozen=True, kw_only=True)
+class UploadVolume:
+    """Create the volume from ``xml`` and fill it from a local image: ``file`` (an
+    absolute path) or ``url`` (downloaded into the cache first). ``sha256`` is
+    checked before anything is sent; the image's format must be the volume's;
+    without a ``<capacity>`` in ``xml`` the volume gets the image's virtual size.
+    A failed upload deletes the volume again."""
+
+    pool: str
+    xml: str
+    file: str | None = None
+    url: str | None = None
+    sha256: str | None = None
+    label = "vol_upload"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CloneVolume:
+    """Create the volume from ``xml`` as a copy of ``POOL/NAME`` (any pool of the
+    host); without a ``<capacity>`` in ``xml`` it gets the original's."""
+
+    pool: str
+    xml: str
+    from_pool: str
+    from_name: str
+    label = "vol_clone"
+
+
+@dataclass(frozen=True, kw_only=True)
 class ResizeVolume:
     """Grow a volume to ``capacity`` bytes; through ``domain`` when one runs on it."""
 
@@ -257,6 +285,8 @@ Step = (
     | NetUpdate
     | BuildPool
     | CreateVolume
+    | UploadVolume
+    | CloneVolume
     | ResizeVolume
     | DeleteVolume
     | RegistrySet

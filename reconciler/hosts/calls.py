@@ -24,7 +24,7 @@ from typing import Any, assert_never
 import libvirt
 from lxml import etree
 
-from reconciler import errors, ownership, plan
+from reconciler import errors, images, ownership, plan
 from reconciler.hosts import connection
 from reconciler.hosts.api import API, Op
 from reconciler.hosts.events import DeviceRemovals
@@ -34,6 +34,7 @@ from reconciler.plan import Action
 from reconciler.steps import (
     AttachDevice,
     BuildPool,
+    CloneVolume,
     CreateVolume,
     Define,
     Defined,
@@ -57,7 +58,11 @@ from reconciler.steps import (
     SuspendDomain,
     Undefine,
     UpdateDevice,
+    UploadVolume,
 )
+
+# What a long transfer reports as it goes: (what, bytes done, bytes in all; 0: unknown).
+Progress = Callable[[str, int, int], None]
 
 FAULT_AFTER_CALLS = "VIRT_RECONCILE_FAULT_AFTER_CALLS"
 _mutating_calls = 0
@@ -92,6 +97,8 @@ class Calls:
         # Test-driver networks restarted by a define: their live definition
         # is the new one already.
         self._redefined_live: set[str] = set()
+        # Called as uploads and downloads go (the CLI shows it on a terminal).
+        self.progress: Progress | None = None
 
     def call(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
         """Make one mutating libvirt call, counted as ``name``."""
@@ -151,6 +158,10 @@ class Calls:
                 self._pool_build(action)
             case CreateVolume(pool=pool, xml=xml):
                 self._vol_create(pool, xml)
+            case UploadVolume():
+                self._vol_upload(action, step)
+            case CloneVolume():
+                self._vol_clone(action, step)
             case ResizeVolume(pool=pool, capacity=capacity, domain=domain):
                 self._vol_resize(action, pool, capacity, domain)
             case DeleteVolume(pool=pool):
@@ -346,6 +357,106 @@ class Calls:
             ):
                 raise
             self.call("storageVolCreateXML", p.createXML, xml, 0)
+
+    def _report(self, what: str) -> images.Progress | None:
+        progress = self.progress
+        if progress is None:
+            return None
+        return lambda done, total: progress(what, done, total)
+
+    def _vol_upload(self, action: Action, step: UploadVolume) -> None:
+        ref = action.ref
+        try:
+            if step.url is not None:
+                local = images.fetch(step.url, step.sha256, self._report(f"{ref}: download"))
+            else:
+                local = str(step.file)
+                images.verify(local, step.sha256)
+            info = images.inspect(local)
+        except images.ImageError as e:
+            raise errors.ActionError(ref, self.host.name, f"vol_upload: {e}") from e
+        doc = etree.fromstring(step.xml.encode())
+        fmt_el = doc.find("target/format")
+        fmt = fmt_el.get("type") if fmt_el is not None else None
+        if fmt is not None and fmt != info.format:
+            raise errors.ActionError(
+                ref,
+                self.host.name,
+                f"vol_upload: the image is {info.format}, the volume's format is {fmt}",
+            )
+        capacity_el = doc.find("capacity")
+        capacity = int(capacity_el.text or 0) if capacity_el is not None else info.virtual_size
+        if capacity < info.virtual_size:
+            raise errors.ActionError(
+                ref,
+                self.host.name,
+                f"vol_upload: capacity {capacity} bytes is less than the image's virtual "
+                f"size {info.virtual_size} bytes",
+            )
+        # The volume starts empty and raw, so the upload writes the whole file and
+        # nothing of a formatted empty image is left behind; libvirt reads the
+        # image's format and size back when the pool is refreshed.
+        for el in doc.findall("capacity") + doc.findall("allocation"):
+            doc.remove(el)
+        etree.SubElement(doc, "capacity", unit="bytes").text = "0"
+        if fmt_el is not None:
+            fmt_el.set("type", "raw")
+        pool = self._pool(step.pool)
+        vol = self.call(
+            "storageVolCreateXML", pool.createXML, etree.tostring(doc, encoding="unicode"), 0
+        )
+        try:
+            try:
+                self._send(vol, local, info.file_size, f"{ref}: upload")
+            except OSError as e:
+                raise errors.ActionError(
+                    ref, self.host.name, f"vol_upload: cannot read {local}: {e.strerror}"
+                ) from e
+            self.call("storagePoolRefresh", pool.refresh, 0)
+            vol = pool.storageVolLookupByName(action.name)
+            if capacity > info.virtual_size:
+                self.call("storageVolResize", vol.resize, capacity, 0)
+        except BaseException:
+            with contextlib.suppress(libvirt.libvirtError):
+                self.call("storageVolDelete", vol.delete, 0)
+            raise
+
+    def _send(self, vol: libvirt.virStorageVol, path: str, size: int, what: str) -> None:
+        """Stream a local file into a volume (works on a remote host too)."""
+        stream = self.conn.newStream(0)
+        self.call("storageVolUpload", vol.upload, stream, 0, size, 0)
+        report = self._report(what)
+        done = 0
+        try:
+            with open(path, "rb") as f:
+                while chunk := f.read(images.CHUNK):
+                    view = memoryview(chunk)
+                    while view:
+                        sent = stream.send(bytes(view))
+                        if sent < 0:
+                            raise errors.HostError(self.host.name, f"{what}: the stream refused")
+                        view = view[sent:]
+                    done += len(chunk)
+                    if report is not None:
+                        report(done, size)
+            stream.finish()
+        except BaseException:
+            with contextlib.suppress(libvirt.libvirtError):
+                stream.abort()
+            raise
+
+    def _vol_clone(self, action: Action, step: CloneVolume) -> None:
+        original = self._pool(step.from_pool).storageVolLookupByName(step.from_name)
+        doc = etree.fromstring(step.xml.encode())
+        if doc.find("capacity") is None:
+            etree.SubElement(doc, "capacity", unit="bytes").text = str(original.info()[1])
+        self.call(
+            "storageVolCreateXMLFrom",
+            self._pool(step.pool).createXMLFrom,
+            etree.tostring(doc, encoding="unicode"),
+            original,
+            0,
+        )
 
     def _vol_resize(self, action: Action, pool: str, capacity: int, domain: str | None) -> None:
         vol = self._pool(pool).storageVolLookupByName(action.name)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import dataclasses
+import json
+import os
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from lxml import etree
@@ -33,12 +36,75 @@ from reconciler.observed import Observed
 from reconciler.ownership import Record, Registry
 from reconciler.render.volume import render_volume
 from reconciler.steps import (
+    CloneVolume,
     CreateVolume,
     DeleteVolume,
     RegistrySet,
     ResizeVolume,
     Step,
+    UploadVolume,
 )
+
+
+def source_fingerprint(spec: Mapping[str, Any]) -> str:
+    """``spec.source`` as compact JSON ("" without one): kept in the record, so a
+    changed source is seen (the volume is not read back to compare)."""
+    source = spec.get("source")
+    return json.dumps(source, sort_keys=True, separators=(",", ":")) if source else ""
+
+
+def source_file(m: Manifest) -> str | None:
+    """The absolute path of ``spec.source.file`` (relative to the manifest's file)."""
+    file = (m.spec.get("source") or {}).get("file")
+    if file is None:
+        return None
+    return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(m.source.file)), file))
+
+
+def _fill(m: Manifest, pool: str, xml: str) -> Step:
+    """The step that creates the volume: empty, uploaded or cloned (``spec.source``)."""
+    source = m.spec.get("source")
+    if source is None:
+        return CreateVolume(pool=pool, xml=xml)
+    if "volume" in source:
+        ref = source["volume"]
+        return CloneVolume(pool=pool, xml=xml, from_pool=ref["pool"], from_name=ref["name"])
+    return UploadVolume(
+        pool=pool,
+        xml=xml,
+        file=source_file(m),
+        url=source.get("url"),
+        sha256=source.get("sha256"),
+    )
+
+
+def describe_source(spec: Mapping[str, Any]) -> str | None:
+    """What a plan says a new volume is made from (None: it starts empty)."""
+    source = spec.get("source")
+    if source is None:
+        return None
+    if "volume" in source:
+        return f"clone of volume {source['volume']['pool']}/{source['volume']['name']}"
+    checked = " (sha256 checked)" if "sha256" in source else ""
+    if "url" in source:
+        return (
+            f"download {source['url']}{checked}"
+            if not source["url"].startswith("file:")
+            else f"upload {source['url']}{checked}"
+        )
+    return f"upload {source['file']}{checked}"
+
+
+def _creation(m: Manifest, pool: str, key: str, xml: str, record: Record) -> list[Step]:
+    """Record, create (and fill); a volume filled from a source is recorded as
+    ``uploading`` until it is full, so an interrupted upload is re-created."""
+    if "source" not in m.spec:
+        return [RegistrySet(kind=Kind.VOLUME, key=key, record=record), _fill(m, pool, xml)]
+    return [
+        RegistrySet(kind=Kind.VOLUME, key=key, record=dataclasses.replace(record, uploading=True)),
+        _fill(m, pool, xml),
+        RegistrySet(kind=Kind.VOLUME, key=key, record=record),
+    ]
 
 
 def _plan_volume(
@@ -54,7 +120,7 @@ def _plan_volume(
     pool = str(m.spec["pool"])
     key = f"{pool}/{m.name}"
     dflat = _desired_flat(Kind.VOLUME, desired, normalise)
-    record = _record(m, dflat, host.name)
+    record = dataclasses.replace(_record(m, dflat, host.name), source=source_fingerprint(m.spec))
     base: dict[str, Any] = {
         "kind": Kind.VOLUME,
         "name": m.name,
@@ -62,19 +128,41 @@ def _plan_volume(
         "source": str(m.source),
     }
     reg_step = RegistrySet(kind=Kind.VOLUME, key=key, record=record)
-    create = CreateVolume(pool=pool, xml=_pretty(desired))
+    create = _creation(m, pool, key, _pretty(desired), record)
     if obs is None:
         return Action(
             **base,
             type=ActionType.CREATE,
-            steps=(reg_step, create),
+            steps=tuple(create),
             changes=(
                 Change(path="definition", old=None, new="created", disruption=Disruption.NONE),
+                *(
+                    [Change(path="source", old=None, new=made, disruption=Disruption.NONE)]
+                    if (made := describe_source(m.spec))
+                    else []
+                ),
             ),
             xml_after=_pretty(desired),
         )
     old_record = registry.volumes.get(key)
     managed = old_record is not None and old_record.managed
+    if managed and old_record is not None and old_record.uploading:
+        # An upload (or clone) that never finished: the volume is not what the
+        # source says, whatever its XML looks like.
+        return Action(
+            **base,
+            type=ActionType.UPDATE,
+            steps=(DeleteVolume(pool=pool), *create),
+            changes=(
+                Change(
+                    path="source",
+                    old="incomplete (an earlier upload did not finish)",
+                    new="uploaded again",
+                    disruption=Disruption.REPLACE,
+                ),
+            ),
+            xml_after=_pretty(desired),
+        )
     current = _parse(obs.xml)
     cflat = canonical.flatten(current, Kind.VOLUME)
     cfg = diff.diff_fields(
@@ -101,13 +189,24 @@ def _plan_volume(
                     ResizeVolume(pool=pool, capacity=int(c.new), domain=running_user)
                 )
     ref = f"{Kind.VOLUME.value}/{pool}/{m.name}"
-    if others and error is None:
+    replaced = _to_changes(others, dflat, cflat, Disruption.REPLACE)
+    if managed and old_record is not None and old_record.source != record.source:
+        # A source is read at create time only: another source is another volume.
+        replaced.append(
+            Change(
+                path="source",
+                old=old_record.source or None,
+                new=record.source or None,
+                disruption=Disruption.REPLACE,
+            )
+        )
+    if replaced and error is None:
         replace_ok = ref in options.replace or f"{Kind.VOLUME.value}/{m.name}" in options.replace
         if replace_ok:
-            changes = _to_changes(others, dflat, cflat, Disruption.REPLACE)
-            steps = [DeleteVolume(pool=pool), reg_step, create]
+            changes = replaced
+            steps = [DeleteVolume(pool=pool), *create]
         else:
-            paths = ", ".join(c.path for c in others)
+            paths = ", ".join(c.path for c in replaced)
             error = (
                 f"volume {key}: {paths} cannot change in place; "
                 f"apply with --replace {ref} to delete and recreate it (its data is lost)"
@@ -117,7 +216,10 @@ def _plan_volume(
             **base,
             type=ActionType.UPDATE,
             error=error,
-            changes=tuple(_to_changes(cfg, dflat, cflat, Disruption.REPLACE)),
+            changes=tuple(
+                _to_changes(cfg, dflat, cflat, Disruption.REPLACE)
+                + [c for c in replaced if c.path == "source"]
+            ),
         )
     if old_record != record and not any(isinstance(s, RegistrySet) for s in steps):
         steps.insert(0, reg_step)
@@ -179,7 +281,19 @@ def _export_state(obs: Observed) -> Spec:
 
 
 def _references(m: Manifest) -> list[Reference]:
-    return [Reference(field="spec.pool", kind=Kind.STORAGE_POOL, name=str(m.spec["pool"]))]
+    refs = [Reference(field="spec.pool", kind=Kind.STORAGE_POOL, name=str(m.spec["pool"]))]
+    for field in ("source", "backingStore"):
+        other = (m.spec.get(field) or {}).get("volume")
+        if other is not None:
+            refs.append(
+                Reference(
+                    field=f"spec.{field}.volume",
+                    kind=Kind.VOLUME,
+                    name=str(other["name"]),
+                    pool=str(other["pool"]),
+                )
+            )
+    return refs
 
 
 HANDLER = Handler(

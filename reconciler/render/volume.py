@@ -1,8 +1,9 @@
 """Stage 3 of the pipeline (render): a Volume manifest -> ``<volume>`` XML.
 
 As documented in ``docs/manifests.md``: capacity and allocation in bytes,
-``<target><format>``, ``<backingStore>``. ``host``, ``pool`` and ``prune`` are
-not XML and are not rendered (the pool is where the volume is created).
+``<target><format>``, ``<backingStore>``. ``host``, ``pool``, ``prune`` and
+``source`` are not XML and are not rendered (the pool is where the volume is
+created; the source is what ``hosts`` fills it from).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ def render_volume(name: str, spec: Mapping[str, Any]) -> etree._Element:
     """The volume XML for ``spec`` (a validated Volume spec), including ``spec.xml``."""
     root = combine(name, spec.get("xml"), "volume", lambda defaults: _friendly(name, spec))
     require(
-        root.find("capacity") is not None,
+        # With a source, the volume gets the size of what it is made from.
+        root.find("capacity") is not None or "source" in spec,
         "spec.capacity",
         "a volume needs a capacity",
         "<volume> (with <name> and <capacity>)",
