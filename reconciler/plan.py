@@ -184,7 +184,8 @@ def disk_refs(domain_xml: str) -> set[str]:
 def _volume_users(
     state: HostState, *, leaving: frozenset[str] = frozenset()
 ) -> dict[str, tuple[str, ...]]:
-    """Domains that use each volume (``pool/name``), by source pool+volume or path.
+    """Domains that use each volume (``pool/name``), by source pool+volume or path,
+    and the volumes it is the backing file of (``volume POOL/NAME``).
 
     Any domain, managed or not, except those in ``leaving`` (deleted earlier in
     the same run); the live XML too, for a disk hot-plugged only live.
@@ -201,6 +202,14 @@ def _volume_users(
                 keys[f"path:{p}"] = f"{o.pool}/{o.name}"
     users: dict[str, set[str]] = {}
     for o in state.objects.values():
+        if o.kind is Kind.VOLUME:
+            # A volume that is the backing file of another is in use by it.
+            try:
+                backing = _parse(o.xml).findtext("backingStore/path")
+            except ValueError:
+                backing = None
+            if backing and f"path:{backing}" in keys:
+                users.setdefault(keys[f"path:{backing}"], set()).add(f"volume {o.pool}/{o.name}")
         if o.kind is not Kind.DOMAIN or o.name in leaving:
             continue
         for xml in (o.xml, o.live_xml):
@@ -208,6 +217,22 @@ def _volume_users(
                 if ref in keys:
                     users.setdefault(keys[ref], set()).add(o.name)
     return {k: tuple(sorted(v)) for k, v in users.items()}
+
+
+def _volume_files(state: HostState) -> dict[str, tuple[str, str | None]]:
+    """The file and format of each volume on the host (``POOL/NAME``)."""
+    files: dict[str, tuple[str, str | None]] = {}
+    for o in state.objects.values():
+        if o.kind is Kind.VOLUME:
+            try:
+                el = _parse(o.xml)
+            except ValueError:
+                continue
+            path = el.findtext("target/path")
+            fmt = el.find("target/format")
+            if path:
+                files[f"{o.pool}/{o.name}"] = (path, fmt.get("type") if fmt is not None else None)
+    return files
 
 
 def _network_users(state: HostState) -> dict[str, tuple[str, ...]]:
@@ -311,6 +336,7 @@ def build_host_plan(
             o.name for o in state.objects.values() if o.kind is Kind.DOMAIN and o.active
         ),
         normalise=normalise,
+        volume_files=_volume_files(state),
     )
     actions: list[Action] = []
     depth = _depths([m for m, _ in desired])

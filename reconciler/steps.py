@@ -206,8 +206,12 @@ class BuildPool:
 
 @dataclass(frozen=True, kw_only=True)
 class CreateVolume:
+    """Create an empty volume; ``backing`` (``POOL``, ``NAME``): a qcow2 overlay on
+    that volume, whose file ``hosts`` looks up when it creates this one."""
+
     pool: str
     xml: str
+    backing: tuple[str, str] | None = None
     label = "vol_create"
 
 

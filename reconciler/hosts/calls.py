@@ -156,8 +156,8 @@ class Calls:
                 self._net_update(action, step)
             case BuildPool():
                 self._pool_build(action)
-            case CreateVolume(pool=pool, xml=xml):
-                self._vol_create(pool, xml)
+            case CreateVolume(pool=pool, xml=xml, backing=backing):
+                self._vol_create(pool, self._with_backing(xml, backing))
             case UploadVolume():
                 self._vol_upload(action, step)
             case CloneVolume():
@@ -344,6 +344,26 @@ class Calls:
             if e.get_error_code() not in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
                 raise
 
+    def _with_backing(self, xml: str, backing: tuple[str, str] | None) -> str:
+        """``xml`` with the backing volume's file (and format) as its ``<backingStore>``."""
+        if backing is None:
+            return xml
+        base = self._pool(backing[0]).storageVolLookupByName(backing[1])
+        doc = etree.fromstring(xml.encode())
+        backing_el = doc.find("backingStore")
+        if backing_el is None:
+            backing_el = etree.SubElement(doc, "backingStore")
+        for el in backing_el.findall("path"):
+            backing_el.remove(el)
+        path = etree.Element("path")
+        path.text = base.path()
+        backing_el.insert(0, path)
+        if backing_el.find("format") is None:
+            fmt = etree.fromstring(base.XMLDesc(0).encode()).find("target/format")
+            if fmt is not None:
+                etree.SubElement(backing_el, "format", type=fmt.get("type") or "raw")
+        return etree.tostring(doc, encoding="unicode")
+
     def _vol_create(self, pool: str, xml: str) -> None:
         p = self._pool(pool)
         try:
@@ -478,6 +498,18 @@ class Calls:
         # The plan checked the users of the volume; look again right before
         # deleting, since any process may have defined a domain since then.
         refs = {f"{pool}/{action.name}", f"path:{vol.path()}"}
+        for other_pool in self.conn.listAllStoragePools(
+            libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE
+        ):
+            for other in other_pool.listAllVolumes(0):
+                backing = etree.fromstring(other.XMLDesc(0).encode()).findtext("backingStore/path")
+                if backing == vol.path():
+                    raise errors.ActionError(
+                        action.ref,
+                        self.host.name,
+                        f"not deleted: it is the backing file of volume "
+                        f"{other_pool.name()}/{other.name()}",
+                    )
         for dom in self.conn.listAllDomains(0):
             xmls = [dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)]
             if dom.isActive():

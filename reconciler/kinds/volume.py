@@ -61,11 +61,17 @@ def source_file(m: Manifest) -> str | None:
     return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(m.source.file)), file))
 
 
+def backing_volume(spec: Mapping[str, Any]) -> tuple[str, str] | None:
+    """``backingStore.volume`` as (pool, name)."""
+    ref = (spec.get("backingStore") or {}).get("volume")
+    return (str(ref["pool"]), str(ref["name"])) if ref is not None else None
+
+
 def _fill(m: Manifest, pool: str, xml: str) -> Step:
     """The step that creates the volume: empty, uploaded or cloned (``spec.source``)."""
     source = m.spec.get("source")
     if source is None:
-        return CreateVolume(pool=pool, xml=xml)
+        return CreateVolume(pool=pool, xml=xml, backing=backing_volume(m.spec))
     if "volume" in source:
         ref = source["volume"]
         return CloneVolume(pool=pool, xml=xml, from_pool=ref["pool"], from_name=ref["name"])
@@ -116,6 +122,7 @@ def _plan_volume(
     options: Options,
     running_user: str | None,
     normalise: Normalise | None = None,
+    users: tuple[str, ...] = (),
 ) -> Action:
     pool = str(m.spec["pool"])
     key = f"{pool}/{m.name}"
@@ -172,9 +179,16 @@ def _plan_volume(
     steps: list[Step] = []
     error = None
     others = [c for c in cfg if c.path not in ("capacity", "allocation")]
+    # The backing file of other volumes: their data is written against it as it is.
+    overlays = [u.removeprefix("volume ") for u in users if u.startswith("volume ")]
     for c in cfg:
         if c.path == "capacity" and c.old is not None and c.new is not None:
-            if int(c.new) < int(c.old):
+            if overlays:
+                error = (
+                    f"volume {key}: capacity cannot change: it is the backing file of "
+                    f"{', '.join(overlays)}"
+                )
+            elif int(c.new) < int(c.old):
                 error = (
                     f"volume {key}: capacity {c.new} bytes is smaller than the current "
                     f"{c.old} bytes; shrinking a volume is refused (it would lose data)"
@@ -200,6 +214,9 @@ def _plan_volume(
                 disruption=Disruption.REPLACE,
             )
         )
+    if replaced and error is None and users:
+        paths = ", ".join(c.path for c in replaced)
+        error = f"volume {key}: {paths} cannot change: it is in use by {', '.join(users)}"
     if replaced and error is None:
         replace_ok = ref in options.replace or f"{Kind.VOLUME.value}/{m.name}" in options.replace
         if replace_ok:
@@ -256,6 +273,16 @@ def _plan(m: Manifest, desired: etree._Element, obs: Observed | None, ctx: Conte
     # qemu holds an in-use image open: a running domain grows it (blockResize).
     users = ctx.volume_users.get(f"{m.spec['pool']}/{m.name}", ())
     running = [d for d in users if d in ctx.running_domains]
+    backing = backing_volume(m.spec)
+    if backing is not None and "/".join(backing) in ctx.volume_files:
+        # The base exists: its file is the backing path to compare with.
+        path, fmt = ctx.volume_files["/".join(backing)]
+        desired = etree.fromstring(etree.tostring(desired))
+        backing_el = etree.SubElement(desired, "backingStore")
+        etree.SubElement(backing_el, "path").text = path
+        fmt = m.spec["backingStore"].get("format", fmt)
+        if fmt:
+            etree.SubElement(backing_el, "format", type=fmt)
     return _plan_volume(
         m,
         desired,
@@ -265,6 +292,7 @@ def _plan(m: Manifest, desired: etree._Element, obs: Observed | None, ctx: Conte
         ctx.options,
         running[0] if running else None,
         ctx.normalise,
+        users,
     )
 
 

@@ -42,7 +42,9 @@ def _friendly(name: str, spec: Mapping[str, Any]) -> etree._Element:
     if "format" in spec:
         sub(target_el, "format", type=spec["format"])
     backing = spec.get("backingStore")
-    if backing is not None:
+    # ``backingStore.volume``: the file is the volume's on the host (the planner
+    # and ``hosts`` fill it in).
+    if backing is not None and "path" in backing:
         backing_el = sub(root, "backingStore")
         sub(backing_el, "path", backing["path"])
         if "format" in backing:

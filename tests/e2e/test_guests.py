@@ -120,3 +120,53 @@ def test_wrong_checksum_uploads_nothing(
     assert "sha256 is" in result.stdout + result.stderr
     names = [v.name() for v in conn.storagePoolLookupByName(POOL).listAllVolumes()]
     assert "vrt-g-bad.qcow2" not in names
+
+
+def test_overlays_on_an_uploaded_base_and_the_base_stays_while_in_use(
+    system_uri: str, scratch_dir: Path, base_image: Path, conn: libvirt.virConnect
+) -> None:
+    manifests = scratch_dir / "manifests"
+    manifests.mkdir()
+    (manifests / "pool.yaml").write_text(_pool_doc(scratch_dir / "pool"))
+    base = _volume("vrt-g-base.qcow2", "format: qcow2, prune: true, source: {file: ../base.qcow2}")
+    overlays = [
+        _volume(
+            f"vrt-g-web-{i}.qcow2",
+            f"format: qcow2, capacity: 64MiB, prune: true, "
+            f"backingStore: {{volume: {{pool: {POOL}, name: vrt-g-base.qcow2}}}}",
+        )
+        for i in (1, 2, 3)
+    ]
+    (manifests / "volumes.yaml").write_text("---\n".join([*overlays, base]))
+    result = vr("apply", manifests, "-c", system_uri)
+    assert result.returncode == 0, result.stdout + result.stderr
+    pool = conn.storagePoolLookupByName(POOL)
+    base_path = pool.storageVolLookupByName("vrt-g-base.qcow2").path()
+    for i in (1, 2, 3):
+        path = pool.storageVolLookupByName(f"vrt-g-web-{i}.qcow2").path()
+        info = json.loads(
+            subprocess.run(
+                ["qemu-img", "info", "-U", "--output=json", path],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
+        assert info["backing-filename"] == base_path and info["virtual-size"] == 64 << 20
+        # The overlay reads the base's data through.
+        probe = subprocess.run(
+            ["qemu-io", "-f", "qcow2", "-r", "-U", "-c", "read -P 0xab 0 64k", path],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert "Pattern verification failed" not in probe.stdout
+    again = vr("plan", manifests, "-c", system_uri, "--detailed-exitcode")
+    assert again.returncode == 0, again.stdout + again.stderr
+
+    # No manifest names the base any more and it may be pruned: it is kept.
+    (manifests / "volumes.yaml").write_text("---\n".join(overlays))
+    pruned = vr("apply", manifests, "-c", system_uri, "--prune", "--force-prune")
+    assert pruned.returncode == 0, pruned.stdout + pruned.stderr
+    assert "not deleted: in use by volume vrt-g-images/vrt-g-web-1.qcow2" in pruned.stdout
+    assert "vrt-g-base.qcow2" in [v.name() for v in pool.listAllVolumes()]

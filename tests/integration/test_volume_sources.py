@@ -171,3 +171,45 @@ def test_missing_source_volume_is_a_plan_error(
     code, out, _err = run("plan", folder, "-c", host_uri)
     assert code == 1
     assert "volumes.yaml:4: spec.source.volume: volume 'images/nope' does not exist" in out
+
+
+def test_overlays_on_a_base_volume_and_the_base_is_kept_while_in_use(
+    tmp_path: Path,
+    host_uri: str,
+    run: Run,
+    conn: Callable[[str], libvirt.virConnect],
+    plan_json: Callable[..., dict[str, Any]],
+) -> None:
+    base = _volume("base.qcow2", "capacity: 8MiB, format: qcow2, prune: true")
+    overlays = [
+        _volume(
+            f"web-{i}.qcow2",
+            "capacity: 16MiB, format: qcow2, "
+            "backingStore: {volume: {pool: images, name: base.qcow2}}",
+        )
+        for i in (1, 2, 3)
+    ]
+    # The overlays come first in the file: the plan still creates the base first.
+    folder = _write(tmp_path / "m", tmp_path / "pool", *overlays, base)
+    code, out, err = run("apply", folder, "-c", host_uri)
+    assert code == 0, out + err
+    pool = conn(host_uri).storagePoolLookupByName("images")
+    base_path = pool.storageVolLookupByName("base.qcow2").path()
+    for i in (1, 2, 3):
+        xml = pool.storageVolLookupByName(f"web-{i}.qcow2").XMLDesc(0)
+        assert f"<path>{base_path}</path>" in xml.split("<backingStore>")[1]
+    code, out, err = run("plan", folder, "-c", host_uri, "--detailed-exitcode")
+    assert code == 0, out + err
+    # Growing the base would change what the overlays were written against.
+    grown = base.replace("capacity: 8MiB", "capacity: 12MiB")
+    (folder / "volumes.yaml").write_text("---\n".join([*overlays, grown]))
+    code, out, _err = run("plan", folder, "-c", host_uri)
+    assert code == 1
+    assert "capacity cannot change: it is the backing file of images/web-1.qcow2" in out
+    # No manifest names the base any more, and --prune may delete it: it stays.
+    (folder / "volumes.yaml").write_text("---\n".join(overlays))
+    code, out, err = run("apply", folder, "-c", host_uri, "--prune", "--force-prune", "-o", "json")
+    assert code == 0, out + err
+    action = _actions(json.loads(out))["Volume/imagesbase.qcow2"]
+    assert action["note"].startswith("not deleted: in use by volume images/web-1.qcow2")
+    assert "base.qcow2" in [v.name() for v in pool.listAllVolumes()]
