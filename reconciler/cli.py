@@ -219,7 +219,7 @@ def _kind(text: str) -> Kind:
         if kind is not Kind.HOST and text.lower() in (kind.value.lower(), kind.name.lower()):
             return kind
     raise argparse.ArgumentTypeError(
-        f"unknown kind {text!r}: use Domain, Network, StoragePool or Volume"
+        f"unknown kind {text!r}: use Domain, Network, StoragePool, Volume or Secret"
     )
 
 
@@ -666,6 +666,13 @@ def _export(args: argparse.Namespace, out: Console, err: Console) -> int:
             )
             for path in files if args.verbose else ():
                 out.print(f"  {escape(str(path))}")
+            for o in exported.objects:
+                if o.kind is Kind.SECRET:
+                    where = (directory / o.path).parent / o.document["spec"]["value"]["file"]
+                    out.print(
+                        f"  Secret {escape(o.name)}: its value is not exported; put it in "
+                        f"{escape(str(where))} (spec.value.file) before applying"
+                    )
             for skipped in exported.skipped:
                 out.print(f"  [dim]skipped {escape(skipped.ref)}: {escape(skipped.reason)}[/]")
         if args.adopt and written:

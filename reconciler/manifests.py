@@ -565,6 +565,9 @@ def _check_volume_source(doc: _Document, problem: Callable[[str, str], None]) ->
     source = spec.get("source")
     if source is None:
         return
+    if "encryption" in spec:
+        problem("spec.encryption", "an encrypted volume starts empty: not with spec.source")
+        return
     if "url" in source and images.local_path(source["url"]) is None and "sha256" not in source:
         problem("spec.source.sha256", "required for an http:// or https:// URL")
         return
@@ -755,6 +758,36 @@ def _check_macs(domains: list[_Valid], problem: Callable[[_Valid, str, str], Non
             problem(item, f"spec.interfaces.{index}", f"{what} is also used by {others}")
 
 
+def _check_encryption(items: list[_Valid], problem: Callable[[_Valid, str, str], None]) -> None:
+    """An encrypted volume's secret has a volume usage (libvirt looks for one);
+    a domain disk on an encrypted volume gets its ``encryption`` (filled in here)."""
+    secrets = {i.name: i for i in items if i.kind is model.Kind.SECRET}
+    encrypted: dict[tuple[str, str], dict[str, Any]] = {}
+    for item in items:
+        enc = item.spec.get("encryption") if item.kind is model.Kind.VOLUME else None
+        if enc is None:
+            continue
+        encrypted[(str(item.spec["pool"]), item.name)] = dict(enc)
+        secret = secrets.get(enc["secret"])
+        if secret is not None and "volume" not in secret.spec["usage"]:
+            problem(
+                item,
+                "spec.encryption.secret",
+                f"Secret {enc['secret']!r} has usage {next(iter(secret.spec['usage']))}; the "
+                f"passphrase of a volume is a Secret with usage {{volume: PATH}} "
+                f"({secret.where('spec.usage')})",
+            )
+    for item in items:
+        if item.kind is not model.Kind.DOMAIN:
+            continue
+        for disk in item.spec.get("disks", []):
+            ref = (disk.get("source") or {}).get("volume")
+            if ref is not None and "encryption" not in disk:
+                found = encrypted.get((str(ref["pool"]), str(ref["name"])))
+                if found is not None:
+                    disk["encryption"] = found
+
+
 # --------------------------------------------------------------------------
 # Public API
 
@@ -851,6 +884,7 @@ def load(paths: Sequence[str], *, default_uri: str | None = None) -> model.Manif
     ]
     _check_duplicates(placed, problem)
     _check_macs([item for item, _ in placed if item.kind is model.Kind.DOMAIN], problem)
+    _check_encryption([item for item, _ in placed], problem)
     if problems:
         raise errors.ManifestError(_sorted(problems))
 

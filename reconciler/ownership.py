@@ -56,6 +56,8 @@ class Record:
     # (a record that says so after a run means a half volume: it is re-created).
     source: str = ""
     uploading: bool = False
+    # A secret: the keyed digest (``values.digest``) of the value last set.
+    digest: str = ""
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -71,6 +73,8 @@ class Record:
             data["source"] = self.source
         if self.uploading:
             data["uploading"] = True
+        if self.digest:
+            data["digest"] = self.digest
         return data
 
     @classmethod
@@ -84,6 +88,7 @@ class Record:
             restarting=bool(data.get("restarting", False)),
             source=str(data.get("source", "")),
             uploading=bool(data.get("uploading", False)),
+            digest=str(data.get("digest", "")),
         )
 
 
@@ -128,10 +133,14 @@ def write_record(root: etree._Element, record: Record | None) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class Registry:
-    """Records of pools (by name) and volumes (by ``pool/name``) on one host."""
+    """Records of pools (by name), volumes (by ``pool/name``) and secrets (by
+    name) on one host, and the host's key for the digests of secret values."""
 
     pools: Mapping[str, Record] = field(default_factory=dict)
     volumes: Mapping[str, Record] = field(default_factory=dict)
+    secrets: Mapping[str, Record] = field(default_factory=dict)
+    # Random, made when the first secret value is set; never leaves the host's registry.
+    secret_key: str = ""
     # Placement records of domains that live on another candidate host.
     domains: Mapping[str, Record] = field(default_factory=dict)
     exists: bool = False
@@ -153,6 +162,10 @@ class Registry:
         }
         if self.domains:
             data["domains"] = {k: v.to_json() for k, v in sorted(self.domains.items())}
+        if self.secrets:
+            data["secrets"] = {k: v.to_json() for k, v in sorted(self.secrets.items())}
+        if self.secret_key:
+            data["secretKey"] = self.secret_key
         if self.applied:
             data["applied"] = dict(self.applied)
         reg.text = json.dumps(
@@ -176,6 +189,8 @@ class Registry:
             pools={k: Record.from_json(v) for k, v in data.get("pools", {}).items()},
             volumes={k: Record.from_json(v) for k, v in data.get("volumes", {}).items()},
             domains={k: Record.from_json(v) for k, v in data.get("domains", {}).items()},
+            secrets={k: Record.from_json(v) for k, v in data.get("secrets", {}).items()},
+            secret_key=str(data.get("secretKey", "")),
             exists=True,
             uuid=uuid,
             applied={str(k): str(v) for k, v in data.get("applied", {}).items()},
@@ -189,6 +204,9 @@ class Registry:
 
     def with_volume(self, key: str, record: Record | None) -> Registry:
         return dataclasses.replace(self, volumes=_with(self.volumes, key, record))
+
+    def with_secret(self, name: str, record: Record | None) -> Registry:
+        return dataclasses.replace(self, secrets=_with(self.secrets, name, record))
 
 
 def _with(records: Mapping[str, Record], key: str, record: Record | None) -> dict[str, Record]:

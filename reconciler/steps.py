@@ -17,11 +17,12 @@ from typing import Literal
 
 from reconciler import ownership
 from reconciler.model import Kind
+from reconciler.values import ValueRef
 
 # The kinds that libvirt defines, starts, stops and undefines the same way.
 Defined = Literal[Kind.DOMAIN, Kind.NETWORK, Kind.STORAGE_POOL]
 # The kinds whose ownership record lives in the host's registry.
-Registered = Literal[Kind.STORAGE_POOL, Kind.VOLUME]
+Registered = Literal[Kind.STORAGE_POOL, Kind.VOLUME, Kind.SECRET]
 
 _PREFIX = {Kind.DOMAIN: "dom", Kind.NETWORK: "net", Kind.STORAGE_POOL: "pool"}
 
@@ -260,9 +261,36 @@ class DeleteVolume:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DefineSecret:
+    """Define (or redefine) a secret from ``xml`` (its value is set apart)."""
+
+    xml: str
+    label = "secret_define"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetSecretValue:
+    """Set a secret's value, read from ``value`` (a file or an environment
+    variable) only now, and keep ``record`` with the value's keyed digest in the
+    host's registry (the key is made there when missing). The value itself is in
+    no step, plan or record."""
+
+    uuid: str
+    value: ValueRef
+    record: ownership.Record
+    label = "secret_set_value"
+
+
+@dataclass(frozen=True, kw_only=True)
+class UndefineSecret:
+    uuid: str
+    label = "secret_undefine"
+
+
+@dataclass(frozen=True, kw_only=True)
 class RegistrySet:
-    """Write (``record``) or drop (None) the record of a pool or volume in the
-    host's registry; ``key`` is the pool's name or ``POOL/VOLUME``."""
+    """Write (``record``) or drop (None) the record of a pool, volume or secret in
+    the host's registry; ``key`` is the pool's or secret's name or ``POOL/VOLUME``."""
 
     kind: Registered
     key: str
@@ -293,5 +321,8 @@ Step = (
     | CloneVolume
     | ResizeVolume
     | DeleteVolume
+    | DefineSecret
+    | SetSecretValue
+    | UndefineSecret
     | RegistrySet
 )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import os
 import signal
 import threading
@@ -24,7 +25,7 @@ from typing import Any, assert_never
 import libvirt
 from lxml import etree
 
-from reconciler import errors, images, ownership, plan
+from reconciler import errors, images, ownership, plan, values
 from reconciler.hosts import connection
 from reconciler.hosts.api import API, Op
 from reconciler.hosts.events import DeviceRemovals
@@ -38,6 +39,7 @@ from reconciler.steps import (
     CreateVolume,
     Define,
     Defined,
+    DefineSecret,
     DeleteVolume,
     DetachDevice,
     NetCommand,
@@ -50,6 +52,7 @@ from reconciler.steps import (
     SetAutostart,
     SetDomainRecord,
     SetMemory,
+    SetSecretValue,
     SetVcpus,
     ShutdownDomain,
     Start,
@@ -57,6 +60,7 @@ from reconciler.steps import (
     Stop,
     SuspendDomain,
     Undefine,
+    UndefineSecret,
     UpdateDevice,
     UploadVolume,
 )
@@ -166,6 +170,12 @@ class Calls:
                 self._vol_resize(action, pool, capacity, domain)
             case DeleteVolume(pool=pool):
                 self._vol_delete(action, pool)
+            case DefineSecret(xml=xml):
+                self.call("secretDefineXML", self.conn.secretDefineXML, xml, 0)
+            case SetSecretValue():
+                self._secret_set_value(action, step)
+            case UndefineSecret(uuid=uuid):
+                self.call("secretUndefine", self.conn.secretLookupByUUIDString(uuid).undefine)
             case RegistrySet(kind=kind, key=key, record=record):
                 self.registry.set_record(kind, key, record)
             case _:
@@ -476,6 +486,20 @@ class Calls:
             etree.tostring(doc, encoding="unicode"),
             original,
             0,
+        )
+
+    # secrets
+    def _secret_set_value(self, action: Action, step: SetSecretValue) -> None:
+        try:
+            value = values.read(step.value)
+        except values.UnreadableValue as e:
+            raise errors.ActionError(action.ref, self.host.name, f"{step.label}: {e}") from None
+        secret = self.conn.secretLookupByUUIDString(step.uuid)
+        self.call("secretSetValue", secret.setValue, value, 0)
+        digest = values.digest(self.registry.secret_key(), value)
+        del value
+        self.registry.set_record(
+            Kind.SECRET, action.name, dataclasses.replace(step.record, digest=digest)
         )
 
     def _vol_resize(self, action: Action, pool: str, capacity: int, domain: str | None) -> None:

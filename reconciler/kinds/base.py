@@ -109,6 +109,9 @@ class Handler:
     references: Callable[[Manifest], list[Reference]] = no_references
     # Its power state, for ``status`` (``Power(None)``: it has none).
     power: Callable[[Observed], Power] = active_power
+    # Whether a manifest takes ``spec.xml`` (export tries an overlay, then the
+    # whole document); without, export writes the friendly fields only.
+    overlay: bool = True
 
     @property
     def order(self) -> int:

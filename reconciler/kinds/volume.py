@@ -310,6 +310,14 @@ def _export_state(obs: Observed) -> Spec:
 
 def _references(m: Manifest) -> list[Reference]:
     refs = [Reference(field="spec.pool", kind=Kind.STORAGE_POOL, name=str(m.spec["pool"]))]
+    if "encryption" in m.spec:
+        refs.append(
+            Reference(
+                field="spec.encryption.secret",
+                kind=Kind.SECRET,
+                name=str(m.spec["encryption"]["secret"]),
+            )
+        )
     for field in ("source", "backingStore"):
         other = (m.spec.get(field) or {}).get("volume")
         if other is not None:

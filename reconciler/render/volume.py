@@ -14,6 +14,7 @@ from typing import Any
 from lxml import etree
 
 from reconciler import units
+from reconciler.render.secret import encryption
 from reconciler.render.xmlutil import combine, require, sub
 
 
@@ -41,6 +42,8 @@ def _friendly(name: str, spec: Mapping[str, Any]) -> etree._Element:
     target_el = sub(root, "target")
     if "format" in spec:
         sub(target_el, "format", type=spec["format"])
+    if "encryption" in spec:
+        encryption(target_el, spec["encryption"])
     backing = spec.get("backingStore")
     # ``backingStore.volume``: the file is the volume's on the host (the planner
     # and ``hosts`` fill it in).

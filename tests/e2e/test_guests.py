@@ -1,10 +1,12 @@
 """Guest disks on the real daemon: images uploaded from a file and a ``file://``
-URL, a changed source refused without --replace. Objects are named ``vrt-g-*``."""
+URL, overlays on a base volume, secrets and LUKS volumes. Objects are named ``vrt-g-*``."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import secrets
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +14,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from reconciler.render.secret import secret_uuid
 from tests.testbed.cli import vr
 
 POOL = "vrt-g-images"
@@ -170,3 +173,147 @@ def test_overlays_on_an_uploaded_base_and_the_base_stays_while_in_use(
     assert pruned.returncode == 0, pruned.stdout + pruned.stderr
     assert "not deleted: in use by volume vrt-g-images/vrt-g-web-1.qcow2" in pruned.stdout
     assert "vrt-g-base.qcow2" in [v.name() for v in pool.listAllVolumes()]
+
+
+def _secret_doc(name: str, private: bool) -> str:
+    return (
+        "apiVersion: virt-reconcile/v1\nkind: Secret\n"
+        f"metadata: {{name: {name}}}\n"
+        f"spec: {{usage: {{ceph: {name}}}, value: {{file: db.key}}, "
+        f"private: {str(private).lower()}}}\n"
+    )
+
+
+@pytest.fixture
+def secrets_cleanup(conn: libvirt.virConnect) -> Iterator[list[str]]:
+    """Names of the secrets a test makes; they are undefined afterwards."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.secretLookupByUUIDString(secret_uuid(name)).undefine()
+
+
+def test_secret_from_a_file_drift_reset_and_the_value_in_no_output(
+    system_uri: str, scratch_dir: Path, conn: libvirt.virConnect, secrets_cleanup: list[str]
+) -> None:
+    value, value2 = f"vrt-{secrets.token_hex(16)}", f"vrt-{secrets.token_hex(16)}"
+    manifests = scratch_dir / "manifests"
+    manifests.mkdir()
+    (manifests / "db.key").write_text(value)
+    secrets_cleanup += ["vrt-g-open", "vrt-g-priv"]
+    (manifests / "secrets.yaml").write_text(
+        "---\n".join([_secret_doc("vrt-g-open", False), _secret_doc("vrt-g-priv", True)])
+    )
+    outputs: list[str] = []
+
+    def cli(*argv: object) -> subprocess.CompletedProcess[str]:
+        result = vr(*argv)
+        outputs.append(result.stdout + result.stderr)
+        return result
+
+    assert cli("apply", manifests, "-c", system_uri).returncode == 0, outputs[-1]
+    assert cli("plan", manifests, "-c", system_uri, "--detailed-exitcode").returncode == 0, outputs[
+        -1
+    ]
+    opened = conn.secretLookupByUUIDString(secret_uuid("vrt-g-open"))
+    assert bytes(opened.value(0)) == value.encode()
+    assert "<description>vrt-g-priv</description>" in conn.secretLookupByUUIDString(
+        secret_uuid("vrt-g-priv")
+    ).XMLDesc(0)
+
+    # Changed on the host: seen through the digest, reset by apply.
+    opened.setValue(b"changed-outside", 0)
+    drift = cli("plan", manifests, "-c", system_uri, "-o", "json")
+    actions = {a["name"]: a for a in json.loads(drift.stdout)["hosts"][0]["actions"]}
+    [change] = actions["vrt-g-open"]["changes"]
+    assert change["path"] == "value" and change["old"].startswith("differs")
+    assert actions["vrt-g-priv"]["action"] == "unchanged"
+    assert "private" in actions["vrt-g-priv"]["note"]
+    assert cli("apply", manifests, "-c", system_uri).returncode == 0, outputs[-1]
+    assert bytes(opened.value(0)) == value.encode()
+
+    # A new value in the file: both secrets get it, the private one too.
+    (manifests / "db.key").write_text(value2)
+    changed = cli("plan", manifests, "-c", system_uri, "-o", "json")
+    actions = {a["name"]: a for a in json.loads(changed.stdout)["hosts"][0]["actions"]}
+    assert actions["vrt-g-priv"]["changes"][0]["old"] == (
+        "the manifest's value changed since it was set"
+    )
+    assert cli("apply", manifests, "-c", system_uri).returncode == 0, outputs[-1]
+    assert bytes(opened.value(0)) == value2.encode()
+    assert cli("plan", manifests, "-c", system_uri, "--detailed-exitcode").returncode == 0, outputs[
+        -1
+    ]
+    cli("status", manifests, "-c", system_uri)
+    cli("status", manifests, "-c", system_uri, "-o", "json")
+
+    # Export writes the secret without its value and says where it goes.
+    exported = scratch_dir / "exported"
+    result = cli(
+        "export", "-c", system_uri, "--kind", "Secret", "--name", "vrt-g-open", "-d", exported
+    )
+    assert result.returncode == 0, outputs[-1]
+    assert "vrt-g-open: its value is not exported; put it in" in result.stdout
+    [document] = list(exported.rglob("*.yaml"))
+    text = document.read_text()
+    assert "value:\n    file: vrt-g-open.value" in text and "usage:" in text
+    outputs.append(text)
+    for output in outputs:
+        assert value not in output and value2 not in output
+
+
+def test_luks_volumes_with_a_secret_from_a_file_and_a_guest_disk_on_one(
+    system_uri: str, scratch_dir: Path, conn: libvirt.virConnect, secrets_cleanup: list[str]
+) -> None:
+    passphrase = f"vrt-{secrets.token_hex(16)}"
+    manifests = scratch_dir / "manifests"
+    manifests.mkdir()
+    (manifests / "db.key").write_text(passphrase)
+    pool_dir = scratch_dir / "pool"
+    secrets_cleanup += ["vrt-g-luks-q", "vrt-g-luks-r"]
+    docs = [_pool_doc(pool_dir)]
+    for secret, volume, fmt in (
+        ("vrt-g-luks-q", "vrt-g-db.qcow2", "qcow2"),
+        ("vrt-g-luks-r", "vrt-g-db.raw", "raw"),
+    ):
+        docs.append(
+            "apiVersion: virt-reconcile/v1\nkind: Secret\n"
+            f"metadata: {{name: {secret}}}\n"
+            f"spec: {{usage: {{volume: {pool_dir / volume}}}, value: {{file: db.key}}}}\n"
+        )
+        docs.append(
+            _volume(
+                volume,
+                f"format: {fmt}, capacity: 16MiB, encryption: {{format: luks, secret: {secret}}}",
+            )
+        )
+    docs.append(
+        "apiVersion: virt-reconcile/v1\nkind: Domain\nmetadata: {name: vrt-g-db}\n"
+        "spec:\n  memory: 64MiB\n  disks:\n"
+        f"    - {{target: vda, format: qcow2, source: {{volume: {{pool: {POOL}, "
+        "name: vrt-g-db.qcow2}}}\n"
+    )
+    (manifests / "all.yaml").write_text("---\n".join(docs))
+    outputs = []
+    result = vr("apply", manifests, "-c", system_uri)
+    outputs.append(result.stdout + result.stderr)
+    assert result.returncode == 0, outputs[-1]
+    again = vr("plan", manifests, "-c", system_uri, "--detailed-exitcode")
+    outputs.append(again.stdout + again.stderr)
+    assert again.returncode == 0, outputs[-1]
+    pool = conn.storagePoolLookupByName(POOL)
+    for volume in ("vrt-g-db.qcow2", "vrt-g-db.raw"):
+        path = pool.storageVolLookupByName(volume).path()
+        info = subprocess.run(
+            ["qemu-img", "info", "-U", "--output=json", path],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert json.loads(info)["encrypted"] is True, info
+    disk = conn.lookupByName("vrt-g-db").XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    assert "<encryption format='luks'>" in disk
+    assert f"<secret type='passphrase' uuid='{secret_uuid('vrt-g-luks-q')}'/>" in disk
+    for output in outputs:
+        assert passphrase not in output
