@@ -65,6 +65,23 @@ class Change:
     old: str | None
     new: str | None
     disruption: Disruption
+    # In the manifest's language (``fields.describe``): the friendly field the
+    # change belongs to (None: only spec.xml says it) and the values in its units.
+    field: str | None = None
+    shown_old: str | None = None
+    shown_new: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How a person reads the change's name: the field, else the XML path."""
+        return self.field or self.path
+
+    @property
+    def display(self) -> tuple[str | None, str | None]:
+        """Old and new as a person reads them: in the manifest's units when known."""
+        old = self.shown_old if self.shown_old is not None else self.old
+        new = self.shown_new if self.shown_new is not None else self.new
+        return old, new
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -148,13 +165,10 @@ def _ignores(m: Manifest) -> list[str]:
 def _record(
     m: Manifest, flat: canonical.Flat, host: str, placement: Sequence[str] = ()
 ) -> ownership.Record:
-    prune = not m.prune_protected
-    if m.kind is Kind.VOLUME:
-        prune = prune and bool(m.spec.get("prune", False))
     return ownership.Record(
         managed=True,
         applied=frozenset(flat.values),
-        prune=prune,
+        prune=not m.prune_protected,
         placement=tuple(placement),
         host=host,
     )

@@ -213,6 +213,12 @@ def flatten_desired(
     (the parser refused the document) the document is compared as written.
     """
     own = flatten(doc, kind, ignore=ignore)
+    rules = [(rx, test) for k, rx, test, _ in GENERATED if k is kind]
+    generated = [
+        p for p in own.values if any(rx.match(p) and test(own.values, p) for rx, test in rules)
+    ]
+    for path in generated:
+        del own.values[path]
     if normalised is None:
         return own
     norm = flatten(normalised, kind, ignore=ignore)
@@ -223,6 +229,33 @@ def flatten_desired(
         elif any(k is kind and rx.match(path) for k, rx, _ in KEPT_BY_HOSTS):
             values[path] = value
     return Flat(values=values, elements=own.elements, implied=own.implied)
+
+
+# Values a document may state that libvirt measures or generates itself: not a
+# wish, never compared. (kind, path, test on the document's values at that path, why)
+GENERATED: tuple[tuple[Kind, re.Pattern[str], Callable[[Fields, str], bool], str], ...] = (
+    (
+        Kind.STORAGE_POOL,
+        re.compile(r"^(capacity|allocation|available)(/@unit)?$"),
+        lambda _values, _path: True,
+        "a pool's sizes are measured by libvirt (a dumped pool states them)",
+    ),
+    (
+        Kind.DOMAIN,
+        re.compile(r"^os/nvram$"),
+        lambda values, path: values[path] == "",
+        "an <nvram> without a path: the QEMU driver picks /var/lib/libvirt/qemu/nvram/NAME_VARS.fd",
+    ),
+    (
+        Kind.DOMAIN,
+        re.compile(r"^devices/channel\[[^/]*\]/source(/@mode|/@path)?$"),
+        lambda values, path: values.get(
+            path.partition("/source")[0] + "/source/@path", ""
+        ).startswith("/var/lib/libvirt/qemu/channel/target/"),
+        "a socket in libvirt's own channel folder is generated per start; the QEMU driver"
+        " leaves it out of the definition",
+    ),
+)
 
 
 # What the test driver's parser drops that a real host's driver keeps: compared

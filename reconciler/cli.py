@@ -11,8 +11,8 @@
     virt-reconcile export   [PATH...] [-c URI] [--host NAME] [--kind K...] [--name N...]
                                     [--adopt] -d DIR
 
-Exit codes: 0 success / no changes; 1 error; 2 with --detailed-exitcode:
-success and there are changes.
+Exit codes: 0 success / no changes; 1 error (also a usage error: an unknown
+flag or a bad value); 2 with --detailed-exitcode: success and there are changes.
 """
 
 from __future__ import annotations
@@ -20,14 +20,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import difflib
 import json
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.markup import escape
@@ -60,6 +62,16 @@ _STYLES = {
     ActionType.UNCHANGED: "dim",
     ActionType.PENDING_RESTART: "magenta",
 }
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error exits 1: argparse's 2 means "changes" to
+    ``--detailed-exitcode``, so CI would read a mistyped flag as drift.
+    Subcommand parsers are of the same class (argparse uses ``type(self)``)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
 
 
 def _percent(text: str) -> int:
@@ -120,7 +132,7 @@ def _host_args(sp: argparse.ArgumentParser, host_help: str = "work only on this 
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="virt-reconcile",
         description="Declarative desired-state reconciler for libvirt: YAML manifests in, "
         "the smallest libvirt changes out.",
@@ -130,6 +142,7 @@ def _parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("validate", help="check manifests; needs no host")
     v.add_argument("paths", nargs="+", metavar="PATH")
+    v.add_argument("-o", "--output", choices=["text", "json"], default="text")
 
     def hosts_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("paths", nargs="+", metavar="PATH", help="manifest files or folders")
@@ -143,7 +156,12 @@ def _parser() -> argparse.ArgumentParser:
             "-v",
             "--verbose",
             action="store_true",
-            help="also show unchanged objects and libvirt call counts",
+            help="also show unchanged objects, libvirt call counts and a unified XML diff",
+        )
+        sp.add_argument(
+            "--diff",
+            choices=["xml"],
+            help="xml: also show each changed object's XML edits, addressed by XPath (xmldiff)",
         )
 
     pl = sub.add_parser("plan", help="show what apply would change")
@@ -227,6 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
+    as_json = getattr(args, "output", "text") == "json"
     try:
         if args.command == "validate":
             return _validate(args, out)
@@ -238,11 +257,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _export(args, out, err)
         return _plan_or_apply(args, out, err)
     except errors.ManifestError as e:
+        if as_json:
+            out.print_json(json.dumps(report.errors_json(e.problems)))
         for problem in e.problems:
             err.print(escape(str(problem)), style="red")
         err.print(f"{len(e.problems)} error(s); nothing was changed", style="red")
         return EXIT_ERROR
     except errors.ReconcileError as e:
+        if as_json:
+            out.print_json(json.dumps(report.errors_json(str(e).splitlines())))
         err.print(f"error: {escape(str(e))}", style="red")
         return EXIT_ERROR
     except KeyboardInterrupt:
@@ -252,15 +275,46 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _validate(args: argparse.Namespace, out: Console) -> int:
     loaded = manifests.load(args.paths)
-    out.print(
-        f"{len(loaded.objects) + len(loaded.hosts)} document(s) in {len(loaded.files)} "
-        "file(s) are valid"
-    )
+    documents = len(loaded.objects) + len(loaded.hosts)
+    if args.output == "json":
+        out.print_json(
+            json.dumps(
+                report.errors_json([]) | {"documents": documents, "files": len(loaded.files)}
+            )
+        )
+    else:
+        out.print(f"{documents} document(s) in {len(loaded.files)} file(s) are valid")
     return EXIT_OK
 
 
-def _target(args: argparse.Namespace) -> Target:
-    loaded = manifests.load(args.paths)
+def _check_replace(refs: Sequence[str], loaded: ManifestSet) -> None:
+    """Every ``--replace`` names a volume a manifest declares, before any host is read.
+
+    Only volumes are ever deleted and created again (format, backing store);
+    the planner accepts ``Volume/POOL/NAME`` and ``Volume/NAME`` (any pool).
+    """
+    volumes = {m.ref for m in loaded.objects if m.kind is Kind.VOLUME}
+    short = {f"{Kind.VOLUME.value}/{m.name}" for m in loaded.objects if m.kind is Kind.VOLUME}
+    others = {m.ref for m in loaded.objects if m.kind is not Kind.VOLUME}
+    problems = []
+    for ref in refs:
+        if ref in volumes or ref in short:
+            continue
+        if ref in others:
+            problems.append(
+                f"--replace {ref}: only volumes are replaced (deleted and created again); "
+                "other kinds change in place or on the next restart"
+            )
+            continue
+        close = difflib.get_close_matches(ref, sorted(volumes | others), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        problems.append(f"--replace {ref}: no manifest declares it; use Volume/POOL/NAME{hint}")
+    if problems:
+        raise errors.UsageError("\n".join(problems))
+
+
+def _target(args: argparse.Namespace, loaded: ManifestSet | None = None) -> Target:
+    loaded = loaded if loaded is not None else manifests.load(args.paths)
     overrides = manifests.load_hosts_override(args.hosts_override) if args.hosts_override else None
     return resolve_hosts(loaded, connect=args.connect, only=args.host, overrides=overrides)
 
@@ -307,7 +361,9 @@ def _status(args: argparse.Namespace, out: Console) -> int:
 
 
 def _plan_or_apply(args: argparse.Namespace, out: Console, err: Console) -> int:
-    target = _target(args)
+    loaded = manifests.load(args.paths)
+    _check_replace(getattr(args, "replace", []), loaded)
+    target = _target(args, loaded)
     options = plan.Options(
         prune=args.prune,
         replace=frozenset(getattr(args, "replace", [])),
@@ -445,20 +501,25 @@ def _print_action(a: plan.Action, args: argparse.Namespace, out: Console) -> Non
         out.print(f"      [dim]{escape(a.note)}[/]")
     if a.placement is not None and (a.type is ActionType.CREATE or a.placement.skipped):
         out.print(f"      [dim]{escape(report.placement_text(a.placement))}[/]")
-    if a.error:
-        out.print(f"      [red]error: {escape(a.error)}[/]")
+    for line in (a.error or "").splitlines():  # one plan-time problem per line
+        out.print(f"      [red]error: {escape(line)}[/]")
     for c in a.changes:
         if a.type in (ActionType.CREATE, ActionType.DELETE) and c.path == "definition":
             continue
         out.print(
-            f"      {escape(c.path)}: {escape(report.short(c.old))} → "
-            f"{escape(report.short(c.new))}  [dim]\\[{c.disruption.value}][/]"
+            f"      {escape(c.label)}: {escape(report.short(c.display[0]))} → "
+            f"{escape(report.short(c.display[1]))}  [dim]\\[{c.disruption.value}][/]"
         )
     if a.blast_radius:
         out.print(
             f"      [magenta]a network restart would affect running domains: "
             f"{escape(', '.join(a.blast_radius))}[/]"
         )
+    if getattr(args, "diff", None) == "xml":
+        for line in report.xml_edits(a.xml_before, a.xml_after):
+            out.print(f"      [cyan]{escape(line)}[/]")
+    if not getattr(args, "verbose", False):
+        return
     for line in report.xml_diff(a.xml_before, a.xml_after):
         color = (
             "green"
@@ -511,8 +572,8 @@ def _print_convergence(left: Sequence[tuple[str, plan.Action]], failed: bool, ou
             out.print(f"  {escape(name)}: {escape(a.ref)} still plans {a.type.value}")
         for c in a.changes:
             out.print(
-                f"  {escape(name)}: {escape(a.ref)} {escape(c.path)}: "
-                f"{escape(report.short(c.old))} → {escape(report.short(c.new))}"
+                f"  {escape(name)}: {escape(a.ref)} {escape(c.label)}: "
+                f"{escape(report.short(c.display[0]))} → {escape(report.short(c.display[1]))}"
             )
 
 
@@ -537,7 +598,7 @@ def _address(text: str) -> str:
     return text
 
 
-def _watch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _watch_parser(sub: Any) -> None:
     w = sub.add_parser(
         "watch",
         help="keep the hosts matching the manifests; revert drift (a daemon)",
@@ -705,7 +766,7 @@ def _adopt(
         for a in hp.actions:
             if a.error or (a.type.is_change and a.type is not ActionType.ADOPT):
                 failed = True
-                what = a.error or ", ".join(c.path for c in a.changes) or a.type.value
+                what = a.error or ", ".join(c.label for c in a.changes) or a.type.value
                 err.print(f"not adopted: {escape(name)}: {escape(a.ref)}: {escape(what)}")
         run.plans[name] = dataclasses.replace(
             hp, actions=tuple(a for a in hp.actions if a.type is ActionType.ADOPT and not a.error)

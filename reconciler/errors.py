@@ -1,6 +1,7 @@
 """Error classes shared by every stage, classified by what the caller should do.
 
 * ``ManifestError``: the user's input is wrong; names FILE:LINE: FIELD: message.
+* ``UsageError``: the command line is wrong beyond what argparse checks.
 * ``HostError``: a host could not be reached or refused a call (may be temporary).
 * ``ActionError``: one action on one object failed; names the object and host.
 * ``ReplaceRequired``: the change cannot be made in place (needs ``--replace``).
@@ -35,6 +36,10 @@ class ManifestError(ReconcileError):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
+
+
+class UsageError(ReconcileError):
+    """The command line names something the manifests do not have (exit 1)."""
 
 
 class HostError(ReconcileError):

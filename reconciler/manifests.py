@@ -2,7 +2,8 @@
 
 YAML text -> nodes with line numbers -> plain data (YAML 1.2 core-like
 scalars, so ``52:54:00:12:34:56`` and ``no`` stay strings) -> JSON Schema
-validation against ``schemas/<Kind>.json`` -> checks across documents ->
+validation against ``reconciler/schemas/<Kind>.json`` (package data, read with
+``importlib.resources``) -> checks across documents ->
 ``model.ManifestSet``.
 
 Every problem in every file is collected and raised together as one
@@ -12,14 +13,15 @@ document means nothing is applied. No host is needed here.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
+import importlib.resources
 import json
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -29,7 +31,7 @@ from yaml._yaml import CParser
 from reconciler import errors, images, model, render, units
 from reconciler.render import identity
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMA_PACKAGE = "reconciler"  # the JSON Schemas ship in it: reconciler/schemas/<Kind>.json
 MAX_FILE_BYTES = 4 << 20
 MAX_ALIASES = 100
 MAX_NODES = 100_000
@@ -328,8 +330,13 @@ _Validator = jsonschema.validators.extend(
 
 @functools.cache
 def _validator(kind: model.Kind) -> Any:
-    schema = json.loads((SCHEMA_DIR / f"{kind.value}.json").read_text(encoding="utf-8"))
-    return _Validator(schema)
+    return _Validator(json.loads(schema_text(kind)))
+
+
+def schema_text(kind: model.Kind) -> str:
+    """The JSON Schema of one kind, read from the installed package (wheel or checkout)."""
+    resource = importlib.resources.files(SCHEMA_PACKAGE) / "schemas" / f"{kind.value}.json"
+    return resource.read_text(encoding="utf-8")
 
 
 _TYPE_NAMES = {
@@ -482,8 +489,11 @@ def _schema_errors(validator: Any, doc: _Document) -> list[Any]:
     return list(validator.iter_errors(doc.data))
 
 
-def _validate(doc: _Document, problems: list[errors.Problem]) -> model.Kind | None:
-    """Envelope and schema checks; the kind when the document is valid."""
+def _validate(
+    doc: _Document, problems: list[errors.Problem]
+) -> tuple[model.Kind | None, frozenset[str]]:
+    """Envelope and schema checks: the kind (None when the envelope is wrong)
+    and the paths of the fields the schema refused (empty: the document is valid)."""
 
     def problem(path: str, message: str) -> None:
         problems.append(
@@ -508,14 +518,34 @@ def _validate(doc: _Document, problems: list[errors.Problem]) -> model.Kind | No
         hint = f"did you mean {close[0]!r}?" if close else f"one of: {', '.join(_KINDS)}"
         problem("kind", f"unknown kind {shown} ({hint})")
     if kind is None or not ok:
-        return None
+        return None, frozenset()
     validator = _validator(kind)
     found: set[tuple[str, str]] = set()
     for err in _schema_errors(validator, doc):
         found.update(_error_problems(err, doc))
     for path, message in sorted(found):
         problem(path, message)
-    return None if found else kind
+    return kind, frozenset(path for path, _ in found)
+
+
+def _touches(path: str, broken: frozenset[str]) -> bool:
+    """Whether ``path`` is, holds or lies in a field the schema refused."""
+    return any(
+        path == b or path.startswith(f"{b}.") or b.startswith(f"{path}.") or not b for b in broken
+    )
+
+
+# The fields the checks across documents read: a document whose schema errors
+# leave these alone still takes part, so a duplicate name or MAC is reported in
+# the same run as the schema errors.
+_CROSS_PATHS = (
+    "metadata",
+    "spec.host",
+    "spec.placement",
+    "spec.pool",
+    "spec.uri",
+    "spec.interfaces",
+)
 
 
 # --------------------------------------------------------------------------
@@ -628,6 +658,9 @@ def _check_sizes(doc: _Document, kind: model.Kind, problem: Callable[[str, str],
 class _Valid:
     doc: _Document
     kind: model.Kind
+    # False: the document has problems of its own, but the fields the checks
+    # across documents read are sound; it takes part in them, nothing more.
+    complete: bool = True
 
     @property
     def name(self) -> str:
@@ -797,37 +830,68 @@ def _sorted(problems: list[errors.Problem]) -> list[errors.Problem]:
 
 
 def _valid_documents(files: Sequence[str], problems: list[errors.Problem]) -> list[_Valid]:
+    """The documents of known kind that the checks across documents can use.
+
+    The checks within one document also run on a document the schema refused,
+    on the fields it did not refuse, so every problem shows in one run.
+    """
     valid: list[_Valid] = []
     for file in files:
         for doc in _read_documents(file, problems):
-            kind = _validate(doc, problems)
+            kind, broken = _validate(doc, problems)
             if kind is None:
                 continue
             before = len(problems)
 
-            def problem(path: str, message: str, doc: _Document = doc) -> None:
+            def problem(
+                path: str, message: str, doc: _Document = doc, broken: frozenset[str] = broken
+            ) -> None:
+                if _touches(path, broken):
+                    return  # read off a refused field: the schema error says it
                 problems.append(
                     errors.Problem(
                         file=doc.file, line=_line_of(doc, path), path=path, message=message
                     )
                 )
 
-            if kind is model.Kind.DOMAIN:
-                _check_domain(doc, problem)
-            if kind is model.Kind.VOLUME:
-                _check_volume_source(doc, problem)
-            _check_sizes(doc, kind, problem)
-            name_bytes = len(str(doc.data["metadata"]["name"]).encode("utf-8"))
-            if name_bytes > MAX_NAME_BYTES:
-                # libvirt keeps objects in files named after them (NAME.xml, a
-                # volume's own file): a longer name fails at the host, mid-run.
-                problem(
-                    "metadata.name",
-                    f"name is {name_bytes} bytes in UTF-8, more than {MAX_NAME_BYTES}",
-                )
-            if len(problems) == before:
-                valid.append(_Valid(doc=doc, kind=kind))
+            for check in _document_checks(kind):
+                if not broken:
+                    check(doc, problem)
+                    continue
+                # A refused field may have any shape: a check that trips over
+                # one has nothing to add to the schema error.
+                with contextlib.suppress(KeyError, TypeError, ValueError, AttributeError):
+                    check(doc, problem)
+            if any(_touches(p, broken) for p in _CROSS_PATHS):
+                continue
+            valid.append(
+                _Valid(doc=doc, kind=kind, complete=not broken and len(problems) == before)
+            )
     return valid
+
+
+def _check_name(doc: _Document, problem: Callable[[str, str], None]) -> None:
+    name_bytes = len(str(doc.data["metadata"]["name"]).encode("utf-8"))
+    if name_bytes > MAX_NAME_BYTES:
+        # libvirt keeps objects in files named after them (NAME.xml, a
+        # volume's own file): a longer name fails at the host, mid-run.
+        problem(
+            "metadata.name",
+            f"name is {name_bytes} bytes in UTF-8, more than {MAX_NAME_BYTES}",
+        )
+
+
+def _document_checks(
+    kind: model.Kind,
+) -> list[Callable[[_Document, Callable[[str, str], None]], None]]:
+    checks: list[Callable[[_Document, Callable[[str, str], None]], None]] = []
+    if kind is model.Kind.DOMAIN:
+        checks.append(_check_domain)
+    if kind is model.Kind.VOLUME:
+        checks.append(_check_volume_source)
+    checks.append(lambda doc, problem: _check_sizes(doc, kind, problem))
+    checks.append(_check_name)
+    return checks
 
 
 def _check_render(item: _Valid, manifest: model.Manifest) -> errors.Problem | None:
@@ -884,12 +948,12 @@ def load(paths: Sequence[str], *, default_uri: str | None = None) -> model.Manif
     ]
     _check_duplicates(placed, problem)
     _check_macs([item for item, _ in placed if item.kind is model.Kind.DOMAIN], problem)
-    _check_encryption([item for item, _ in placed], problem)
-    if problems:
-        raise errors.ManifestError(_sorted(problems))
+    _check_encryption([item for item, _ in placed if item.complete], problem)
 
     objects = []
     for item, _ in placed:
+        if not item.complete:
+            continue
         metadata = item.doc.data["metadata"]
         manifest = model.Manifest(
             kind=item.kind,

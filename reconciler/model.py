@@ -2,7 +2,7 @@
 
 ``manifests`` builds these from YAML; every later stage reads them and none
 changes them. The per-kind ``spec`` stays the schema-validated mapping (the JSON
-Schemas in ``schemas/`` are the authority on its shape); the fields every stage
+Schemas in ``reconciler/schemas/`` are the authority on its shape); the fields every stage
 needs are lifted out into typed attributes.
 """
 

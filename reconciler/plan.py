@@ -15,7 +15,7 @@ from typing import Any
 
 from lxml import etree
 
-from reconciler import ownership
+from reconciler import fields, ownership
 from reconciler.actions import (
     DEFAULT_MAX_PRUNE,
     Action,
@@ -291,6 +291,18 @@ def _depths(manifests: Sequence[Manifest]) -> dict[int, int]:
     return depth
 
 
+def _in_manifest_terms(action: Action, m: Manifest) -> Action:
+    """Each change named by its manifest field, values in the manifest's units."""
+    changes = []
+    for c in action.changes:
+        if c.path in ("definition", "state", "autostart"):
+            changes.append(replace(c, field=c.path, shown_old=c.old, shown_new=c.new))
+            continue
+        d = fields.describe(m.kind, m.name, m.spec, c.path, c.old, c.new)
+        changes.append(replace(c, field=d.field, shown_old=d.old, shown_new=d.new))
+    return replace(action, changes=tuple(changes))
+
+
 def build_host_plan(
     desired: Sequence[tuple[Manifest, etree._Element]],
     state: HostState,
@@ -369,7 +381,7 @@ def build_host_plan(
                 Action(
                     **base,
                     type=ActionType.CREATE if obs is None else ActionType.UPDATE,
-                    error="; ".join(problems),
+                    error="\n".join(problems),
                 )
             )
             continue
@@ -377,7 +389,7 @@ def build_host_plan(
             action = KINDS[m.kind].plan(m, el, obs, replace(context, placement=placed))
         except ValueError as e:
             action = Action(**base, type=ActionType.UPDATE, error=str(e))
-        actions.append(action)
+        actions.append(_in_manifest_terms(action, m))
     if options.prune:
         actions += _plan_prune(state, desired_keys, options, kinds)
     return HostPlan(host=state.host, actions=tuple(actions))

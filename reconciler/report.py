@@ -1,6 +1,6 @@
 """Plans and change sets as plain data (``-o json``) and as text lines (pure).
 
-The JSON document is a stable contract (SPEC §2): fields may be added, never
+The JSON document is a stable contract (README, `-o json`): fields may be added, never
 renamed. ``cli`` prints what these functions return.
 """
 
@@ -10,7 +10,11 @@ import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from reconciler import status
+from lxml import etree
+from xmldiff import formatting as xmldiff_formatting
+from xmldiff import main as xmldiff_main
+
+from reconciler import errors, ownership, status
 from reconciler.execute import Result
 from reconciler.placement import Placement
 from reconciler.plan import Action, ActionType, HostPlan
@@ -35,7 +39,14 @@ def action_json(action: Action, result: Result | None = None) -> dict[str, Any]:
         "source": action.source,
         "disruption": action.disruption.value if action.disruption else None,
         "changes": [
-            {"path": c.path, "old": c.old, "new": c.new, "disruption": c.disruption.value}
+            {
+                "path": c.path,
+                "old": c.old,
+                "new": c.new,
+                "disruption": c.disruption.value,
+                "field": c.field,
+                "display": {"old": c.display[0], "new": c.display[1]},
+            }
             for c in action.changes
         ],
     }
@@ -54,6 +65,21 @@ def action_json(action: Action, result: Result | None = None) -> dict[str, Any]:
     elif action.error is not None:
         data["error"] = action.error
     return data
+
+
+def errors_json(problems: Sequence[errors.Problem | str]) -> dict[str, Any]:
+    """``{"version": 1, "errors": [{file, line, path, message}]}``: what ``-o json``
+    prints on stdout when the input is invalid (``file``/``line``/``path`` are
+    null for an error that belongs to no manifest field, e.g. a bad ``-c``)."""
+    return {
+        "version": JSON_VERSION,
+        "errors": [
+            {"file": p.file, "line": p.line, "path": p.path, "message": p.message}
+            if isinstance(p, errors.Problem)
+            else {"file": None, "line": None, "path": None, "message": p}
+            for p in problems
+        ],
+    }
 
 
 def placement_json(p: Placement) -> dict[str, Any]:
@@ -155,14 +181,40 @@ def status_json(statuses: Sequence[status.HostStatus]) -> dict[str, Any]:
 
 
 def xml_diff(before: str | None, after: str | None) -> list[str]:
-    """A unified diff of two XML documents (lines without trailing newlines)."""
+    """A unified diff of two XML documents without the ownership record (lines
+    without trailing newlines)."""
     if before is None or after is None or before == after:
         return []
+    before, after = _without_record(before), _without_record(after)
     return list(
         difflib.unified_diff(
             before.splitlines(), after.splitlines(), "live", "desired", n=2, lineterm=""
         )
     )
+
+
+def xml_edits(before: str | None, after: str | None) -> list[str]:
+    """The edits that turn one document into the other, each addressed by an XPath
+    (``xmldiff``): what an overlay or ``ignoreDifferences`` would name."""
+    if before is None or after is None or before == after:
+        return []
+    text = xmldiff_main.diff_texts(
+        _without_record(before).encode(),
+        _without_record(after).encode(),
+        formatter=xmldiff_formatting.DiffFormatter(normalize=xmldiff_formatting.WS_BOTH),
+    )
+    return [line for line in str(text).splitlines() if line]
+
+
+def _without_record(xml: str) -> str:
+    """A document as shown to people: the ownership record is ours, not a change."""
+    root = etree.fromstring(xml.encode())
+    ownership.write_record(root, None)
+    metadata = root.find("metadata")
+    if metadata is not None and len(metadata) == 0:
+        root.remove(metadata)
+    etree.indent(root, space="  ")
+    return etree.tostring(root, encoding="unicode")
 
 
 def short(value: str | None, limit: int = 120) -> str:

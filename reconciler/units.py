@@ -74,3 +74,11 @@ def parse_duration(text: str | int) -> float:
         raise ValueError(f"duration {text!r}: use a number with ms, s, m or h (e.g. '120s')")
     n = int(m.group(1))
     return n * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[m.group(2) or "s"]
+
+
+def format_size(nbytes: int) -> str:
+    """Bytes as a manifest size in the largest exact binary unit (``2GiB``)."""
+    for unit, factor in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if nbytes and nbytes % factor == 0:
+            return f"{nbytes // factor}{unit}"
+    return f"{nbytes}B"

@@ -13,9 +13,12 @@ The private host is a file-backed ``test:///`` URI of its own, never
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import tempfile
 import threading
+from typing import assert_never
 
 import libvirt
 
@@ -38,27 +41,77 @@ _NORMALISED_CACHE = 20000
 
 def normalise(kind: Kind, xml: str) -> str | None:
     """``xml`` as libvirt's parser stores it (inactive, secure), or None when the
-    test driver refuses it (then the planner compares the document as written)."""
+    test driver refuses it (then the planner compares the document as written).
+
+    Cached in the process and on disk (``cache_dir()``, keyed by libvirt's
+    version, the kind and the document), so a no-op plan of an unchanged folder
+    does not pay for the parser again.
+    """
     key = (kind, xml)
     with _normaliser_lock:
         if key in _normalised:
             return _normalised[key]
-        try:
-            result: str | None = _round_trip(_normaliser_conn(), kind, xml)
-        except libvirt.libvirtError as e:
-            _log.debug("libvirt's parser refused the desired %s: %s", kind.value, e)
-            result = None
+        path = _cache_file(kind, xml)
+        result = _read_cached(path)
+        if result is _MISSING:
+            try:
+                result = _round_trip(_normaliser_conn(), kind, xml)
+            except libvirt.libvirtError as e:
+                _log.debug("libvirt's parser refused the desired %s: %s", kind.value, e)
+                result = None
+            _write_cached(path, result)
         if len(_normalised) >= _NORMALISED_CACHE:
             _normalised.clear()
         _normalised[key] = result
         return result
 
 
+# --- the on-disk cache ----------------------------------------------------------------
+
+CACHE_ENV = "VIRT_RECONCILE_CACHE_DIR"
+_MISSING = "\0missing"
+_REFUSED = "\0refused"
+
+
+def cache_dir() -> str:
+    """``$VIRT_RECONCILE_CACHE_DIR``, else ``$XDG_CACHE_HOME/virt-reconcile``
+    (``~/.cache/virt-reconcile``): only what this machine can compute again."""
+    explicit = os.environ.get(CACHE_ENV)
+    if explicit:
+        return explicit
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "virt-reconcile")
+
+
+def _cache_file(kind: Kind, xml: str) -> str:
+    digest = hashlib.sha256(f"{libvirt.getVersion()}\0{kind.value}\0{xml}".encode()).hexdigest()
+    return os.path.join(cache_dir(), "normalised", digest[:2], digest[2:])
+
+
+def _read_cached(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError:
+        return _MISSING
+    return None if text == _REFUSED else text
+
+
+def _write_cached(path: str, result: str | None) -> None:
+    """Best effort and atomic: a cache that cannot be written is only slower."""
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(_REFUSED if result is None else result)
+        os.replace(tmp, path)
+    except OSError as e:
+        _log.debug("normaliser cache not written (%s): %s", path, e)
+
+
 def _normaliser_conn() -> libvirt.virConnect:
     global _normaliser
     if _normaliser is None:
-        import tempfile
-
         with tempfile.TemporaryDirectory(prefix="virt-reconcile-") as folder:
             path = os.path.join(folder, "normalise.xml")
             with open(path, "w", encoding="utf-8") as f:
@@ -69,28 +122,33 @@ def _normaliser_conn() -> libvirt.virConnect:
 
 
 def _round_trip(conn: libvirt.virConnect, kind: Kind, xml: str) -> str | None:
-    if kind is Kind.DOMAIN:
-        dom = conn.defineXMLFlags(xml, 0)
-        try:
-            return str(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE))
-        finally:
-            dom.undefine()
-    if kind is Kind.NETWORK:
-        net = conn.networkDefineXML(xml)
-        try:
-            return str(net.XMLDesc(0))
-        finally:
-            net.undefine()
-    if kind is Kind.STORAGE_POOL:
-        pool = conn.storagePoolDefineXML(xml, 0)
-        try:
-            return str(pool.XMLDesc(0))
-        finally:
-            pool.undefine()
-    if kind is Kind.VOLUME:
-        vol = conn.storagePoolLookupByName(_NORMALISE_POOL).createXML(xml, 0)
-        try:
-            return str(vol.XMLDesc(0))
-        finally:
-            vol.delete(0)
-    return None
+    match kind:
+        case Kind.DOMAIN:
+            dom = conn.defineXMLFlags(xml, 0)
+            try:
+                flags = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
+                return str(dom.XMLDesc(flags))
+            finally:
+                dom.undefine()
+        case Kind.NETWORK:
+            net = conn.networkDefineXML(xml)
+            try:
+                return str(net.XMLDesc(0))
+            finally:
+                net.undefine()
+        case Kind.STORAGE_POOL:
+            pool = conn.storagePoolDefineXML(xml, 0)
+            try:
+                return str(pool.XMLDesc(0))
+            finally:
+                pool.undefine()
+        case Kind.VOLUME:
+            vol = conn.storagePoolLookupByName(_NORMALISE_POOL).createXML(xml, 0)
+            try:
+                return str(vol.XMLDesc(0))
+            finally:
+                vol.delete(0)
+        case Kind.HOST | Kind.SECRET:
+            return None  # no XML to read back (the test driver has no secrets)
+        case _:
+            assert_never(kind)

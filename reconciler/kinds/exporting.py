@@ -22,10 +22,7 @@ IP = re.compile(r"^([0-9]{1,3}(\.[0-9]{1,3}){3}|[0-9a-fA-F:.]*:[0-9a-fA-F:.]*)$"
 
 def size(nbytes: int) -> str:
     """Bytes as a manifest size in the largest exact binary unit (``2GiB``)."""
-    for unit, factor in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if nbytes and nbytes % factor == 0:
-            return f"{nbytes // factor}{unit}"
-    return f"{nbytes}B"
+    return units.format_size(nbytes)
 
 
 def scaled(el: etree._Element | None, default_unit: str) -> int | None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -93,6 +95,18 @@ def _plan_network(
         create: list[Step] = [Define(kind=Kind.NETWORK, xml=_with_record(desired, record))]
         if state in (None, "active"):
             create.append(Start(kind=Kind.NETWORK))
+        if state is None:
+            # As for pools: "starting" until the start is done (see _plan_pool).
+            # Both defines name the same UUID (a redefine without it is refused);
+            # libvirt would pick a random one, this one is stable per host and name.
+            doc = etree.fromstring(etree.tostring(desired))
+            if doc.find("uuid") is None:
+                uuid_el = etree.Element("uuid")
+                uuid_el.text = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{host.name}/{m.name}"))
+                doc.find("name").addnext(uuid_el)  # type: ignore[union-attr]
+            guarded = replace(record, restarting=True)
+            create[0] = Define(kind=Kind.NETWORK, xml=_with_record(doc, guarded))
+            create.append(Define(kind=Kind.NETWORK, xml=_with_record(doc, record)))
         if autostart is not None:
             create.append(SetAutostart(kind=Kind.NETWORK, on=bool(autostart)))
         return Action(
@@ -131,6 +145,13 @@ def _plan_network(
     diff.apply_changes(mflat, dflat, cfg)
     steps: list[Step] = []
     define = bool(cfg) or obs.record != record
+    # Created without state, and stopped before the start (a crash in between).
+    starting = obs.record is not None and obs.record.restarting and state is None
+    if starting and obs.state != "active":
+        changes.append(
+            Change(path="state", old=obs.state, new="active", disruption=Disruption.LIVE)
+        )
+        steps.append(Start(kind=Kind.NETWORK))
     if define:
         steps.append(Define(kind=Kind.NETWORK, xml=_with_record(merged, record)))
     if active and lflat is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import replace
 from typing import Any
 
 from lxml import etree
@@ -63,6 +64,13 @@ def _plan_pool(
         create: list[Step] = [reg_step, Define(kind=Kind.STORAGE_POOL, xml=_pretty(desired))]
         if state in (None, "active"):
             create += [BuildPool(), Start(kind=Kind.STORAGE_POOL)]
+        if state is None:
+            # Until the start, the record says "starting": a run that finds the
+            # pool defined but stopped (a crash in between) still starts it.
+            create[0] = RegistrySet(
+                kind=Kind.STORAGE_POOL, key=m.name, record=replace(record, restarting=True)
+            )
+            create.append(reg_step)
         if autostart is not None:
             create.append(SetAutostart(kind=Kind.STORAGE_POOL, on=bool(autostart)))
         return Action(
@@ -86,12 +94,20 @@ def _plan_pool(
         cfg, dflat, iflat, Disruption.RESTART_REQUIRED if active else Disruption.NEXT_START
     )
     steps: list[Step] = []
-    if old_record != record:
+    starting = old_record is not None and old_record.restarting and state is None
+    if old_record != record and not starting:
         steps.append(reg_step)
     merged = etree.fromstring(etree.tostring(inactive))
     if cfg:
         diff.apply_changes(canonical.flatten(merged, Kind.STORAGE_POOL), dflat, cfg)
         steps.append(Define(kind=Kind.STORAGE_POOL, xml=_pretty(merged)))
+    if starting and not active:
+        changes.append(
+            Change(path="state", old=obs.state, new="active", disruption=Disruption.LIVE)
+        )
+        steps += [BuildPool(), Start(kind=Kind.STORAGE_POOL), reg_step]
+    elif starting:
+        steps.append(reg_step)
     if state == "active" and not active:
         changes.append(
             Change(path="state", old=obs.state, new="active", disruption=Disruption.LIVE)

@@ -127,7 +127,13 @@ def _plan_volume(
     pool = str(m.spec["pool"])
     key = f"{pool}/{m.name}"
     dflat = _desired_flat(Kind.VOLUME, desired, normalise)
-    record = dataclasses.replace(_record(m, dflat, host.name), source=source_fingerprint(m.spec))
+    record = _record(m, dflat, host.name)
+    # A volume holds data: --prune deletes it only when its manifest says spec.prune.
+    record = dataclasses.replace(
+        record,
+        prune=record.prune and bool(m.spec.get("prune", False)),
+        source=source_fingerprint(m.spec),
+    )
     base: dict[str, Any] = {
         "kind": Kind.VOLUME,
         "name": m.name,

@@ -43,7 +43,13 @@ def _controller_key(el: etree._Element, position: int) -> str:
     ctype = el.get("type")
     if ctype is None:
         return positional_key(el, position)
-    return f"controller[type={ctype},index={el.get('index', '0')}]"
+    key = f"type={ctype},index={el.get('index', '0')}"
+    master = el.find("master")
+    if master is not None:
+        # USB2 companions (ich9-uhciN) share their master's index; the start
+        # port tells them apart.
+        key += f",master={master.get('startport', '')}"
+    return f"controller[{key}]"
 
 
 KEY_FUNCTIONS: dict[str, KeyFunction] = {
@@ -76,8 +82,9 @@ def assign_controller_indexes(root: etree._Element) -> None:
 
     libvirt first reserves the indexes the document states, then gives each
     controller without one, in document order, the lowest index of its type not
-    yet used. Written out, controllers match the host's by ``type+index`` (their
-    identity) instead of all colliding on index 0.
+    yet used; a USB2 companion (with ``<master>``) gets its master's. Written
+    out, controllers match the host's by ``type+index`` (their identity) instead
+    of all colliding on index 0.
     """
     controllers = root.findall("devices/controller")
     used: dict[str, set[int]] = {}
@@ -85,13 +92,21 @@ def assign_controller_indexes(root: etree._Element) -> None:
         index = _int(el.get("index"))
         if index is not None:
             used.setdefault(el.get("type", ""), set()).add(index)
+    last: dict[str, str] = {}
     for el in controllers:
-        if el.get("index") is not None or el.get("type") is None:
-            continue
-        taken = used.setdefault(str(el.get("type")), set())
-        index = next(i for i in range(len(taken) + 1) if i not in taken)
-        taken.add(index)
-        el.set("index", str(index))
+        ctype = str(el.get("type"))
+        if el.get("index") is None and el.get("type") is not None:
+            if el.find("master") is not None and ctype in last:
+                el.set("index", last[ctype])  # a companion: its master's index
+            else:
+                el.set("index", str(_lowest_free(used.setdefault(ctype, set()))))
+        last[ctype] = el.get("index", "0")
+
+
+def _lowest_free(taken: set[int]) -> int:
+    index = next(i for i in range(len(taken) + 1) if i not in taken)
+    taken.add(index)
+    return index
 
 
 def _int(text: str | None) -> int | None:

@@ -367,12 +367,16 @@ class Watcher:
                     log.warning("host %s: connection lost; reconnecting", h.name)
                     session.close()
             elif h.name in applied.blocked:
-                problems = tuple(f"{a.ref}: {a.error}" for a in applied.blocked[h.name])
+                problems = tuple(  # one log line per plan-time problem
+                    f"{a.ref}: {line}"
+                    for a in applied.blocked[h.name]
+                    for line in (a.error or "").splitlines()
+                )
             elif result is HostResult.FAILED:
                 problems = tuple(f"{r.action.ref}: {r.error}" for r in applied.failed(h.name))
             elif result is HostResult.NOT_CONVERGED:
                 problems = tuple(
-                    f"{a.ref} still plans {a.type.value}: " + ", ".join(c.path for c in a.changes)
+                    f"{a.ref} still plans {a.type.value}: " + ", ".join(c.label for c in a.changes)
                     for a in applied.left[h.name]
                 )
             else:
@@ -420,7 +424,7 @@ class Watcher:
         a = r.action
         drift = " [drift]" if self._applied.get(host) == desired.digest else ""
         shown = a.type in (plan.ActionType.UPDATE, plan.ActionType.ADOPT)
-        paths = ", ".join(c.path for c in a.changes) if shown else ""
+        paths = ", ".join(c.label for c in a.changes) if shown else ""
         detail = f": {paths}" if paths else ""
         if r.result is Outcome.OK:
             log.info(

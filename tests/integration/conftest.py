@@ -8,8 +8,10 @@ test see the same host and two tests never share one.
 from __future__ import annotations
 
 import json
+import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,60 @@ from reconciler import cli
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "manifests"
 EMPTY_HOST = REPO / "tests" / "data" / "testdriver" / "empty.xml"
-CORPUS = REPO.parent / "shared" / "corpus" / "testdriver-host.xml"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Corpus:
+    """A test-driver host full of objects someone made by hand, and what tests may
+    rely on in it: how many objects export writes, and a few names."""
+
+    id: str
+    path: Path
+    domains: int  # exported (persistent) domains
+    networks: int
+    pools: int
+    volumes: int  # exported volumes (not the LUNs of scsi/iscsi/mpath pools)
+    domain: str  # one exported domain
+    pool: str  # a dir pool ...
+    volume: str  # ... and one of its volumes
+    # Definitions the test driver loads without validation but libvirt's
+    # domain.rng refuses at define: (text, replacement) that makes them valid.
+    refused: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+
+
+# The repository's own corpus (tests/data/testdriver/corpus-host.xml, written here).
+OWN_CORPUS = Corpus(
+    id="own",
+    path=REPO / "tests" / "data" / "testdriver" / "corpus-host.xml",
+    domains=16,
+    networks=14,
+    pools=14,
+    volumes=28,
+    domain="anvil",
+    pool="images",
+    volume="base-debian12.qcow2",
+)
+# An external corpus, checked as well when it is present: virt-manager's test host
+# (14 domains, 16 networks, 15 pools), in a sibling folder of the checkout or
+# where $VIRT_RECONCILE_EXTERNAL_CORPUS says. A plain clone does not have it.
+EXTERNAL_CORPUS = Corpus(
+    id="external",
+    path=Path(
+        os.environ.get(
+            "VIRT_RECONCILE_EXTERNAL_CORPUS",
+            REPO.parent / "shared" / "corpus" / "testdriver-host.xml",
+        )
+    ),
+    domains=13,
+    networks=16,
+    pools=15,
+    volumes=37,
+    domain="test",
+    pool="pool-dir",
+    volume="default-vol",
+    # An NBD disk with a relative unix socket.
+    refused={"Domain/test-many-devices": ('socket="relative.sock"', 'socket="/run/nbd.sock"')},
+)
 
 libvirt.registerErrorHandler(lambda *_: None, None)
 
@@ -40,13 +95,20 @@ def host_uri(tmp_path: Path) -> str:
     return f"test://{path}"
 
 
+@pytest.fixture(params=[OWN_CORPUS, EXTERNAL_CORPUS], ids=lambda c: f"{c.id}-corpus")
+def corpus(request: pytest.FixtureRequest) -> Corpus:
+    """Each corpus host in turn: the repository's own, then the external one if present."""
+    found: Corpus = request.param
+    if found is not OWN_CORPUS and not found.path.exists():
+        pytest.skip(f"external corpus not present: {found.path}")
+    return found
+
+
 @pytest.fixture
-def corpus_uri(tmp_path: Path) -> str:
-    """virt-manager's test host (14 domains, 16 networks, 15 pools) of this test's own."""
-    if not CORPUS.exists():
-        pytest.fail(f"corpus host missing: {CORPUS}")
+def corpus_uri(corpus: Corpus, tmp_path: Path) -> str:
+    """A corpus host of this test's own."""
     path = tmp_path / "corpus.xml"
-    shutil.copy(CORPUS, path)
+    shutil.copy(corpus.path, path)
     return f"test://{path}"
 
 

@@ -2,7 +2,7 @@
 
 Each case is one malformed manifest, given to ``apply`` together with the
 valid examples, against a test-driver host that already holds objects (the
-virt-manager corpus host). Every case must exit 1, name the problem as
+corpus hosts, ``conftest.Corpus``). Every case must exit 1, name the problem as
 ``FILE:LINE: FIELD.PATH: message``, print no traceback, and leave the host
 byte for byte as it was: the valid examples are not applied either.
 """

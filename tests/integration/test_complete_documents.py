@@ -10,6 +10,9 @@ then its own manifest (nothing but ``spec.xml``) is planned and applied.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -228,3 +231,25 @@ def test_libvirts_parser_normalises_a_private_copy() -> None:
     assert "mode='bind'" not in text  # a bind socket without a path: dropped
     assert [d.name() for d in libvirt.open("test:///default").listAllDomains()] == before
     assert hosts.normalise(Kind.DOMAIN, "<domain type='kvm'><name>x</name></domain>") is None
+
+
+def test_the_parsers_reading_is_cached_on_disk(tmp_path: Path) -> None:
+    """A second process reads the normalised document from the cache folder."""
+    env = {**os.environ, "VIRT_RECONCILE_CACHE_DIR": str(tmp_path)}
+    script = (
+        "import sys; from reconciler.hosts.normalise import normalise;"
+        "from reconciler.model import Kind;"
+        "print(normalise(Kind.NETWORK, sys.stdin.read()))"
+    )
+    doc = NETWORK.replace("vrf-doc-net", "vrf-cache-net")
+    first = subprocess.run(
+        [sys.executable, "-c", script], input=doc, env=env, capture_output=True, text=True
+    )
+    assert first.returncode == 0, first.stderr
+    (cached,) = list((tmp_path / "normalised").glob("*/*"))
+    assert cached.read_text().strip() == first.stdout.strip()
+    cached.write_text("<network><name>from-the-cache</name></network>")
+    second = subprocess.run(
+        [sys.executable, "-c", script], input=doc, env=env, capture_output=True, text=True
+    )
+    assert "from-the-cache" in second.stdout

@@ -1,7 +1,7 @@
 """Property-based tests: random valid manifests render to XML libvirt accepts and converge.
 
 Hypothesis builds random *worlds* — storage pools, volumes, networks and
-domains that refer to each other — from the friendly fields of ``schemas/``
+domains that refer to each other — from the friendly fields of ``reconciler/schemas/``
 (``docs/manifests.md``). For each world:
 
 * every rendered document is valid for libvirt's own schema

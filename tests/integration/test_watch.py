@@ -486,3 +486,22 @@ def test_cli_watch_sighup_then_sigterm_exits_0(manifests: Path, tmp_path: Path) 
 def test_cli_watch_needs_paths_or_git(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["watch", "-c", "test:///default"]) == 1
     assert "needs manifest PATHs or --git URL" in capsys.readouterr().err
+
+
+def test_plan_time_problems_are_logged_one_per_line(
+    tmp_path: Path, host_uri: str, start_watch: Start
+) -> None:
+    folder = tmp_path / "lonely"
+    folder.mkdir()
+    (folder / "lonely.yaml").write_text(
+        "apiVersion: virt-reconcile/v1\nkind: Domain\nmetadata: {name: vrt-lonely}\n"
+        "spec:\n  type: test\n  memory: 64MiB\n"
+        "  interfaces:\n    - {network: vrt-nonet-a}\n    - {network: vrt-nonet-b}\n"
+    )
+    w = start_watch(paths=(str(folder),), connect=host_uri)
+    wait_for(lambda: "default" in w.last_outcomes, 5, "a first pass")
+    outcome = w.last_outcomes["default"]
+    assert outcome.result == "failed"
+    assert [e.split(": ", 1)[0] for e in outcome.errors] == ["Domain/vrt-lonely"] * 2
+    assert "'vrt-nonet-a'" in outcome.errors[0] and "'vrt-nonet-b'" in outcome.errors[1]
+    assert all("\n" not in e for e in outcome.errors)

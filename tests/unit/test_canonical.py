@@ -481,3 +481,24 @@ def test_current_memory_is_implied_by_memory() -> None:
     )
     assert flat.values["currentMemory"] == flat.values["memory"] == "2097152"
     assert flat.implied == {"currentMemory"}
+
+
+def test_values_libvirt_generates_are_not_a_wish() -> None:
+    pool = etree.fromstring(
+        "<pool type='dir'><name>p</name><capacity unit='bytes'>0</capacity>"
+        "<target><path>/p</path></target></pool>"
+    )
+    assert set(canonical.flatten_desired(pool, None, Kind.STORAGE_POOL).values) == {
+        "@type", "name", "target", "target/path"
+    }  # fmt: skip
+    dom = etree.fromstring(
+        "<domain><os><nvram template='/t.fd'/></os><devices>"
+        "<channel type='unix'><source mode='bind' path='/var/lib/libvirt/qemu/channel/target/x'/>"
+        "<target type='virtio' name='org.qemu.guest_agent.0'/></channel>"
+        "<channel type='unix'><source mode='bind' path='/run/my.sock'/></channel>"
+        "</devices></domain>"
+    )
+    values = canonical.flatten_desired(dom, None, Kind.DOMAIN).values
+    assert "os/nvram" not in values and values["os/nvram/@template"] == "/t.fd"
+    assert "devices/channel[#0]/source" not in values
+    assert values["devices/channel[#1]/source/@path"] == "/run/my.sock"

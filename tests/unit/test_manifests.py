@@ -272,6 +272,61 @@ def test_multiple_errors_reported_together(in_tmp: Path) -> None:
     ]
 
 
+def test_schema_and_semantic_errors_of_one_document_in_one_run(in_tmp: Path) -> None:
+    # Unknown fields beside a memory check and a disk target used twice: one
+    # run reports all of them, not the rest on the next run.
+    write(
+        in_tmp,
+        "web.yaml",
+        DOMAIN.replace(
+            "vcpus: 2",
+            "vcpus: 2\n  currentMemory: 4GiB\n  bogus: 1\n"
+            "  disks:\n    - {target: vda, size: 1}\n    - {target: vda}",
+        ),
+    )
+    assert problems(["web.yaml"]) == [
+        "web.yaml:9: spec.currentMemory: currentMemory (4GiB) is more than memory (2GiB)",
+        "web.yaml:10: spec.bogus: unknown field 'bogus'",
+        "web.yaml:12: spec.disks.0.size: unknown field 'size'",
+        "web.yaml:13: spec.disks.1.target: target 'vda' is already used by spec.disks.0",
+    ]
+
+
+def test_checks_never_guess_from_a_refused_field(in_tmp: Path) -> None:
+    # vcpus 4.0 is refused (not an integer): no "more than maxVcpus" on top of it,
+    # and a memory the schema refused is not compared with currentMemory.
+    write(
+        in_tmp,
+        "web.yaml",
+        DOMAIN.replace("vcpus: 2", "vcpus: 4.0\n  maxVcpus: 2").replace(
+            "memory: 2GiB", "memory: lots\n  currentMemory: 4GiB"
+        ),
+    )
+    found = problems(["web.yaml"])
+    assert [p.split(": ")[1] for p in found] == ["spec.memory", "spec.vcpus"], found
+
+
+def test_errors_across_documents_beside_schema_errors(in_tmp: Path) -> None:
+    # b.yaml has a schema error and the name a.yaml declares; c.yaml's overlay
+    # is not XML. All three problems show at once.
+    write(in_tmp, "a.yaml", DOMAIN)
+    other = DOMAIN.replace("52:54:00:12:34:56", "52:54:00:12:34:57").replace("backup", "b2")
+    write(in_tmp, "b.yaml", other.replace("vcpus: 2", "vcpus: two"))
+    write(
+        in_tmp,
+        "c.yaml",
+        "apiVersion: virt-reconcile/v1\nkind: Network\nmetadata: {name: n}\n"
+        "spec:\n  xml: |\n    <network><name>n</name>\n",
+    )
+    found = problems(["a.yaml", "b.yaml", "c.yaml"])
+    assert found[:3] == [
+        "a.yaml:4: metadata.name: Domain 'web-1' is also declared at b.yaml:4",
+        "b.yaml:4: metadata.name: Domain 'web-1' is also declared at a.yaml:4",
+        "b.yaml:8: spec.vcpus: expected integer, got string",
+    ]
+    assert len(found) == 4 and found[3].startswith("c.yaml:"), found
+
+
 def test_memory_and_vcpu_limits(in_tmp: Path) -> None:
     write(
         in_tmp,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -148,15 +149,21 @@ def test_empty_host_creates_in_kind_order(seed: int) -> None:
 def test_create_steps_per_kind() -> None:
     p = build(full_set(), host_state())
     by_kind = {a.kind: a for a in p.actions}
+    # No state: started at creation, the record says "starting" until then.
     assert calls(by_kind[Kind.STORAGE_POOL]) == [
         "registry_set",
         "pool_define",
         "pool_build",
         "pool_start",
+        "registry_set",
     ]
+    first, last = by_kind[Kind.STORAGE_POOL].steps[0], by_kind[Kind.STORAGE_POOL].steps[-1]
+    assert isinstance(first, st.RegistrySet) and isinstance(last, st.RegistrySet)
+    assert first.record is not None and first.record.restarting
+    assert last.record is not None and not last.record.restarting
     assert calls(by_kind[Kind.VOLUME]) == ["registry_set", "vol_create"]
     assert by_kind[Kind.VOLUME].steps[1].pool == "p"
-    assert calls(by_kind[Kind.NETWORK]) == ["net_define", "net_start"]
+    assert calls(by_kind[Kind.NETWORK]) == ["net_define", "net_start", "net_define"]
     assert calls(by_kind[Kind.DOMAIN]) == ["dom_define"]  # no state: power not managed
 
 
@@ -620,3 +627,22 @@ def test_network_first_and_last_dhcp_host_are_live_updates() -> None:
         ]
         update = [s for s in a.steps if isinstance(s, st.NetUpdate)]
         assert [(u.section, u.command, u.live) for u in update] == [("ip-dhcp-host", command, True)]
+
+
+def test_a_pool_created_without_state_and_stopped_by_a_crash_is_started_next_time() -> None:
+    m = manifest(Kind.STORAGE_POOL, "p", POOL_SPEC)
+    assert "state" not in m.spec
+    starting = ownership.Record(
+        managed=True,
+        applied=frozenset(canonical.flatten(render.render(m), Kind.STORAGE_POOL).values),
+        prune=True,
+        host="h",
+        restarting=True,
+    )
+    obs = Observed(kind=Kind.STORAGE_POOL, name=m.name, xml=render.to_string(render.render(m)))
+    registry = ownership.Registry(pools={m.name: starting})
+    a = only(build([m], host_state(obs, registry=registry)))
+    assert calls(a) == ["pool_build", "pool_start", "registry_set"]
+    # Once started (or without the mark), absent state leaves the pool alone.
+    registry = ownership.Registry(pools={m.name: replace(starting, restarting=False)})
+    assert only(build([m], host_state(obs, registry=registry))).type is plan.ActionType.UNCHANGED
