@@ -28,7 +28,7 @@ from reconciler.actions import (
     _parse,
 )
 from reconciler.kinds import KINDS, Context
-from reconciler.model import Kind, Manifest
+from reconciler.model import Kind, Manifest, object_ref
 from reconciler.observed import HostState, ObjectKey, Observed, object_key
 from reconciler.placement import NO_FIT, Placement
 
@@ -102,6 +102,29 @@ def _keep_pools_with_volumes(deletes: list[Action], state: HostState) -> list[Ac
     return out
 
 
+def _keep_secrets_in_use(deletes: list[Action], state: HostState) -> list[Action]:
+    """A secret is not deleted while a volume or domain this run keeps names it
+    (an encrypted volume cannot be opened without its passphrase)."""
+    if not any(d.kind is Kind.SECRET and d.steps for d in deletes):
+        return deletes
+    going = {(d.kind, d.pool, d.name) for d in deletes if d.steps}
+    out = []
+    for d in deletes:
+        obs = state.objects.get(object_key(d.kind, d.name, d.pool))
+        if d.kind is not Kind.SECRET or not d.steps or obs is None or not obs.uuid:
+            out.append(d)
+            continue
+        users = sorted(
+            object_ref(o.kind, o.name, o.pool)
+            for o in state.objects.values()
+            if o.kind in (Kind.VOLUME, Kind.DOMAIN)
+            and (o.kind, o.pool, o.name) not in going
+            and any(obs.uuid in xml for xml in (o.xml, o.live_xml) if xml)
+        )
+        out.append(_kept(d, f"in use by {', '.join(users)}") if users else d)
+    return out
+
+
 def prune_refusal(orphans: int, managed: int, *, host: str, options: Options) -> str | None:
     """The prune guard: why pruning is refused on a host, if it is (pure).
 
@@ -144,6 +167,7 @@ def _plan_prune(
     users = _volume_users(state, leaving=leaving)
     deletes = [d for o in orphans if (d := _plan_delete(o, state.registry, users)) is not None]
     deletes = _keep_pools_with_volumes(deletes, state)
+    deletes = _keep_secrets_in_use(deletes, state)
     managed = sum(1 for o in state.objects.values() if o.managed)
     refusal = prune_refusal(len(first), managed, host=state.host.name, options=options)
     if refusal:

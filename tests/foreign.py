@@ -402,7 +402,7 @@ class TestDriverHost(Host):
     def _conn(self) -> Any:
         from reconciler import hosts
 
-        return hosts._open(self.uri)
+        return hosts.open_uri(self.uri)
 
     def define(self, doc: Document) -> None:
         _define(self._conn(), doc)
