@@ -10,7 +10,7 @@ here, which belong to the planner (``plan``, ``kinds``) and nothing else;
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,12 +131,27 @@ DEFAULT_MAX_PRUNE = 50
 
 @dataclass(frozen=True, kw_only=True)
 class Options:
-    """What the user allowed: ``--prune``, ``--replace``, and the prune guard."""
+    """What the user allowed: ``--prune``, ``--replace``, the prune guard, and which
+    objects the run is about (``-l/--selector``, ``--target``)."""
 
     prune: bool = False
     replace: frozenset[str] = frozenset()
     max_prune: int = DEFAULT_MAX_PRUNE  # percent of a host's managed objects
     force_prune: bool = False
+    selector: tuple[tuple[str, str], ...] = ()  # every label must match
+    targets: frozenset[str] = frozenset()  # KIND/NAME (volumes: Volume/POOL/NAME or Volume/NAME)
+
+    @property
+    def narrowed(self) -> bool:
+        return bool(self.selector or self.targets)
+
+    def selects(self, ref: str, labels: Mapping[str, str]) -> bool:
+        """Whether an object (``KIND/NAME``, and its labels) is part of the run."""
+        parts = ref.split("/")
+        short = f"{parts[0]}/{parts[-1]}"
+        if self.targets and ref not in self.targets and short not in self.targets:
+            return False
+        return all(labels.get(k) == v for k, v in self.selector)
 
 
 def _parse(xml: str) -> etree._Element:
@@ -171,6 +186,7 @@ def _record(
         prune=not m.prune_protected,
         placement=tuple(placement),
         host=host,
+        labels=tuple(sorted(m.labels.items())),
     )
 
 

@@ -140,6 +140,21 @@ def _child_keys(
         yield (tag if n == 0 else f"{tag}[#{n}]"), child
 
 
+def split_path(path: str) -> tuple[str, str]:
+    """``(parent, last step)`` of a flattened path; a ``/`` inside an identity
+    (``source/device[path=/dev/sdb1]``) does not split."""
+    depth = 0
+    for i in range(len(path) - 1, -1, -1):
+        ch = path[i]
+        if ch == "]":
+            depth += 1
+        elif ch == "[":
+            depth -= 1
+        elif ch == "/" and depth == 0:
+            return path[:i], path[i + 1 :]
+    return "", path
+
+
 def flatten(root: etree._Element, kind: Kind, *, ignore: Iterable[str] = ()) -> Flat:
     """Flatten a document; ``ignore`` holds XPaths (as in ``ignoreDifferences``)."""
     skipped: set[int] = set()
@@ -172,7 +187,7 @@ def flatten(root: etree._Element, kind: Kind, *, ignore: Iterable[str] = ()) -> 
             if any(h.match(apath) for h in HIDDEN):
                 continue
             values[apath] = _normalise_attr(name, value)
-        for key, child in _child_keys(kind, path.rsplit("/", 1)[-1] if path else "", el):
+        for key, child in _child_keys(kind, split_path(path)[1] if path else "", el):
             if id(child) in skipped:
                 continue
             walk(child, f"{path}/{key}" if path else key)

@@ -1,15 +1,19 @@
 """Command line: argument parsing, output and exit codes. The only module that prints.
 
     virt-reconcile validate PATH...
+    virt-reconcile render   PATH... [--host NAME]
     virt-reconcile plan     PATH... [-c URI] [--host NAME...] [--prune] [-o text|json]
-                                    [--detailed-exitcode]
+                                    [--detailed-exitcode] [--out PLANFILE]
     virt-reconcile apply    PATH... [-c URI] [--host NAME...] [--prune] [--replace KIND/NAME...]
-                                    [-o text|json] [--dry-run]
+                                    [-o text|json] [--dry-run] [--plan PLANFILE]
     virt-reconcile status   PATH... [-c URI] [--host NAME...] [-o text|json]
     virt-reconcile watch    PATH... | --git URL [--ref main] [--interval 30s] [-c URI] [--prune]
                                     [--resync 5m] [--metrics-addr 127.0.0.1:9177]
     virt-reconcile export   [PATH...] [-c URI] [--host NAME] [--kind K...] [--name N...]
                                     [--adopt] -d DIR
+
+plan, apply and status also take -l/--selector KEY=VALUE and --target KIND/NAME;
+the commands that read PATHs take --exclude GLOB; PATH '-' is stdin.
 
 Exit codes: 0 success / no changes; 1 error (also a usage error: an unknown
 flag or a bad value); 2 with --detailed-exitcode: success and there are changes.
@@ -41,15 +45,16 @@ from reconciler import (
     lock,
     manifests,
     plan,
+    render,
     report,
     status,
     units,
     watch,
 )
 from reconciler.execute import Result
-from reconciler.model import Host, Kind, ManifestSet
+from reconciler.model import Host, Kind, Manifest, ManifestSet
 from reconciler.plan import ActionType
-from reconciler.reconcile import Run, Target, apply, resolve_hosts
+from reconciler.reconcile import DEFAULT_HOST, Run, Target, apply, object_hosts, resolve_hosts
 from reconciler.uris import redact_uri
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
@@ -90,7 +95,7 @@ def _seconds(text: str) -> float:
     except (ValueError, IndexError):
         value = -1.0
     if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (e.g. 30 or 2m)")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 30, 2m or 1m30s)")
     return value
 
 
@@ -196,9 +201,68 @@ def _parser() -> argparse.ArgumentParser:
         help="sync state, power state and health of every object the manifests name",
     )
     hosts_args(st)
+    _flow_args(sub, v, pl, ap, st)
     _watch_parser(sub)
     _export_parser(sub)
     return p
+
+
+def _label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key, value
+
+
+def _flow_args(sub: Any, *parsers: argparse.ArgumentParser) -> None:
+    """render; --exclude, -l/--selector, --target; plan --out and apply --plan."""
+    r = sub.add_parser(
+        "render",
+        help="print the XML each object renders to (what would be defined); needs no host",
+    )
+    r.add_argument("paths", nargs="+", metavar="PATH", help="manifest files or folders (-: stdin)")
+    r.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only objects for this host (repeatable)",
+    )
+    validate, pl, ap, st = parsers
+    for sp in (validate, r, pl, ap, st):
+        sp.add_argument(
+            "--exclude",
+            action="append",
+            default=[],
+            metavar="GLOB",
+            help="skip manifest files matching this gitignore-like pattern (repeatable; a "
+            f"folder's {manifests.IGNORE_FILE} file does the same); PATH '-' reads stdin",
+        )
+    for sp in (pl, ap, st):
+        sp.add_argument(
+            "-l",
+            "--selector",
+            action="append",
+            default=[],
+            type=_label,
+            metavar="KEY=VALUE",
+            help="only objects whose metadata.labels match (repeatable: all must match; "
+            "with --prune only managed objects recorded with these labels are deleted)",
+        )
+        sp.add_argument(
+            "--target",
+            action="append",
+            default=[],
+            metavar="KIND/NAME",
+            help="only this object (repeatable; Volume/POOL/NAME or Volume/NAME)",
+        )
+    pl.add_argument("--out", metavar="PLANFILE", help="save the plan for apply --plan")
+    ap.add_argument(
+        "--plan",
+        dest="planfile",
+        metavar="PLANFILE",
+        help="apply only if a fresh plan equals this saved one (else exit 1 and show how)",
+    )
 
 
 def _export_parser(sub: Any) -> None:
@@ -249,6 +313,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "validate":
             return _validate(args, out)
+        if args.command == "render":
+            return _render(args, out)
         if args.command == "status":
             return _status(args, out)
         if args.command == "watch":
@@ -273,8 +339,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
 
 
+def _load(args: argparse.Namespace) -> ManifestSet:
+    return manifests.load(args.paths, exclude=getattr(args, "exclude", ()))
+
+
 def _validate(args: argparse.Namespace, out: Console) -> int:
-    loaded = manifests.load(args.paths)
+    loaded = _load(args)
     documents = len(loaded.objects) + len(loaded.hosts)
     if args.output == "json":
         out.print_json(
@@ -313,8 +383,43 @@ def _check_replace(refs: Sequence[str], loaded: ManifestSet) -> None:
         raise errors.UsageError("\n".join(problems))
 
 
+def _render(args: argparse.Namespace, out: Console) -> int:
+    loaded = _load(args)
+    known = {h.name for h in loaded.hosts} or {DEFAULT_HOST}
+    if set(args.host) - known:
+        raise errors.UsageError(f"--host: no such host {', '.join(set(args.host) - known)}")
+    for m in loaded.objects:
+        hosts = object_hosts(m, loaded)
+        if args.host and not set(args.host) & set(hosts):
+            continue
+        where = f"host {hosts[0]}" if len(hosts) == 1 else f"one of hosts {', '.join(hosts)}"
+        out.print(f"<!-- {m.ref} on {where} ({m.source}) -->", markup=False)
+        out.print(render.to_string(render.render(m)).rstrip("\n"), markup=False)
+    return EXIT_OK
+
+
+def _selection(args: argparse.Namespace) -> plan.Options:
+    return plan.Options(
+        selector=tuple(getattr(args, "selector", ())),
+        targets=frozenset(getattr(args, "target", ())),
+    )
+
+
 def _target(args: argparse.Namespace, loaded: ManifestSet | None = None) -> Target:
-    loaded = loaded if loaded is not None else manifests.load(args.paths)
+    loaded = loaded if loaded is not None else _load(args)
+    args.digest = loaded.digest  # what a saved plan pins
+    only = _selection(args)
+    unknown = [
+        t for t in only.targets if not any(m.ref == t or _short(m) == t for m in loaded.objects)
+    ]
+    if unknown and not getattr(args, "prune", False):
+        raise errors.UsageError(
+            f"--target {', '.join(sorted(unknown))}: no manifest declares it (with --prune a "
+            "target may name a managed object to delete)"
+        )
+    loaded = dataclasses.replace(
+        loaded, objects=tuple(m for m in loaded.objects if only.selects(m.ref, m.labels))
+    )
     overrides = manifests.load_hosts_override(args.hosts_override) if args.hosts_override else None
     return resolve_hosts(loaded, connect=args.connect, only=args.host, overrides=overrides)
 
@@ -360,15 +465,22 @@ def _status(args: argparse.Namespace, out: Console) -> int:
     return EXIT_ERROR if failed else EXIT_OK
 
 
+def _short(m: Manifest) -> str:
+    return f"{m.kind.value}/{m.name}"
+
+
 def _plan_or_apply(args: argparse.Namespace, out: Console, err: Console) -> int:
-    loaded = manifests.load(args.paths)
+    loaded = _load(args)
     _check_replace(getattr(args, "replace", []), loaded)
+    args.saved = _read_plan(args.planfile) if getattr(args, "planfile", None) else None
     target = _target(args, loaded)
     options = plan.Options(
         prune=args.prune,
         replace=frozenset(getattr(args, "replace", [])),
         max_prune=args.max_prune,
         force_prune=args.force_prune,
+        selector=_selection(args).selector,
+        targets=_selection(args).targets,
     )
     applying = args.command == "apply" and not args.dry_run
 
@@ -403,10 +515,20 @@ def _reconcile(
             for session in run.sessions.values():
                 session.progress = shown
         changes = any(a.type.is_change for hp in run.plans.values() for a in hp.actions)
+        saved = report.saved_plan(run.plans, args.digest)
+        if args.saved is not None and (differences := report.plan_differences(args.saved, saved)):
+            _print_plan(run.plans, args, out)
+            err.print(f"the fresh plan differs from {escape(args.planfile)}:", style="red")
+            for line in differences:
+                err.print(f"  {escape(line)}", style="red")
+            err.print("nothing was changed; review the new plan and save it again", style="red")
+            return EXIT_ERROR
         if not applying:
             _print_plan(run.plans, args, out)
             if problems:
                 return EXIT_ERROR
+            if getattr(args, "out", None):
+                _write_plan(args.out, saved, err)
             return EXIT_CHANGES if args.detailed_exitcode and changes else EXIT_OK
         text = args.output == "text"
         applied = apply(
@@ -468,6 +590,22 @@ def _human(nbytes: int) -> str:
         if nbytes >= factor:
             return f"{nbytes / factor:.1f} {unit}"
     return f"{nbytes} B"
+
+
+def _write_plan(path: str, document: Mapping[str, Any], err: Console) -> None:
+    try:
+        Path(path).write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+    except OSError as e:
+        raise errors.UsageError(f"--out {path}: {e.strerror or e}") from e
+    err.print(f"Saved the plan to {escape(path)}; apply it with: apply ... --plan {escape(path)}")
+
+
+def _read_plan(path: str) -> dict[str, Any]:
+    """A saved plan, read before any host is (a bad file fails fast)."""
+    try:
+        return report.read_saved_plan(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise errors.UsageError(f"--plan {path}: {getattr(e, 'strerror', None) or e}") from e
 
 
 def _print_plan(plans: Mapping[str, plan.HostPlan], args: argparse.Namespace, out: Console) -> None:
@@ -623,7 +761,7 @@ def _watch_parser(sub: Any) -> None:
         type=_duration,
         default=30.0,
         metavar="DURATION",
-        help="how often to poll git (default 30s)",
+        help="how often to poll git (default 30s; e.g. 1m30s, 2h)",
     )
     w.add_argument(
         "--cache-dir",

@@ -110,7 +110,7 @@ def apply_changes(
     for change in sorted(changes, key=lambda c: c.path.count("/")):
         path = change.path
         if change.is_element:
-            parent_path = path.rsplit("/", 1)[0] if "/" in path else ""
+            parent_path = canonical.split_path(path)[0]
             if change.removed:
                 el = target.elements.get(path)
                 if el is not None and el.getparent() is not None:
@@ -122,7 +122,7 @@ def apply_changes(
                     parent = _ensure_path(root, target, desired, parent_path)
                 template = desired.elements.get(path)
                 if template is None:  # an implied value (canonical.IMPLIED)
-                    new_el = etree.Element(re.sub(r"\[.*\]$", "", path.rsplit("/", 1)[-1]))
+                    new_el = etree.Element(re.sub(r"\[.*\]$", "", canonical.split_path(path)[1]))
                     new_el.text = change.new
                 else:
                     new_el = etree.fromstring(etree.tostring(template))
@@ -170,10 +170,11 @@ def _ensure_path(
     existing = target.elements.get(path)
     if existing is not None:
         return existing
-    parent_path = path.rsplit("/", 1)[0] if "/" in path else ""
+    parent_path = canonical.split_path(path)[0]
     parent = _ensure_path(root, target, desired, parent_path)
     template = desired.elements.get(path)
-    tag = template.tag if template is not None else re.sub(r"\[.*\]$", "", path.rsplit("/", 1)[-1])
+    last = canonical.split_path(path)[1]
+    tag = template.tag if template is not None else re.sub(r"\[.*\]$", "", last)
     el = etree.SubElement(parent, tag)
     if template is not None:
         # Identity attributes come along so the element is the one we mean.

@@ -16,15 +16,18 @@ from __future__ import annotations
 import contextlib
 import difflib
 import functools
+import hashlib
 import importlib.resources
 import json
 import os
 import re
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema
+import pathspec
 import yaml
 from yaml._yaml import CParser
 
@@ -38,6 +41,9 @@ MAX_NODES = 100_000
 MAX_DEPTH = 100
 MAX_NAME_BYTES = 200
 MANIFEST_SUFFIXES = (".yaml", ".yml")
+STDIN = "-"  # a PATH that reads manifests from standard input
+STDIN_NAME = "<stdin>"  # how messages name it
+IGNORE_FILE = ".virtreconcileignore"  # gitignore-like patterns of files a folder walk skips
 DEFAULT_HOST_NAME = "default"
 
 _KINDS = {k.value: k for k in model.Kind}
@@ -187,16 +193,20 @@ class _Document:
     text_lines: dict[str, int] = field(default_factory=dict)
 
 
-def _read_text(file: str, problems: list[errors.Problem]) -> str | None:
+def _read_text(file: str, problems: list[errors.Problem], read: dict[str, bytes]) -> str | None:
+    """One file's text; its bytes go into ``read`` (standard input is there already)."""
+
     def problem(line: int, message: str) -> None:
         problems.append(errors.Problem(file=file, line=line, path="", message=message))
 
     try:
-        with open(file, "rb") as stream:
-            data = stream.read(MAX_FILE_BYTES + 1)
+        if file not in read:
+            with open(file, "rb") as stream:
+                read[file] = stream.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         problem(0, f"cannot read file: {exc.strerror or exc}")
         return None
+    data = read[file]
     if len(data) > MAX_FILE_BYTES:
         problem(1, "file is larger than 4 MiB")
         return None
@@ -210,9 +220,11 @@ def _read_text(file: str, problems: list[errors.Problem]) -> str | None:
     return text.removeprefix("\ufeff")
 
 
-def _read_documents(file: str, problems: list[errors.Problem]) -> list[_Document]:
+def _read_documents(
+    file: str, problems: list[errors.Problem], read: dict[str, bytes]
+) -> list[_Document]:
     """Every non-empty document of one file; problems are appended, not raised."""
-    text = _read_text(file, problems)
+    text = _read_text(file, problems, read)
     if text is None:
         return []
     documents: list[_Document] = []
@@ -278,34 +290,68 @@ def _read_documents(file: str, problems: list[errors.Problem]) -> list[_Document
 # Files
 
 
-def _manifest_files(paths: Sequence[str], problems: list[errors.Problem]) -> list[str]:
+_Rules = list[tuple[str, pathspec.GitIgnoreSpec]]
+
+
+def _manifest_files(
+    paths: Sequence[str], problems: list[errors.Problem], exclude: Sequence[str] = ()
+) -> list[str]:
     """The files to read, as they will be named in messages, in a stable order.
 
     Directories are walked recursively in sorted order; hidden files and
-    directories (``.git``, ``.github``) are skipped. A file named directly is
-    read whatever its suffix.
+    directories (``.git``, ``.github``) are skipped, and so is what a
+    ``.virtreconcileignore`` file in a walked folder names (gitignore
+    patterns, relative to that folder). A file named directly is read
+    whatever its suffix; ``-`` is standard input. ``exclude`` patterns
+    (gitignore-like: ``*-old.yaml`` anywhere, ``staging/`` a folder) skip
+    files under a given folder (matched relative to it) and files named directly.
     """
     found: list[str] = []
     seen: set[str] = set()
+    excluded = pathspec.GitIgnoreSpec.from_lines(exclude)
 
     def add(display: str) -> None:
-        real = os.path.realpath(display)
+        real = display if display == STDIN_NAME else os.path.realpath(display)
         if real not in seen:
             seen.add(real)
             found.append(display)
 
     for given in paths:
-        if os.path.isdir(given):
+        if given == STDIN:
+            add(STDIN_NAME)
+        elif os.path.isdir(given):
+            # The ignore files in effect in each folder: (their folder, patterns).
+            rules: dict[str, _Rules] = {given: []}
             for root, dirs, files in os.walk(given):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                rel_root = os.path.relpath(root, given)
+                here = rules.pop(root, [])
+                if IGNORE_FILE in files:
+                    ignore = os.path.join(root, IGNORE_FILE)
+                    try:
+                        with open(ignore, encoding="utf-8") as stream:
+                            here = [*here, (root, pathspec.GitIgnoreSpec.from_lines(stream))]
+                    except (OSError, UnicodeDecodeError, ValueError) as exc:
+                        problems.append(
+                            errors.Problem(file=ignore, line=0, path="", message=f"{exc}")
+                        )
+
+                def skipped(
+                    name: str, tail: str, given: str = given, root: str = root, here: _Rules = here
+                ) -> bool:
+                    path = os.path.join(root, name)
+                    return excluded.match_file(os.path.relpath(path, given) + tail) or any(
+                        spec.match_file(os.path.relpath(path, base) + tail) for base, spec in here
+                    )
+
+                dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not skipped(d, "/"))
+                rules.update((os.path.join(root, d), here) for d in dirs)
                 for name in sorted(files):
                     if name.startswith(".") or not name.endswith(MANIFEST_SUFFIXES):
                         continue
-                    rel = name if rel_root == "." else os.path.join(rel_root, name)
-                    add(os.path.join(given, rel))
+                    if not skipped(name, ""):
+                        add(os.path.join(root, name))
         elif os.path.exists(given):
-            add(given)
+            if not excluded.match_file(given):
+                add(given)
         else:
             problems.append(
                 errors.Problem(file=given, line=0, path="", message="no such file or directory")
@@ -396,7 +442,9 @@ def _error_problems(
     validator = err.validator
     if custom is not None:
         extra = schema.get("x-field")
-        yield (_join(path, extra) if extra else path), custom.replace("{value}", shown)
+        message = custom.replace("{value}", shown)
+        hint = units.size_hint(value) if schema.get("pattern") == units.SIZE_PATTERN else None
+        yield (_join(path, extra) if extra else path), f"{message}; {hint}" if hint else message
     elif validator == "additionalProperties":
         known = list(schema.get("properties", {}))
         for key in value:
@@ -829,15 +877,18 @@ def _sorted(problems: list[errors.Problem]) -> list[errors.Problem]:
     return sorted(problems, key=lambda p: (p.file, p.line, p.path, p.message))
 
 
-def _valid_documents(files: Sequence[str], problems: list[errors.Problem]) -> list[_Valid]:
+def _valid_documents(
+    files: Sequence[str], problems: list[errors.Problem], read: dict[str, bytes] | None = None
+) -> list[_Valid]:
     """The documents of known kind that the checks across documents can use.
 
     The checks within one document also run on a document the schema refused,
     on the fields it did not refuse, so every problem shows in one run.
     """
     valid: list[_Valid] = []
+    read = {} if read is None else read
     for file in files:
-        for doc in _read_documents(file, problems):
+        for doc in _read_documents(file, problems, read):
             kind, broken = _validate(doc, problems)
             if kind is None:
                 continue
@@ -921,17 +972,24 @@ def _check_render(item: _Valid, manifest: model.Manifest) -> errors.Problem | No
     return None
 
 
-def load(paths: Sequence[str], *, default_uri: str | None = None) -> model.ManifestSet:
+def load(
+    paths: Sequence[str], *, default_uri: str | None = None, exclude: Sequence[str] = ()
+) -> model.ManifestSet:
     """Read, validate and cross-check every manifest under ``paths``.
 
     Raises ``errors.ManifestError`` listing every problem, sorted by file and
     line. Without Host documents, ``default_uri`` (from ``-c`` or
     ``$LIBVIRT_DEFAULT_URI``) becomes the single host named ``"default"``;
-    with Host documents it is ignored (the caller rejects ``-c``).
+    with Host documents it is ignored (the caller rejects ``-c``). ``-`` reads
+    standard input (named ``<stdin>`` in messages); ``exclude`` holds
+    gitignore-like patterns of files to skip (``_manifest_files``).
     """
     problems: list[errors.Problem] = []
-    files = _manifest_files(paths, problems)
-    valid = _valid_documents(files, problems)
+    read: dict[str, bytes] = {}
+    if STDIN in paths:
+        read[STDIN_NAME] = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
+    files = _manifest_files(paths, problems, exclude)
+    valid = _valid_documents(files, problems, read)
 
     def problem(item: _Valid, path: str, message: str) -> None:
         problems.append(
@@ -975,7 +1033,15 @@ def load(paths: Sequence[str], *, default_uri: str | None = None) -> model.Manif
     host_list = sorted(hosts.values(), key=lambda h: h.name)
     if not host_list and default_uri:
         host_list = [model.Host(name=DEFAULT_HOST_NAME, uri=default_uri)]
-    return model.ManifestSet(objects=tuple(objects), hosts=tuple(host_list), files=tuple(files))
+    digest = hashlib.sha256()
+    for file in files:  # names and bytes, in reading order: what a saved plan was made from
+        digest.update(f"{len(file)}:{file}:{len(read[file])}:".encode() + read[file])
+    return model.ManifestSet(
+        objects=tuple(objects),
+        hosts=tuple(host_list),
+        files=tuple(files),
+        digest=digest.hexdigest(),
+    )
 
 
 def schema_valid(kind: model.Kind, document: Mapping[str, Any]) -> bool:

@@ -111,3 +111,5 @@ class ManifestSet:
     objects: tuple[Manifest, ...] = ()
     hosts: tuple[Host, ...] = ()
     files: tuple[str, ...] = ()
+    # sha256 of the files' names and bytes, in reading order (a saved plan pins it).
+    digest: str = ""

@@ -12,8 +12,10 @@ Pure data and (de)serialisation; ``hosts`` reads and writes them.
   host itself, and every machine that can reach the host can read it.
 
 A record holds: managed, the last-applied field paths (for the three-way
-diff), the prune permission, the placement (candidate hosts) and, for a
-domain between the shutdown and the start of a restart, ``restarting``.
+diff), the prune permission, the placement (candidate hosts), the manifest's
+``metadata.labels`` (so that a prune under ``--selector`` knows an orphan's
+labels) and, for a domain between the shutdown and the start of a restart,
+``restarting``.
 
 Placement: a domain placed on one of several candidate hosts carries
 ``placement`` (the candidates) and ``host`` (where it was placed) in its own
@@ -58,6 +60,8 @@ class Record:
     uploading: bool = False
     # A secret: the keyed digest (``values.digest``) of the value last set.
     digest: str = ""
+    # The manifest's metadata.labels, sorted (written only when there are any).
+    labels: tuple[tuple[str, str], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -75,6 +79,8 @@ class Record:
             data["uploading"] = True
         if self.digest:
             data["digest"] = self.digest
+        if self.labels:
+            data["labels"] = dict(self.labels)
         return data
 
     @classmethod
@@ -89,6 +95,7 @@ class Record:
             source=str(data.get("source", "")),
             uploading=bool(data.get("uploading", False)),
             digest=str(data.get("digest", "")),
+            labels=tuple(sorted((str(k), str(v)) for k, v in dict(data.get("labels", {})).items())),
         )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from lxml import etree
 
-from reconciler import fields, ownership
+from reconciler import diff, fields, ownership
 from reconciler.actions import (
     DEFAULT_MAX_PRUNE,
     Action,
@@ -26,11 +26,13 @@ from reconciler.actions import (
     Normalise,
     Options,
     _parse,
+    _with_record,
 )
 from reconciler.kinds import KINDS, Context
 from reconciler.model import Kind, Manifest, object_ref
 from reconciler.observed import HostState, ObjectKey, Observed, object_key
 from reconciler.placement import NO_FIT, Placement
+from reconciler.steps import Define, RegistrySet, SetDomainRecord, Step
 
 __all__ = [
     "DEFAULT_MAX_PRUNE",
@@ -159,7 +161,9 @@ def _plan_prune(
     orphans = [
         obs
         for key, obs in sorted(state.objects.items(), key=lambda kv: (-kv[0][0].order, kv[0][1]))
-        if key not in desired_keys and (kinds is None or obs.kind in kinds)
+        if key not in desired_keys
+        and (kinds is None or obs.kind in kinds)
+        and _selected(obs, state.registry, options)
     ]
     first = [d for o in orphans if (d := _plan_delete(o, state.registry, {})) is not None]
     # Domains are deleted before volumes, so a volume only they use may go too.
@@ -168,7 +172,9 @@ def _plan_prune(
     deletes = [d for o in orphans if (d := _plan_delete(o, state.registry, users)) is not None]
     deletes = _keep_pools_with_volumes(deletes, state)
     deletes = _keep_secrets_in_use(deletes, state)
-    managed = sum(1 for o in state.objects.values() if o.managed)
+    managed = sum(
+        1 for o in state.objects.values() if o.managed and _selected(o, state.registry, options)
+    )
     refusal = prune_refusal(len(first), managed, host=state.host.name, options=options)
     if refusal:
         refused = [d for d in deletes if d.steps]
@@ -177,6 +183,46 @@ def _plan_prune(
             replace(d, error=refusal if d is refused[0] else see) if d.steps else d for d in deletes
         ]
     return deletes
+
+
+def _selected(obs: Observed, registry: ownership.Registry, options: Options) -> bool:
+    """Whether ``--selector``/``--target`` include an object the manifests no longer name:
+    by its recorded labels (a record without labels matches no selector)."""
+    if not options.narrowed:
+        return True
+    record = KINDS[obs.kind].delete(obs, registry)[0]
+    labels = dict(record.labels) if record is not None else {}
+    return options.selects(object_ref(obs.kind, obs.name, obs.pool), labels)
+
+
+def _relabel(
+    action: Action, m: Manifest, obs: Observed | None, registry: ownership.Registry
+) -> Action:
+    """A managed object whose manifest changed only its labels: record the labels
+    (``--prune --selector`` reads them there), a metadata change without disruption."""
+    if action.type is not ActionType.UNCHANGED or obs is None or action.note or action.steps:
+        return action
+    record = KINDS[m.kind].delete(obs, registry)[0]
+    labels = tuple(sorted(m.labels.items()))
+    if record is None or not record.managed or record.labels == labels:
+        return action
+    new = replace(record, labels=labels)
+    step: Step
+    if m.kind is Kind.DOMAIN:
+        step = SetDomainRecord(xml=diff.element_xml(ownership.record_element(new)))
+    elif m.kind is Kind.NETWORK:
+        step = Define(kind=Kind.NETWORK, xml=_with_record(_parse(obs.xml), new))
+    elif m.kind is Kind.VOLUME:
+        step = RegistrySet(kind=Kind.VOLUME, key=f"{obs.pool}/{obs.name}", record=new)
+    else:
+        step = RegistrySet(kind=Kind.STORAGE_POOL, key=obs.name, record=new)
+    change = Change(
+        path="metadata.labels",
+        old=",".join(f"{k}={v}" for k, v in record.labels),
+        new=",".join(f"{k}={v}" for k, v in labels),
+        disruption=Disruption.NONE,
+    )
+    return replace(action, type=ActionType.UPDATE, changes=(change,), steps=(step,))
 
 
 def _pending_note(placed: Placement | None) -> str | None:
@@ -271,7 +317,11 @@ def _network_users(state: HostState) -> dict[str, tuple[str, ...]]:
 
 
 def _references(
-    m: Manifest, desired: etree._Element, state: HostState, desired_keys: set[ObjectKey]
+    m: Manifest,
+    desired: etree._Element,
+    state: HostState,
+    desired_keys: set[ObjectKey],
+    narrowed: bool = False,
 ) -> list[str]:
     """Plan-time checks that need the host: referenced pools, volumes, networks."""
     problems = []
@@ -285,7 +335,9 @@ def _references(
             named = f"{ref.pool}/{ref.name}" if ref.pool else ref.name
             problems.append(
                 f"{ref.field}: {KINDS[ref.kind].label} '{named}' does not exist on host "
-                f"{state.host.name} and no manifest declares it"
+                f"{state.host.name} and no manifest "
+                + ("in this run (narrowed by --selector/--target) " if narrowed else "")
+                + "declares it"
             )
     # FILE:LINE of the field, as for every other input error.
     return [f"{m.source_of(p.partition(':')[0])}: {p}" for p in problems]
@@ -319,7 +371,7 @@ def _in_manifest_terms(action: Action, m: Manifest) -> Action:
     """Each change named by its manifest field, values in the manifest's units."""
     changes = []
     for c in action.changes:
-        if c.path in ("definition", "state", "autostart"):
+        if c.path in ("definition", "state", "autostart", "metadata.labels"):
             changes.append(replace(c, field=c.path, shown_old=c.old, shown_new=c.new))
             continue
         d = fields.describe(m.kind, m.name, m.spec, c.path, c.old, c.new)
@@ -394,7 +446,7 @@ def build_host_plan(
         if m.suspended:
             actions.append(Action(**base, type=ActionType.UNCHANGED, note="suspended"))
             continue
-        problems = _references(m, el, state, desired_keys)
+        problems = _references(m, el, state, desired_keys, options.narrowed)
         if placed is not None and placed.reason == NO_FIT and obs is None:
             problems = [
                 f"{m.source_of('spec.placement')}: spec.placement: no candidate host fits: "
@@ -410,7 +462,12 @@ def build_host_plan(
             )
             continue
         try:
-            action = KINDS[m.kind].plan(m, el, obs, replace(context, placement=placed))
+            action = _relabel(
+                KINDS[m.kind].plan(m, el, obs, replace(context, placement=placed)),
+                m,
+                obs,
+                state.registry,
+            )
         except ValueError as e:
             action = Action(**base, type=ActionType.UPDATE, error=str(e))
         actions.append(_in_manifest_terms(action, m))

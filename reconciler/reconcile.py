@@ -110,6 +110,11 @@ def resolve_hosts(
     )
 
 
+def object_hosts(m: Manifest, manifests: ManifestSet) -> tuple[str, ...]:
+    """The host an object goes to; a placed domain's candidate hosts, in order."""
+    return placement.candidates(m, manifests.hosts) or (_host_of(m, manifests),)
+
+
 def _host_of(m: Manifest, manifests: ManifestSet) -> str:
     if m.host:
         return m.host

@@ -7,6 +7,7 @@ renamed. ``cli`` prints what these functions return.
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -222,3 +223,92 @@ def short(value: str | None, limit: int = 120) -> str:
         return "(absent)"
     text = value if value != "" else '""'
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --- saved plans (``plan --out``, ``apply --plan``) --------------------------------
+
+SAVED_PLAN_FORMAT = "virt-reconcile/plan"
+SAVED_PLAN_VERSION = 1
+
+
+def saved_plan(plans: Mapping[str, HostPlan], digest: str) -> dict[str, Any]:
+    """What a reviewed plan pins: the manifests' hash and, per host and object,
+    the action and its field changes (objects left alone are not listed)."""
+    return {
+        "format": SAVED_PLAN_FORMAT,
+        "version": SAVED_PLAN_VERSION,
+        "manifests": {"sha256": digest},
+        "hosts": {
+            name: {
+                "uri": redact_uri(hp.host.uri),
+                "actions": {
+                    a.ref: {
+                        "action": a.type.value,
+                        "changes": [
+                            {"path": c.path, "old": c.old, "new": c.new} for c in a.changes
+                        ],
+                    }
+                    for a in hp.actions
+                    if a.type.is_change
+                },
+            }
+            for name, hp in plans.items()
+        },
+    }
+
+
+def read_saved_plan(text: str) -> dict[str, Any]:
+    """A saved plan's document; ValueError when it is not one this version reads."""
+    try:
+        doc = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"not a saved plan (invalid JSON: {e})") from None
+    if not isinstance(doc, dict) or doc.get("format") != SAVED_PLAN_FORMAT:
+        raise ValueError(f'not a saved plan (no "format": "{SAVED_PLAN_FORMAT}")')
+    if doc.get("version") != SAVED_PLAN_VERSION:
+        raise ValueError(
+            f"saved plan version {doc.get('version')!r}: this virt-reconcile reads version "
+            f"{SAVED_PLAN_VERSION}"
+        )
+    if not isinstance(doc.get("hosts"), dict) or not isinstance(doc.get("manifests"), dict):
+        raise ValueError('not a saved plan (no "hosts" or "manifests")')
+    return doc
+
+
+def plan_differences(saved: Mapping[str, Any], fresh: Mapping[str, Any]) -> list[str]:
+    """How a fresh plan differs from a saved one, one line per difference (pure)."""
+    lines = []
+    was, now = saved["manifests"].get("sha256"), fresh["manifests"].get("sha256")
+    if was != now:
+        lines.append(
+            f"manifests changed since the plan was saved (sha256 {str(was)[:12]} → {str(now)[:12]})"
+        )
+    for host in sorted(set(saved["hosts"]) | set(fresh["hosts"])):
+        old = saved["hosts"].get(host, {}).get("actions", {})
+        new = fresh["hosts"].get(host, {}).get("actions", {})
+        for ref in sorted(set(old) | set(new)):
+            a, b = old.get(ref), new.get(ref)
+            if a == b:
+                continue
+            if a is None or b is None:
+                planned = f"planned {a['action']}" if a else "not in the saved plan"
+                lines.append(f"{host}: {ref}: {planned}, now {b['action'] if b else 'nothing'}")
+                continue
+            if a["action"] != b["action"]:
+                lines.append(f"{host}: {ref}: planned {a['action']}, now {b['action']}")
+            before = {c["path"]: c for c in a["changes"]}
+            after = {c["path"]: c for c in b["changes"]}
+            for path in sorted(set(before) | set(after)):
+                c, d = before.get(path), after.get(path)
+                if c == d:
+                    continue
+                lines.append(
+                    f"{host}: {ref}: {path}: planned {_change_text(c)}, now {_change_text(d)}"
+                )
+    return lines
+
+
+def _change_text(change: Mapping[str, Any] | None) -> str:
+    if change is None:
+        return "no change"
+    return f"{short(change['old'], 60)} → {short(change['new'], 60)}"

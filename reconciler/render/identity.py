@@ -133,19 +133,39 @@ def assign_macs(root: etree._Element, domain: str) -> None:
 def adopt_live_macs(root: etree._Element, live: etree._Element, derived: set[str]) -> None:
     """On a domain that exists, NICs whose MAC we derived from their position (the
     manifest names no MAC and no NIC name) take the MACs of the host's NICs that no
-    desired NIC claims, in order: the live MAC wins (SPEC, Identity), so adopting
-    a domain defined from the same document never swaps its NICs."""
+    desired NIC claims: the live MAC wins (SPEC, Identity), so adopting a domain
+    defined from the same document never swaps its NICs. A NIC pairs with the
+    first unclaimed one of the same type and source, else of the same type, in
+    document order; one with neither stays new."""
     wanted = root.findall("devices/interface")
     desired_macs = {_mac_of(el) for el in wanted}
-    live_macs = [_mac_of(el) for el in live.findall("devices/interface")]
-    free = iter(m for m in live_macs if m and m not in desired_macs)
-    for el in wanted:
-        if _mac_of(el) in derived and _mac_of(el) not in live_macs:
-            theirs = next(free, None)
+    live_nics = live.findall("devices/interface")
+    live_macs = {_mac_of(el) for el in live_nics}
+    free = [el for el in live_nics if _mac_of(el) and _mac_of(el) not in desired_macs]
+    pending = [el for el in wanted if _mac_of(el) in derived and _mac_of(el) not in live_macs]
+    for same in (_nic_signature, _nic_type):
+        for el in pending[:]:
+            match = next((f for f in free if same(f) == same(el)), None)
             mac_el = el.find("mac")
-            if theirs is None or mac_el is None:
-                return
-            mac_el.set("address", theirs)
+            if match is None or mac_el is None:
+                continue
+            mac_el.set("address", _mac_of(match))
+            free.remove(match)
+            pending.remove(el)
+
+
+def _nic_type(el: etree._Element) -> str:
+    return el.get("type", "")
+
+
+def _nic_signature(el: etree._Element) -> tuple[str, tuple[tuple[str, str], ...]]:
+    source = el.find("source")
+    attrs = (
+        tuple(sorted((str(k), str(v)) for k, v in source.attrib.items()))
+        if source is not None
+        else ()
+    )
+    return el.get("type", ""), attrs
 
 
 def _mac_of(el: etree._Element) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import errors, manifests, model
+from reconciler import errors, manifests, model, units
 from reconciler.render import identity
 
 pytestmark = pytest.mark.unit
@@ -144,13 +144,50 @@ def test_unknown_top_level_and_metadata_fields(in_tmp: Path) -> None:
     ]
 
 
-@pytest.mark.parametrize("size", ["2 GB", "2048", "2.5GiB", "2G"])
-def test_bad_size(in_tmp: Path, size: str) -> None:
+@pytest.mark.parametrize(
+    ("size", "hint"),
+    [
+        ("2 GB", "; decimal units are refused: 2GB is 1.86GiB; did you mean 2GiB?"),
+        ("2048", ""),
+        ("2.5GiB", "; did you mean 2560MiB?"),
+        ("2G", "; did you mean 2GiB?"),
+        ("512m", "; did you mean 512MiB?"),
+        ("1 tb", "; decimal units are refused: 1TB is 0.909TiB; did you mean 1TiB?"),
+        ("2 gigs", ""),
+    ],
+)
+def test_bad_size(in_tmp: Path, size: str, hint: str) -> None:
     write(in_tmp, "web.yaml", DOMAIN.replace("2GiB", size))
     assert problems(["web.yaml"]) == [
         f"web.yaml:7: spec.memory: size '{size}' needs a binary unit: "
-        "B, KiB, MiB, GiB or TiB (e.g. '2GiB')"
+        f"B, KiB, MiB, GiB or TiB (e.g. '2GiB'){hint}"
     ]
+
+
+@pytest.mark.parametrize(
+    ("timeout", "seconds"), [("1m30s", 90.0), ("2h", 7200.0), ("500ms", 0.5), (45, 45.0)]
+)
+def test_compound_durations(in_tmp: Path, timeout: str | int, seconds: float) -> None:
+    text = DOMAIN + f"  updateStrategy: {{shutdownTimeout: {timeout}}}\n"
+    write(in_tmp, "web.yaml", text)
+    (m,) = manifests.load(["web.yaml"]).objects
+    assert units.parse_duration(m.spec["updateStrategy"]["shutdownTimeout"]) == seconds
+
+
+@pytest.mark.parametrize("timeout", ["1m30", "90 seconds", "-5s", "1.5"])
+def test_bad_duration(in_tmp: Path, timeout: str) -> None:
+    write(in_tmp, "web.yaml", DOMAIN + f"  updateStrategy: {{shutdownTimeout: '{timeout}'}}\n")
+    assert problems(["web.yaml"]) == [
+        f"web.yaml:14: spec.updateStrategy.shutdownTimeout: duration '{timeout}': use a number "
+        "of seconds or numbers with ms, s, m or h (e.g. '120s', '1m30s')"
+    ]
+
+
+def test_schemas_use_the_one_duration_and_size_pattern() -> None:
+    for kind in model.Kind:
+        defs = manifests._validator(kind).schema["$defs"]
+        assert defs["duration"]["pattern"] == units.DURATION_PATTERN
+        assert defs["size"]["pattern"] == units.SIZE_PATTERN
 
 
 def test_wrong_type(in_tmp: Path) -> None:
