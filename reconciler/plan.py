@@ -214,6 +214,8 @@ def _relabel(
         step = Define(kind=Kind.NETWORK, xml=_with_record(_parse(obs.xml), new))
     elif m.kind is Kind.VOLUME:
         step = RegistrySet(kind=Kind.VOLUME, key=f"{obs.pool}/{obs.name}", record=new)
+    elif m.kind is Kind.SECRET:
+        step = RegistrySet(kind=Kind.SECRET, key=obs.name, record=new)
     else:
         step = RegistrySet(kind=Kind.STORAGE_POOL, key=obs.name, record=new)
     change = Change(

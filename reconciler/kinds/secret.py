@@ -57,7 +57,12 @@ def _plan(m: Manifest, desired: etree._Element, obs: Observed | None, ctx: Conte
     key = ctx.registry.secret_key
     wanted = values.digest(key, value) if key else None
     del value
-    record = Record(managed=True, prune=not m.prune_protected, host=ctx.host.name)
+    record = Record(
+        managed=True,
+        prune=not m.prune_protected,
+        host=ctx.host.name,
+        labels=tuple(sorted(m.labels.items())),
+    )
     xml = _pretty(desired)
     set_value = SetSecretValue(uuid=uuid, value=ref, record=record)
     if obs is None:
