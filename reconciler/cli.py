@@ -31,6 +31,7 @@ import json
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -349,7 +350,7 @@ def _kind(text: str) -> Kind:
         if kind is not Kind.HOST and text.lower() in (kind.value.lower(), kind.name.lower()):
             return kind
     raise argparse.ArgumentTypeError(
-        f"unknown kind {text!r}: use Domain, Network, StoragePool or Volume"
+        f"unknown kind {text!r}: use Domain, Network, StoragePool, Volume or Secret"
     )
 
 
@@ -576,6 +577,10 @@ def _reconcile(
         run.build_plans()
         problems = [(n, a) for n, hp in run.plans.items() for a in hp.actions if a.error]
         applying = _applying(args)
+        if applying and err.is_terminal:
+            shown = _Progress(err)
+            for session in run.sessions.values():
+                session.progress = shown
         changes = any(a.type.is_change for hp in run.plans.values() for a in hp.actions)
         saved = report.saved_plan(run.plans, args.digest)
         if args.saved is not None and (differences := report.plan_differences(args.saved, saved)):
@@ -638,6 +643,40 @@ def _reconcile(
         return EXIT_CHANGES if args.detailed_exitcode and applied.made() else EXIT_OK
     finally:
         run.close()
+
+
+class _Progress:
+    """Uploads and downloads on a terminal: bytes so far, rate, time left (a few times a second)."""
+
+    def __init__(self, err: Console) -> None:
+        self.err = err
+        self.lock = threading.Lock()
+        self.started: dict[str, float] = {}
+        self.shown: dict[str, float] = {}
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        with self.lock:
+            start = self.started.setdefault(what, now)
+            finished = total > 0 and done >= total
+            if not finished and now - self.shown.get(what, 0.0) < 0.25:
+                return
+            self.shown[what] = now
+            rate = done / max(now - start, 1e-3)
+            line = f"{what}: {_human(done)}"
+            if total:
+                line += f" of {_human(total)}"
+            line += f", {_human(int(rate))}/s"
+            if total and rate > 0 and not finished:
+                line += f", {int((total - done) / rate)}s left"
+            self.err.print(escape(line), style="dim")
+
+
+def _human(nbytes: int) -> str:
+    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if nbytes >= factor:
+            return f"{nbytes / factor:.1f} {unit}"
+    return f"{nbytes} B"
 
 
 def _write_plan(path: str, document: Mapping[str, Any], err: Console) -> None:
@@ -990,6 +1029,13 @@ def _export(args: argparse.Namespace, out: Console, err: Console) -> int:
             )
             for path in files if args.verbose else ():
                 out.print(f"  {escape(str(path))}")
+            for o in exported.objects:
+                if o.kind is Kind.SECRET:
+                    where = (directory / o.path).parent / o.document["spec"]["value"]["file"]
+                    out.print(
+                        f"  Secret {escape(o.name)}: its value is not exported; put it in "
+                        f"{escape(str(where))} (spec.value.file) before applying"
+                    )
             for skipped in exported.skipped:
                 out.print(f"  [dim]skipped {escape(skipped.ref)}: {escape(skipped.reason)}[/]")
         if args.adopt and written:

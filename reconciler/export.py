@@ -61,7 +61,8 @@ class Exported(ObjectRef):
     """One exported object: its manifest document and where it goes under the folder.
 
     ``form``: ``overlay`` (friendly fields and an overlay), ``document`` (friendly
-    fields beside a complete document), ``document-only``, or ``inexact``.
+    fields beside a complete document), ``document-only``, ``fields`` (a kind
+    without ``spec.xml``: the friendly fields only) or ``inexact``.
     """
 
     document: dict[str, Any]
@@ -209,6 +210,8 @@ def export_object(obs: Observed, *, shared_macs: Collection[str] = ()) -> tuple[
     handler = KINDS[obs.kind]
     friendly = handler.export(cleaned, shared_macs)
     extra = handler.export_state(obs)
+    if not handler.overlay:
+        return _ordered({**friendly, **extra}), "fields"
     want = canonical.flatten(cleaned, obs.kind).values
     spec: Spec = {}
     for form, spec in _candidates(obs.kind, cleaned, friendly):

@@ -136,6 +136,7 @@ FIELDS: Mapping[Kind, tuple[Field, ...]] = {
         _f("disks[{key}].bus", _DISK + r"/target/@bus$", item=_disk),
         _f("disks[{key}].device", _DISK + r"/@device$", item=_disk),
         _f("disks[{key}].format", _DISK + r"/driver(/@type)?$", item=_disk),
+        _f("disks[{key}].encryption", _DISK + r"/source/encryption(/.*)?$", item=_disk),
         _f("disks[{key}].source", _DISK + r"/(@type|source(/.*)?)$", item=_disk),
         _f("disks[{key}].readonly", _DISK + r"/readonly$", item=_disk),
         _f("disks[{key}].serial", _DISK + r"/serial$", item=_disk),
@@ -174,6 +175,12 @@ FIELDS: Mapping[Kind, tuple[Field, ...]] = {
         _f("format", r"^target/format(/@type)?$"),
         _f("backingStore.path", r"^backingStore/path$", given=_has("backingStore")),
         _f("backingStore.format", r"^backingStore/format(/@type)?$", given=_backing("format")),
+        _f("encryption", r"^target/encryption(/.*)?$"),
+    ),
+    Kind.SECRET: (
+        _f("private", r"^@private$"),
+        _f("ephemeral", r"^@ephemeral$"),
+        _f("usage", r"^usage(/.*)?$"),
     ),
 }  # fmt: skip
 
@@ -192,7 +199,8 @@ SETTINGS: Mapping[Kind, frozenset[str]] = {
     ),
     Kind.NETWORK: frozenset({"host", "state", "autostart", "xml", "ip", "dns"}),
     Kind.STORAGE_POOL: frozenset({"host", "state", "autostart", "xml", "source"}),
-    Kind.VOLUME: frozenset({"host", "pool", "prune", "xml", "backingStore"}),
+    Kind.VOLUME: frozenset({"host", "pool", "prune", "xml", "backingStore", "source"}),
+    Kind.SECRET: frozenset({"host", "value"}),
 }  # fmt: skip
 
 

@@ -31,7 +31,7 @@ import pathspec
 import yaml
 from yaml._yaml import CParser
 
-from reconciler import errors, model, render, units
+from reconciler import errors, images, model, render, units
 from reconciler.render import identity
 
 SCHEMA_PACKAGE = "reconciler"  # the JSON Schemas ship in it: reconciler/schemas/<Kind>.json
@@ -635,6 +635,48 @@ def _check_domain(doc: _Document, problem: Callable[[str, str], None]) -> None:
             problem(f"spec.interfaces.{index}.mac", f"MAC {mac!r} is a multicast address")
 
 
+def _check_volume_source(doc: _Document, problem: Callable[[str, str], None]) -> None:
+    """A local image (a file, a ``file://`` URL) is read now: it must exist, be
+    qcow2 or raw as ``format`` says, and fit in ``capacity``. An http(s) image
+    needs a checksum (it is checked after the download, at apply time)."""
+    spec = doc.data["spec"]
+    source = spec.get("source")
+    if source is None:
+        return
+    if "encryption" in spec:
+        problem("spec.encryption", "an encrypted volume starts empty: not with spec.source")
+        return
+    if "url" in source and images.local_path(source["url"]) is None and "sha256" not in source:
+        problem("spec.source.sha256", "required for an http:// or https:// URL")
+        return
+    if "file" in source:
+        path = os.path.join(os.path.dirname(os.path.abspath(doc.file)), source["file"])
+        field_name = "spec.source.file"
+    elif "url" in source and images.local_path(source["url"]) is not None:
+        path, field_name = str(images.local_path(source["url"])), "spec.source.url"
+    else:
+        return
+    if not os.path.isfile(path):
+        problem(field_name, f"no such file: {os.path.normpath(path)}")
+        return
+    try:
+        info = images.inspect(path)
+    except images.ImageError as e:
+        problem(field_name, str(e))
+        return
+    fmt = spec.get("format")
+    if fmt is None and info.format != "raw":
+        problem("spec.format", f"the source is a {info.format} image: set format: {info.format}")
+    elif fmt is not None and fmt != info.format:
+        problem("spec.format", f"{fmt} does not match the source, a {info.format} image")
+    if "capacity" in spec and units.parse_size(spec["capacity"]) < info.virtual_size:
+        problem(
+            "spec.capacity",
+            f"{spec['capacity']} is less than the source's virtual size "
+            f"({info.virtual_size} bytes)",
+        )
+
+
 # The largest sizes that make sense: memory no host has, or bytes libvirt cannot
 # count (a signed 64-bit number), are refused here rather than by the host.
 _MAX_SIZES: dict[model.Kind, dict[str, tuple[int, str]]] = {
@@ -797,6 +839,36 @@ def _check_macs(domains: list[_Valid], problem: Callable[[_Valid, str, str], Non
             problem(item, f"spec.interfaces.{index}", f"{what} is also used by {others}")
 
 
+def _check_encryption(items: list[_Valid], problem: Callable[[_Valid, str, str], None]) -> None:
+    """An encrypted volume's secret has a volume usage (libvirt looks for one);
+    a domain disk on an encrypted volume gets its ``encryption`` (filled in here)."""
+    secrets = {i.name: i for i in items if i.kind is model.Kind.SECRET}
+    encrypted: dict[tuple[str, str], dict[str, Any]] = {}
+    for item in items:
+        enc = item.spec.get("encryption") if item.kind is model.Kind.VOLUME else None
+        if enc is None:
+            continue
+        encrypted[(str(item.spec["pool"]), item.name)] = dict(enc)
+        secret = secrets.get(enc["secret"])
+        if secret is not None and "volume" not in secret.spec["usage"]:
+            problem(
+                item,
+                "spec.encryption.secret",
+                f"Secret {enc['secret']!r} has usage {next(iter(secret.spec['usage']))}; the "
+                f"passphrase of a volume is a Secret with usage {{volume: PATH}} "
+                f"({secret.where('spec.usage')})",
+            )
+    for item in items:
+        if item.kind is not model.Kind.DOMAIN:
+            continue
+        for disk in item.spec.get("disks", []):
+            ref = (disk.get("source") or {}).get("volume")
+            if ref is not None and "encryption" not in disk:
+                found = encrypted.get((str(ref["pool"]), str(ref["name"])))
+                if found is not None:
+                    disk["encryption"] = found
+
+
 # --------------------------------------------------------------------------
 # Public API
 
@@ -866,6 +938,8 @@ def _document_checks(
     checks: list[Callable[[_Document, Callable[[str, str], None]], None]] = []
     if kind is model.Kind.DOMAIN:
         checks.append(_check_domain)
+    if kind is model.Kind.VOLUME:
+        checks.append(_check_volume_source)
     checks.append(lambda doc, problem: _check_sizes(doc, kind, problem))
     checks.append(_check_name)
     return checks
@@ -932,6 +1006,7 @@ def load(
     ]
     _check_duplicates(placed, problem)
     _check_macs([item for item, _ in placed if item.kind is model.Kind.DOMAIN], problem)
+    _check_encryption([item for item, _ in placed if item.complete], problem)
 
     objects = []
     for item, _ in placed:

@@ -19,8 +19,9 @@ ANNOTATION_SUSPEND = "virt-reconcile/suspend"
 
 
 class Kind(enum.StrEnum):
-    """The object kinds, in creation order (pools before volumes before ...)."""
+    """The object kinds, in creation order (secrets before pools before volumes ...)."""
 
+    SECRET = "Secret"
     STORAGE_POOL = "StoragePool"
     VOLUME = "Volume"
     NETWORK = "Network"

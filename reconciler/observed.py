@@ -34,6 +34,9 @@ class Observed:
     persistent: bool = True
     record: Record | None = None
     users: tuple[str, ...] = ()
+    # A secret: the keyed digest of its value on the host ("": it has none;
+    # None: not read, as libvirt never gives a private secret's value back).
+    value_digest: str | None = None
 
     @property
     def key(self) -> ObjectKey:

@@ -53,6 +53,13 @@ class Record:
     host: str = ""
     # A domain between the shutdown and the start of a restart (see plan).
     restarting: bool = False
+    # A volume made from ``spec.source``: the source it was made from (its
+    # manifest fields as compact JSON), and whether the upload is still running
+    # (a record that says so after a run means a half volume: it is re-created).
+    source: str = ""
+    uploading: bool = False
+    # A secret: the keyed digest (``values.digest``) of the value last set.
+    digest: str = ""
     # The manifest's metadata.labels, sorted (written only when there are any).
     labels: tuple[tuple[str, str], ...] = ()
 
@@ -66,6 +73,12 @@ class Record:
         }
         if self.restarting:
             data["restarting"] = True
+        if self.source:
+            data["source"] = self.source
+        if self.uploading:
+            data["uploading"] = True
+        if self.digest:
+            data["digest"] = self.digest
         if self.labels:
             data["labels"] = dict(self.labels)
         return data
@@ -79,6 +92,9 @@ class Record:
             placement=tuple(str(h) for h in data.get("placement", ())),
             host=str(data.get("host", "")),
             restarting=bool(data.get("restarting", False)),
+            source=str(data.get("source", "")),
+            uploading=bool(data.get("uploading", False)),
+            digest=str(data.get("digest", "")),
             labels=tuple(sorted((str(k), str(v)) for k, v in dict(data.get("labels", {})).items())),
         )
 
@@ -124,10 +140,14 @@ def write_record(root: etree._Element, record: Record | None) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class Registry:
-    """Records of pools (by name) and volumes (by ``pool/name``) on one host."""
+    """Records of pools (by name), volumes (by ``pool/name``) and secrets (by
+    name) on one host, and the host's key for the digests of secret values."""
 
     pools: Mapping[str, Record] = field(default_factory=dict)
     volumes: Mapping[str, Record] = field(default_factory=dict)
+    secrets: Mapping[str, Record] = field(default_factory=dict)
+    # Random, made when the first secret value is set; never leaves the host's registry.
+    secret_key: str = ""
     # Placement records of domains that live on another candidate host.
     domains: Mapping[str, Record] = field(default_factory=dict)
     exists: bool = False
@@ -149,6 +169,10 @@ class Registry:
         }
         if self.domains:
             data["domains"] = {k: v.to_json() for k, v in sorted(self.domains.items())}
+        if self.secrets:
+            data["secrets"] = {k: v.to_json() for k, v in sorted(self.secrets.items())}
+        if self.secret_key:
+            data["secretKey"] = self.secret_key
         if self.applied:
             data["applied"] = dict(self.applied)
         reg.text = json.dumps(
@@ -172,6 +196,8 @@ class Registry:
             pools={k: Record.from_json(v) for k, v in data.get("pools", {}).items()},
             volumes={k: Record.from_json(v) for k, v in data.get("volumes", {}).items()},
             domains={k: Record.from_json(v) for k, v in data.get("domains", {}).items()},
+            secrets={k: Record.from_json(v) for k, v in data.get("secrets", {}).items()},
+            secret_key=str(data.get("secretKey", "")),
             exists=True,
             uuid=uuid,
             applied={str(k): str(v) for k, v in data.get("applied", {}).items()},
@@ -185,6 +211,9 @@ class Registry:
 
     def with_volume(self, key: str, record: Record | None) -> Registry:
         return dataclasses.replace(self, volumes=_with(self.volumes, key, record))
+
+    def with_secret(self, name: str, record: Record | None) -> Registry:
+        return dataclasses.replace(self, secrets=_with(self.secrets, name, record))
 
 
 def _with(records: Mapping[str, Record], key: str, record: Record | None) -> dict[str, Record]:

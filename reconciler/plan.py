@@ -110,6 +110,29 @@ def _keep_pools_with_volumes(deletes: list[Action], state: HostState) -> list[Ac
     return out
 
 
+def _keep_secrets_in_use(deletes: list[Action], state: HostState) -> list[Action]:
+    """A secret is not deleted while a volume or domain this run keeps names it
+    (an encrypted volume cannot be opened without its passphrase)."""
+    if not any(d.kind is Kind.SECRET and d.steps for d in deletes):
+        return deletes
+    going = {(d.kind, d.pool, d.name) for d in deletes if d.steps}
+    out = []
+    for d in deletes:
+        obs = state.objects.get(object_key(d.kind, d.name, d.pool))
+        if d.kind is not Kind.SECRET or not d.steps or obs is None or not obs.uuid:
+            out.append(d)
+            continue
+        users = sorted(
+            object_ref(o.kind, o.name, o.pool)
+            for o in state.objects.values()
+            if o.kind in (Kind.VOLUME, Kind.DOMAIN)
+            and (o.kind, o.pool, o.name) not in going
+            and any(obs.uuid in xml for xml in (o.xml, o.live_xml) if xml)
+        )
+        out.append(_kept(d, f"in use by {', '.join(users)}") if users else d)
+    return out
+
+
 def prune_refusal(orphans: int, managed: int, *, host: str, options: Options) -> str | None:
     """The prune guard: why pruning is refused on a host, if it is (pure).
 
@@ -157,6 +180,7 @@ def _plan_prune(
     users = _volume_users(state, leaving=leaving)
     deletes = [d for o in orphans if (d := _plan_delete(o, state.registry, users)) is not None]
     deletes = _keep_pools_with_volumes(deletes, state)
+    deletes = _keep_secrets_in_use(deletes, state)
     managed = sum(
         1 for o in state.objects.values() if o.managed and _selected(o, state.registry, options)
     )
@@ -228,6 +252,8 @@ def _relabel(
         step = Define(kind=Kind.NETWORK, xml=_with_record(_parse(obs.xml), new))
     elif m.kind is Kind.VOLUME:
         step = RegistrySet(kind=Kind.VOLUME, key=f"{obs.pool}/{obs.name}", record=new)
+    elif m.kind is Kind.SECRET:
+        step = RegistrySet(kind=Kind.SECRET, key=obs.name, record=new)
     else:
         step = RegistrySet(kind=Kind.STORAGE_POOL, key=obs.name, record=new)
     change = Change(
@@ -268,7 +294,8 @@ def disk_refs(domain_xml: str) -> set[str]:
 def _volume_users(
     state: HostState, *, leaving: frozenset[str] = frozenset()
 ) -> dict[str, tuple[str, ...]]:
-    """Domains that use each volume (``pool/name``), by source pool+volume or path.
+    """Domains that use each volume (``pool/name``), by source pool+volume or path,
+    and the volumes it is the backing file of (``volume POOL/NAME``).
 
     Any domain, managed or not, except those in ``leaving`` (deleted earlier in
     the same run); the live XML too, for a disk hot-plugged only live.
@@ -285,6 +312,14 @@ def _volume_users(
                 keys[f"path:{p}"] = f"{o.pool}/{o.name}"
     users: dict[str, set[str]] = {}
     for o in state.objects.values():
+        if o.kind is Kind.VOLUME:
+            # A volume that is the backing file of another is in use by it.
+            try:
+                backing = _parse(o.xml).findtext("backingStore/path")
+            except ValueError:
+                backing = None
+            if backing and f"path:{backing}" in keys:
+                users.setdefault(keys[f"path:{backing}"], set()).add(f"volume {o.pool}/{o.name}")
         if o.kind is not Kind.DOMAIN or o.name in leaving:
             continue
         for xml in (o.xml, o.live_xml):
@@ -292,6 +327,22 @@ def _volume_users(
                 if ref in keys:
                     users.setdefault(keys[ref], set()).add(o.name)
     return {k: tuple(sorted(v)) for k, v in users.items()}
+
+
+def _volume_files(state: HostState) -> dict[str, tuple[str, str | None]]:
+    """The file and format of each volume on the host (``POOL/NAME``)."""
+    files: dict[str, tuple[str, str | None]] = {}
+    for o in state.objects.values():
+        if o.kind is Kind.VOLUME:
+            try:
+                el = _parse(o.xml)
+            except ValueError:
+                continue
+            path = el.findtext("target/path")
+            fmt = el.find("target/format")
+            if path:
+                files[f"{o.pool}/{o.name}"] = (path, fmt.get("type") if fmt is not None else None)
+    return files
 
 
 def _network_users(state: HostState) -> dict[str, tuple[str, ...]]:
@@ -330,6 +381,30 @@ def _references(
             )
     # FILE:LINE of the field, as for every other input error.
     return [f"{m.source_of(p.partition(':')[0])}: {p}" for p in problems]
+
+
+def _depths(manifests: Sequence[Manifest]) -> dict[int, int]:
+    """How deep each manifest sits below others of its kind that it needs (a clone
+    or an overlay after the volume it is made from): 0 needs none of them."""
+    by_key = {object_key(m.kind, m.name, m.spec.get("pool")): m for m in manifests}
+    depth: dict[int, int] = {}
+
+    def of(m: Manifest, seen: frozenset[int]) -> int:
+        if id(m) in depth:
+            return depth[id(m)]
+        below = [
+            by_key[key]
+            for ref in KINDS[m.kind].references(m)
+            if ref.kind is m.kind
+            and (key := object_key(ref.kind, ref.name, ref.pool)) in by_key
+            and id(by_key[key]) not in seen
+        ]
+        depth[id(m)] = 1 + max((of(b, seen | {id(m)}) for b in below), default=-1)
+        return depth[id(m)]
+
+    for m in manifests:
+        of(m, frozenset())
+    return depth
 
 
 def _in_manifest_terms(action: Action, m: Manifest) -> Action:
@@ -389,10 +464,13 @@ def build_host_plan(
             o.name for o in state.objects.values() if o.kind is Kind.DOMAIN and o.active
         ),
         normalise=normalise,
+        volume_files=_volume_files(state),
     )
     actions: list[Action] = []
+    depth = _depths([m for m, _ in desired])
     for m, el in sorted(
-        desired, key=lambda d: (d[0].kind.order, d[0].spec.get("pool", ""), d[0].name)
+        desired,
+        key=lambda d: (d[0].kind.order, depth[id(d[0])], d[0].spec.get("pool", ""), d[0].name),
     ):
         key = object_key(m.kind, m.name, m.spec.get("pool"))
         obs = state.objects.get(key)

@@ -17,11 +17,12 @@ from typing import Literal
 
 from reconciler import ownership
 from reconciler.model import Kind
+from reconciler.values import ValueRef
 
 # The kinds that libvirt defines, starts, stops and undefines the same way.
 Defined = Literal[Kind.DOMAIN, Kind.NETWORK, Kind.STORAGE_POOL]
 # The kinds whose ownership record lives in the host's registry.
-Registered = Literal[Kind.STORAGE_POOL, Kind.VOLUME]
+Registered = Literal[Kind.STORAGE_POOL, Kind.VOLUME, Kind.SECRET]
 
 _PREFIX = {Kind.DOMAIN: "dom", Kind.NETWORK: "net", Kind.STORAGE_POOL: "pool"}
 
@@ -206,9 +207,41 @@ class BuildPool:
 
 @dataclass(frozen=True, kw_only=True)
 class CreateVolume:
+    """Create an empty volume; ``backing`` (``POOL``, ``NAME``): a qcow2 overlay on
+    that volume, whose file ``hosts`` looks up when it creates this one."""
+
     pool: str
     xml: str
+    backing: tuple[str, str] | None = None
     label = "vol_create"
+
+
+@dataclass(frozen=True, kw_only=True)
+class UploadVolume:
+    """Create the volume from ``xml`` and fill it from a local image: ``file`` (an
+    absolute path) or ``url`` (downloaded into the cache first). ``sha256`` is
+    checked before anything is sent; the image's format must be the volume's;
+    without a ``<capacity>`` in ``xml`` the volume gets the image's virtual size.
+    A failed upload deletes the volume again."""
+
+    pool: str
+    xml: str
+    file: str | None = None
+    url: str | None = None
+    sha256: str | None = None
+    label = "vol_upload"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CloneVolume:
+    """Create the volume from ``xml`` as a copy of ``POOL/NAME`` (any pool of the
+    host); without a ``<capacity>`` in ``xml`` it gets the original's."""
+
+    pool: str
+    xml: str
+    from_pool: str
+    from_name: str
+    label = "vol_clone"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -228,9 +261,36 @@ class DeleteVolume:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DefineSecret:
+    """Define (or redefine) a secret from ``xml`` (its value is set apart)."""
+
+    xml: str
+    label = "secret_define"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetSecretValue:
+    """Set a secret's value, read from ``value`` (a file or an environment
+    variable) only now, and keep ``record`` with the value's keyed digest in the
+    host's registry (the key is made there when missing). The value itself is in
+    no step, plan or record."""
+
+    uuid: str
+    value: ValueRef
+    record: ownership.Record
+    label = "secret_set_value"
+
+
+@dataclass(frozen=True, kw_only=True)
+class UndefineSecret:
+    uuid: str
+    label = "secret_undefine"
+
+
+@dataclass(frozen=True, kw_only=True)
 class RegistrySet:
-    """Write (``record``) or drop (None) the record of a pool or volume in the
-    host's registry; ``key`` is the pool's name or ``POOL/VOLUME``."""
+    """Write (``record``) or drop (None) the record of a pool, volume or secret in
+    the host's registry; ``key`` is the pool's or secret's name or ``POOL/VOLUME``."""
 
     kind: Registered
     key: str
@@ -257,7 +317,12 @@ Step = (
     | NetUpdate
     | BuildPool
     | CreateVolume
+    | UploadVolume
+    | CloneVolume
     | ResizeVolume
     | DeleteVolume
+    | DefineSecret
+    | SetSecretValue
+    | UndefineSecret
     | RegistrySet
 )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import os
 import signal
 import threading
@@ -24,7 +25,7 @@ from typing import Any, assert_never
 import libvirt
 from lxml import etree
 
-from reconciler import errors, ownership, plan
+from reconciler import errors, images, ownership, plan, values
 from reconciler.hosts import connection
 from reconciler.hosts.api import API, Op
 from reconciler.hosts.events import DeviceRemovals
@@ -34,9 +35,11 @@ from reconciler.plan import Action
 from reconciler.steps import (
     AttachDevice,
     BuildPool,
+    CloneVolume,
     CreateVolume,
     Define,
     Defined,
+    DefineSecret,
     DeleteVolume,
     DetachDevice,
     NetCommand,
@@ -49,6 +52,7 @@ from reconciler.steps import (
     SetAutostart,
     SetDomainRecord,
     SetMemory,
+    SetSecretValue,
     SetVcpus,
     ShutdownDomain,
     Start,
@@ -56,8 +60,13 @@ from reconciler.steps import (
     Stop,
     SuspendDomain,
     Undefine,
+    UndefineSecret,
     UpdateDevice,
+    UploadVolume,
 )
+
+# What a long transfer reports as it goes: (what, bytes done, bytes in all; 0: unknown).
+Progress = Callable[[str, int, int], None]
 
 FAULT_AFTER_CALLS = "VIRT_RECONCILE_FAULT_AFTER_CALLS"
 # Progress of a long wait: (what is awaited, at most how many seconds) -> a context
@@ -102,6 +111,8 @@ class Calls:
         # Test-driver networks restarted by a define: their live definition
         # is the new one already.
         self._redefined_live: set[str] = set()
+        # Called as uploads and downloads go (the CLI shows it on a terminal).
+        self.progress: Progress | None = None
 
     def call(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
         """Make one mutating libvirt call, counted as ``name``."""
@@ -159,12 +170,22 @@ class Calls:
                 self._net_update(action, step)
             case BuildPool():
                 self._pool_build(action)
-            case CreateVolume(pool=pool, xml=xml):
-                self._vol_create(pool, xml)
+            case CreateVolume(pool=pool, xml=xml, backing=backing):
+                self._vol_create(pool, self._with_backing(xml, backing))
+            case UploadVolume():
+                self._vol_upload(action, step)
+            case CloneVolume():
+                self._vol_clone(action, step)
             case ResizeVolume(pool=pool, capacity=capacity, domain=domain):
                 self._vol_resize(action, pool, capacity, domain)
             case DeleteVolume(pool=pool):
                 self._vol_delete(action, pool)
+            case DefineSecret(xml=xml):
+                self.call("secretDefineXML", self.conn.secretDefineXML, xml, 0)
+            case SetSecretValue():
+                self._secret_set_value(action, step)
+            case UndefineSecret(uuid=uuid):
+                self.call("secretUndefine", self.conn.secretLookupByUUIDString(uuid).undefine)
             case RegistrySet(kind=kind, key=key, record=record):
                 self.registry.set_record(kind, key, record)
             case _:
@@ -349,6 +370,26 @@ class Calls:
             if e.get_error_code() not in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
                 raise
 
+    def _with_backing(self, xml: str, backing: tuple[str, str] | None) -> str:
+        """``xml`` with the backing volume's file (and format) as its ``<backingStore>``."""
+        if backing is None:
+            return xml
+        base = self._pool(backing[0]).storageVolLookupByName(backing[1])
+        doc = etree.fromstring(xml.encode())
+        backing_el = doc.find("backingStore")
+        if backing_el is None:
+            backing_el = etree.SubElement(doc, "backingStore")
+        for el in backing_el.findall("path"):
+            backing_el.remove(el)
+        path = etree.Element("path")
+        path.text = base.path()
+        backing_el.insert(0, path)
+        if backing_el.find("format") is None:
+            fmt = etree.fromstring(base.XMLDesc(0).encode()).find("target/format")
+            if fmt is not None:
+                etree.SubElement(backing_el, "format", type=fmt.get("type") or "raw")
+        return etree.tostring(doc, encoding="unicode")
+
     def _vol_create(self, pool: str, xml: str) -> None:
         p = self._pool(pool)
         try:
@@ -362,6 +403,120 @@ class Calls:
             ):
                 raise
             self.call("storageVolCreateXML", p.createXML, xml, 0)
+
+    def _report(self, what: str) -> images.Progress | None:
+        progress = self.progress
+        if progress is None:
+            return None
+        return lambda done, total: progress(what, done, total)
+
+    def _vol_upload(self, action: Action, step: UploadVolume) -> None:
+        ref = action.ref
+        try:
+            if step.url is not None:
+                local = images.fetch(step.url, step.sha256, self._report(f"{ref}: download"))
+            else:
+                local = str(step.file)
+                images.verify(local, step.sha256)
+            info = images.inspect(local)
+        except images.ImageError as e:
+            raise errors.ActionError(ref, self.host.name, f"vol_upload: {e}") from e
+        doc = etree.fromstring(step.xml.encode())
+        fmt_el = doc.find("target/format")
+        fmt = fmt_el.get("type") if fmt_el is not None else None
+        if fmt is not None and fmt != info.format:
+            raise errors.ActionError(
+                ref,
+                self.host.name,
+                f"vol_upload: the image is {info.format}, the volume's format is {fmt}",
+            )
+        capacity_el = doc.find("capacity")
+        capacity = int(capacity_el.text or 0) if capacity_el is not None else info.virtual_size
+        if capacity < info.virtual_size:
+            raise errors.ActionError(
+                ref,
+                self.host.name,
+                f"vol_upload: capacity {capacity} bytes is less than the image's virtual "
+                f"size {info.virtual_size} bytes",
+            )
+        # The volume starts empty and raw, so the upload writes the whole file and
+        # nothing of a formatted empty image is left behind; libvirt reads the
+        # image's format and size back when the pool is refreshed.
+        for el in doc.findall("capacity") + doc.findall("allocation"):
+            doc.remove(el)
+        etree.SubElement(doc, "capacity", unit="bytes").text = "0"
+        if fmt_el is not None:
+            fmt_el.set("type", "raw")
+        pool = self._pool(step.pool)
+        vol = self.call(
+            "storageVolCreateXML", pool.createXML, etree.tostring(doc, encoding="unicode"), 0
+        )
+        try:
+            try:
+                self._send(vol, local, info.file_size, f"{ref}: upload")
+            except OSError as e:
+                raise errors.ActionError(
+                    ref, self.host.name, f"vol_upload: cannot read {local}: {e.strerror}"
+                ) from e
+            self.call("storagePoolRefresh", pool.refresh, 0)
+            vol = pool.storageVolLookupByName(action.name)
+            if capacity > info.virtual_size:
+                self.call("storageVolResize", vol.resize, capacity, 0)
+        except BaseException:
+            with contextlib.suppress(libvirt.libvirtError):
+                self.call("storageVolDelete", vol.delete, 0)
+            raise
+
+    def _send(self, vol: libvirt.virStorageVol, path: str, size: int, what: str) -> None:
+        """Stream a local file into a volume (works on a remote host too)."""
+        stream = self.conn.newStream(0)
+        self.call("storageVolUpload", vol.upload, stream, 0, size, 0)
+        report = self._report(what)
+        done = 0
+        try:
+            with open(path, "rb") as f:
+                while chunk := f.read(images.CHUNK):
+                    view = memoryview(chunk)
+                    while view:
+                        sent = stream.send(bytes(view))
+                        if sent < 0:
+                            raise errors.HostError(self.host.name, f"{what}: the stream refused")
+                        view = view[sent:]
+                    done += len(chunk)
+                    if report is not None:
+                        report(done, size)
+            stream.finish()
+        except BaseException:
+            with contextlib.suppress(libvirt.libvirtError):
+                stream.abort()
+            raise
+
+    def _vol_clone(self, action: Action, step: CloneVolume) -> None:
+        original = self._pool(step.from_pool).storageVolLookupByName(step.from_name)
+        doc = etree.fromstring(step.xml.encode())
+        if doc.find("capacity") is None:
+            etree.SubElement(doc, "capacity", unit="bytes").text = str(original.info()[1])
+        self.call(
+            "storageVolCreateXMLFrom",
+            self._pool(step.pool).createXMLFrom,
+            etree.tostring(doc, encoding="unicode"),
+            original,
+            0,
+        )
+
+    # secrets
+    def _secret_set_value(self, action: Action, step: SetSecretValue) -> None:
+        try:
+            value = values.read(step.value)
+        except values.UnreadableValue as e:
+            raise errors.ActionError(action.ref, self.host.name, f"{step.label}: {e}") from None
+        secret = self.conn.secretLookupByUUIDString(step.uuid)
+        self.call("secretSetValue", secret.setValue, value, 0)
+        digest = values.digest(self.registry.secret_key(), value)
+        del value
+        self.registry.set_record(
+            Kind.SECRET, action.name, dataclasses.replace(step.record, digest=digest)
+        )
 
     def _vol_resize(self, action: Action, pool: str, capacity: int, domain: str | None) -> None:
         vol = self._pool(pool).storageVolLookupByName(action.name)
@@ -383,6 +538,18 @@ class Calls:
         # The plan checked the users of the volume; look again right before
         # deleting, since any process may have defined a domain since then.
         refs = {f"{pool}/{action.name}", f"path:{vol.path()}"}
+        for other_pool in self.conn.listAllStoragePools(
+            libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE
+        ):
+            for other in other_pool.listAllVolumes(0):
+                backing = etree.fromstring(other.XMLDesc(0).encode()).findtext("backingStore/path")
+                if backing == vol.path():
+                    raise errors.ActionError(
+                        action.ref,
+                        self.host.name,
+                        f"not deleted: it is the backing file of volume "
+                        f"{other_pool.name()}/{other.name()}",
+                    )
         for dom in self.conn.listAllDomains(0):
             xmls = [dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)]
             if dom.isActive():

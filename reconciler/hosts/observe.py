@@ -7,11 +7,12 @@ from typing import Any
 import libvirt
 from lxml import etree
 
-from reconciler import ownership
+from reconciler import ownership, values
 from reconciler.hosts.api import API
 from reconciler.hosts.causes import describe
 from reconciler.model import Kind
 from reconciler.observed import CapsKey, DomainCaps, Observed
+from reconciler.render.secret import secret_uuid
 
 _DOMAIN_STATES = {
     libvirt.VIR_DOMAIN_NOSTATE: "nostate",
@@ -67,6 +68,7 @@ def objects(conn: libvirt.virConnect) -> tuple[list[Observed], ownership.Registr
                 record=record_of(xml),
             )
         )
+    out += _observe_secrets(conn, registry)
     for pool in API[Kind.STORAGE_POOL].list_all(conn):
         active = bool(pool.isActive())
         name = pool.name()
@@ -97,6 +99,51 @@ def objects(conn: libvirt.virConnect) -> tuple[list[Observed], ownership.Registr
                 )
             )
     return out, registry
+
+
+def _observe_secrets(conn: libvirt.virConnect, registry: ownership.Registry) -> list[Observed]:
+    """Secrets, named as their record says (else by description, else by UUID).
+
+    The value is read only to compute its keyed digest, and dropped at once.
+    """
+    try:
+        found = conn.listAllSecrets(0)
+    except libvirt.libvirtError as e:
+        if e.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+            return []  # the test driver has no secrets
+        raise
+    names = {secret_uuid(n): n for n in registry.secrets}
+    out = []
+    for sec in found:
+        uuid = sec.UUIDString()
+        xml = sec.XMLDesc(0)
+        root = etree.fromstring(xml.encode())
+        name = names.get(uuid) or (root.findtext("description") or "").strip() or uuid
+        out.append(
+            Observed(
+                kind=Kind.SECRET,
+                name=name,
+                uuid=uuid,
+                xml=xml,
+                state="active",
+                persistent=root.get("ephemeral") != "yes",
+                record=registry.secrets.get(name),
+                value_digest=_value_digest(sec, registry.secret_key),
+            )
+        )
+    return out
+
+
+def _value_digest(sec: libvirt.virSecret, key: str) -> str | None:
+    try:
+        value = sec.value(0)
+    except libvirt.libvirtError as e:
+        if e.get_error_code() == libvirt.VIR_ERR_NO_SECRET:
+            return ""  # defined, no value set
+        return None  # private: libvirt never gives the value back
+    if not key:
+        return None  # no digest was ever made on this host
+    return values.digest(key, bytes(value))
 
 
 def _observe_domain(dom: libvirt.virDomain) -> Observed:

@@ -8,7 +8,7 @@ from typing import Any, assert_never
 
 import libvirt
 
-from reconciler import ownership
+from reconciler import ownership, values
 from reconciler.hosts.api import API
 from reconciler.model import Kind
 from reconciler.steps import Registered
@@ -32,6 +32,8 @@ class RegistryStore:
                 self.current = self.current.with_pool(key, record)
             case Kind.VOLUME:
                 self.current = self.current.with_volume(key, record)
+            case Kind.SECRET:
+                self.current = self.current.with_secret(key, record)
             case _:
                 assert_never(kind)
         self.write()
@@ -43,6 +45,13 @@ class RegistryStore:
         self.current = self.current.with_domain(name, record)
         self.write()
         return True
+
+    def secret_key(self) -> str:
+        """The host's key for digests of secret values, made (and written) when missing."""
+        if not self.current.secret_key:
+            self.current = dataclasses.replace(self.current, secret_key=values.new_key())
+            self.write()
+        return self.current.secret_key
 
     def set_applied(self, applied: dict[str, str]) -> None:
         self.current = dataclasses.replace(self.current, applied=applied)

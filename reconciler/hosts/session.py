@@ -9,7 +9,7 @@ import libvirt
 
 from reconciler import errors, ownership
 from reconciler.hosts import connection, observe
-from reconciler.hosts.calls import Calls, Waiting
+from reconciler.hosts.calls import Calls, Progress, Waiting
 from reconciler.hosts.causes import describe
 from reconciler.hosts.events import HostEvent, Watcher
 from reconciler.model import Host
@@ -61,6 +61,15 @@ class Session:
     @detach_timeout.setter
     def detach_timeout(self, seconds: float) -> None:
         self._calls.detach_timeout = seconds
+
+    @property
+    def progress(self) -> Progress | None:
+        """Called as long transfers (uploads, downloads) go: (what, done, total bytes)."""
+        return self._calls.progress
+
+    @progress.setter
+    def progress(self, report: Progress | None) -> None:
+        self._calls.progress = report
 
     # --- connecting --------------------------------------------------------------
 

@@ -12,14 +12,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from reconciler.kinds import domain, network, pool, volume
+from reconciler.kinds import domain, network, pool, secret, volume
 from reconciler.kinds.base import Context, Handler, RecordHome
 from reconciler.model import Kind
 
 __all__ = ["KINDS", "Context", "Handler", "RecordHome", "handler"]
 
 KINDS: Mapping[Kind, Handler] = MappingProxyType(
-    {h.kind: h for h in (domain.HANDLER, network.HANDLER, pool.HANDLER, volume.HANDLER)}
+    {
+        h.kind: h
+        for h in (domain.HANDLER, network.HANDLER, pool.HANDLER, secret.HANDLER, volume.HANDLER)
+    }
 )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 from lxml import etree
@@ -37,11 +37,14 @@ class Context:
     registry: ownership.Registry
     # Running domains attached to each network (a network restart's blast radius).
     network_users: Mapping[str, tuple[str, ...]]
-    # Domains using each volume (``POOL/NAME``), running or not.
+    # Domains using each volume (``POOL/NAME``), running or not, and the
+    # volumes it is the backing file of (as ``volume POOL/NAME``).
     volume_users: Mapping[str, tuple[str, ...]]
     running_domains: frozenset[str]
     # A domain with several candidate hosts: where it goes.
     placement: Placement | None = None
+    # The file of each volume on the host (``POOL/NAME`` -> path, format).
+    volume_files: Mapping[str, tuple[str, str | None]] = field(default_factory=dict)
     # ``hosts.normalise``, passed in so that planning stays free of libvirt.
     normalise: Normalise | None = None
 
@@ -106,6 +109,9 @@ class Handler:
     references: Callable[[Manifest], list[Reference]] = no_references
     # Its power state, for ``status`` (``Power(None)``: it has none).
     power: Callable[[Observed], Power] = active_power
+    # Whether a manifest takes ``spec.xml`` (export tries an overlay, then the
+    # whole document); without, export writes the friendly fields only.
+    overlay: bool = True
 
     @property
     def order(self) -> int:

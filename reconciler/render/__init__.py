@@ -1,6 +1,6 @@
 """Stage 3 of the pipeline: model -> libvirt XML.
 
-One module per kind (``domain``, ``network``, ``pool``, ``volume``), the device
+One module per kind (``domain``, ``network``, ``pool``, ``volume``, ``secret``), the device
 identity table (``identity``) and safe XML handling plus the overlay merge
 (``xmlutil``). Rendering is pure and deterministic: the same manifest always
 gives the same bytes through ``xmlutil.to_string``.
@@ -17,6 +17,7 @@ from reconciler import model
 from reconciler.render.domain import render_domain
 from reconciler.render.network import render_network
 from reconciler.render.pool import render_pool
+from reconciler.render.secret import render_secret
 from reconciler.render.volume import render_volume
 from reconciler.render.xmlutil import XMLInputError, merge_overlay, parse_xml, to_string
 
@@ -37,6 +38,7 @@ _RENDERERS: dict[model.Kind, Callable[[str, Mapping[str, Any]], etree._Element]]
     model.Kind.NETWORK: render_network,
     model.Kind.STORAGE_POOL: render_pool,
     model.Kind.VOLUME: render_volume,
+    model.Kind.SECRET: render_secret,
 }
 
 

@@ -16,6 +16,7 @@ from lxml import etree
 
 from reconciler import units
 from reconciler.render import identity
+from reconciler.render.secret import encryption
 from reconciler.render.xmlutil import combine, require, sub
 
 # With a complete document, these friendly elements replace the document's
@@ -145,7 +146,9 @@ def _disk(devices: etree._Element, disk: Mapping[str, Any]) -> None:
     if "format" in disk:
         sub(el, "driver", name="qemu", type=disk["format"])
     if source_attrs:
-        sub(el, "source", **source_attrs)
+        source_el = sub(el, "source", **source_attrs)
+        if "encryption" in disk:
+            encryption(source_el, disk["encryption"])
     sub(el, "target", dev=disk["target"], bus=disk.get("bus"))
     if disk.get("readonly"):
         sub(el, "readonly")

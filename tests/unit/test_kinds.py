@@ -27,6 +27,8 @@ SPECS: dict[Kind, dict[str, Any]] = {
     Kind.NETWORK: {"forward": "nat", "ip": {"address": "10.0.0.1", "prefix": 24}},
     Kind.STORAGE_POOL: {"type": "dir", "target": "/x"},
     Kind.VOLUME: {"pool": "p", "capacity": "1GiB", "format": "qcow2", "prune": True},
+    # The value is a file's content: this file's, read by the planner for its digest.
+    Kind.SECRET: {"usage": {"ceph": "client.k1"}, "value": {"file": __file__}, "private": False},
 }
 CONTEXT = Context(
     host=HOST,
@@ -110,6 +112,8 @@ def test_delete_steps_find_the_record_where_the_kind_keeps_it(kind: Kind) -> Non
         registry = registry.with_pool("k1", record)
     elif kind is Kind.VOLUME:
         registry = registry.with_volume("p/k1", record)
+    elif kind is Kind.SECRET:
+        registry = registry.with_secret("k1", record)
     in_xml = record if h.record_home is RecordHome.METADATA else None
     up, down = ("running", "shutoff") if kind is Kind.DOMAIN else ("active", "inactive")
     for state, stops in ((up, True), (down, False)):
@@ -117,8 +121,8 @@ def test_delete_steps_find_the_record_where_the_kind_keeps_it(kind: Kind) -> Non
         found, steps = h.delete(obs, registry)
         assert found == record
         assert steps
-        # A running object is stopped first; a volume has nothing to stop.
-        assert isinstance(steps[0], Stop) is (stops and kind is not Kind.VOLUME)
+        # A running object is stopped first; a volume or a secret has nothing to stop.
+        assert isinstance(steps[0], Stop) is (stops and kind not in (Kind.VOLUME, Kind.SECRET))
         assert any(isinstance(s, RegistrySet) and s.record is None for s in steps) is (
             h.record_home is RecordHome.REGISTRY
         )
@@ -138,6 +142,7 @@ REFERENCES: dict[Kind, tuple[dict[str, Any], list[tuple[str, Kind, str, str | No
     Kind.NETWORK: ({}, []),
     Kind.STORAGE_POOL: ({}, []),
     Kind.VOLUME: ({}, [("spec.pool", Kind.STORAGE_POOL, "p", None)]),
+    Kind.SECRET: ({}, []),
 }
 
 
@@ -167,6 +172,7 @@ POWER: dict[Kind, list[tuple[str, str, Power]]] = {
     Kind.NETWORK: [("active", "", Power("active")), ("inactive", "", Power("inactive"))],
     Kind.STORAGE_POOL: [("active", "", Power("active")), ("inactive", "", Power("inactive"))],
     Kind.VOLUME: [("active", "", Power(None))],
+    Kind.SECRET: [("active", "", Power(None))],
 }
 
 

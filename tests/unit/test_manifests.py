@@ -562,7 +562,7 @@ def test_directories_are_walked_recursively_in_order(in_tmp: Path) -> None:
     write(in_tmp, "m/a.yml", DOMAIN.replace("web-1", "a").replace(":56", ":57"))
     assert problems(["m/"]) == [
         "m/sub/a.yaml:1: apiVersion: required field is missing (use 'virt-reconcile/v1')",
-        "m/sub/a.yaml:1: kind: unknown kind 'Nope' (one of: StoragePool, Volume, Network, "
+        "m/sub/a.yaml:1: kind: unknown kind 'Nope' (one of: Secret, StoragePool, Volume, Network, "
         "Domain, Host)",
     ]
 

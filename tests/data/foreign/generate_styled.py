@@ -67,7 +67,7 @@ def terraform() -> Iterator[tuple[str, str]]:
         if fw == "uefi":
             os_line += (
                 '\n    <loader readonly="yes" type="pflash">/usr/share/OVMF/OVMF_CODE.fd</loader>'
-                f'\n    <nvram>/var/lib/libvirt/qemu/nvram/{full}_VARS.fd</nvram>'
+                f"\n    <nvram>/var/lib/libvirt/qemu/nvram/{full}_VARS.fd</nvram>"
             )
         disks = [
             f"""    <disk type="file" device="disk">
@@ -107,7 +107,9 @@ def terraform() -> Iterator[tuple[str, str]]:
     </video>"""
         cpu_xml = f'\n  <cpu mode="{cpu}"></cpu>' if cpu else ""
         devices = "\n".join([*disks, *nics])
-        yield full, f"""<domain type="kvm">
+        yield (
+            full,
+            f"""<domain type="kvm">
   <name>{full}</name>
   <memory unit="MiB">{mib}</memory>
   <vcpu>{vcpus}</vcpu>
@@ -133,7 +135,8 @@ def terraform() -> Iterator[tuple[str, str]]:
     </rng>
   </devices>
 </domain>
-"""
+""",
+        )
 
 
 # --------------------------------------------------------------------------- nixvirt
@@ -221,7 +224,9 @@ def nixvirt() -> Iterator[tuple[str, str]]:
       <backend type='emulator' version='2.0'/>
     </tpm>"""
         model = "e1000e" if windows else "virtio"
-        yield full, f"""<domain type='kvm'>
+        yield (
+            full,
+            f"""<domain type='kvm'>
   <name>{full}</name>
   <uuid>{uuid(i, 0x41)}</uuid>
   <memory unit='GiB'>{gib}</memory>
@@ -290,7 +295,8 @@ def nixvirt() -> Iterator[tuple[str, str]]:
     </rng>
   </devices>
 </domain>
-"""
+""",
+        )
 
 
 # --------------------------------------------------------------------------- docs style
@@ -298,7 +304,9 @@ def nixvirt() -> Iterator[tuple[str, str]]:
 
 def docs() -> Iterator[tuple[str, str]]:
     """Examples in the shape of libvirt's documentation (formatdomain.html)."""
-    yield "vrf-doc-i686-pc", f"""<domain type='kvm'>
+    yield (
+        "vrf-doc-i686-pc",
+        f"""<domain type='kvm'>
   <name>vrf-doc-i686-pc</name>
   <uuid>{uuid(1, 0xD0)}</uuid>
   <memory unit='KiB'>219136</memory>
@@ -328,8 +336,11 @@ def docs() -> Iterator[tuple[str, str]]:
     <memballoon model='virtio'/>
   </devices>
 </domain>
-"""
-    yield "vrf-doc-direct-kernel", f"""<domain type='kvm'>
+""",
+    )
+    yield (
+        "vrf-doc-direct-kernel",
+        f"""<domain type='kvm'>
   <name>vrf-doc-direct-kernel</name>
   <uuid>{uuid(2, 0xD0)}</uuid>
   <memory unit='KiB'>524288</memory>
@@ -360,8 +371,11 @@ def docs() -> Iterator[tuple[str, str]]:
     </console>
   </devices>
 </domain>
-"""
-    yield "vrf-doc-numa-tuning", f"""<domain type='kvm'>
+""",
+    )
+    yield (
+        "vrf-doc-numa-tuning",
+        f"""<domain type='kvm'>
   <name>vrf-doc-numa-tuning</name>
   <uuid>{uuid(3, 0xD0)}</uuid>
   <memory unit='KiB'>4194304</memory>
@@ -410,8 +424,11 @@ def docs() -> Iterator[tuple[str, str]]:
     <console type='pty'/>
   </devices>
 </domain>
-"""
-    yield "vrf-doc-devices-addressed", f"""<domain type='kvm'>
+""",
+    )
+    yield (
+        "vrf-doc-devices-addressed",
+        f"""<domain type='kvm'>
   <name>vrf-doc-devices-addressed</name>
   <uuid>{uuid(4, 0xD0)}</uuid>
   <title>Addressed devices</title>
@@ -471,8 +488,11 @@ def docs() -> Iterator[tuple[str, str]]:
     </memballoon>
   </devices>
 </domain>
-"""
-    yield "vrf-doc-network-disks", f"""<domain type='kvm'>
+""",
+    )
+    yield (
+        "vrf-doc-network-disks",
+        f"""<domain type='kvm'>
   <name>vrf-doc-network-disks</name>
   <uuid>{uuid(5, 0xD0)}</uuid>
   <memory unit='KiB'>2097152</memory>
@@ -508,8 +528,11 @@ def docs() -> Iterator[tuple[str, str]]:
     </disk>
   </devices>
 </domain>
-"""
-    yield "vrf-doc-hostdev-less", f"""<domain type='kvm'>
+""",
+    )
+    yield (
+        "vrf-doc-hostdev-less",
+        f"""<domain type='kvm'>
   <name>vrf-doc-hostdev-less</name>
   <uuid>{uuid(6, 0xD0)}</uuid>
   <memory unit='MiB'>2048</memory>
@@ -553,8 +576,11 @@ def docs() -> Iterator[tuple[str, str]]:
     </memballoon>
   </devices>
 </domain>
-"""
-    yield "vrf-doc-vnc-websocket", f"""<domain type='kvm'>
+""",
+    )
+    yield (
+        "vrf-doc-vnc-websocket",
+        f"""<domain type='kvm'>
   <name>vrf-doc-vnc-websocket</name>
   <uuid>{uuid(7, 0xD0)}</uuid>
   <memory unit='KiB'>1048576</memory>
@@ -572,8 +598,11 @@ def docs() -> Iterator[tuple[str, str]]:
     </video>
   </devices>
 </domain>
-"""
-    yield "vrf-doc-hyperv-windows", f"""<domain type='kvm'>
+""",
+    )
+    yield (
+        "vrf-doc-hyperv-windows",
+        f"""<domain type='kvm'>
   <name>vrf-doc-hyperv-windows</name>
   <uuid>{uuid(8, 0xD0)}</uuid>
   <memory unit='GiB'>8</memory>
@@ -629,8 +658,11 @@ def docs() -> Iterator[tuple[str, str]]:
     </video>
   </devices>
 </domain>
-"""
-    yield "vrf-doc-serial-tcp", f"""<domain type='qemu'>
+""",
+    )
+    yield (
+        "vrf-doc-serial-tcp",
+        f"""<domain type='qemu'>
   <name>vrf-doc-serial-tcp</name>
   <uuid>{uuid(9, 0xD0)}</uuid>
   <memory unit='KiB'>262144</memory>
@@ -656,8 +688,11 @@ def docs() -> Iterator[tuple[str, str]]:
     </channel>
   </devices>
 </domain>
-"""
-    yield "vrf-doc-memory-backing", f"""<domain type='kvm'>
+""",
+    )
+    yield (
+        "vrf-doc-memory-backing",
+        f"""<domain type='kvm'>
   <name>vrf-doc-memory-backing</name>
   <uuid>{uuid(10, 0xD0)}</uuid>
   <memory unit='KiB'>2097152</memory>
@@ -683,7 +718,8 @@ def docs() -> Iterator[tuple[str, str]]:
     </filesystem>
   </devices>
 </domain>
-"""
+""",
+    )
 
 
 # --------------------------------------------------------------------------- hand-written
@@ -693,15 +729,20 @@ def hand() -> Iterator[tuple[str, str]]:
     """Short domains people type themselves."""
     yield from hand_with_prolog()
     yield from hand_passthrough_and_tuning()
-    yield "vrf-hand-minimal", """<domain type='kvm'>
+    yield (
+        "vrf-hand-minimal",
+        """<domain type='kvm'>
   <name>vrf-hand-minimal</name>
   <memory unit='MiB'>512</memory>
   <os>
     <type>hvm</type>
   </os>
 </domain>
-"""
-    yield "vrf-hand-one-disk", """<domain type="kvm">
+""",
+    )
+    yield (
+        "vrf-hand-one-disk",
+        """<domain type="kvm">
   <name>vrf-hand-one-disk</name>
   <memory unit="GiB">1</memory>
   <vcpu>1</vcpu>
@@ -713,8 +754,11 @@ def hand() -> Iterator[tuple[str, str]]:
     </disk>
   </devices>
 </domain>
-"""
-    yield "vrf-hand-nat-vm", f"""<domain type='kvm'>
+""",
+    )
+    yield (
+        "vrf-hand-nat-vm",
+        f"""<domain type='kvm'>
   <name>vrf-hand-nat-vm</name>
   <memory unit='GiB'>2</memory>
   <currentMemory unit='GiB'>2</currentMemory>
@@ -740,8 +784,11 @@ def hand() -> Iterator[tuple[str, str]]:
     <graphics type='vnc' listen='127.0.0.1'/>
   </devices>
 </domain>
-"""
-    yield "vrf-hand-headless-serial", """<domain type='kvm'>
+""",
+    )
+    yield (
+        "vrf-hand-headless-serial",
+        """<domain type='kvm'>
   <name>vrf-hand-headless-serial</name>
   <memory unit='MiB'>768</memory>
   <vcpu>1</vcpu>
@@ -758,8 +805,11 @@ def hand() -> Iterator[tuple[str, str]]:
     <console type='pty'/>
   </devices>
 </domain>
-"""
-    yield "vrf-hand-bridge-two-disks", f"""<domain type='kvm'>
+""",
+    )
+    yield (
+        "vrf-hand-bridge-two-disks",
+        f"""<domain type='kvm'>
   <name>vrf-hand-bridge-two-disks</name>
   <uuid>{uuid(5, 0x4A).upper()}</uuid>
   <memory unit='MiB'>4096</memory>
@@ -790,8 +840,11 @@ def hand() -> Iterator[tuple[str, str]]:
     <graphics type='spice' autoport='yes'/>
   </devices>
 </domain>
-"""
-    yield "vrf-hand-uefi-firmware-auto", """<domain type='kvm'>
+""",
+    )
+    yield (
+        "vrf-hand-uefi-firmware-auto",
+        """<domain type='kvm'>
   <name>vrf-hand-uefi-firmware-auto</name>
   <memory unit='GiB'>2</memory>
   <vcpu>2</vcpu>
@@ -814,8 +867,11 @@ def hand() -> Iterator[tuple[str, str]]:
     </interface>
   </devices>
 </domain>
-"""
-    yield "vrf-hand-cdrom-install", """<domain type='kvm'>
+""",
+    )
+    yield (
+        "vrf-hand-cdrom-install",
+        """<domain type='kvm'>
   <name>vrf-hand-cdrom-install</name>
   <memory unit='GiB'>2</memory>
   <vcpu>2</vcpu>
@@ -843,8 +899,11 @@ def hand() -> Iterator[tuple[str, str]]:
     <video><model type='virtio'/></video>
   </devices>
 </domain>
-"""
-    yield "vrf-hand-qemu-tcg", """<domain type='qemu'>
+""",
+    )
+    yield (
+        "vrf-hand-qemu-tcg",
+        """<domain type='qemu'>
   <name>vrf-hand-qemu-tcg</name>
   <memory unit='MiB'>256</memory>
   <vcpu>1</vcpu>
@@ -860,12 +919,15 @@ def hand() -> Iterator[tuple[str, str]]:
     <memballoon model='none'/>
   </devices>
 </domain>
-"""
+""",
+    )
 
 
 def hand_with_prolog() -> Iterator[tuple[str, str]]:
     """Files as editors save them: XML declaration, comments, non-ASCII text."""
-    yield "vrf-hand-xml-declaration", """<?xml version="1.0" encoding="UTF-8"?>
+    yield (
+        "vrf-hand-xml-declaration",
+        """<?xml version="1.0" encoding="UTF-8"?>
 <!-- Managed in git: infra/vms/vrf-hand-xml-declaration.xml -->
 <domain type="kvm">
   <name>vrf-hand-xml-declaration</name>
@@ -896,8 +958,11 @@ def hand_with_prolog() -> Iterator[tuple[str, str]]:
     <console type="pty"/>
   </devices>
 </domain>
-"""
-    yield "vrf-hand-xml-declaration-single", """<?xml version='1.0'?>
+""",
+    )
+    yield (
+        "vrf-hand-xml-declaration-single",
+        """<?xml version='1.0'?>
 <domain type='kvm'>
   <!-- minimal guest, 1 GiB -->
   <name>vrf-hand-xml-declaration-single</name>
@@ -912,12 +977,15 @@ def hand_with_prolog() -> Iterator[tuple[str, str]]:
     </disk>
   </devices>
 </domain>
-"""
+""",
+    )
 
 
 def hand_passthrough_and_tuning() -> Iterator[tuple[str, str]]:
     """What people paste from wikis: passthrough, units of every kind, NICs without MAC."""
-    yield "vrf-hand-gpu-passthrough", f"""<domain type='kvm'>
+    yield (
+        "vrf-hand-gpu-passthrough",
+        f"""<domain type='kvm'>
   <name>vrf-hand-gpu-passthrough</name>
   <memory unit='G'>16</memory>
   <currentMemory unit='G'>16</currentMemory>
@@ -991,8 +1059,11 @@ def hand_passthrough_and_tuning() -> Iterator[tuple[str, str]]:
     <memballoon model='none'/>
   </devices>
 </domain>
-"""
-    yield "vrf-hand-nics-without-mac", f"""<domain type='kvm'>
+""",
+    )
+    yield (
+        "vrf-hand-nics-without-mac",
+        f"""<domain type='kvm'>
   <name>vrf-hand-nics-without-mac</name>
   <memory unit='MiB'>2048</memory>
   <vcpu>2</vcpu>
@@ -1022,8 +1093,11 @@ def hand_passthrough_and_tuning() -> Iterator[tuple[str, str]]:
     </interface>
   </devices>
 </domain>
-"""
-    yield "vrf-hand-units", """<domain type='kvm'>
+""",
+    )
+    yield (
+        "vrf-hand-units",
+        """<domain type='kvm'>
   <name>vrf-hand-units</name>
   <memory unit='GB'>4</memory>
   <currentMemory unit='bytes'>2147483648</currentMemory>
@@ -1062,8 +1136,11 @@ def hand_passthrough_and_tuning() -> Iterator[tuple[str, str]]:
     <serial type='pty'/>
   </devices>
 </domain>
-"""
-    yield "vrf-hand-static-seclabel", """<domain type='kvm'>
+""",
+    )
+    yield (
+        "vrf-hand-static-seclabel",
+        """<domain type='kvm'>
   <name>vrf-hand-static-seclabel</name>
   <memory unit='MiB'>1024</memory>
   <vcpu>1</vcpu>
@@ -1085,7 +1162,8 @@ def hand_passthrough_and_tuning() -> Iterator[tuple[str, str]]:
     <label>+0:+0</label>
   </seclabel>
 </domain>
-"""
+""",
+    )
 
 
 # --------------------------------------------------------------------------- other archs
@@ -1093,7 +1171,9 @@ def hand_passthrough_and_tuning() -> Iterator[tuple[str, str]]:
 
 def arch() -> Iterator[tuple[str, str]]:
     """Guests of other architectures (checked on a test-driver host only)."""
-    yield "vrf-arch-aarch64-virt", f"""<domain type='qemu'>
+    yield (
+        "vrf-arch-aarch64-virt",
+        f"""<domain type='qemu'>
   <name>vrf-arch-aarch64-virt</name>
   <uuid>{uuid(1, 0xA4)}</uuid>
   <memory unit='GiB'>2</memory>
@@ -1134,8 +1214,11 @@ def arch() -> Iterator[tuple[str, str]]:
     </console>
   </devices>
 </domain>
-"""
-    yield "vrf-arch-aarch64-kvm", f"""<domain type='kvm'>
+""",
+    )
+    yield (
+        "vrf-arch-aarch64-kvm",
+        f"""<domain type='kvm'>
   <name>vrf-arch-aarch64-kvm</name>
   <memory unit='GiB'>4</memory>
   <vcpu>4</vcpu>
@@ -1160,8 +1243,11 @@ def arch() -> Iterator[tuple[str, str]]:
     </rng>
   </devices>
 </domain>
-"""
-    yield "vrf-arch-aarch64-rpi", """<domain type='qemu'>
+""",
+    )
+    yield (
+        "vrf-arch-aarch64-rpi",
+        """<domain type='qemu'>
   <name>vrf-arch-aarch64-rpi</name>
   <memory unit='MiB'>1024</memory>
   <vcpu>4</vcpu>
@@ -1182,8 +1268,11 @@ def arch() -> Iterator[tuple[str, str]]:
     <serial type='pty'/>
   </devices>
 </domain>
-"""
-    yield "vrf-arch-ppc64-pseries", f"""<domain type='qemu'>
+""",
+    )
+    yield (
+        "vrf-arch-ppc64-pseries",
+        f"""<domain type='qemu'>
   <name>vrf-arch-ppc64-pseries</name>
   <uuid>{uuid(4, 0xA4)}</uuid>
   <memory unit='KiB'>4194304</memory>
@@ -1218,8 +1307,11 @@ def arch() -> Iterator[tuple[str, str]]:
     <panic model='pseries'/>
   </devices>
 </domain>
-"""
-    yield "vrf-arch-ppc64le", f"""<domain type='kvm'>
+""",
+    )
+    yield (
+        "vrf-arch-ppc64le",
+        f"""<domain type='kvm'>
   <name>vrf-arch-ppc64le</name>
   <memory unit='GiB'>8</memory>
   <vcpu>8</vcpu>
@@ -1241,8 +1333,11 @@ def arch() -> Iterator[tuple[str, str]]:
     <console type='pty'/>
   </devices>
 </domain>
-"""
-    yield "vrf-arch-s390x-ccw", f"""<domain type='kvm'>
+""",
+    )
+    yield (
+        "vrf-arch-s390x-ccw",
+        f"""<domain type='kvm'>
   <name>vrf-arch-s390x-ccw</name>
   <uuid>{uuid(6, 0xA4)}</uuid>
   <memory unit='KiB'>2097152</memory>
@@ -1275,8 +1370,11 @@ def arch() -> Iterator[tuple[str, str]]:
     <panic model='s390'/>
   </devices>
 </domain>
-"""
-    yield "vrf-arch-s390x-minimal", """<domain type='qemu'>
+""",
+    )
+    yield (
+        "vrf-arch-s390x-minimal",
+        """<domain type='qemu'>
   <name>vrf-arch-s390x-minimal</name>
   <memory unit='MiB'>1024</memory>
   <vcpu>1</vcpu>
@@ -1291,8 +1389,11 @@ def arch() -> Iterator[tuple[str, str]]:
     <console type='pty'/>
   </devices>
 </domain>
-"""
-    yield "vrf-arch-riscv64-virt", f"""<domain type='qemu'>
+""",
+    )
+    yield (
+        "vrf-arch-riscv64-virt",
+        f"""<domain type='qemu'>
   <name>vrf-arch-riscv64-virt</name>
   <memory unit='GiB'>2</memory>
   <vcpu>4</vcpu>
@@ -1314,7 +1415,8 @@ def arch() -> Iterator[tuple[str, str]]:
     <console type='pty'/>
   </devices>
 </domain>
-"""
+""",
+    )
 
 
 # --------------------------------------------------------------------------- networks
@@ -1333,14 +1435,19 @@ def networks() -> Iterator[tuple[str, str]]:
       <range start='10.213.{n}.{lo}' end='10.213.{n}.{hi}'/>
     </dhcp>"""
 
-    yield "vrf-net-nat", f"""<network>
+    yield (
+        "vrf-net-nat",
+        f"""<network>
   <name>vrf-net-nat</name>
   <forward mode='nat'/>
   <bridge name='vrfbr1' stp='on' delay='0'/>
 {ip4(1, rng(1, 2, 254))}
 </network>
-"""
-    yield "vrf-net-nat-dhcp-hosts", f"""<network>
+""",
+    )
+    yield (
+        "vrf-net-nat-dhcp-hosts",
+        f"""<network>
   <name>vrf-net-nat-dhcp-hosts</name>
   <uuid>{uuid(2, 0x4E)}</uuid>
   <forward mode='nat'>
@@ -1360,8 +1467,11 @@ def networks() -> Iterator[tuple[str, str]]:
     </dhcp>
   </ip>
 </network>
-"""
-    yield "vrf-net-nat-dns", """<network>
+""",
+    )
+    yield (
+        "vrf-net-nat-dns",
+        """<network>
   <name>vrf-net-nat-dns</name>
   <forward mode='nat'/>
   <bridge name='vrfbr3'/>
@@ -1382,22 +1492,31 @@ def networks() -> Iterator[tuple[str, str]]:
     </dhcp>
   </ip>
 </network>
-"""
-    yield "vrf-net-route", f"""<network>
+""",
+    )
+    yield (
+        "vrf-net-route",
+        f"""<network>
   <name>vrf-net-route</name>
   <forward mode='route'/>
   <bridge name='vrfbr4' stp='on' delay='0'/>
 {ip4(4, rng(4))}
 </network>
-"""
-    yield "vrf-net-open", f"""<network>
+""",
+    )
+    yield (
+        "vrf-net-open",
+        f"""<network>
   <name>vrf-net-open</name>
   <forward mode='open'/>
   <bridge name='vrfbr5'/>
 {ip4(5, rng(5, 10, 20))}
 </network>
-"""
-    yield "vrf-net-xml-declaration", """<?xml version="1.0" encoding="UTF-8"?>
+""",
+    )
+    yield (
+        "vrf-net-xml-declaration",
+        """<?xml version="1.0" encoding="UTF-8"?>
 <!-- lab network: keep in sync with the firewall rules -->
 <network>
   <name>vrf-net-xml-declaration</name>
@@ -1409,8 +1528,11 @@ def networks() -> Iterator[tuple[str, str]]:
     </dhcp>
   </ip>
 </network>
-"""
-    yield "vrf-net-nat-address-range", """<network>
+""",
+    )
+    yield (
+        "vrf-net-nat-address-range",
+        """<network>
   <name>vrf-net-nat-address-range</name>
   <forward mode='nat'>
     <nat>
@@ -1427,8 +1549,11 @@ def networks() -> Iterator[tuple[str, str]]:
     </dhcp>
   </ip>
 </network>
-"""
-    yield "vrf-net-ipv6-dhcp-hosts", """<network>
+""",
+    )
+    yield (
+        "vrf-net-ipv6-dhcp-hosts",
+        """<network>
   <name>vrf-net-ipv6-dhcp-hosts</name>
   <forward mode='nat'/>
   <bridge name='vrfbr17'/>
@@ -1450,20 +1575,29 @@ def networks() -> Iterator[tuple[str, str]]:
     </dhcp>
   </ip>
 </network>
-"""
-    yield "vrf-net-isolated", """<network>
+""",
+    )
+    yield (
+        "vrf-net-isolated",
+        """<network>
   <name>vrf-net-isolated</name>
   <bridge name='vrfbr6' stp='on' delay='0'/>
   <ip address='10.213.6.1' netmask='255.255.255.0'/>
 </network>
-"""
-    yield "vrf-net-isolated-dhcp", f"""<network ipv6='no'>
+""",
+    )
+    yield (
+        "vrf-net-isolated-dhcp",
+        f"""<network ipv6='no'>
   <name>vrf-net-isolated-dhcp</name>
   <bridge name='vrfbr7'/>
 {ip4(7, rng(7, 2, 50))}
 </network>
-"""
-    yield "vrf-net-dual-stack", """<network>
+""",
+    )
+    yield (
+        "vrf-net-dual-stack",
+        """<network>
   <name>vrf-net-dual-stack</name>
   <forward mode='nat'/>
   <bridge name='vrfbr8' stp='on' delay='0'/>
@@ -1478,23 +1612,32 @@ def networks() -> Iterator[tuple[str, str]]:
     </dhcp>
   </ip>
 </network>
-"""
-    yield "vrf-net-ipv6-only", """<network>
+""",
+    )
+    yield (
+        "vrf-net-ipv6-only",
+        """<network>
   <name>vrf-net-ipv6-only</name>
   <forward mode='route'/>
   <bridge name='vrfbr9'/>
   <ip family='ipv6' address='fd00:213:9::1' prefix='64'/>
 </network>
-"""
-    yield "vrf-net-mtu", f"""<network>
+""",
+    )
+    yield (
+        "vrf-net-mtu",
+        f"""<network>
   <name>vrf-net-mtu</name>
   <forward mode='nat'/>
   <bridge name='vrfbr10'/>
   <mtu size='9000'/>
 {ip4(10, rng(10))}
 </network>
-"""
-    yield "vrf-net-portgroups", f"""<network>
+""",
+    )
+    yield (
+        "vrf-net-portgroups",
+        f"""<network>
   <name>vrf-net-portgroups</name>
   <forward mode='nat'/>
   <bridge name='vrfbr11'/>
@@ -1511,22 +1654,31 @@ def networks() -> Iterator[tuple[str, str]]:
   </portgroup>
 {ip4(11, rng(11))}
 </network>
-"""
-    yield "vrf-net-static-route", """<network>
+""",
+    )
+    yield (
+        "vrf-net-static-route",
+        """<network>
   <name>vrf-net-static-route</name>
   <forward mode='route'/>
   <bridge name='vrfbr12'/>
   <ip address='10.213.12.1' prefix='24'/>
   <route address='10.213.112.0' prefix='24' gateway='10.213.12.2'/>
 </network>
-"""
-    yield "vrf-net-no-bridge-name", f"""<network>
+""",
+    )
+    yield (
+        "vrf-net-no-bridge-name",
+        f"""<network>
   <name>vrf-net-no-bridge-name</name>
   <forward mode='nat'/>
 {ip4(13, rng(13))}
 </network>
-"""
-    yield "vrf-net-bootp", """<network>
+""",
+    )
+    yield (
+        "vrf-net-bootp",
+        """<network>
   <name>vrf-net-bootp</name>
   <forward mode='nat'/>
   <bridge name='vrfbr14'/>
@@ -1540,37 +1692,52 @@ def networks() -> Iterator[tuple[str, str]]:
     </dhcp>
   </ip>
 </network>
-"""
+""",
+    )
     # Test-driver host only: they need host devices or other hosts' infrastructure.
-    yield "vrf-net-host-bridge", """<network>
+    yield (
+        "vrf-net-host-bridge",
+        """<network>
   <name>vrf-net-host-bridge</name>
   <forward mode='bridge'/>
   <bridge name='br0'/>
 </network>
-"""
-    yield "vrf-net-macvtap", """<network>
+""",
+    )
+    yield (
+        "vrf-net-macvtap",
+        """<network>
   <name>vrf-net-macvtap</name>
   <forward mode='bridge'>
     <interface dev='eth1'/>
     <interface dev='eth2'/>
   </forward>
 </network>
-"""
-    yield "vrf-net-passthrough", """<network>
+""",
+    )
+    yield (
+        "vrf-net-passthrough",
+        """<network>
   <name>vrf-net-passthrough</name>
   <forward mode='passthrough'>
     <interface dev='ens1f0'/>
   </forward>
 </network>
-"""
-    yield "vrf-net-vepa", """<network>
+""",
+    )
+    yield (
+        "vrf-net-vepa",
+        """<network>
   <name>vrf-net-vepa</name>
   <forward mode='vepa' dev='eth3'>
     <interface dev='eth3'/>
   </forward>
 </network>
-"""
-    yield "vrf-net-ovs", """<network>
+""",
+    )
+    yield (
+        "vrf-net-ovs",
+        """<network>
   <name>vrf-net-ovs</name>
   <forward mode='bridge'/>
   <bridge name='ovsbr0'/>
@@ -1586,14 +1753,18 @@ def networks() -> Iterator[tuple[str, str]]:
     </vlan>
   </portgroup>
 </network>
-"""
-    yield "vrf-net-hostdev", """<network>
+""",
+    )
+    yield (
+        "vrf-net-hostdev",
+        """<network>
   <name>vrf-net-hostdev</name>
   <forward mode='hostdev' managed='yes'>
     <pf dev='ens2f0'/>
   </forward>
 </network>
-"""
+""",
+    )
 
 
 # --------------------------------------------------------------------------- pools
@@ -1602,14 +1773,19 @@ def networks() -> Iterator[tuple[str, str]]:
 def pools() -> Iterator[tuple[str, str]]:
     """Storage pools; only the dir pools under /var/tmp/vrf-corpus go on the real daemon."""
     base = "/var/tmp/vrf-corpus/pools"
-    yield "vrf-pool-dir", f"""<pool type='dir'>
+    yield (
+        "vrf-pool-dir",
+        f"""<pool type='dir'>
   <name>vrf-pool-dir</name>
   <target>
     <path>{base}/dir</path>
   </target>
 </pool>
-"""
-    yield "vrf-pool-dir-perms", f"""<pool type='dir'>
+""",
+    )
+    yield (
+        "vrf-pool-dir-perms",
+        f"""<pool type='dir'>
   <name>vrf-pool-dir-perms</name>
   <uuid>{uuid(2, 0x50)}</uuid>
   <capacity unit='bytes'>0</capacity>
@@ -1626,15 +1802,21 @@ def pools() -> Iterator[tuple[str, str]]:
     </permissions>
   </target>
 </pool>
-"""
-    yield "vrf-pool-dir-images", f"""<pool type="dir">
+""",
+    )
+    yield (
+        "vrf-pool-dir-images",
+        f"""<pool type="dir">
   <name>vrf-pool-dir-images</name>
   <target>
     <path>{base}/images/</path>
   </target>
 </pool>
-"""
-    yield "vrf-pool-dir-iso", f"""<pool type='dir'>
+""",
+    )
+    yield (
+        "vrf-pool-dir-iso",
+        f"""<pool type='dir'>
   <name>vrf-pool-dir-iso</name>
   <source/>
   <target>
@@ -1644,8 +1826,11 @@ def pools() -> Iterator[tuple[str, str]]:
     </permissions>
   </target>
 </pool>
-"""
-    yield "vrf-pool-xml-declaration", f"""<?xml version="1.0" encoding="UTF-8"?>
+""",
+    )
+    yield (
+        "vrf-pool-xml-declaration",
+        f"""<?xml version="1.0" encoding="UTF-8"?>
 <!-- images for the lab guests -->
 <pool type="dir">
   <name>vrf-pool-xml-declaration</name>
@@ -1653,8 +1838,11 @@ def pools() -> Iterator[tuple[str, str]]:
     <path>{base}/declared</path>
   </target>
 </pool>
-"""
-    yield "vrf-pool-rbd", """<pool type='rbd'>
+""",
+    )
+    yield (
+        "vrf-pool-rbd",
+        """<pool type='rbd'>
   <name>vrf-pool-rbd</name>
   <source>
     <name>libvirt-pool</name>
@@ -1665,8 +1853,11 @@ def pools() -> Iterator[tuple[str, str]]:
     </auth>
   </source>
 </pool>
-"""
-    yield "vrf-pool-gluster", """<pool type='gluster'>
+""",
+    )
+    yield (
+        "vrf-pool-gluster",
+        """<pool type='gluster'>
   <name>vrf-pool-gluster</name>
   <source>
     <host name='gluster1.example.org'/>
@@ -1674,15 +1865,21 @@ def pools() -> Iterator[tuple[str, str]]:
     <name>vmvol</name>
   </source>
 </pool>
-"""
-    yield "vrf-pool-mpath", """<pool type='mpath'>
+""",
+    )
+    yield (
+        "vrf-pool-mpath",
+        """<pool type='mpath'>
   <name>vrf-pool-mpath</name>
   <target>
     <path>/dev/mapper</path>
   </target>
 </pool>
-"""
-    yield "vrf-pool-fs", """<pool type='fs'>
+""",
+    )
+    yield (
+        "vrf-pool-fs",
+        """<pool type='fs'>
   <name>vrf-pool-fs</name>
   <source>
     <device path='/dev/vdb1'/>
@@ -1692,8 +1889,11 @@ def pools() -> Iterator[tuple[str, str]]:
     <path>/srv/vm-fs</path>
   </target>
 </pool>
-"""
-    yield "vrf-pool-netfs", """<pool type='netfs'>
+""",
+    )
+    yield (
+        "vrf-pool-netfs",
+        """<pool type='netfs'>
   <name>vrf-pool-netfs</name>
   <source>
     <host name='nfs.example.org'/>
@@ -1704,8 +1904,11 @@ def pools() -> Iterator[tuple[str, str]]:
     <path>/var/lib/libvirt/images/nfs</path>
   </target>
 </pool>
-"""
-    yield "vrf-pool-netfs-cifs", """<pool type='netfs'>
+""",
+    )
+    yield (
+        "vrf-pool-netfs-cifs",
+        """<pool type='netfs'>
   <name>vrf-pool-netfs-cifs</name>
   <source>
     <host name='smb.example.org'/>
@@ -1716,8 +1919,11 @@ def pools() -> Iterator[tuple[str, str]]:
     <path>/mnt/cifs-images</path>
   </target>
 </pool>
-"""
-    yield "vrf-pool-logical", """<pool type='logical'>
+""",
+    )
+    yield (
+        "vrf-pool-logical",
+        """<pool type='logical'>
   <name>vrf-pool-logical</name>
   <source>
     <device path='/dev/sdb'/>
@@ -1728,8 +1934,11 @@ def pools() -> Iterator[tuple[str, str]]:
     <path>/dev/vmvg</path>
   </target>
 </pool>
-"""
-    yield "vrf-pool-logical-existing", """<pool type='logical'>
+""",
+    )
+    yield (
+        "vrf-pool-logical-existing",
+        """<pool type='logical'>
   <name>vrf-pool-logical-existing</name>
   <source>
     <name>vg_guests</name>
@@ -1738,8 +1947,11 @@ def pools() -> Iterator[tuple[str, str]]:
     <path>/dev/vg_guests</path>
   </target>
 </pool>
-"""
-    yield "vrf-pool-iscsi", """<pool type='iscsi'>
+""",
+    )
+    yield (
+        "vrf-pool-iscsi",
+        """<pool type='iscsi'>
   <name>vrf-pool-iscsi</name>
   <source>
     <host name='san.example.org' port='3260'/>
@@ -1749,8 +1961,11 @@ def pools() -> Iterator[tuple[str, str]]:
     <path>/dev/disk/by-path</path>
   </target>
 </pool>
-"""
-    yield "vrf-pool-iscsi-initiator", """<pool type='iscsi'>
+""",
+    )
+    yield (
+        "vrf-pool-iscsi-initiator",
+        """<pool type='iscsi'>
   <name>vrf-pool-iscsi-initiator</name>
   <source>
     <host name='192.0.2.20'/>
@@ -1763,8 +1978,11 @@ def pools() -> Iterator[tuple[str, str]]:
     <path>/dev/disk/by-id</path>
   </target>
 </pool>
-"""
-    yield "vrf-pool-disk", """<pool type='disk'>
+""",
+    )
+    yield (
+        "vrf-pool-disk",
+        """<pool type='disk'>
   <name>vrf-pool-disk</name>
   <source>
     <device path='/dev/sdc'/>
@@ -1774,8 +1992,11 @@ def pools() -> Iterator[tuple[str, str]]:
     <path>/dev</path>
   </target>
 </pool>
-"""
-    yield "vrf-pool-scsi", """<pool type='scsi'>
+""",
+    )
+    yield (
+        "vrf-pool-scsi",
+        """<pool type='scsi'>
   <name>vrf-pool-scsi</name>
   <source>
     <adapter type='scsi_host' name='host0'/>
@@ -1784,8 +2005,11 @@ def pools() -> Iterator[tuple[str, str]]:
     <path>/dev/disk/by-path</path>
   </target>
 </pool>
-"""
-    yield "vrf-pool-zfs", """<pool type='zfs'>
+""",
+    )
+    yield (
+        "vrf-pool-zfs",
+        """<pool type='zfs'>
   <name>vrf-pool-zfs</name>
   <source>
     <name>tank/vms</name>
@@ -1794,7 +2018,8 @@ def pools() -> Iterator[tuple[str, str]]:
     <path>/dev/zvol/tank/vms</path>
   </target>
 </pool>
-"""
+""",
+    )
 
 
 STYLES = {
