@@ -43,6 +43,7 @@ from reconciler import (
     __version__,
     errors,
     export,
+    hosts,
     lock,
     manifests,
     plan,
@@ -581,6 +582,8 @@ def _reconcile(
             shown = _Progress(err)
             for session in run.sessions.values():
                 session.progress = shown
+        if getattr(args, "verbose", False):
+            args.as_written = _compared_as_written(run)
         changes = any(a.type.is_change for hp in run.plans.values() for a in hp.actions)
         saved = report.saved_plan(run.plans, args.digest)
         if args.saved is not None and (differences := report.plan_differences(args.saved, saved)):
@@ -720,6 +723,23 @@ def _print_plan(
     out.print("Plan: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
 
 
+_PARSED = (Kind.DOMAIN, Kind.NETWORK, Kind.STORAGE_POOL, Kind.VOLUME)
+
+
+def _compared_as_written(run: Run) -> set[str]:
+    """Objects whose document libvirt's parser (the private test driver) refused:
+    the plan compared them as written, without libvirt's normalisation (``-v``)."""
+    refused = set()
+    for manifests_of_host in run.assignments.values():
+        for m in manifests_of_host:
+            if m.kind not in _PARSED:
+                continue
+            xml = render.to_string(render.render(m))
+            if hosts.normalise(m.kind, xml) is None:
+                refused.add(m.ref)
+    return refused
+
+
 def _print_action(a: plan.Action, args: argparse.Namespace, out: Console) -> None:
     style, label = _STYLES[a.type], f"{report.SYMBOLS[a.type]} {a.type.value}"
     if a.orphan is not None and a.type is ActionType.UNCHANGED:
@@ -729,6 +749,11 @@ def _print_action(a: plan.Action, args: argparse.Namespace, out: Console) -> Non
     out.print(f"  [{style}]{label} {escape(a.ref)}[/]{disruption}{where}")
     if a.note:
         out.print(f"      [dim]{escape(a.note)}[/]")
+    if a.ref in getattr(args, "as_written", ()):
+        out.print(
+            "      [dim]compared as written: libvirt's parser (test driver) refused the "
+            "document, so values libvirt would rewrite may show as changes[/]"
+        )
     if a.placement is not None and (a.type is ActionType.CREATE or a.placement.skipped):
         out.print(f"      [dim]{escape(report.placement_text(a.placement))}[/]")
     for line in (a.error or "").splitlines():  # one plan-time problem per line

@@ -253,3 +253,19 @@ def test_the_parsers_reading_is_cached_on_disk(tmp_path: Path) -> None:
         [sys.executable, "-c", script], input=doc, env=env, capture_output=True, text=True
     )
     assert "from-the-cache" in second.stdout
+
+
+def test_verbose_plan_says_when_a_document_is_compared_as_written(
+    tmp_path: Path, host_uri: str, run: Run
+) -> None:
+    # The test driver refuses an rbd pool without a monitor host.
+    pool = (
+        "<pool type='rbd'>\n  <name>vrf-rbd</name>\n  <source><name>rbd</name></source>\n</pool>\n"
+    )
+    folder = _write(tmp_path / "m", [_manifest("StoragePool", "vrf-rbd", pool), DOCS[1]])
+    code, out, err = run("plan", folder, "-c", host_uri, "-v")
+    assert code == 0, err
+    assert out.count("compared as written") == 1
+    assert out.index("StoragePool/vrf-rbd") < out.index("compared as written")
+    code, out, err = run("plan", folder, "-c", host_uri)
+    assert "compared as written" not in out
