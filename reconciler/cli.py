@@ -525,11 +525,25 @@ def _short(m: Manifest) -> str:
     return f"{m.kind.value}/{m.name}"
 
 
+def _warn_in_memory(target: Target, err: Console) -> None:
+    """``test:///default`` lives in the process: each command starts from libvirt's
+    built-in sample host, so what an ``apply`` made is gone for the next ``plan``."""
+    for h in target.hosts:
+        if h.uri.rstrip("/") in ("test:///default", "test://default"):
+            err.print(
+                f"warning: host {escape(h.name)} is test:///default, an in-memory host of "
+                "this process only: nothing applied to it is there for the next command "
+                "(use a file-backed test host, test:///ABS/PATH.xml, or a real libvirtd)",
+                style="yellow",
+            )
+
+
 def _plan_or_apply(args: argparse.Namespace, out: Console, err: Console) -> int:
     loaded = _load(args)
     _check_replace(getattr(args, "replace", []), loaded)
     args.saved = _read_plan(args.planfile) if getattr(args, "planfile", None) else None
     target = _target(args, loaded)
+    _warn_in_memory(target, err)
     options = plan.Options(
         prune=args.prune,
         replace=frozenset(getattr(args, "replace", [])),

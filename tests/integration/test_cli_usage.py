@@ -165,3 +165,9 @@ def test_plan_time_problems_in_json_are_lines_of_the_error(
         "default and no manifest declares it",
     ]
     assert host_snapshot(conn(host_uri)) == before
+
+
+def test_test_default_is_named_as_an_in_memory_host(run: Run) -> None:
+    code, _out, err = run("plan", EXAMPLES, "-c", "test:///default")
+    assert code == 0, err
+    assert "in-memory host of this process only" in err
