@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import libvirt
@@ -44,8 +45,14 @@ _STATE_REASONS = {
 }
 
 
-def objects(conn: libvirt.virConnect) -> tuple[list[Observed], ownership.Registry]:
-    """Every domain, network, pool and volume on the host, and the host's registry."""
+def objects(
+    conn: libvirt.virConnect, *, readable: Callable[[], libvirt.virConnect] | None = None
+) -> tuple[list[Observed], ownership.Registry]:
+    """Every domain, network, pool and volume on the host, and the host's registry.
+
+    ``readable``: where to read the value of a secret virt-reconcile manages when
+    ``conn`` is read-only (libvirt gives no value there); opened only then.
+    """
     out: list[Observed] = [_observe_domain(dom) for dom in API[Kind.DOMAIN].list_all(conn)]
     registry = ownership.Registry()
     for net in API[Kind.NETWORK].list_all(conn):
@@ -68,7 +75,7 @@ def objects(conn: libvirt.virConnect) -> tuple[list[Observed], ownership.Registr
                 record=record_of(xml),
             )
         )
-    out += _observe_secrets(conn, registry)
+    out += _observe_secrets(conn, registry, readable)
     for pool in API[Kind.STORAGE_POOL].list_all(conn):
         active = bool(pool.isActive())
         name = pool.name()
@@ -101,7 +108,11 @@ def objects(conn: libvirt.virConnect) -> tuple[list[Observed], ownership.Registr
     return out, registry
 
 
-def _observe_secrets(conn: libvirt.virConnect, registry: ownership.Registry) -> list[Observed]:
+def _observe_secrets(
+    conn: libvirt.virConnect,
+    registry: ownership.Registry,
+    readable: Callable[[], libvirt.virConnect] | None = None,
+) -> list[Observed]:
     """Secrets, named as their record says (else by description, else by UUID).
 
     The value is read only to compute its keyed digest, and dropped at once.
@@ -128,18 +139,27 @@ def _observe_secrets(conn: libvirt.virConnect, registry: ownership.Registry) -> 
                 state="active",
                 persistent=root.get("ephemeral") != "yes",
                 record=registry.secrets.get(name),
-                value_digest=_value_digest(sec, registry.secret_key),
+                value_digest=_value_digest(
+                    sec, registry.secret_key, readable if name in registry.secrets else None
+                ),
             )
         )
     return out
 
 
-def _value_digest(sec: libvirt.virSecret, key: str) -> str | None:
+def _value_digest(
+    sec: libvirt.virSecret, key: str, readable: Callable[[], libvirt.virConnect] | None = None
+) -> str | None:
     try:
         value = sec.value(0)
     except libvirt.libvirtError as e:
         if e.get_error_code() == libvirt.VIR_ERR_NO_SECRET:
             return ""  # defined, no value set
+        if e.get_error_code() == libvirt.VIR_ERR_OPERATION_DENIED and readable is not None:
+            # A read-only connection: read it where we may (see Session).
+            other = readable()
+            if other is not sec.connect():
+                return _value_digest(other.secretLookupByUUIDString(sec.UUIDString()), key)
         return None  # private: libvirt never gives the value back
     if not key:
         return None  # no digest was ever made on this host

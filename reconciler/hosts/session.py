@@ -120,7 +120,8 @@ class Session:
         if not reuse:
             self._caps.clear()
         try:
-            objects, registry = observe.objects(self.conn)
+            # Secret values, like domain capabilities, need a read-write connection.
+            objects, registry = observe.objects(self.conn, readable=self._capabilities_conn)
             wanted = sorted(set(capabilities))
             caps_conn = self._capabilities_conn() if wanted else self.conn
             caps = self._caps.read(
@@ -138,9 +139,10 @@ class Session:
         )
 
     def _capabilities_conn(self) -> libvirt.virConnect:
-        """libvirt refuses domain capabilities on a read-only connection: a read-only
-        session reads them (placement needs them) over a read-write connection of
-        their own when the account may open one, else goes without (define decides)."""
+        """libvirt refuses domain capabilities and secret values on a read-only
+        connection: a read-only session reads them (placement and secret drift need
+        them) over a read-write connection of their own when the account may open
+        one, else goes without (define decides; a secret reads as private)."""
         if not self.read_only or self.host.uri.startswith("test://"):
             return self.conn
         if self._full is None:
