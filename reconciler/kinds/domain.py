@@ -228,8 +228,8 @@ def _plan_domain(
     written = replace(record, restarting=True) if guard else record
 
     merged = etree.fromstring(etree.tostring(inactive))
-    mflat = canonical.flatten(merged, Kind.DOMAIN, ignore=ignore)
-    diff.apply_changes(mflat, dflat, cfg)
+    if cfg:  # nothing to write: the copy stays the inactive document (no flatten)
+        diff.apply_changes(canonical.flatten(merged, Kind.DOMAIN, ignore=ignore), dflat, cfg)
     record_changed = obs.record != written
     define = bool(nonlive_cfg) or (not running and bool(cfg))
     if define:
