@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from reconciler import canonical, export, manifests
-from reconciler.kinds import exporting
+from reconciler import canonical, export, manifests, units
 from reconciler.model import Host, Kind
 from reconciler.observed import HostState, Observed
 
@@ -379,10 +378,10 @@ def test_volume_and_pool() -> None:
 
 
 def test_sizes_use_the_largest_exact_unit() -> None:
-    assert exporting.size(2 << 30) == "2GiB"
-    assert exporting.size(1536 << 20) == "1536MiB"
-    assert exporting.size(1000) == "1000B"
-    assert exporting.size(0) == "0B"
+    assert units.format_size(2 << 30) == "2GiB"
+    assert units.format_size(1536 << 20) == "1536MiB"
+    assert units.format_size(1000) == "1000B"
+    assert units.format_size(0) == "0B"
 
 
 # --- the host: selection, transient, LUNs, shared MACs -------------------------
