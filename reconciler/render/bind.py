@@ -456,7 +456,23 @@ def export(table: Table, root: etree._Element, ctx: Context) -> Spec:
             del out[key]
     if table.agree is not None:
         table.agree(out)
-    return out
+    ordered: Spec = _in_schema_order(subschema(table.kind, ""), out)
+    return ordered
+
+
+def _in_schema_order(schema: Mapping[str, Any] | None, value: Any) -> Any:
+    """``value`` with its keys in the order the schema lists them (how a person
+    writes a manifest: a disk's target first), lists item by item."""
+    if schema is None:
+        return value
+    if isinstance(value, list):
+        items = schema.get("items")
+        return [_in_schema_order(items if isinstance(items, dict) else None, v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    props = schema.get("properties") or {}
+    keys = [k for k in props if k in value] + [k for k in value if k not in props]
+    return {k: _in_schema_order(props.get(k), value[k]) for k in keys}
 
 
 def _export_field(decl: Prop | Custom, parent: etree._Element, ctx: Context) -> Any:
@@ -557,7 +573,7 @@ def _schema(kind: str) -> dict[str, Any]:
 def subschema(kind: str, key: str) -> dict[str, Any] | None:
     """The schema of one spec field (``disks[].bus``, ``cpu.mode``), None when unknown."""
     node: Any = _schema(kind)["properties"]["spec"]
-    for part in re.split(r"\.|(?=\[\])", key):
+    for part in re.split(r"\.|(?=\[\])", key) if key else ():
         if part == "[]":
             node = node.get("items") if isinstance(node, dict) else None
         else:
