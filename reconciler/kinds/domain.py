@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 from lxml import etree
 
@@ -41,6 +41,7 @@ from reconciler.steps import (
     ResumeDomain,
     SetAutostart,
     SetDomainRecord,
+    SetDomainText,
     SetMemory,
     SetVcpus,
     ShutdownDomain,
@@ -312,6 +313,9 @@ def _live_steps(
         elif op == "vcpus":
             count = int(_or_default(change, dflat, lflat, "vcpu"))
             steps.append(SetVcpus(count=count, live=live, config=cfg))
+        elif op == "metadata":
+            which: Literal["title", "description"] = "title" if path == "title" else "description"
+            steps.append(SetDomainText(which=which, text=change.new, live=live, config=cfg))
         elif op == "device" and change.added:
             steps.append(
                 AttachDevice(xml=diff.element_xml(dflat.elements[path]), live=live, config=cfg)

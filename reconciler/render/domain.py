@@ -262,6 +262,8 @@ FIELDS = Table(
     made={"os/type": ("hvm", {}), "devices/disk/driver": (None, {"name": "qemu"})},
     fields=(
         Prop(key="type", at="@type", default="kvm"),
+        Prop(key="title", at="title", live=Live.METADATA),
+        Prop(key="description", at="description", live=Live.METADATA),
         Prop(key="memory", at="memory", conv=KIB),
         Prop(key="currentMemory", at="currentMemory", conv=KIB, live=Live.MEMORY),
         Custom(
