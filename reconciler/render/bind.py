@@ -440,7 +440,7 @@ def export(table: Table, root: etree._Element, ctx: Context) -> Spec:
                 put(out, decl.key, items)
             continue
         try:
-            value = _export_field(decl, root, ctx)
+            value = _export_field(table, decl, root, ctx)
         except Unsayable:
             continue
         if isinstance(decl, Custom) and (decl.whole or decl.key is None):
@@ -475,7 +475,7 @@ def _in_schema_order(schema: Mapping[str, Any] | None, value: Any) -> Any:
     return {k: _in_schema_order(props.get(k), value[k]) for k in keys}
 
 
-def _export_field(decl: Prop | Custom, parent: etree._Element, ctx: Context) -> Any:
+def _export_field(table: Table, decl: Prop | Custom, parent: etree._Element, ctx: Context) -> Any:
     if isinstance(decl, Custom):
         return decl.export(parent, ctx)
     steps, attr = _steps(decl.at)
@@ -492,7 +492,7 @@ def _export_field(decl: Prop | Custom, parent: etree._Element, ctx: Context) -> 
         except (ValueError, KeyError):
             return None
     el = _find(parent, decl.at)
-    if el is None:
+    if el is None or _lacks_made(table, el):
         return None
     if decl.conv is FLAG:
         return True
@@ -526,13 +526,13 @@ def _export_items(table: Table, decl: Items, root: etree._Element, ctx: Context)
             if isinstance(sub, Items):
                 continue
             try:
-                value = _export_field(sub, el, ctx)
+                value = _export_field(table, sub, el, ctx)
             except Unsayable:
                 fits = False
                 break
             if value is not None and sub.key is not None:
                 put(item, sub.key, value)
-            elif isinstance(sub, Prop) and value is None and _unread(sub, el):
+            elif isinstance(sub, Prop) and value is None and _unread(table, sub, el):
                 fits = False  # there, but not something the manifest can say
         fits = fits and valid(table.kind, f"{decl.key}[]", item)
         if fits and decl.unique and any(o.get(decl.unique) == item.get(decl.unique) for o in out):
@@ -545,11 +545,26 @@ def _export_items(table: Table, decl: Items, root: etree._Element, ctx: Context)
     return out
 
 
-def _unread(prop: Prop, el: etree._Element) -> bool:
+def _lacks_made(table: Table, el: etree._Element) -> bool:
+    """Whether ``el`` or an element above it lacks an attribute render always
+    writes there (``table.made``: a ``<driver>`` without ``name='qemu'``): the
+    field cannot be said, as the overlay can change an attribute but not remove one."""
+    node: etree._Element | None = el
+    while node is not None and node.getparent() is not None:
+        path = "/".join(str(a.tag) for a in reversed([node, *node.iterancestors()][:-1]))
+        _, attrs = table.made.get(path, (None, {}))
+        if any(k not in node.attrib for k in attrs):
+            return True
+        node = node.getparent()
+    return False
+
+
+def _unread(table: Table, prop: Prop, el: etree._Element) -> bool:
     """Whether the XML has a value for ``prop`` that export could not read (a
-    default left out on purpose is not that)."""
+    default left out on purpose, or a value under an element render would write
+    otherwise, is not that: the overlay keeps it)."""
     found = _find(el, prop.at)
-    if found is None:
+    if found is None or _lacks_made(table, found):
         return False
     _, attr = _steps(prop.at)
     raw = found.get(attr) if attr else (found.text or "").strip()
