@@ -19,6 +19,7 @@ from reconciler import units
 from reconciler.render import bind, identity
 from reconciler.render.bind import (
     FLAG,
+    INT,
     KIB,
     MAC,
     YES_NO,
@@ -312,6 +313,9 @@ FIELDS = Table(
             fields=(
                 Prop(key="device", at="@device", default="disk", implied=True),
                 Prop(key="format", at="driver/@type"),
+                Prop(key="cache", at="driver/@cache"),
+                Prop(key="io", at="driver/@io"),
+                Prop(key="discard", at="driver/@discard"),
                 Custom(
                     key="source",
                     render=_render_source,
@@ -328,7 +332,9 @@ FIELDS = Table(
                 ),
                 Prop(key="target", at="target/@dev"),
                 Prop(key="bus", at="target/@bus"),
+                Prop(key="bootOrder", at="boot/@order", conv=INT),
                 Prop(key="readonly", at="readonly", conv=FLAG),
+                Prop(key="shareable", at="shareable", conv=FLAG),
                 Prop(key="serial", at="serial"),
             ),
         ),
@@ -345,6 +351,7 @@ FIELDS = Table(
                 Prop(key="network", at="source/@network", live=Live.UPDATE),
                 Prop(key="bridge", at="source/@bridge", live=Live.UPDATE),
                 Prop(key="model", at="model/@type"),
+                Prop(key="bootOrder", at="boot/@order", conv=INT),
                 Prop(key="link", at="link/@state", live=Live.UPDATE),
             ),
         ),
