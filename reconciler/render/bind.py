@@ -247,6 +247,9 @@ class Table:
     # Elements made with fixed content when a field first needs them:
     # path -> (text, attributes), e.g. ``os/type`` -> ("hvm", {}).
     made: Mapping[str, tuple[str | None, Mapping[str, str]]] = field(default_factory=dict)
+    # Children made with an element, path -> child paths (a ``<tpm>`` always
+    # has its ``<backend>``).
+    always: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # Root children to write before the fields (name first).
     name_first: bool = True
     # Rules between fields that export keeps (boot or kernel, not both): takes
@@ -329,6 +332,8 @@ def _make(
             if pred is not None:  # after the value's own attribute (``enabled`` before ``name``)
                 found.attrib.pop(pred[0], "")
                 found.set("__pred__" + pred[0], pred[1])
+            for child in table.always.get(path, ()):
+                _make(found, child, table, path)
         el = found
     return el
 
