@@ -276,11 +276,14 @@ def keys(decl: Decl) -> tuple[str, ...]:
 
 # --- paths -------------------------------------------------------------------------------
 
-_STEP = re.compile(r"^(?P<tag>[A-Za-z_][\w.-]*)(\[@(?P<attr>[\w-]+)=(?P<value>[^\]]+)\])?$")
+_STEP = re.compile(
+    r"^(?P<tag>[A-Za-z_][\w.-]*)(\[@(?P<attr>[\w-]+)(?P<op>!?=)(?P<value>[^\]]+)\])?$"
+)
 
 
 def _steps(at: str) -> tuple[list[tuple[str, tuple[str, str] | None]], str | None]:
-    """``a/b[@x=y]/@c`` -> ([("a", None), ("b", ("x", "y"))], "c")."""
+    """``a/b[@x=y]/@c`` -> ([("a", None), ("b", ("x", "y"))], "c"); ``[@x!=y]``
+    (an element without x='y') is ("x", "!y")."""
     parts = at.split("/")
     attr = parts.pop()[1:] if parts[-1].startswith("@") else None
     steps: list[tuple[str, tuple[str, str] | None]] = []
@@ -288,7 +291,8 @@ def _steps(at: str) -> tuple[list[tuple[str, tuple[str, str] | None]], str | Non
         m = _STEP.match(part)
         if m is None:
             raise ValueError(f"bad field path {at!r}")
-        pred = (m["attr"], m["value"]) if m["attr"] else None
+        negate = "!" if m["op"] == "!=" else ""
+        pred = (m["attr"], negate + m["value"]) if m["attr"] else None
         steps.append((m["tag"], pred))
     return steps, attr
 
@@ -296,10 +300,19 @@ def _steps(at: str) -> tuple[list[tuple[str, tuple[str, str] | None]], str | Non
 def _matches(el: etree._Element, tag: str, pred: tuple[str, str] | None) -> bool:
     if el.tag != tag or pred is None:
         return el.tag == tag
+    if pred[1].startswith("!"):
+        return pred[1][1:] not in (el.get(pred[0]), el.get("__pred__" + pred[0]))
     return pred[1] in (el.get(pred[0]), el.get("__pred__" + pred[0]))
 
 
-def _find(parent: etree._Element, at: str) -> etree._Element | None:
+def _holder_path(at: str) -> str:
+    """The path of the element holding ``at``'s repeated elements (``dns`` of
+    ``dns/forwarder/@addr``)."""
+    parts = [p for p in at.split("/") if not p.startswith("@")]
+    return "/".join(parts[:-1])
+
+
+def find(parent: etree._Element, at: str) -> etree._Element | None:
     """The element ``at`` names (without its attribute), first match at each step."""
     steps, _ = _steps(at)
     el: etree._Element | None = parent
@@ -329,7 +342,8 @@ def _make(
                 found.set(k, v)
             if text is not None:
                 found.text = text
-            if pred is not None:  # after the value's own attribute (``enabled`` before ``name``)
+            if pred is not None and not pred[1].startswith("!"):
+                # after the value's own attribute (``enabled`` before ``name``)
                 found.attrib.pop(pred[0], "")
                 found.set("__pred__" + pred[0], pred[1])
             for child in table.always.get(path, ()):
@@ -486,7 +500,7 @@ def _export_field(table: Table, decl: Prop | Custom, parent: etree._Element, ctx
     steps, attr = _steps(decl.at)
     if decl.repeated:
         *head, (tag, pred) = steps
-        holder = _find(parent, "/".join(t for t, _ in head)) if head else parent
+        holder = find(parent, _holder_path(decl.at)) if head else parent
         if holder is None:
             return None
         raw = [c.get(attr) if attr else c.text for c in holder if _matches(c, tag, pred)]
@@ -496,7 +510,7 @@ def _export_field(table: Table, decl: Prop | Custom, parent: etree._Element, ctx
             return [decl.conv.read(str(r), holder) for r in raw]
         except (ValueError, KeyError):
             return None
-    el = _find(parent, decl.at)
+    el = find(parent, decl.at)
     if el is None or _lacks_made(table, el):
         return None
     if decl.conv is FLAG:
@@ -516,7 +530,7 @@ def _export_field(table: Table, decl: Prop | Custom, parent: etree._Element, ctx
 def _export_items(table: Table, decl: Items, root: etree._Element, ctx: Context) -> list[Spec]:
     steps, _ = _steps(decl.at)
     *head, (tag, pred) = steps
-    holder = _find(root, "/".join(t for t, _ in head)) if head else root
+    holder = find(root, _holder_path(decl.at)) if head else root
     if holder is None:
         return []
     out: list[Spec] = []
@@ -568,7 +582,7 @@ def _unread(table: Table, prop: Prop, el: etree._Element) -> bool:
     """Whether the XML has a value for ``prop`` that export could not read (a
     default left out on purpose, or a value under an element render would write
     otherwise, is not that: the overlay keeps it)."""
-    found = _find(el, prop.at)
+    found = find(el, prop.at)
     if found is None or _lacks_made(table, found):
         return False
     _, attr = _steps(prop.at)

@@ -77,6 +77,14 @@ def test_other_kinds() -> None:
     assert (got.field, got.old, got.new) == ("format", "qcow2", "raw")
     got = fields.describe(Kind.STORAGE_POOL, "p", {"target": "/b"}, "target/path", "/a", "/b")
     assert got.field == "target"
+    # IPv4 and IPv6 <ip> elements are told apart by their address.
+    both = {**net, "ipv6": {"address": "fd00::1", "prefix": 64}, "portgroups": [{"name": "a"}]}
+    got = fields.describe(Kind.NETWORK, "n", both, "ip[address=fd00::1]/@prefix", "64", "56")
+    assert got.field == "ipv6.prefix"
+    got = fields.describe(Kind.NETWORK, "n", both, "ip[address=10.0.0.1]/@prefix", "24", "16")
+    assert got.field == "ip.prefix"
+    got = fields.describe(Kind.NETWORK, "n", both, "portgroup[name=a]/vlan/tag/@id", None, "4")
+    assert got.field == "portgroups[a].vlan"
 
 
 def _schema_fields(kind: Kind) -> set[str]:
