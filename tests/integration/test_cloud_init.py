@@ -11,6 +11,9 @@ in tests/e2e/test_cloud_init.py.
 from __future__ import annotations
 
 import io
+import json
+import shutil
+import subprocess
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +29,9 @@ from reconciler.hosts import api
 from reconciler.hosts.calls import Calls
 from reconciler.plan import Action
 from reconciler.steps import UploadVolume
-from tests.integration.conftest import Run
+from tests.integration.conftest import EXAMPLES, Run
+
+IMAGE = "debian-12-genericcloud-amd64.qcow2"
 
 BASE = """\
 apiVersion: virt-reconcile/v1
@@ -293,3 +298,19 @@ def test_keep_state_goes_into_the_record_and_the_plan(
     code, out, err = run("apply", folder, "-c", host_uri, "--yes", "--prune", "--force-prune")
     assert code == 0, out + err
     assert undefined == [False]
+
+
+def test_the_cloud_image_example_validates_and_plans(
+    tmp_path: Path, host_uri: str, plan_json: Callable[..., dict[str, Any]]
+) -> None:
+    """examples/manifests/cloud-image with a small qcow2 in place of the downloaded image."""
+    folder = tmp_path / "cloud-image"
+    shutil.copytree(EXAMPLES / "cloud-image", folder)
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", str(folder / IMAGE), "2G"], check=True
+    )
+    actions = _actions(plan_json(folder, "-c", host_uri))
+    assert all(a["action"] == "create" and not a.get("error") for a in actions.values()), actions
+    [seed] = [k for k in actions if k.startswith("Volume/vr-cloud/web-1-cidata-")]
+    assert f"upload {IMAGE}" in json.dumps(actions[f"Volume/vr-cloud/{IMAGE}"])
+    assert list(actions).index(seed) < list(actions).index("Domain/web-1")
