@@ -314,3 +314,23 @@ def test_the_cloud_image_example_validates_and_plans(
     [seed] = [k for k in actions if k.startswith("Volume/vr-cloud/web-1-cidata-")]
     assert f"upload {IMAGE}" in json.dumps(actions[f"Volume/vr-cloud/{IMAGE}"])
     assert list(actions).index(seed) < list(actions).index("Domain/web-1")
+
+
+def test_a_seed_is_in_a_run_narrowed_to_its_domain(
+    tmp_path: Path, host_uri: str, plan_json: Callable[..., dict[str, Any]]
+) -> None:
+    folder = _write(tmp_path / "m", USER_A)
+    doc = plan_json(
+        folder,
+        "-c",
+        host_uri,
+        "--target",
+        "Domain/web",
+        "--target",
+        "StoragePool/images",
+        "--target",
+        "Volume/web.qcow2",
+    )
+    actions = _actions(doc)
+    assert actions[f"Volume/images/{_seed(USER_A)}"]["action"] == "create"
+    assert not actions["Domain/web"].get("error")
