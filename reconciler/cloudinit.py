@@ -189,6 +189,9 @@ def _pool(spec: Mapping[str, Any]) -> str:
     )
 
 
+_LAST_ON_FIRST_CONTROLLER = {"sata": "sdf", "scsi": "sdg", "ide": "hdd"}
+
+
 def _target(spec: Mapping[str, Any], bus: str) -> str:
     config = spec["cloudInit"]
     used = {str(d["target"]) for d in spec.get("disks", ())}
@@ -198,11 +201,14 @@ def _target(spec: Mapping[str, Any], bus: str) -> str:
                 "spec.cloudInit.target", f"target {config['target']!r} is used by a disk"
             )
         return str(config["target"])
-    prefix, last = ("hd", "d") if bus == "ide" else ("sd", "z")
-    for letter in range(ord(last), ord("a") - 1, -1):
-        if prefix + chr(letter) not in used:
-            return prefix + chr(letter)
-    raise SeedError("spec.cloudInit.target", f"no free {prefix}X target: give one")
+    # libvirt puts a disk on a controller by its target's letter (6 SATA ports,
+    # 7 SCSI units, 4 IDE drives each): the last one of the first controller
+    # needs no extra controller.
+    last = _LAST_ON_FIRST_CONTROLLER[bus]
+    for letter in range(ord(last[-1]), ord("a") - 1, -1):
+        if last[:-1] + chr(letter) not in used:
+            return last[:-1] + chr(letter)
+    raise SeedError("spec.cloudInit.target", f"no free target up to {last}: give one")
 
 
 def user_data(spec: Mapping[str, Any], base_dir: str) -> bytes:

@@ -163,7 +163,7 @@ def test_new_content_makes_a_new_seed_swaps_the_media_and_deletes_the_old_seed(
     cdrom = etree.fromstring(dom.XMLDesc(0).encode()).find("devices/disk[@device='cdrom']")
     assert cdrom is not None and cdrom.find("readonly") is not None
     assert cdrom.find("source").get("volume") == old
-    assert cdrom.find("target").get("dev") == "sdz"
+    assert cdrom.find("target").get("dev") == "sdf"
     assert cdrom.find("target").get("bus") == "sata"
     assert plan_json(folder, "-c", host_uri, "--detailed-exitcode")["hosts"][0]["actions"]
 
