@@ -5,10 +5,11 @@
 ``cidata``, files ``user-data``, ``meta-data`` and ``network-config``) is built
 here, in memory, and becomes
 
-- a derived Volume manifest ``<domain>-cidata-<hash8>.iso`` (raw, in
-  ``cloudInit.pool``) whose ``content`` is the image, uploaded like a
-  ``source: {file}`` volume, and whose ownership record names the domain
-  (``owner``), so the old seed goes once the domain no longer uses it;
+- a derived Volume manifest ``<domain>-cidata-<hash8>.iso`` (in
+  ``cloudInit.pool``; no format: libvirt probes it as ``iso``) whose
+  ``content`` is the image, uploaded like a ``source: {file}`` volume, and
+  whose ownership record names the domain (``owner``), so the old seed goes
+  once the domain no longer uses it;
 - a read-only cdrom disk in the domain's spec that points at that volume.
 
 So render, the planners and the executor see an ordinary volume and disk.

@@ -898,7 +898,8 @@ def _expand_cloud_init(
         seeds[item.name] = model.Manifest(
             kind=model.Kind.VOLUME,
             name=seed.volume,
-            spec={"pool": seed.pool, "format": "raw", "source": {"seed": f"Domain/{item.name}"}},
+            # No format: libvirt probes an uploaded ISO as "iso", which no manifest says.
+            spec={"pool": seed.pool, "source": {"seed": f"Domain/{item.name}"}},
             source=model.Source(file=item.doc.file, line=line),
             host=item.spec.get("host"),
             labels=dict(item.doc.data["metadata"].get("labels", {})),
