@@ -5,14 +5,16 @@
   user-data: a guest boots with seed A, new user data swaps the media of the
   running guest (the old seed volume goes in the same run) and the next boot
   reads seed B.
-- A UEFI domain keeps its NVRAM file through two redefinitions and restarts,
-  and through a prune with the default keepState; keepState: false removes it.
+- A UEFI domain with a vTPM keeps its NVRAM file and vTPM state through two
+  redefinitions and restarts, and through a prune with the default keepState;
+  keepState: false removes them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -157,7 +159,10 @@ spec:
 {keep}  xml: |
     <domain>
       <features><acpi/></features>
-      <devices><controller type='usb' model='none'/></devices>
+      <devices>
+        <controller type='usb' model='none'/>
+        <tpm model='tpm-crb'><backend type='emulator' version='2.0'/></tpm>
+      </devices>
     </domain>
 """)
 
@@ -166,6 +171,11 @@ def _nvram(dom: libvirt.virDomain) -> Path:
     path = etree.fromstring(dom.XMLDesc(0).encode()).findtext("os/nvram")
     assert path, dom.XMLDesc(0)
     return Path(path)
+
+
+def _tpm_state(dom: libvirt.virDomain) -> Path:
+    """The vTPM's state file (swtpm keeps it under the domain's UUID)."""
+    return Path("/var/lib/libvirt/swtpm") / dom.UUIDString() / "tpm2" / "tpm2-00.permall"
 
 
 def _digest(path: Path) -> str:
@@ -182,7 +192,9 @@ def test_uefi_nvram_survives_redefinition_restarts_and_a_default_prune(
     _apply(folder, system_uri)
     dom = conn.lookupByName(UEFI)
     nvram = _nvram(dom)
+    tpm = [_tpm_state(dom)]
     try:
+        assert tpm[0].exists()
         dom.destroy()
         # A recognisable pattern of the template's size, as if the guest had
         # stored its boot entries there.
@@ -202,6 +214,7 @@ def test_uefi_nvram_survives_redefinition_restarts_and_a_default_prune(
         _apply(folder, system_uri)
         assert conn.lookupByName(UEFI).info()[3] == 2
         assert _digest(nvram) == pattern
+        assert _tpm_state(conn.lookupByName(UEFI)) == tpm[0] and tpm[0].exists()
         _converged(folder, system_uri)
 
         # Prune with the default keepState: the domain goes, its NVRAM stays.
@@ -209,14 +222,21 @@ def test_uefi_nvram_survives_redefinition_restarts_and_a_default_prune(
         _apply(folder, system_uri, "--prune", "--force-prune")
         assert UEFI not in [d.name() for d in conn.listAllDomains(0)]
         assert _digest(nvram) == pattern
+        assert tpm[0].exists()
 
         # keepState: false removes it (the domain, defined again, finds it there).
         _write_uefi(folder, "192MiB", 2, keep="  keepState: false\n")
         _apply(folder, system_uri)
         assert _digest(nvram) == pattern
+        # A domain defined anew has a new UUID, so a new vTPM state.
+        tpm.append(_tpm_state(conn.lookupByName(UEFI)))
+        assert tpm[1].exists()
         (folder / "uefi.yaml").unlink()
         _apply(folder, system_uri, "--prune", "--force-prune")
         assert not nvram.exists()
+        assert not tpm[1].exists()
         print(f"uefi e2e: {time.monotonic() - started:.1f}s")
     finally:
         nvram.unlink(missing_ok=True)
+        for state in tpm:
+            shutil.rmtree(state.parent.parent, ignore_errors=True)

@@ -5,6 +5,9 @@ The guest boots in a few seconds under TCG (no KVM), loads the virtio modules
 ``VR-GUEST-READY`` on its serial console and then idles forever.  Block/net hot-plug
 shows up on the console as ``VR-GUEST-DEVICE add block vdb`` / ``... remove net eth1``.
 The ACPI power button is wired to ``poweroff -f`` so ``virDomainShutdown`` works.
+With ``vr.seed`` on the kernel command line it mounts the cloud-init seed on a SCSI
+cdrom (``/dev/sr0``; sr_mod, cdrom and isofs are loaded) and prints
+``VR-GUEST-SEED VR-MARK-...`` for each ``VR-MARK-*`` word of its ``user-data``.
 
 Build once and cache outside the repo (default ``/var/cache/virt-reconcile-testbed``,
 override with ``VR_GUEST_CACHE``).  Safe to call concurrently (file lock, atomic
