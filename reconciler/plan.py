@@ -35,6 +35,7 @@ from reconciler.observed import HostState, ObjectKey, Observed, object_key
 from reconciler.placement import NO_FIT, Placement
 from reconciler.steps import (
     Define,
+    DetachDevice,
     RegistrySet,
     RestartDomain,
     SetDomainRecord,
@@ -72,7 +73,8 @@ def _seed_owner(obs: Observed, registry: ownership.Registry) -> str | None:
     return record.owner.removeprefix("Domain/")
 
 
-_LIVE_SWAP = (UpdateDevice, RestartDomain, Stop, ShutdownDomain)
+# The steps after which a running domain no longer reads its old seed.
+_LIVE_SWAP = (UpdateDevice, DetachDevice, RestartDomain, Stop, ShutdownDomain)
 
 
 def _old_seeds(
@@ -95,10 +97,8 @@ def _old_seeds(
         seed = f"old cloud-init seed of Domain/{owner}"
         others = [u for u in users.get(f"{obs.pool}/{obs.name}", ()) if u != owner]
         dom = state.objects.get(object_key(Kind.DOMAIN, owner, None))
-        live = dom is not None and dom.active and bool(dom.live_xml)
-        in_live = (
-            live and dom is not None and f"{obs.pool}/{obs.name}" in disk_refs(dom.live_xml or "")
-        )
+        live_xml = dom.live_xml if dom is not None and dom.active else None
+        in_live = f"{obs.pool}/{obs.name}" in disk_refs(live_xml) if live_xml else False
         if domain.error or domain.note == "suspended":
             out.append(_kept(action, f"{seed}: kept until the domain's change is applied"))
         elif others:

@@ -334,3 +334,22 @@ def test_a_seed_is_in_a_run_narrowed_to_its_domain(
     actions = _actions(doc)
     assert actions[f"Volume/images/{_seed(USER_A)}"]["action"] == "create"
     assert not actions["Domain/web"].get("error")
+
+
+def test_a_domain_that_drops_cloud_init_drops_its_seed(
+    tmp_path: Path,
+    host_uri: str,
+    run: Run,
+    uploads: list[bytes],
+    conn: Callable[[str], libvirt.virConnect],
+) -> None:
+    folder = _write(tmp_path / "m", USER_A)
+    code, out, err = run("apply", folder, "-c", host_uri, "--yes")
+    assert code == 0, out + err
+    web = folder / "web.yaml"
+    web.write_text(web.read_text().split("  cloudInit:")[0])
+    code, out, err = run("apply", folder, "-c", host_uri, "--yes")
+    assert code == 0, out + err
+    assert f"delete Volume/images/{_seed(USER_A)}" in out
+    assert conn(host_uri).storagePoolLookupByName("images").listVolumes() == ["web.qcow2"]
+    assert "cdrom" not in conn(host_uri).lookupByName("web").XMLDesc(0)
