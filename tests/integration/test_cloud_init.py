@@ -5,7 +5,7 @@ deleted), validation errors with FILE:LINE, and the undefine flags.
 The test driver cannot receive an upload (``virStorageVolUpload``): here the
 seed volume is created empty by a stand-in for the upload call, so the plan
 side can be run to the end; the real upload and a guest reading the seed are
-in tests/e2e/test_cloud_init.py.
+in tests/e2e/test_cloud_init_guest.py.
 """
 
 from __future__ import annotations
