@@ -253,8 +253,8 @@ class Table:
     # Root children to write before the fields (name first).
     name_first: bool = True
     # Rules between fields that export keeps (boot or kernel, not both): takes
-    # the exported spec, leaves out what cannot stand together.
-    agree: Callable[[Spec], None] | None = None
+    # the exported spec and the XML, leaves out what cannot stand together.
+    agree: Callable[[Spec, etree._Element], None] | None = None
 
     def walk(self) -> Iterable[tuple[str, Decl, Items | None]]:
         """Every declaration with its manifest path (list items as ``key[]``)."""
@@ -474,7 +474,7 @@ def export(table: Table, root: etree._Element, ctx: Context) -> Spec:
         if not valid(table.kind, key, out[key]):
             del out[key]
     if table.agree is not None:
-        table.agree(out)
+        table.agree(out, root)
     ordered: Spec = _in_schema_order(subschema(table.kind, ""), out)
     return ordered
 

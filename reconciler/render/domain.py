@@ -308,7 +308,7 @@ def _has_vcpus_only(spec: Mapping[str, Any]) -> bool:
     return "vcpus" in spec and "maxVcpus" not in spec
 
 
-def _agree(spec: Spec) -> None:
+def _agree(spec: Spec, _root: etree._Element) -> None:
     """What export leaves out so that the exported fields stand together."""
     if "kernel" in spec:
         spec.pop("boot", None)

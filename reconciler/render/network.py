@@ -94,11 +94,15 @@ def _portgroup(_network: str, spec: Mapping[str, Any], name: str) -> str | None:
     return name if any(p.get("name") == name for p in spec.get("portgroups", ())) else None
 
 
-def _agree(spec: Spec) -> None:
-    """A DHCP range needs its address (export of an <ip> the schema refused)."""
-    for key in ("ip", "ipv6"):
+def _agree(spec: Spec, root: etree._Element) -> None:
+    """What export leaves out so that the exported fields stand together."""
+    for key in ("ip", "ipv6"):  # a DHCP range needs its address
         if key in spec and "address" not in spec[key]:
             del spec[key]
+    # The overlay matches <ip> elements by position: a friendly IPv6 <ip> needs
+    # the IPv4 one (if any) friendly too, rendered before it.
+    if "ipv6" in spec and "ip" not in spec and bind.find(root, _V4_AT) is not None:
+        del spec["ipv6"]
 
 
 FIELDS = Table(

@@ -575,3 +575,14 @@ def test_a_driver_without_qemu_name_keeps_its_format_in_the_overlay() -> None:
     assert spec["disks"][0]["target"] == "vda" and "format" not in spec["disks"][0]  # type: ignore[index]
     overlay = etree.fromstring(str(spec["xml"]))
     assert overlay.find("devices/disk/driver").get("type") == "qcow2"  # type: ignore[union-attr]
+
+
+def test_ipv6_is_friendly_only_with_the_ipv4_ip_or_alone() -> None:
+    """The overlay matches <ip> elements by position: with an IPv4 <ip> the
+    friendly fields cannot say (a netmask), the IPv6 one stays in the overlay too."""
+    v6 = "<ip family='ipv6' address='fd00::1' prefix='64'/>"
+    both = f"<network><name>d</name><ip address='10.0.0.1' netmask='255.0.0.0'/>{v6}</network>"
+    spec = _export(Kind.NETWORK, both)
+    assert "ip" not in spec and "ipv6" not in spec
+    alone = _export(Kind.NETWORK, f"<network><name>d</name>{v6}</network>")
+    assert alone["ipv6"] == {"address": "fd00::1", "prefix": 64} and "xml" not in alone
