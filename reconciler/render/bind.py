@@ -386,7 +386,7 @@ def render(table: Table, spec: Mapping[str, Any], ctx: Context) -> etree._Elemen
     root = etree.Element(table.root)
     if table.name_first:
         etree.SubElement(root, "name").text = ctx.name
-    _render_fields(root, table, table.fields, spec, ctx, table.root, 0)
+    _render_fields(root, table, table.fields, spec, ctx, table.root)
     _finish_preds(root)
     return root
 
@@ -398,7 +398,6 @@ def _render_fields(
     spec: Mapping[str, Any],
     ctx: Context,
     base: str,
-    position: int,
 ) -> None:
     for decl in decls:
         if isinstance(decl, Custom):
@@ -413,7 +412,7 @@ def _render_fields(
                 item_base = f"{base}/{decl.at}"
                 if decl.render_item is not None:
                     decl.render_item(el, item, i, ctx)
-                _render_fields(el, table, decl.fields, item, ctx, item_base, i)
+                _render_fields(el, table, decl.fields, item, ctx, item_base)
             continue
         if value is None and ctx.defaults:
             value = decl.default
