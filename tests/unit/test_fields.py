@@ -179,3 +179,17 @@ def test_fields_exercised(kind: Kind) -> None:
         if shows is not None and not any(shows in str(s.get("xml", "")) for s in exported):
             missing.append(name)
     assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("items", "heading"),
+    [("disks", "Disk (`disks[]`)"), ("interfaces", "Interface (`interfaces[]`)")],
+)
+def test_every_disk_and_interface_field_has_its_docs_row(items: str, heading: str) -> None:
+    """Lists with a table of their own in docs/manifests.md: one row per declared field."""
+    section = DOCS.read_text().split(heading, 1)[1].split("\n\n", 1)[0]
+    names = {
+        n.split("[].", 1)[1] for n in fields.declared(Kind.DOMAIN) if n.startswith(items + "[].")
+    }
+    assert names
+    assert sorted(n for n in names if f"| `{n}`" not in section) == []
