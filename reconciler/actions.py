@@ -17,6 +17,7 @@ from typing import Any
 from lxml import etree
 
 from reconciler import canonical, diff, ownership
+from reconciler.defaults import DEFAULT_MAX_PRUNE
 from reconciler.model import Host, Kind, Manifest, object_ref
 from reconciler.observed import Observed
 from reconciler.placement import Placement
@@ -138,9 +139,6 @@ class HostPlan:
     @property
     def problems(self) -> list[Action]:
         return [a for a in self.actions if a.error is not None]
-
-
-DEFAULT_MAX_PRUNE = 50
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -32,6 +32,7 @@ import yaml
 from yaml._yaml import CParser
 
 from reconciler import errors, images, model, render, units
+from reconciler.defaults import IGNORE_FILE
 from reconciler.render import identity
 
 SCHEMA_PACKAGE = "reconciler"  # the JSON Schemas ship in it: reconciler/schemas/<Kind>.json
@@ -43,7 +44,6 @@ MAX_NAME_BYTES = 200
 MANIFEST_SUFFIXES = (".yaml", ".yml")
 STDIN = "-"  # a PATH that reads manifests from standard input
 STDIN_NAME = "<stdin>"  # how messages name it
-IGNORE_FILE = ".virtreconcileignore"  # gitignore-like patterns of files a folder walk skips
 DEFAULT_HOST_NAME = "default"
 
 _KINDS = {k.value: k for k in model.Kind}

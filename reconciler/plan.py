@@ -17,7 +17,6 @@ from lxml import etree
 
 from reconciler import diff, fields, ownership
 from reconciler.actions import (
-    DEFAULT_MAX_PRUNE,
     Action,
     ActionType,
     Change,
@@ -29,6 +28,7 @@ from reconciler.actions import (
     _parse,
     _with_record,
 )
+from reconciler.defaults import DEFAULT_MAX_PRUNE
 from reconciler.kinds import KINDS, Context
 from reconciler.model import Kind, Manifest, object_ref
 from reconciler.observed import HostState, ObjectKey, Observed, object_key
