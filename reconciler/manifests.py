@@ -31,7 +31,7 @@ import pathspec
 import yaml
 from yaml._yaml import CParser
 
-from reconciler import errors, images, model, render, units
+from reconciler import cache, errors, images, model, render, units
 from reconciler.defaults import IGNORE_FILE
 from reconciler.render import identity
 
@@ -888,8 +888,7 @@ def _valid_documents(
     valid: list[_Valid] = []
     read = {} if read is None else read
     for file in files:
-        for doc in _read_documents(file, problems, read):
-            kind, broken = _validate(doc, problems)
+        for doc, kind, broken in _checked_documents(file, problems, read):
             if kind is None:
                 continue
             before = len(problems)
@@ -919,6 +918,58 @@ def _valid_documents(
                 _Valid(doc=doc, kind=kind, complete=not broken and len(problems) == before)
             )
     return valid
+
+
+def _checked_documents(
+    file: str, problems: list[errors.Problem], read: dict[str, bytes]
+) -> list[tuple[_Document, model.Kind | None, frozenset[str]]]:
+    """The documents of one file, each with ``_validate``'s verdict.
+
+    A file whose every document is valid is cached on disk (``reconciler.cache``,
+    keyed by its name and bytes), so an unchanged folder is neither composed nor
+    schema-checked again: both cost milliseconds per document. A file with a
+    problem is never cached (its errors come from the full checks every time).
+    """
+    data = read.get(file)
+    if data is None:
+        with contextlib.suppress(OSError), open(file, "rb") as stream:
+            data = read[file] = stream.read(MAX_FILE_BYTES + 1)
+    entry = cache.entry("manifests", file.encode(), data) if data is not None else None
+    cached = cache.read(entry) if entry is not None else None
+    if cached is not None:
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            return [
+                (
+                    _Document(
+                        file=file,
+                        line=d["line"],
+                        data=d["data"],
+                        lines=d["lines"],
+                        raws=d["raws"],
+                        text_lines=d["text_lines"],
+                    ),
+                    _KINDS[d["kind"]],
+                    frozenset(),
+                )
+                for d in json.loads(cached)
+            ]
+    before = len(problems)
+    checked = [(doc, *_validate(doc, problems)) for doc in _read_documents(file, problems, read)]
+    if entry is not None and len(problems) == before:
+        stored = [
+            {
+                "line": doc.line,
+                "data": doc.data,
+                "lines": doc.lines,
+                "raws": doc.raws,
+                "text_lines": doc.text_lines,
+                "kind": kind.value,
+            }
+            for doc, kind, _ in checked
+            if kind is not None
+        ]
+        cache.write(entry, json.dumps(stored).encode())
+    return checked
 
 
 def _check_name(doc: _Document, problem: Callable[[str, str], None]) -> None:

@@ -1,0 +1,61 @@
+"""The on-disk caches change how fast a run is, never what it finds."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from reconciler import cache, errors, manifests
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "manifests"
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "cache"
+    monkeypatch.setenv(cache.CACHE_ENV, str(folder))
+    return folder
+
+
+def _entries(folder: Path) -> list[Path]:
+    return sorted(p for p in (folder / "manifests").rglob("*") if p.is_file())
+
+
+def test_an_unchanged_folder_loads_the_same_from_the_cache(cache_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    shutil.copytree(EXAMPLES, folder)
+    (folder / "virt-reconcile.schema.json").unlink()
+    first = manifests.load([str(folder)])
+    assert len(_entries(cache_dir)) == len(first.files)  # one entry per valid file
+    second = manifests.load([str(folder)])
+    assert second == first
+    assert [m.lines for m in second.objects] == [m.lines for m in first.objects]
+
+
+def test_a_quoted_number_is_restored_the_same_way_from_the_cache(
+    cache_dir: Path, tmp_path: Path
+) -> None:
+    # ``name: 0042`` reads as a number; the schema wants a string, so the text is kept.
+    doc = "apiVersion: virt-reconcile/v1\nkind: Network\nmetadata: {name: 0042}\nspec: {}\n"
+    (tmp_path / "n.yaml").write_text(doc)
+    first = manifests.load([str(tmp_path / "n.yaml")])
+    second = manifests.load([str(tmp_path / "n.yaml")])
+    assert first.objects[0].name == second.objects[0].name == "0042"
+
+
+def test_a_file_with_an_error_is_not_cached_and_an_edit_is_read_again(
+    cache_dir: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "n.yaml"
+    good = "apiVersion: virt-reconcile/v1\nkind: Network\nmetadata: {name: n1}\nspec: {}\n"
+    path.write_text(good)
+    manifests.load([str(path)])
+    assert len(_entries(cache_dir)) == 1
+    path.write_text(good.replace("spec: {}", "spec: {forward: sideways}"))
+    for _ in range(2):  # the second time too: nothing cached the bad file
+        with pytest.raises(errors.ManifestError) as e:
+            manifests.load([str(path)])
+        assert [(p.line, p.path) for p in e.value.problems] == [(4, "spec.forward")]
+    assert len(_entries(cache_dir)) == 1
