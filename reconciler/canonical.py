@@ -32,6 +32,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import cast
 
 from lxml import etree
 
@@ -94,6 +95,7 @@ _SCALED: dict[tuple[Kind, str], tuple[int, str]] = {
 
 # Values libvirt never shows (without secure flags): never compared.
 HIDDEN = (re.compile(r"^devices/graphics\[[^/]*\]/@passwd(ValidTo)?$"),)
+_HIDDEN_ANY = re.compile("|".join(f"(?:{h.pattern})" for h in HIDDEN))  # one match per attribute
 
 # Subtrees that are not part of the compared definition.
 _SKIPPED_TAGS = {f"{{{ownership.NAMESPACE}}}owner", f"{{{ownership.NAMESPACE}}}registry"}
@@ -114,8 +116,11 @@ def _normalise_text(kind: Kind, tag: str, el: etree._Element) -> tuple[str, bool
     return text, False
 
 
+_MAC = re.compile(r"([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}")
+
+
 def _normalise_attr(name: str, value: str) -> str:
-    if name == "address" and re.fullmatch(r"([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}", value):
+    if name == "address" and _MAC.fullmatch(value):
         return value.lower()
     return value.strip()
 
@@ -172,25 +177,34 @@ def flatten(root: etree._Element, kind: Kind, *, ignore: Iterable[str] = ()) -> 
                 skipped_attrs.add((id(parent), str(getattr(hit, "attrname", ""))))
     values: Fields = {}
     elements: dict[str, etree._Element] = {}
+    scaled = {tag: rule for (k, tag), rule in _SCALED.items() if k is kind}
 
-    def walk(el: etree._Element, path: str) -> None:
-        tag = str(el.tag)
-        text, unit_folded = _normalise_text(kind, tag, el)
-        values[path] = text if len(el) == 0 or text else ""
+    def walk(el: etree._Element, path: str, key: str) -> None:
+        # ``key`` is the last step of ``path`` (what _child_keys needs).
+        tag = el.tag
+        text = (el.text or "").strip()
+        unit_folded = False
+        if text and tag in scaled:
+            text, unit_folded = _normalise_text(kind, str(tag), el)
+        values[path] = text if text or len(el) == 0 else ""
         elements[path] = el
-        for name, value in sorted((str(k), str(v)) for k, v in el.attrib.items()):
-            if unit_folded and name == "unit":
-                continue
-            if (id(el), name) in skipped_attrs:
-                continue
-            apath = f"{path}/@{name}"
-            if any(h.match(apath) for h in HIDDEN):
-                continue
-            values[apath] = _normalise_attr(name, value)
-        for key, child in _child_keys(kind, split_path(path)[1] if path else "", el):
-            if id(child) in skipped:
-                continue
-            walk(child, f"{path}/{key}" if path else key)
+        attrib = el.attrib
+        if attrib:
+            # lxml gives attribute names and values as str (the stubs allow bytes).
+            for name, value in cast("list[tuple[str, str]]", sorted(attrib.items())):
+                if unit_folded and name == "unit":
+                    continue
+                if skipped_attrs and (id(el), name) in skipped_attrs:
+                    continue
+                apath = f"{path}/@{name}"
+                if _HIDDEN_ANY.match(apath):
+                    continue
+                values[apath] = _normalise_attr(name, value)
+        if len(el):
+            for child_key, child in _child_keys(kind, key, el):
+                if skipped and id(child) in skipped:
+                    continue
+                walk(child, f"{path}/{child_key}", child_key)
 
     # The root itself is implicit: its attributes live at "@attr", children at "tag".
     for name, value in sorted((str(k), str(v)) for k, v in root.attrib.items()):
@@ -199,7 +213,7 @@ def flatten(root: etree._Element, kind: Kind, *, ignore: Iterable[str] = ()) -> 
     for key, child in _child_keys(kind, "", root):
         if id(child) in skipped:
             continue
-        walk(child, key)
+        walk(child, key, key)
     implied = set()
     for (k, path), source in IMPLIED.items():
         if k is kind and path not in values and source in values:
@@ -228,10 +242,13 @@ def flatten_desired(
     (the parser refused the document) the document is compared as written.
     """
     own = flatten(doc, kind, ignore=ignore)
-    rules = [(rx, test) for k, rx, test, _ in GENERATED if k is kind]
-    generated = [
-        p for p in own.values if any(rx.match(p) and test(own.values, p) for rx, test in rules)
-    ]
+    generated = {
+        p
+        for k, rx, test, _ in GENERATED
+        if k is kind
+        for p in own.values
+        if rx.match(p) and test(own.values, p)
+    }
     for path in generated:
         del own.values[path]
     if normalised is None:
