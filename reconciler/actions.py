@@ -177,12 +177,20 @@ def _pretty(el: etree._Element) -> str:
 def _desired_flat(
     kind: Kind, desired: etree._Element, normalise: Normalise | None, ignore: Sequence[str] = ()
 ) -> canonical.Flat:
-    """The desired fields, valued as libvirt will store them (``canonical.flatten_desired``)."""
-    normalised = None
-    if normalise is not None:
-        text = normalise(kind, etree.tostring(desired, encoding="unicode"))
-        normalised = _parse(text) if text is not None else None
-    return canonical.flatten_desired(desired, normalised, kind, ignore=ignore)
+    """The desired fields, valued as libvirt will store them (``canonical.flatten_desired``;
+    cached on disk, keyed by the document and libvirt's reading of it)."""
+    text = etree.tostring(desired, encoding="unicode")
+    normalised = normalise(kind, text) if normalise is not None else None
+
+    def compute() -> canonical.Flat:
+        parsed = _parse(normalised) if normalised is not None else None
+        return canonical.flatten_desired(desired, parsed, kind, ignore=ignore)
+
+    return canonical.cached(
+        ("desired", kind.value, text, "\0" if normalised is None else normalised, *ignore),
+        compute,
+        lambda: canonical.flatten(desired, kind, ignore=ignore).elements,
+    )
 
 
 def _ignores(m: Manifest) -> list[str]:

@@ -176,12 +176,12 @@ def _plan_domain(
         )
 
     inactive = _parse(obs.xml)
-    iflat = canonical.flatten(inactive, Kind.DOMAIN, ignore=ignore)
+    iflat = canonical.flatten_text(obs.xml, inactive, Kind.DOMAIN, ignore=ignore)
     applied = obs.record.applied if obs.managed and obs.record else frozenset()
     cfg = diff.diff_fields(Kind.DOMAIN, dflat, iflat, applied)
     running = obs.state in ("running", "paused") and obs.live_xml is not None
     lflat = (
-        canonical.flatten(_parse(obs.live_xml), Kind.DOMAIN, ignore=ignore)
+        canonical.flatten_text(obs.live_xml, _parse(obs.live_xml), Kind.DOMAIN, ignore=ignore)
         if (running and obs.live_xml)
         else None
     )

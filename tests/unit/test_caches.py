@@ -59,3 +59,30 @@ def test_a_file_with_an_error_is_not_cached_and_an_edit_is_read_again(
             manifests.load([str(path)])
         assert [(p.line, p.path) for p in e.value.problems] == [(4, "spec.forward")]
     assert len(_entries(cache_dir)) == 1
+
+
+def test_a_flat_read_from_the_cache_finds_the_same_elements(cache_dir: Path) -> None:
+    from lxml import etree
+
+    from reconciler import canonical
+    from reconciler.model import Kind
+
+    text = (
+        "<domain type='qemu'><name>c1</name><memory unit='MiB'>256</memory>"
+        "<devices><disk type='file' device='disk'><source file='/a.qcow2'/>"
+        "<target dev='vda' bus='virtio'/></disk><interface type='network'>"
+        "<source network='n'/><mac address='52:54:00:AA:00:01'/></interface></devices></domain>"
+    )
+    fresh = canonical.flatten(etree.fromstring(text), Kind.DOMAIN)
+    first = canonical.flatten_text(text, etree.fromstring(text), Kind.DOMAIN)
+    again = canonical.flatten_text(text, etree.fromstring(text), Kind.DOMAIN)
+    assert first.values == again.values == fresh.values
+    assert list(again.values) == list(fresh.values)  # the same order: changes list in it
+    assert again.implied == fresh.implied
+    assert {p: etree.tostring(e) for p, e in again.elements.items()} == {
+        p: etree.tostring(e) for p, e in fresh.elements.items()
+    }
+    ignored = canonical.flatten_text(
+        text, etree.fromstring(text), Kind.DOMAIN, ignore=["/domain/memory"]
+    )
+    assert "memory" not in ignored.values and "memory" in again.values
