@@ -23,12 +23,13 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import jsonschema
 import pathspec
 import yaml
+from lxml import etree
 from yaml._yaml import CParser
 
 from reconciler import cache, errors, images, model, render, units
@@ -996,7 +997,7 @@ def _document_checks(
     return checks
 
 
-def _check_render(item: _Valid, manifest: model.Manifest) -> errors.Problem | None:
+def _check_render(item: _Valid, manifest: model.Manifest) -> model.Manifest | errors.Problem:
     """Render once now, so a bad ``spec.xml`` overlay fails validation, not a host run.
 
     The overlay is parsed with no DTD, no entities, no network and a 1 MiB cap
@@ -1006,7 +1007,7 @@ def _check_render(item: _Valid, manifest: model.Manifest) -> errors.Problem | No
     path = "spec.xml" if "xml" in item.spec else "spec"
     line = _line_of(doc, path)
     try:
-        render.render(manifest)
+        xml = render.render(manifest)
     except render.XMLInputError as e:
         message = str(e).removeprefix("spec.xml: ")
         if path == "spec.xml" and e.line is not None:
@@ -1020,7 +1021,7 @@ def _check_render(item: _Valid, manifest: model.Manifest) -> errors.Problem | No
                 file=doc.file, line=_line_of(doc, field), path=field, message=rest
             )
         return errors.Problem(file=doc.file, line=line, path=path, message=str(e))
-    return None
+    return replace(manifest, rendered=etree.tostring(xml, encoding="unicode"))
 
 
 def load(
@@ -1075,8 +1076,10 @@ def load(
             lines=dict(item.doc.lines),
         )
         rendered = _check_render(item, manifest)
-        if rendered is not None:
+        if isinstance(rendered, errors.Problem):
             problems.append(rendered)
+        else:
+            manifest = rendered
         objects.append(manifest)
     if problems:
         raise errors.ManifestError(_sorted(problems))

@@ -79,6 +79,9 @@ class Manifest:
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
     lines: Mapping[str, int] = field(default_factory=dict)
+    # The XML ``manifests.load`` rendered it to (it renders every manifest to
+    # check it), so a run need not render it again; None: not rendered yet.
+    rendered: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def ref(self) -> str:

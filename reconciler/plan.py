@@ -177,7 +177,7 @@ def _plan_prune(
     ]
     # Domains are deleted before volumes, so a volume only they use may go too.
     leaving = frozenset(d.name for d in first if d.kind is Kind.DOMAIN)
-    users = _volume_users(state, leaving=leaving)
+    users = _volume_users(state, leaving=leaving) if orphans else {}  # reads every domain
     deletes = [d for o in orphans if (d := _plan_delete(o, state.registry, users)) is not None]
     deletes = _keep_pools_with_volumes(deletes, state)
     deletes = _keep_secrets_in_use(deletes, state)

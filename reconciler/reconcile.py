@@ -230,7 +230,9 @@ class Run:
     def _render(self, m: Manifest) -> etree._Element:
         key = (m.kind, str(m.spec.get("pool", "")), m.name)
         if key not in self.rendered:
-            self.rendered[key] = render.render(m)
+            self.rendered[key] = (
+                etree.fromstring(m.rendered) if m.rendered is not None else render.render(m)
+            )
         return self.rendered[key]
 
     def execute(self) -> dict[str, list[Result]]:
