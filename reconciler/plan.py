@@ -162,6 +162,7 @@ def _plan_prune(
     desired_keys: set[ObjectKey],
     options: Options,
     kinds: frozenset[Kind] | None,
+    refs: Mapping[str, frozenset[str]],
 ) -> list[Action]:
     """Managed objects no manifest names: deletions behind the prune guards with
     ``--prune``, else (``_orphan``) unchanged, with a note of what ``--prune`` would do."""
@@ -177,7 +178,7 @@ def _plan_prune(
     ]
     # Domains are deleted before volumes, so a volume only they use may go too.
     leaving = frozenset(d.name for d in first if d.kind is Kind.DOMAIN)
-    users = _volume_users(state, leaving=leaving) if orphans else {}  # reads every domain
+    users = _volume_users(state, leaving=leaving, refs=refs) if orphans else {}
     deletes = [d for o in orphans if (d := _plan_delete(o, state.registry, users)) is not None]
     deletes = _keep_pools_with_volumes(deletes, state)
     deletes = _keep_secrets_in_use(deletes, state)
@@ -291,8 +292,20 @@ def disk_refs(domain_xml: str) -> set[str]:
     return refs
 
 
+def _domain_refs(state: HostState) -> dict[str, frozenset[str]]:
+    """``disk_refs`` of each domain's inactive and live XML, by name (read once per plan)."""
+    return {
+        o.name: frozenset(r for x in (o.xml, o.live_xml) if x for r in disk_refs(x))
+        for o in state.objects.values()
+        if o.kind is Kind.DOMAIN
+    }
+
+
 def _volume_users(
-    state: HostState, *, leaving: frozenset[str] = frozenset()
+    state: HostState,
+    *,
+    leaving: frozenset[str] = frozenset(),
+    refs: Mapping[str, frozenset[str]],
 ) -> dict[str, tuple[str, ...]]:
     """Domains that use each volume (``pool/name``), by source pool+volume or path,
     and the volumes it is the backing file of (``volume POOL/NAME``).
@@ -322,10 +335,9 @@ def _volume_users(
                 users.setdefault(keys[f"path:{backing}"], set()).add(f"volume {o.pool}/{o.name}")
         if o.kind is not Kind.DOMAIN or o.name in leaving:
             continue
-        for xml in (o.xml, o.live_xml):
-            for ref in disk_refs(xml) if xml else ():
-                if ref in keys:
-                    users.setdefault(keys[ref], set()).add(o.name)
+        for ref in refs.get(o.name, ()):
+            if ref in keys:
+                users.setdefault(keys[ref], set()).add(o.name)
     return {k: tuple(sorted(v)) for k, v in users.items()}
 
 
@@ -454,12 +466,13 @@ def build_host_plan(
             ),
         )
     desired_keys = {object_key(m.kind, m.name, m.spec.get("pool")) for m, _ in desired}
+    refs = _domain_refs(state)
     context = Context(
         host=state.host,
         options=options,
         registry=state.registry,
         network_users=_network_users(state),
-        volume_users=_volume_users(state),
+        volume_users=_volume_users(state, refs=refs),
         running_domains=frozenset(
             o.name for o in state.objects.values() if o.kind is Kind.DOMAIN and o.active
         ),
@@ -512,5 +525,5 @@ def build_host_plan(
             action = Action(**base, type=ActionType.UPDATE, error=str(e))
         actions.append(_in_manifest_terms(action, m))
     # Without --prune, orphans are shown with what --prune would do, and nothing happens.
-    actions += _plan_prune(state, desired_keys, options, kinds)
+    actions += _plan_prune(state, desired_keys, options, kinds, refs)
     return HostPlan(host=state.host, actions=tuple(actions))

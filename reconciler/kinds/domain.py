@@ -149,8 +149,9 @@ def _plan_domain(
     normalise: Normalise | None = None,
 ) -> Action:
     ignore = _ignores(m)
-    if obs is not None:
-        desired = _with_live_macs(m, desired, _parse(obs.xml))
+    inactive = _parse(obs.xml) if obs is not None else None  # read only, parsed once
+    if inactive is not None:
+        desired = _with_live_macs(m, desired, inactive)
     dflat = _desired_flat(Kind.DOMAIN, desired, normalise, ignore)
     record = _record(m, dflat, host.name, candidates)
     state = m.spec.get("state")
@@ -175,7 +176,7 @@ def _plan_domain(
             xml_after=_pretty(desired),
         )
 
-    inactive = _parse(obs.xml)
+    assert inactive is not None
     iflat = canonical.flatten_text(obs.xml, inactive, Kind.DOMAIN, ignore=ignore)
     applied = obs.record.applied if obs.managed and obs.record else frozenset()
     cfg = diff.diff_fields(Kind.DOMAIN, dflat, iflat, applied)
