@@ -4,7 +4,8 @@ stale entry is never used.
 Every key includes ``fingerprint()``, a digest of the package's own source and
 schemas, so an upgrade (or an edit of a checkout) starts from an empty cache.
 Reads and writes are best effort: a cache that cannot be read or written only
-makes a run slower, never different.
+makes a run slower, never different. Entries are private to the user (0600 in
+0700 folders); nothing holding a secret's value is ever written.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def read(path: str) -> bytes | None:
 def write(path: str, data: bytes) -> None:
     """Atomic (a reader sees the old entry or the new one) and best effort."""
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as f:

@@ -956,7 +956,9 @@ def _checked_documents(
             ]
     before = len(problems)
     checked = [(doc, *_validate(doc, problems)) for doc in _read_documents(file, problems, read)]
-    if entry is not None and len(problems) == before:
+    # A Secret document may hold its value: never written to the cache.
+    secret = any(kind is model.Kind.SECRET for _, kind, _ in checked)
+    if entry is not None and len(problems) == before and not secret:
         stored = [
             {
                 "line": doc.line,
@@ -1006,6 +1008,10 @@ def _check_render(item: _Valid, manifest: model.Manifest) -> model.Manifest | er
     doc = item.doc
     path = "spec.xml" if "xml" in item.spec else "spec"
     line = _line_of(doc, path)
+    entry = _render_entry(manifest)
+    cached = cache.read(entry) if entry is not None else None
+    if cached is not None:
+        return replace(manifest, rendered=cached.decode())
     try:
         xml = render.render(manifest)
     except render.XMLInputError as e:
@@ -1021,7 +1027,24 @@ def _check_render(item: _Valid, manifest: model.Manifest) -> model.Manifest | er
                 file=doc.file, line=_line_of(doc, field), path=field, message=rest
             )
         return errors.Problem(file=doc.file, line=line, path=path, message=str(e))
-    return replace(manifest, rendered=etree.tostring(xml, encoding="unicode"))
+    text = etree.tostring(xml, encoding="unicode")
+    if entry is not None:
+        cache.write(entry, text.encode())
+    return replace(manifest, rendered=text)
+
+
+def _render_entry(manifest: model.Manifest) -> str | None:
+    """Where the XML of ``manifest`` is cached (``render`` is a function of its
+    kind, name and spec); None for a Secret (its spec may hold the value)."""
+    if manifest.kind is model.Kind.SECRET:
+        return None
+    try:
+        spec = json.dumps(manifest.spec)
+    except (TypeError, ValueError):
+        return None
+    return cache.entry(
+        "rendered", manifest.kind.value.encode(), manifest.name.encode(), spec.encode()
+    )
 
 
 def load(

@@ -86,3 +86,34 @@ def test_a_flat_read_from_the_cache_finds_the_same_elements(cache_dir: Path) -> 
         text, etree.fromstring(text), Kind.DOMAIN, ignore=["/domain/memory"]
     )
     assert "memory" not in ignored.values and "memory" in again.values
+
+
+def test_a_file_with_a_secret_is_not_cached(cache_dir: Path, tmp_path: Path) -> None:
+    # Manifests name a secret's value by file or env, never inline; a file with
+    # a Secret stays out of the cache all the same (belt and braces).
+    secret = (
+        "apiVersion: virt-reconcile/v1\nkind: Secret\nmetadata: {name: s1}\n"
+        "spec:\n  usage: {ceph: client.s1}\n  value: {env: VR_CACHE_PROBE}\n"
+    )
+    network = "apiVersion: virt-reconcile/v1\nkind: Network\nmetadata: {name: n1}\nspec: {}\n"
+    (tmp_path / "s.yaml").write_text(secret + "---\n" + network)
+    (tmp_path / "n.yaml").write_text(network.replace("n1", "n2"))
+    for _ in range(2):
+        loaded = manifests.load([str(tmp_path / "s.yaml"), str(tmp_path / "n.yaml")])
+        assert sorted(m.name for m in loaded.objects) == ["n1", "n2", "s1"]
+    assert len(_entries(cache_dir)) == 1  # n.yaml only
+
+
+def test_a_rendered_manifest_comes_back_the_same_from_the_cache(
+    cache_dir: Path, tmp_path: Path
+) -> None:
+    from lxml import etree
+
+    from reconciler import render
+
+    folder = tmp_path / "m"
+    shutil.copytree(EXAMPLES, folder)
+    (folder / "virt-reconcile.schema.json").unlink()
+    for _ in range(2):  # cold, then warm
+        for m in manifests.load([str(folder)]).objects:
+            assert m.rendered == etree.tostring(render.render(m), encoding="unicode")
