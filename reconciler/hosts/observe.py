@@ -185,15 +185,15 @@ class _Flags:
 
     @classmethod
     def read(cls, conn: libvirt.virConnect) -> _Flags | None:
-        """None when the driver has no such listings (then: per-domain calls)."""
+        """None when the driver cannot list them (then: per-domain calls)."""
         try:
             stats = conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE, 0)
             persistent = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT)
             autostart = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)
         except libvirt.libvirtError as e:
-            if e.get_error_code() in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_INVALID_ARG):
-                return None
-            raise
+            if e.get_error_code() in (libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_RPC):
+                raise  # the connection failed: so would every other call
+            return None  # not supported, not allowed (an ACL), a domain gone meanwhile
         return cls(
             states={
                 dom.UUIDString(): (int(s["state.state"]), int(s["state.reason"]))
