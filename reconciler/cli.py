@@ -51,6 +51,7 @@ if TYPE_CHECKING:
         lock,
         manifests,
         plan,
+        reconcile,
         render,
         report,
         schema,
@@ -92,7 +93,7 @@ else:
 
     Console = _Lazy("rich.console", "Console")
     escape = _Lazy("rich.markup", "escape")
-    export, hosts, lock, manifests, plan, render, report, schema, status, watch = (
+    export, hosts, lock, manifests, plan, reconcile, render, report, schema, status, watch = (
         _Lazy(f"reconciler.{m}")
         for m in (
             "export",
@@ -100,6 +101,7 @@ else:
             "lock",
             "manifests",
             "plan",
+            "reconcile",
             "render",
             "report",
             "schema",
@@ -598,6 +600,19 @@ def _warn_in_memory(target: Target, err: Console) -> None:
 
 
 def _plan_or_apply(args: argparse.Namespace, out: Console, err: Console) -> int:
+    # plan -c URI: read the host while the manifests load (apply reads it under its lock).
+    early = args.connect and not _applying(args) and not args.hosts_override
+    prefetch = reconcile.Prefetch(args.connect) if early else None
+    try:
+        return _plan_or_apply_loaded(args, out, err, prefetch)
+    finally:
+        if prefetch is not None:
+            prefetch.discard()  # unused: a bad manifest, or Host documents
+
+
+def _plan_or_apply_loaded(
+    args: argparse.Namespace, out: Console, err: Console, prefetch: reconcile.Prefetch | None
+) -> int:
     loaded = _load(args)
     _check_replace(getattr(args, "replace", []), loaded)
     args.saved = _read_plan(args.planfile) if getattr(args, "planfile", None) else None
@@ -627,7 +642,7 @@ def _plan_or_apply(args: argparse.Namespace, out: Console, err: Console) -> int:
         else contextlib.nullcontext()
     )
     with held:
-        return _reconcile(args, target, options, out, err)
+        return _reconcile(args, target, options, out, err, prefetch)
 
 
 def _applying(args: argparse.Namespace) -> bool:
@@ -636,7 +651,12 @@ def _applying(args: argparse.Namespace) -> bool:
 
 
 def _reconcile(
-    args: argparse.Namespace, target: Target, options: plan.Options, out: Console, err: Console
+    args: argparse.Namespace,
+    target: Target,
+    options: plan.Options,
+    out: Console,
+    err: Console,
+    prefetch: reconcile.Prefetch | None = None,
 ) -> int:
     stream = _Stream(args, out if args.output == "text" else None)
     run = Run(
@@ -645,6 +665,7 @@ def _reconcile(
         read_only=not _applying(args),
         on_result=stream.result,
         waiting=stream.waiting,
+        prefetch=prefetch,
     )
     try:
         run.connect_and_observe()

@@ -44,3 +44,29 @@ def test_warm_and_cold_caches_plan_the_same_drift(
     changed = [a for h in cold["hosts"] for a in h["actions"] if a["action"] != "unchanged"]
     assert [a["name"] for a in changed] == ["vr-web-2"]
     assert "interface" in str(changed[0])
+
+
+def test_plan_with_c_reads_the_host_early_and_plans_the_same(
+    examples: Path,
+    host_uri: str,
+    run: Run,
+    plan_json: Callable[..., dict[str, Any]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # -c URI: the host is read while the manifests load (reconcile.Prefetch);
+    # LIBVIRT_DEFAULT_URI: read after, as before. Same plan either way.
+    code, _, err = run("apply", examples, "-c", host_uri)
+    assert code == 0, err
+    (examples / "web.yaml").write_text(
+        (examples / "web.yaml").read_text().replace("memory: 256MiB", "memory: 384MiB", 1)
+    )
+    early = plan_json(examples, "-c", host_uri, "-v")
+    monkeypatch.setenv("LIBVIRT_DEFAULT_URI", host_uri)
+    late = plan_json(examples, "-v")
+    assert early == late
+    assert any(a["action"] == "update" for h in early["hosts"] for a in h["actions"])
+    # Bad manifests: the early read is dropped, the error is the manifests'.
+    (examples / "bad.yaml").write_text("apiVersion: virt-reconcile/v1\nkind: Nope\n")
+    code, _, err = run("plan", examples, "-c", host_uri)
+    assert code == 1 and "bad.yaml:2" in err
