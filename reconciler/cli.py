@@ -531,8 +531,10 @@ def _target(args: argparse.Namespace, loaded: ManifestSet | None = None) -> Targ
             f"--target {', '.join(sorted(unknown))}: no manifest declares it (with --prune a "
             "target may name a managed object to delete)"
         )
+    # A domain's cloud-init seed (``owner``) is in the run when its domain is.
     loaded = dataclasses.replace(
-        loaded, objects=tuple(m for m in loaded.objects if only.selects(m.ref, m.labels))
+        loaded,
+        objects=tuple(m for m in loaded.objects if only.selects(m.owner or m.ref, m.labels)),
     )
     overrides = manifests.load_hosts_override(args.hosts_override) if args.hosts_override else None
     return resolve_hosts(loaded, connect=args.connect, only=args.host, overrides=overrides)

@@ -32,7 +32,7 @@ import yaml
 from lxml import etree
 from yaml._yaml import CParser
 
-from reconciler import cache, errors, images, model, render, units
+from reconciler import cache, cloudinit, errors, images, model, render, units
 from reconciler.defaults import IGNORE_FILE
 from reconciler.render import identity
 
@@ -870,6 +870,47 @@ def _check_encryption(items: list[_Valid], problem: Callable[[_Valid, str, str],
                     disk["encryption"] = found
 
 
+def _expand_cloud_init(
+    items: list[_Valid], problem: Callable[[_Valid, str, str], None]
+) -> dict[str, model.Manifest]:
+    """Each complete Domain with ``spec.cloudInit`` gets its seed as a cdrom in
+    ``spec.disks`` (changed in place); the seed volumes, by domain name."""
+    seeds: dict[str, model.Manifest] = {}
+    for item in items:
+        if item.kind is not model.Kind.DOMAIN or "cloudInit" not in item.spec:
+            continue
+        if "placement" in item.spec:
+            problem(
+                item,
+                "spec.cloudInit",
+                "a seed is a volume on the domain's host: use spec.host, not spec.placement",
+            )
+            continue
+        base_dir = os.path.dirname(os.path.abspath(item.doc.file))
+        try:
+            seed = cloudinit.expand(item.name, item.spec, base_dir)
+        except cloudinit.SeedError as e:
+            problem(item, e.field, e.message)
+            continue
+        line = _line_of(item.doc, "spec.cloudInit")
+        disks = item.spec.setdefault("disks", [])
+        item.doc.lines[f"spec.disks.{len(disks)}"] = line
+        disks.append(seed.disk)
+        seeds[item.name] = model.Manifest(
+            kind=model.Kind.VOLUME,
+            name=seed.volume,
+            # No format: libvirt probes an uploaded ISO as "iso", which no manifest says.
+            spec={"pool": seed.pool, "source": {"seed": f"Domain/{item.name}"}},
+            source=model.Source(file=item.doc.file, line=line),
+            host=item.spec.get("host"),
+            labels=dict(item.doc.data["metadata"].get("labels", {})),
+            lines={"spec": line, "spec.pool": _line_of(item.doc, "spec.cloudInit.pool")},
+            content=seed.image,
+            owner=f"Domain/{item.name}",
+        )
+    return seeds
+
+
 # --------------------------------------------------------------------------
 # Public API
 
@@ -1082,6 +1123,7 @@ def load(
     _check_duplicates(placed, problem)
     _check_macs([item for item, _ in placed if item.kind is model.Kind.DOMAIN], problem)
     _check_encryption([item for item, _ in placed if item.complete], problem)
+    seeds = _expand_cloud_init([item for item, _ in placed if item.complete], problem)
 
     objects = []
     for item, _ in placed:
@@ -1104,6 +1146,8 @@ def load(
         else:
             manifest = rendered
         objects.append(manifest)
+        if item.kind is model.Kind.DOMAIN and item.name in seeds:
+            objects.append(seeds[item.name])
     if problems:
         raise errors.ManifestError(_sorted(problems))
     objects.sort(key=lambda m: (m.kind.order, m.host or "", m.name, str(m.spec.get("pool", ""))))
