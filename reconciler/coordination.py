@@ -26,9 +26,10 @@ state on the hosts (docs/scaling.md). While the backend cannot be reached nothin
 changed; ``usable`` says so and ``reason`` why.
 
 Test and audit hook: with ``VIRT_RECONCILE_LOCK_LOG=FILE`` every lock taken and
-released and every write the guard let pass or refused is appended to FILE as one
-JSON object per line (``tests/e2e/test_replicas.py`` checks that no two writers
-overlapped on a host).
+released (``lapsed``: the wall time it had stopped counting, when that was before
+the release) and every write the guard let pass or refused is appended to FILE as
+one JSON object per line (``tests/e2e/test_replicas.py`` checks that no two lock
+holders of a host overlapped).
 """
 
 from __future__ import annotations
@@ -156,6 +157,7 @@ class Coordinator:
         self._driver: Any = None
         self._joined = False
         self._epoch = 0  # bumped on every (re)join: locks of an older epoch are void
+        self._ended: dict[int, float] = {}  # epoch -> wall time its locks stopped counting
         self._valid_until = -math.inf
         self._usable = False
         self._reason = "not connected to the coordination backend yet"
@@ -207,7 +209,7 @@ class Coordinator:
             if started >= self._valid_until:
                 # No good heartbeat within the lease (paused, backend away): the
                 # leases may have ended, so the locks held so far are void.
-                self._epoch += 1
+                self._void(self._wall(self._valid_until))
         try:
             driver = self._driver or self._connect()
             driver.heartbeat()
@@ -239,6 +241,16 @@ class Coordinator:
         self._driver = driver
         return driver
 
+    def _void(self, since: float) -> None:
+        """(Holding ``_state``.) The locks taken so far stop counting as of ``since``."""
+        if self._held:
+            self._ended[self._epoch] = since
+        self._epoch += 1
+
+    def _wall(self, at: float) -> float:
+        """A time of ``clock`` as wall-clock time (for the lock log)."""
+        return time.time() - (self._clock() - at) if math.isfinite(at) else time.time()
+
     def _members_with_me(self, driver: Any) -> tuple[str, ...]:
         from tooz import coordination
 
@@ -257,7 +269,7 @@ class Coordinator:
                     self.lease,
                 )
             self._joined = False
-            self._epoch += 1
+            self._void(time.time())
         try:
             driver.join_group(GROUP).get()
         except coordination.GroupNotCreated:
@@ -401,8 +413,13 @@ class Coordinator:
 
     def _release(self, driver: Any, host: str) -> None:
         with self._state:
-            lock, _, since = self._held.pop(host)
-        self._record("released", host, held=round(self._clock() - since, 3))
+            lock, epoch, since = self._held.pop(host)
+            lapsed = None  # when the lock stopped counting, if before now
+            if epoch != self._epoch:
+                lapsed = self._ended.get(epoch)
+            elif self._clock() >= self._valid_until:
+                lapsed = self._wall(self._valid_until)
+        self._record("released", host, held=round(self._clock() - since, 3), lapsed=lapsed)
         if driver is not None:
             with contextlib.suppress(Exception):  # expired or backend gone: the lease ends it
                 lock.release()
