@@ -6,17 +6,22 @@ One private etcd per module (tests/testbed/etcd.py); leases of 2 s keep it short
 from __future__ import annotations
 
 import itertools
+import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import libvirt
 import pytest
 
 from reconciler import coordination
 from reconciler.coordination import Coordinator, NotAllowed
+from tests.integration.conftest import Run, host_snapshot
 from tests.testbed.etcd import Etcd, start_etcd
 
 HOSTS = [f"h{i}" for i in range(6)]
+Conn = Callable[[str], libvirt.virConnect]
 LEASE = 2.0
 _names = itertools.count(1)
 
@@ -175,3 +180,92 @@ def test_backend_down_nothing_allowed_then_back(
     with a.hold([host]) as held:
         assert held.hosts == (host,)
         a.check(host, "defineXML")
+
+
+# --- the command line ------------------------------------------------------------------
+
+DOMAIN = (
+    "apiVersion: virt-reconcile/v1\nkind: Domain\nmetadata: {name: vrt-coord}\n"
+    "spec: {type: test, memory: 64MiB, vcpus: 1}\n"
+)
+
+
+def _folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "d.yaml").write_text(DOMAIN)
+    return folder
+
+
+def test_apply_takes_the_host_lock_and_writes_under_it(
+    etcd: Etcd,
+    tmp_path: Path,
+    host_uri: str,
+    run: Run,
+    conn: Conn,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    log = tmp_path / "locks.jsonl"
+    monkeypatch.setenv(coordination.LOCK_LOG_ENV, str(log))
+    code, _, err = run(
+        "apply", _folder(tmp_path), "-c", host_uri, "--yes", "--coordination", etcd.url
+    )
+    assert code == 0, err
+    assert "vrt-coord" in {d.name() for d in conn(host_uri).listAllDomains()}
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "locked" and kinds[-1] == "released" and "write" in kinds
+    assert {e["who"] for e in events} == {f"apply-{os.getpid()}"}
+
+
+def test_apply_while_a_replica_holds_the_host_changes_nothing(
+    etcd: Etcd, tmp_path: Path, host_uri: str, run: Run, conn: Conn
+) -> None:
+    before = host_snapshot(conn(host_uri))
+    other = Coordinator(etcd.url, replica_id="holder", lease=LEASE, member=False)
+    other.start()
+    try:
+        with other.hold(["default"]) as held:
+            assert held.hosts == ("default",)
+            code, _, err = run(
+                "apply", _folder(tmp_path), "-c", host_uri, "--yes", "--coordination", etcd.url
+            )
+    finally:
+        other.stop()
+    assert code == 1
+    assert "default" in err and "nothing was changed" in err
+    assert host_snapshot(conn(host_uri)) == before
+
+
+def test_apply_with_the_backend_unreachable_changes_nothing(
+    tmp_path: Path, host_uri: str, run: Run, conn: Conn
+) -> None:
+    before = host_snapshot(conn(host_uri))
+    code, _, err = run(
+        "apply", _folder(tmp_path), "-c", host_uri, "--yes",
+        "--coordination", "etcd3+http://127.0.0.1:9",
+    )  # fmt: skip
+    assert code == 1
+    assert "cannot lock" in err and "unreachable" in err
+    assert host_snapshot(conn(host_uri)) == before
+
+
+def test_status_shows_the_owner(
+    replicas: Callable[..., Coordinator], etcd: Etcd, tmp_path: Path, host_uri: str, run: Run
+) -> None:
+    folder = _folder(tmp_path)
+    code, out, _ = run(
+        "status", folder, "-c", host_uri, "-o", "json", "--coordination", etcd.url
+    )
+    assert code == 0
+    [host] = json.loads(out)["hosts"]
+    assert host["owner"] is None  # no replica in the group yet
+    a = replicas("only")
+    _until(lambda: _settled(a), 5)
+    code, out, _ = run("status", folder, "-c", host_uri, "--coordination", etcd.url)
+    assert code == 0 and "owned by replica only" in out
+
+
+def test_replica_options_need_coordination(tmp_path: Path, run: Run) -> None:
+    code, _, err = run("watch", _folder(tmp_path), "-c", "test:///default", "--replica-id", "a")
+    assert code == 1 and "--replica-id and --lease need --coordination" in err
