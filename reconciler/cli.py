@@ -519,7 +519,11 @@ def _status(args: argparse.Namespace, out: Console) -> int:
         run.close()
     statuses = status.build(run.assignments, run.plans, run.states)
     owners = (
-        coordination.current_owners(args.coordination, [hs.host for hs in statuses])
+        coordination.current_owners(
+            args.coordination,
+            [hs.host for hs in statuses],
+            (candidates for _, candidates in run.target.placed),
+        )
         if args.coordination
         else None
     )

@@ -8,7 +8,9 @@
   stops heartbeating drops out of the group within one lease);
 * assigns the hosts of the manifests over the live members with tooz's consistent
   hash ring (``tooz.hashring``, what tooz's ``Partitioner`` uses): each host has one
-  owner, and a member joining or leaving moves ~1/n of the hosts;
+  owner, and a member joining or leaving moves ~1/n of the hosts. The candidate
+  hosts of a placed domain go to one owner together (``shards``), so the replica
+  that places it sees every candidate;
 * holds a host's tooz lock (``virt-reconcile/host/NAME``, on its own lease) from
   reading the host to the convergence check of a pass;
 * ``check(host)``, the write guard, runs before every mutating libvirt call: it
@@ -111,8 +113,42 @@ class Held:
     busy: tuple[str, ...] = ()
 
 
-def owners(members: Iterable[str], hosts: Iterable[str]) -> dict[str, str]:
-    """Each host's owner on tooz's consistent hash ring of ``members``."""
+def require(url: str) -> None:
+    """Refuse early, with what to install, when tooz (or the etcd client) is missing."""
+    try:
+        import tooz.coordination  # noqa: F401
+
+        if url.startswith("etcd3"):
+            import etcd3gw  # noqa: F401
+    except ImportError as e:
+        raise CoordinationError(
+            f"--coordination needs the Python packages tooz and etcd3gw ({e.name} is "
+            "missing): pip install 'virt-reconcile[coordination]'"
+        ) from e
+
+
+def shards(hosts: Iterable[str], linked: Iterable[Iterable[str]] = ()) -> dict[str, str]:
+    """Each host's shard key: its own name, or for hosts ``linked`` together (the
+    candidate hosts of a placed domain) the first name of the linked set, so one
+    replica places the domain, knowing every candidate."""
+    key = {h: h for h in hosts}
+
+    def root(h: str) -> str:
+        while key[h] != h:
+            h = key[h]
+        return h
+
+    for group in linked:
+        members = sorted(root(h) for h in group if h in key)
+        for h in members[1:]:
+            key[h] = members[0]
+    return {h: root(h) for h in key}
+
+
+def owners(
+    members: Iterable[str], hosts: Iterable[str], linked: Iterable[Iterable[str]] = ()
+) -> dict[str, str]:
+    """Each host's owner: its shard key on tooz's consistent hash ring of ``members``."""
     from tooz import hashring
 
     names = sorted(set(members))
@@ -120,8 +156,8 @@ def owners(members: Iterable[str], hosts: Iterable[str]) -> dict[str, str]:
         return {}
     ring = hashring.HashRing(names)
     result: dict[str, str] = {}
-    for h in hosts:
-        (node,) = ring.get_nodes(h.encode())
+    for h, key in shards(hosts, linked).items():
+        (node,) = ring.get_nodes(key.encode())
         result[h] = node.decode() if isinstance(node, bytes) else str(node)
     return result
 
@@ -147,6 +183,7 @@ class Coordinator:
         on_change: OnChange | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        require(url)
         self.url = url
         self.replica = replica_id or default_replica_id()
         self.lease = float(_lease_seconds(lease))
@@ -163,6 +200,7 @@ class Coordinator:
         self._reason = "not connected to the coordination backend yet"
         self._members: tuple[str, ...] = ()
         self._hosts: tuple[str, ...] = ()
+        self._linked: tuple[tuple[str, ...], ...] = ()
         self._owners: dict[str, str] = {}
         self._held: dict[str, tuple[Any, int, float]] = {}  # host -> (lock, epoch, since)
         self._stopping = threading.Event()
@@ -311,7 +349,7 @@ class Coordinator:
 
     def _reassign(self) -> tuple[frozenset[str], frozenset[str]]:
         before = set(self._owned_locked())
-        self._owners = owners(self._members, self._hosts) if self.member else {}
+        self._owners = owners(self._members, self._hosts, self._linked) if self.member else {}
         after = set(self._owned_locked())
         return frozenset(after - before), frozenset(before - after)
 
@@ -331,13 +369,15 @@ class Coordinator:
 
     # --- ownership -----------------------------------------------------------------
 
-    def set_hosts(self, hosts: Iterable[str]) -> None:
-        """The hosts to share out (the manifests' hosts); recompute the owners."""
+    def set_hosts(self, hosts: Iterable[str], linked: Iterable[Iterable[str]] = ()) -> None:
+        """The hosts to share out (the manifests' hosts), and the sets of hosts that go
+        to one owner together (a placed domain's candidates); recompute the owners."""
         names = tuple(sorted(set(hosts)))
+        groups = tuple(sorted({tuple(sorted(set(g))) for g in linked}))
         with self._state:
-            if names == self._hosts:
+            if (names, groups) == (self._hosts, self._linked):
                 return
-            self._hosts = names
+            self._hosts, self._linked = names, groups
             gained, lost = self._reassign()
         self._changed(gained, lost, False)
 
@@ -461,8 +501,11 @@ class Coordinator:
             os.close(fd)
 
 
-def current_owners(url: str, hosts: Iterable[str]) -> dict[str, str]:
+def current_owners(
+    url: str, hosts: Iterable[str], linked: Iterable[Iterable[str]] = ()
+) -> dict[str, str]:
     """Each host's owner as the live members of the group on ``url`` share them now."""
+    require(url)
     from tooz import coordination
 
     driver = coordination.get_coordinator(url, f"status-{os.getpid()}".encode(), timeout="5")
@@ -477,7 +520,7 @@ def current_owners(url: str, hosts: Iterable[str]) -> dict[str, str]:
     finally:
         with contextlib.suppress(Exception):
             driver.stop()
-    return owners(members, hosts)
+    return owners(members, hosts, linked)
 
 
 def _names(members: Iterable[Any]) -> tuple[str, ...]:

@@ -415,7 +415,7 @@ class Watcher:
         with contextlib.ExitStack() as held:
             dry = self.config.dry_run
             if self.coordination is not None:
-                hosts, dry = self._shard(hosts, held, dry)
+                hosts, dry = self._shard(target, hosts, held, dry)
             if not hosts:
                 return {}
             self.passes += 1
@@ -447,7 +447,7 @@ class Watcher:
         return outcomes
 
     def _shard(
-        self, hosts: tuple[Host, ...], held: contextlib.ExitStack, dry: bool
+        self, target: Target, hosts: tuple[Host, ...], held: contextlib.ExitStack, dry: bool
     ) -> tuple[tuple[Host, ...], bool]:
         """watch --coordination: the hosts of this pass this replica owns and could lock.
 
@@ -457,9 +457,13 @@ class Watcher:
         """
         assert self.coordination is not None
         c = self.coordination
-        c.set_hosts(self._hosts or ())
+        c.set_hosts(self._hosts or (), (candidates for _, candidates in target.placed))
         self._show_ownership()
         owned = set(c.owned())
+        if c.view().usable:  # hosts gone to another replica: no connection, no events
+            for name in [n for n in self._sessions if n not in owned]:
+                log.info("host %s: owned by another replica now; disconnecting", name)
+                self._sessions.pop(name).close()
         mine = tuple(h for h in hosts if h.name in owned)
         if dry or not mine:
             return mine, True

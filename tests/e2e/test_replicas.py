@@ -295,6 +295,7 @@ def test_replicas(bed: Bed) -> None:
         and e["host"] in {h.name for h in orphaned}
     ]  # fmt: skip
     failover = min(taken) - victim.died_at
+    print(f"failover: a survivor locked an orphaned host {failover:.2f}s after kill -9")
     assert failover <= 2 * LEASE + 1.0, f"the survivors took over after {failover:.1f}s"
     assert _writers(bed.events(), victim.died_at).keys() >= {h.name for h in orphaned}
     _no_overlap(bed)
