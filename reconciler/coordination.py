@@ -296,8 +296,15 @@ class Coordinator:
             members = _names(driver.get_members(GROUP).get())
         except coordination.GroupNotCreated:
             members = ()
-        if self.replica in members:
+        with self._state:
+            joined = self._joined
+        if self.replica in members and joined:
             return members
+        if self.replica in members:  # not ours: another process, or our last life's key
+            raise CoordinationError(
+                f"replica id {self.replica!r} is a live member already (another replica "
+                "with the same --replica-id, or this one restarted within its lease)"
+            )
         with self._state:
             if self._joined:
                 log.warning(

@@ -269,3 +269,13 @@ def test_status_shows_the_owner(
 def test_replica_options_need_coordination(tmp_path: Path, run: Run) -> None:
     code, _, err = run("watch", _folder(tmp_path), "-c", "test:///default", "--replica-id", "a")
     assert code == 1 and "--replica-id and --lease need --coordination" in err
+
+
+def test_a_second_replica_with_the_same_id_stays_out(replicas: Callable[..., Coordinator]) -> None:
+    a = replicas("twin")
+    _until(lambda: _settled(a), 5)
+    b = replicas("twin")
+    assert not b.usable() and "live member already" in b.view().reason
+    assert b.owned() == ()
+    with pytest.raises(NotAllowed):
+        b.check(a.owned()[0], "defineXML")
