@@ -77,6 +77,12 @@ class NotAllowed(CoordinationError):
 OnChange = Callable[[frozenset[str], frozenset[str]], None]
 
 
+def boottime() -> float:
+    """Seconds since boot, suspend included (CLOCK_BOOTTIME): a machine suspended past
+    its lease finds it expired on waking, which ``time.monotonic`` would not."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
 def default_replica_id() -> str:
     return socket.gethostname()
 
@@ -181,7 +187,7 @@ class Coordinator:
         lease: float = DEFAULT_LEASE,
         member: bool = True,
         on_change: OnChange | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = boottime,
     ) -> None:
         require(url)
         self.url = url

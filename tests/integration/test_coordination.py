@@ -121,7 +121,7 @@ def test_a_paused_replica_writes_nothing_and_loses_its_hosts(
     offset = [0.0]
 
     def clock() -> float:
-        return time.monotonic() + offset[0]
+        return coordination.boottime() + offset[0]
 
     a = replicas(clock=clock)
     b = replicas()
