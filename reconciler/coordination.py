@@ -430,9 +430,10 @@ class Coordinator:
         """
         got: list[str] = []
         busy: list[str] = []
+        owned = set(self.owned())
         try:
             for host in sorted(set(hosts)):
-                if self.member and host not in self.owned():
+                if self.member and host not in owned:
                     continue
                 if self._acquire(host, timeout):
                     got.append(host)
