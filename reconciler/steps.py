@@ -182,6 +182,18 @@ class SetVcpus:
     label = "dom_set_vcpus"
 
 
+@dataclass(frozen=True, kw_only=True)
+class SetDomainText:
+    """Set the domain's ``<title>`` or ``<description>`` (``text`` None: remove it)
+    with ``setMetadata``, running or not: no restart."""
+
+    which: Literal["title", "description"]
+    text: str | None
+    live: bool
+    config: bool
+    label = "dom_set_metadata"
+
+
 # --- networks, pools, volumes -------------------------------------------------------
 
 
@@ -314,6 +326,7 @@ Step = (
     | DetachDevice
     | SetMemory
     | SetVcpus
+    | SetDomainText
     | NetUpdate
     | BuildPool
     | CreateVolume

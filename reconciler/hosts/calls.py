@@ -53,6 +53,7 @@ from reconciler.steps import (
     ResumeDomain,
     SetAutostart,
     SetDomainRecord,
+    SetDomainText,
     SetMemory,
     SetSecretValue,
     SetVcpus,
@@ -180,6 +181,24 @@ class Calls:
                 self._dom_set_memory(action, kib, live, config)
             case SetVcpus(count=count, live=live, config=config):
                 self._dom_set_vcpus(action, count, live, config)
+            case SetDomainText(which=which, text=text, live=live, config=config):
+                dom = self._dom(action)
+                # A running domain takes it live; a stopped one only in its config.
+                live = live and bool(dom.isActive())
+                which_type = (
+                    libvirt.VIR_DOMAIN_METADATA_TITLE
+                    if which == "title"
+                    else libvirt.VIR_DOMAIN_METADATA_DESCRIPTION
+                )
+                self.call(
+                    "setMetadata",
+                    dom.setMetadata,
+                    which_type,
+                    text,
+                    None,
+                    None,
+                    _affect(live, config),
+                )
             case NetUpdate():
                 self._net_update(action, step)
             case BuildPool():

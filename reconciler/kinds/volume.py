@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from lxml import etree
@@ -25,16 +25,9 @@ from reconciler.actions import (
     _to_changes,
 )
 from reconciler.kinds.base import Context, Handler, Power, RecordHome, Reference, Spec
-from reconciler.kinds.exporting import (
-    TOKEN,
-    absolute,
-    scaled,
-    size,
-)
 from reconciler.model import Host, Kind, Manifest
 from reconciler.observed import Observed
 from reconciler.ownership import Record, Registry
-from reconciler.render.volume import render_volume
 from reconciler.steps import (
     CloneVolume,
     CreateVolume,
@@ -259,26 +252,6 @@ def _plan_volume(
     return Action(**base, type=kind, changes=tuple(changes), steps=tuple(steps))
 
 
-# --- export -----------------------------------------------------------------------
-
-
-def _export(root: etree._Element, _shared: Collection[str]) -> Spec:
-    spec: Spec = {}
-    capacity = scaled(root.find("capacity"), "bytes")
-    if capacity is not None:
-        spec["capacity"] = size(capacity)
-    fmt = root.find("target/format")
-    if fmt is not None and TOKEN.match(fmt.get("type") or ""):
-        spec["format"] = fmt.get("type")
-    backing = root.find("backingStore")
-    if backing is not None and absolute(backing.findtext("path")):
-        spec["backingStore"] = {"path": backing.findtext("path")}
-        bfmt = backing.find("format")
-        if bfmt is not None and TOKEN.match(bfmt.get("type") or ""):
-            spec["backingStore"]["format"] = bfmt.get("type")
-    return spec
-
-
 # --- the handler ---------------------------------------------------------------------
 
 
@@ -350,10 +323,8 @@ HANDLER = Handler(
     label="volume",
     root="volume",
     record_home=RecordHome.REGISTRY,
-    render=render_volume,
     plan=_plan,
     delete=_delete,
-    export=_export,
     export_state=_export_state,
     export_required=("capacity",),
     references=_references,
