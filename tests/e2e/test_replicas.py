@@ -308,7 +308,12 @@ def test_replicas(bed: Bed) -> None:
     )  # fmt: skip
     target = sorted(h for h, o in owners([*survivors, name], bed.names).items() if o == name)[0]
     paused = bed.start(name, VIRT_RECONCILE_STOP_BEFORE_WRITE=target)
-    _until(lambda: paused.gauge("owned_hosts") >= 1, 20, f"{name} owns a host", bed.logs())
+    group = sorted([*survivors, name])
+    _until(
+        lambda: all(r.health().get("coordination", {}).get("members") == group
+                    for r in bed.live()) and paused.gauge("owned_hosts") >= 1,
+        20, f"every replica sees {name} in the group", bed.logs(),
+    )  # fmt: skip
     bed.write(96)
     _until(lambda: paused.state() == "T", CONVERGE, f"{name} stopped before a write", bed.logs())
     stopped_at = time.time()
