@@ -603,13 +603,14 @@ def _plan_or_apply(args: argparse.Namespace, out: Console, err: Console) -> int:
         )
 
     # plan and --dry-run change nothing, so they take no lock.
+    # The distributed locks first, then this machine's (the order a watch pass takes them).
     with contextlib.ExitStack() as held:
+        if applying and getattr(args, "coordination", None):
+            args.guard = held.enter_context(_coordinated(args, target))
         if applying:
             held.enter_context(
                 lock.hold(target.hosts, timeout=args.lock_timeout, command="apply", on_wait=waiting)
             )
-        if applying and getattr(args, "coordination", None):
-            args.guard = held.enter_context(_coordinated(args, target))
         return _reconcile(args, target, options, out, err)
 
 
@@ -1105,6 +1106,10 @@ def _watch(args: argparse.Namespace, err: Console) -> int:
     )
     if (args.replica_id or args.lease != coordination.DEFAULT_LEASE) and not args.coordination:
         raise errors.ReconcileError("--replica-id and --lease need --coordination URL")
+    if args.lease < 2:
+        raise errors.ReconcileError(
+            f"--lease {args.lease:g}s: at least 2s (etcd grants no shorter lease)"
+        )
     unlog = watch.logs.configure(err.file, args.log_format, args.verbose)
     coordinator = (
         coordination.Coordinator(args.coordination, replica_id=args.replica_id, lease=args.lease)

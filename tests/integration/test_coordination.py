@@ -267,8 +267,14 @@ def test_status_shows_the_owner(
 
 
 def test_replica_options_need_coordination(tmp_path: Path, run: Run) -> None:
-    code, _, err = run("watch", _folder(tmp_path), "-c", "test:///default", "--replica-id", "a")
+    folder = _folder(tmp_path)
+    code, _, err = run("watch", folder, "-c", "test:///default", "--replica-id", "a")
     assert code == 1 and "--replica-id and --lease need --coordination" in err
+    code, _, err = run(
+        "watch", folder, "-c", "test:///default", "--coordination", "etcd3+http://127.0.0.1:9",
+        "--lease", "1s",
+    )  # fmt: skip
+    assert code == 1 and "--lease 1s: at least 2s" in err
 
 
 def test_a_second_replica_with_the_same_id_stays_out(replicas: Callable[..., Coordinator]) -> None:
