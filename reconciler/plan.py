@@ -17,7 +17,6 @@ from lxml import etree
 
 from reconciler import cloudinit, diff, fields, ownership
 from reconciler.actions import (
-    DEFAULT_MAX_PRUNE,
     Action,
     ActionType,
     Change,
@@ -29,6 +28,7 @@ from reconciler.actions import (
     _parse,
     _with_record,
 )
+from reconciler.defaults import DEFAULT_MAX_PRUNE
 from reconciler.kinds import KINDS, Context
 from reconciler.model import Kind, Manifest, object_ref
 from reconciler.observed import HostState, ObjectKey, Observed, object_key
@@ -78,13 +78,16 @@ _LIVE_SWAP = (UpdateDevice, DetachDevice, RestartDomain, Stop, ShutdownDomain)
 
 
 def _old_seeds(
-    state: HostState, actions: Sequence[Action], desired_keys: set[ObjectKey]
+    state: HostState,
+    actions: Sequence[Action],
+    desired_keys: set[ObjectKey],
+    refs: Mapping[str, frozenset[str]],
 ) -> list[Action]:
     """Seeds of domains that are still declared here but use another seed now:
     deleted after the domain's action has swapped the media (it comes first),
     with or without ``--prune``; kept while anything still uses them."""
     domains = {a.name: a for a in actions if a.kind is Kind.DOMAIN}
-    users = _volume_users(state)
+    users = _volume_users(state, refs=refs)
     out = []
     for key, obs in sorted(state.objects.items(), key=lambda kv: kv[0]):
         owner = _seed_owner(obs, state.registry)
@@ -219,6 +222,7 @@ def _plan_prune(
     desired_keys: set[ObjectKey],
     options: Options,
     kinds: frozenset[Kind] | None,
+    refs: Mapping[str, frozenset[str]],
 ) -> list[Action]:
     """Managed objects no manifest names: deletions behind the prune guards with
     ``--prune``, else (``_orphan``) unchanged, with a note of what ``--prune`` would do."""
@@ -234,7 +238,7 @@ def _plan_prune(
     ]
     # Domains are deleted before volumes, so a volume only they use may go too.
     leaving = frozenset(d.name for d in first if d.kind is Kind.DOMAIN)
-    users = _volume_users(state, leaving=leaving)
+    users = _volume_users(state, leaving=leaving, refs=refs) if orphans else {}
     deletes = [d for o in orphans if (d := _plan_delete(o, state.registry, users)) is not None]
     deletes = _keep_pools_with_volumes(deletes, state)
     deletes = _keep_secrets_in_use(deletes, state)
@@ -348,8 +352,20 @@ def disk_refs(domain_xml: str) -> set[str]:
     return refs
 
 
+def _domain_refs(state: HostState) -> dict[str, frozenset[str]]:
+    """``disk_refs`` of each domain's inactive and live XML, by name (read once per plan)."""
+    return {
+        o.name: frozenset(r for x in (o.xml, o.live_xml) if x for r in disk_refs(x))
+        for o in state.objects.values()
+        if o.kind is Kind.DOMAIN
+    }
+
+
 def _volume_users(
-    state: HostState, *, leaving: frozenset[str] = frozenset()
+    state: HostState,
+    *,
+    leaving: frozenset[str] = frozenset(),
+    refs: Mapping[str, frozenset[str]],
 ) -> dict[str, tuple[str, ...]]:
     """Domains that use each volume (``pool/name``), by source pool+volume or path,
     and the volumes it is the backing file of (``volume POOL/NAME``).
@@ -379,10 +395,9 @@ def _volume_users(
                 users.setdefault(keys[f"path:{backing}"], set()).add(f"volume {o.pool}/{o.name}")
         if o.kind is not Kind.DOMAIN or o.name in leaving:
             continue
-        for xml in (o.xml, o.live_xml):
-            for ref in disk_refs(xml) if xml else ():
-                if ref in keys:
-                    users.setdefault(keys[ref], set()).add(o.name)
+        for ref in refs.get(o.name, ()):
+            if ref in keys:
+                users.setdefault(keys[ref], set()).add(o.name)
     return {k: tuple(sorted(v)) for k, v in users.items()}
 
 
@@ -515,12 +530,13 @@ def build_host_plan(
             ),
         )
     desired_keys = {object_key(m.kind, m.name, m.spec.get("pool")) for m, _ in desired}
+    refs = _domain_refs(state)
     context = Context(
         host=state.host,
         options=options,
         registry=state.registry,
         network_users=_network_users(state),
-        volume_users=_volume_users(state),
+        volume_users=_volume_users(state, refs=refs),
         running_domains=frozenset(
             o.name for o in state.objects.values() if o.kind is Kind.DOMAIN and o.active
         ),
@@ -572,9 +588,9 @@ def build_host_plan(
         except ValueError as e:
             action = Action(**base, type=ActionType.UPDATE, error=str(e))
         actions.append(_in_manifest_terms(action, m))
-    seeds = _old_seeds(state, actions, desired_keys)
+    seeds = _old_seeds(state, actions, desired_keys, refs)
     # Without --prune, orphans are shown with what --prune would do, and nothing happens.
     actions += seeds
     seed_keys = {object_key(a.kind, a.name, a.pool) for a in seeds}
-    actions += _plan_prune(state, desired_keys | seed_keys, options, kinds)
+    actions += _plan_prune(state, desired_keys | seed_keys, options, kinds, refs)
     return HostPlan(host=state.host, actions=tuple(actions))

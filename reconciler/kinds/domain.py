@@ -145,8 +145,9 @@ def _plan_domain(
     normalise: Normalise | None = None,
 ) -> Action:
     ignore = _ignores(m)
-    if obs is not None:
-        desired = _with_live_macs(m, desired, _parse(obs.xml))
+    inactive = _parse(obs.xml) if obs is not None else None  # read only, parsed once
+    if inactive is not None:
+        desired = _with_live_macs(m, desired, inactive)
     dflat = _desired_flat(Kind.DOMAIN, desired, normalise, ignore)
     record = replace(
         _record(m, dflat, host.name, candidates), keep_state=bool(m.spec.get("keepState", True))
@@ -173,13 +174,13 @@ def _plan_domain(
             xml_after=_pretty(desired),
         )
 
-    inactive = _parse(obs.xml)
-    iflat = canonical.flatten(inactive, Kind.DOMAIN, ignore=ignore)
+    assert inactive is not None
+    iflat = canonical.flatten_text(obs.xml, inactive, Kind.DOMAIN, ignore=ignore)
     applied = obs.record.applied if obs.managed and obs.record else frozenset()
     cfg = diff.diff_fields(Kind.DOMAIN, dflat, iflat, applied)
     running = obs.state in ("running", "paused") and obs.live_xml is not None
     lflat = (
-        canonical.flatten(_parse(obs.live_xml), Kind.DOMAIN, ignore=ignore)
+        canonical.flatten_text(obs.live_xml, _parse(obs.live_xml), Kind.DOMAIN, ignore=ignore)
         if (running and obs.live_xml)
         else None
     )
