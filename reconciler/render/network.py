@@ -1,7 +1,9 @@
 """Stage 3 of the pipeline (render): a Network manifest -> ``<network>`` XML.
 
 ``FIELDS`` declares every friendly Network field once (``render.bind``); render
-(here) and export (``kinds.network``) both walk it. Element order is libvirt's
+(here) and export (``kinds.network``) both walk it. ``Live.UPDATE`` marks what an
+active network takes with ``virNetworkUpdate`` (``kinds.network`` sections,
+checked against these declarations in ``tests/unit/test_fields.py``). Element order is libvirt's
 (name, forward, bridge, mtu, domain, dns, ip). ``host``, ``state`` and
 ``autostart`` are not XML and are not rendered.
 """
@@ -23,6 +25,7 @@ from reconciler.render.bind import (
     Conv,
     Custom,
     Items,
+    Live,
     Prop,
     Rule,
     Spec,
@@ -122,6 +125,7 @@ FIELDS = Table(
             item_name=None,
             rule=Rule.ALL,
             whole=True,
+            live=Live.UPDATE,
             fields=(
                 Prop(key="ip", at="@ip"),
                 Prop(key="names", at="hostname", repeated=True),
@@ -133,6 +137,7 @@ FIELDS = Table(
             key="ip.dhcp.range",
             render=_V4_RENDER,
             export=_V4_EXPORT,
+            live=Live.UPDATE,
             words=(("ip.dhcp.range", _V4 + _RANGE, ()),),
         ),
         Items(
@@ -142,6 +147,7 @@ FIELDS = Table(
             item_name=None,
             rule=Rule.ALL,
             whole=True,
+            live=Live.UPDATE,
             fields=(
                 Prop(key="mac", at="@mac", conv=MAC),
                 Prop(key="name", at="@name"),
@@ -154,6 +160,7 @@ FIELDS = Table(
             key="ipv6.dhcp.range",
             render=_V6_RENDER,
             export=_V6_EXPORT,
+            live=Live.UPDATE,
             words=(("ipv6.dhcp.range", _V6 + _RANGE, ()),),
         ),
         Items(
@@ -162,10 +169,11 @@ FIELDS = Table(
             flat=r"portgroup\[name=(?P<key>[^\]]*)\]",
             item_name=_portgroup,
             unique="name",
+            live=Live.UPDATE,
             fields=(
-                Prop(key="name", at="@name"),
-                Prop(key="default", at="@default", conv=YES_NO),
-                Prop(key="vlan", at="vlan/tag/@id", conv=INT),
+                Prop(key="name", at="@name", live=Live.UPDATE),
+                Prop(key="default", at="@default", conv=YES_NO, live=Live.UPDATE),
+                Prop(key="vlan", at="vlan/tag/@id", conv=INT, live=Live.UPDATE),
             ),
         ),
     ),

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from reconciler import fields, render
+from reconciler import canonical, fields, render
 from reconciler.model import Kind
 from reconciler.render import identity
 
@@ -193,3 +193,25 @@ def test_every_disk_and_interface_field_has_its_docs_row(items: str, heading: st
     }
     assert names
     assert sorted(n for n in names if f"| `{n}`" not in section) == []
+
+
+def test_network_live_declarations_agree_with_the_net_update_sections() -> None:
+    """A Network field declared Live.UPDATE is one the planner changes with
+    virNetworkUpdate (``kinds.network``), and every friendly path it changes so is
+    declared so: checked on every path of the golden networks."""
+    from reconciler.kinds import network as net_kind
+
+    paths = set()
+    for case in ("network-nat-dhcp", "network-extras"):
+        spec = yaml.safe_load((DATA / "render" / f"{case}.yaml").read_text())["spec"]
+        paths |= set(canonical.flatten(render.render_network("n", spec), Kind.NETWORK).values)
+    checked = 0
+    for path in sorted(paths):
+        declared = fields.field_at(Kind.NETWORK, path)
+        if declared is None:
+            continue
+        live = declared.live is fields.Live.UPDATE
+        section = net_kind._net_section(path) is not None
+        assert live == section, (path, declared.name, declared.live)
+        checked += live
+    assert checked
