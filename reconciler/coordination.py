@@ -322,7 +322,8 @@ class Coordinator:
                     self.lease,
                 )
             self._joined = False
-            self._void(time.time())
+            # The locks stopped counting when the lease last held did, at the latest.
+            self._void(min(time.time(), self._wall(self._valid_until)))
         try:
             driver.join_group(GROUP).get()
         except coordination.GroupNotCreated:
