@@ -29,6 +29,7 @@ import contextlib
 import dataclasses
 import difflib
 import functools
+import importlib
 import json
 import os
 import signal
@@ -37,45 +38,104 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from rich.console import Console
-from rich.markup import escape
-
-from reconciler import (
-    __version__,
-    coordination,
-    errors,
-    export,
-    hosts,
-    lock,
-    manifests,
-    plan,
-    render,
-    report,
-    schema,
-    shell,
-    status,
-    units,
-    watch,
-)
-from reconciler.execute import Result
+from reconciler import __version__, defaults, errors, shell, units
 from reconciler.model import Host, Kind, Manifest, ManifestSet
-from reconciler.placement import Placement
-from reconciler.plan import ActionType
-from reconciler.reconcile import DEFAULT_HOST, Run, Target, apply, object_hosts, resolve_hosts
-from reconciler.uris import redact_uri
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.markup import escape
+
+    from reconciler import (
+        coordination,
+        export,
+        hosts,
+        lock,
+        manifests,
+        plan,
+        reconcile,
+        render,
+        report,
+        schema,
+        status,
+        watch,
+    )
+    from reconciler.execute import Result
+    from reconciler.placement import Placement
+    from reconciler.plan import ActionType
+    from reconciler.reconcile import (
+        Run,
+        Target,
+        apply,
+        object_hosts,
+        resolve_hosts,
+    )
+    from reconciler.uris import redact_uri
+else:
+    # The pipeline loads on first use, so `--help`, `--version` and usage
+    # errors cost only argparse (tens of ms, not the ~0.7 s of rich, lxml,
+    # jsonschema, libvirt, watch and export).
+
+    class _Lazy:
+        """A module (or one name of a module) imported when first used."""
+
+        def __init__(self, module: str, name: str | None = None) -> None:
+            self._where = (module, name)
+
+        def _get(self) -> Any:
+            module, name = self._where
+            loaded = importlib.import_module(module)
+            return loaded if name is None else getattr(loaded, name)
+
+        def __getattr__(self, attr: str) -> Any:
+            return getattr(self._get(), attr)
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            return self._get()(*args, **kwargs)
+
+    Console = _Lazy("rich.console", "Console")
+    escape = _Lazy("rich.markup", "escape")
+    (
+        coordination, export, hosts, lock, manifests, plan, reconcile, render, report, schema,
+        status, watch,
+    ) = (
+        _Lazy(f"reconciler.{m}")
+        for m in (
+            "coordination",
+            "export",
+            "hosts",
+            "lock",
+            "manifests",
+            "plan",
+            "reconcile",
+            "render",
+            "report",
+            "schema",
+            "status",
+            "watch",
+        )
+    )
+    ActionType = _Lazy("reconciler.plan", "ActionType")
+    Run, Target, apply, object_hosts, resolve_hosts = (
+        _Lazy("reconciler.reconcile", n)
+        for n in ("Run", "Target", "apply", "object_hosts", "resolve_hosts")
+    )
+    redact_uri = _Lazy("reconciler.uris", "redact_uri")
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
-_STYLES = {
-    ActionType.CREATE: "green",
-    ActionType.UPDATE: "yellow",
-    ActionType.DELETE: "red",
-    ActionType.ADOPT: "cyan",
-    ActionType.UNCHANGED: "dim",
-    ActionType.PENDING_RESTART: "magenta",
-}
+
+@functools.cache
+def _styles() -> dict[ActionType, str]:
+    return {
+        ActionType.CREATE: "green",
+        ActionType.UPDATE: "yellow",
+        ActionType.DELETE: "red",
+        ActionType.ADOPT: "cyan",
+        ActionType.UNCHANGED: "dim",
+        ActionType.PENDING_RESTART: "magenta",
+    }
 
 
 class _Parser(argparse.ArgumentParser):
@@ -117,10 +177,10 @@ def _prune_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument(
         "--max-prune",
         type=_percent,
-        default=plan.DEFAULT_MAX_PRUNE,
+        default=defaults.DEFAULT_MAX_PRUNE,
         metavar="PERCENT",
         help="refuse a run that would delete more than this share of a host's managed "
-        f"objects (default {plan.DEFAULT_MAX_PRUNE})",
+        f"objects (default {defaults.DEFAULT_MAX_PRUNE})",
     )
     sp.add_argument(
         "--force-prune",
@@ -272,7 +332,7 @@ def _flow_args(sub: Any, *parsers: argparse.ArgumentParser) -> None:
             default=[],
             metavar="GLOB",
             help="skip manifest files matching this gitignore-like pattern (repeatable; a "
-            f"folder's {manifests.IGNORE_FILE} file does the same); PATH '-' reads stdin",
+            f"folder's {defaults.IGNORE_FILE} file does the same); PATH '-' reads stdin",
         )
     for sp in (pl, ap, st):
         sp.add_argument(
@@ -459,6 +519,8 @@ def _check_replace(refs: Sequence[str], loaded: ManifestSet) -> None:
 
 
 def _render(args: argparse.Namespace, out: Console) -> int:
+    from reconciler.reconcile import DEFAULT_HOST  # imported late: see _Lazy
+
     loaded = _load(args)
     known = {h.name for h in loaded.hosts} or {DEFAULT_HOST}
     if set(args.host) - known:
@@ -492,22 +554,26 @@ def _target(args: argparse.Namespace, loaded: ManifestSet | None = None) -> Targ
             f"--target {', '.join(sorted(unknown))}: no manifest declares it (with --prune a "
             "target may name a managed object to delete)"
         )
+    # A domain's cloud-init seed (``owner``) is in the run when its domain is.
     loaded = dataclasses.replace(
-        loaded, objects=tuple(m for m in loaded.objects if only.selects(m.ref, m.labels))
+        loaded,
+        objects=tuple(m for m in loaded.objects if only.selects(m.owner or m.ref, m.labels)),
     )
     overrides = manifests.load_hosts_override(args.hosts_override) if args.hosts_override else None
     return resolve_hosts(loaded, connect=args.connect, only=args.host, overrides=overrides)
 
 
-_SYNC_STYLES = {
-    status.Sync.SYNCED: "green",
-    status.Sync.OUT_OF_SYNC: "yellow",
-    status.Sync.PENDING_RESTART: "magenta",
-    status.Sync.SUSPENDED: "dim",
-    status.Sync.MISSING: "yellow",
-    status.Sync.FAILED: "red",
-    status.Sync.ORPHAN: "yellow",
-}
+@functools.cache
+def _sync_styles() -> dict[status.Sync, str]:
+    return {
+        status.Sync.SYNCED: "green",
+        status.Sync.OUT_OF_SYNC: "yellow",
+        status.Sync.PENDING_RESTART: "magenta",
+        status.Sync.SUSPENDED: "dim",
+        status.Sync.MISSING: "yellow",
+        status.Sync.FAILED: "red",
+        status.Sync.ORPHAN: "yellow",
+    }
 
 
 def _status(args: argparse.Namespace, out: Console) -> int:
@@ -553,7 +619,7 @@ def _status(args: argparse.Namespace, out: Console) -> int:
                     health = "" if o.healthy else " [red]unhealthy[/]"
                     power = f"  {escape(o.power + why)}{health}"
                 out.print(
-                    f"  [{_SYNC_STYLES[o.sync]}]{o.sync.value:<14}[/] {escape(o.ref)}{power}"
+                    f"  [{_sync_styles()[o.sync]}]{o.sync.value:<14}[/] {escape(o.ref)}{power}"
                     f"  [dim]{escape(o.reason)}[/]"
                 )
         counts = status.summary(statuses)
@@ -580,6 +646,19 @@ def _warn_in_memory(target: Target, err: Console) -> None:
 
 
 def _plan_or_apply(args: argparse.Namespace, out: Console, err: Console) -> int:
+    # plan -c URI: read the host while the manifests load (apply reads it under its lock).
+    early = args.connect and not _applying(args) and not args.hosts_override
+    prefetch = reconcile.Prefetch(args.connect) if early else None
+    try:
+        return _plan_or_apply_loaded(args, out, err, prefetch)
+    finally:
+        if prefetch is not None:
+            prefetch.discard()  # unused: a bad manifest, or Host documents
+
+
+def _plan_or_apply_loaded(
+    args: argparse.Namespace, out: Console, err: Console, prefetch: reconcile.Prefetch | None
+) -> int:
     loaded = _load(args)
     _check_replace(getattr(args, "replace", []), loaded)
     args.saved = _read_plan(args.planfile) if getattr(args, "planfile", None) else None
@@ -611,7 +690,7 @@ def _plan_or_apply(args: argparse.Namespace, out: Console, err: Console) -> int:
             held.enter_context(
                 lock.hold(target.hosts, timeout=args.lock_timeout, command="apply", on_wait=waiting)
             )
-        return _reconcile(args, target, options, out, err)
+        return _reconcile(args, target, options, out, err, prefetch)
 
 
 @contextlib.contextmanager
@@ -639,7 +718,12 @@ def _applying(args: argparse.Namespace) -> bool:
 
 
 def _reconcile(
-    args: argparse.Namespace, target: Target, options: plan.Options, out: Console, err: Console
+    args: argparse.Namespace,
+    target: Target,
+    options: plan.Options,
+    out: Console,
+    err: Console,
+    prefetch: reconcile.Prefetch | None = None,
 ) -> int:
     stream = _Stream(args, out if args.output == "text" else None)
     run = Run(
@@ -648,6 +732,7 @@ def _reconcile(
         read_only=not _applying(args),
         on_result=stream.result,
         waiting=stream.waiting,
+        prefetch=prefetch,
     )
     try:
         run.connect_and_observe()
@@ -821,7 +906,7 @@ def _compared_as_written(run: Run) -> set[str]:
 
 
 def _print_action(a: plan.Action, args: argparse.Namespace, out: Console) -> None:
-    style, label = _STYLES[a.type], f"{report.SYMBOLS[a.type]} {a.type.value}"
+    style, label = _styles()[a.type], f"{report.SYMBOLS[a.type]} {a.type.value}"
     if a.orphan is not None and a.type is ActionType.UNCHANGED:
         style, label = "yellow", "? orphan"  # requires pruning (Argo CD's word)
     disruption = f" ({a.disruption.value})" if a.disruption and a.type.is_change else ""
@@ -1045,10 +1130,10 @@ def _watch_parser(sub: Any) -> None:
     w.add_argument(
         "--metrics-addr",
         type=_address,
-        default=watch.DEFAULT_ADDRESS,
+        default=defaults.DEFAULT_ADDRESS,
         metavar="HOST:PORT",
         help="serve the status page (/), /metrics, /healthz, /readyz and POST /-/reload here "
-        f"(default {watch.DEFAULT_ADDRESS}; port 0: any free port)",
+        f"(default {defaults.DEFAULT_ADDRESS}; port 0: any free port)",
     )
     w.add_argument("--no-metrics", action="store_true", help="serve no HTTP endpoint")
     w.add_argument("-v", "--verbose", action="store_true", help="also log every libvirt event")

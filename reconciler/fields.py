@@ -141,6 +141,7 @@ SETTINGS: Mapping[Kind, frozenset[str]] = {
         {
             "host", "placement", "state", "autostart", "updateStrategy", "ignoreDifferences",
             "xml", "disks[].target", "interfaces[].name", "kernel", "cpu",
+            "cloudInit", "keepState",
         }
     ),
     Kind.NETWORK: frozenset({"host", "state", "autostart", "xml", "ip", "dns"}),

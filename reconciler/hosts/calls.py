@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import os
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from lxml import etree
 
 from reconciler import errors, images, ownership, plan, values
 from reconciler.hosts import connection
-from reconciler.hosts.api import API, Op
+from reconciler.hosts.api import API, Op, undefine_flags
 from reconciler.hosts.events import DeviceRemovals
 from reconciler.hosts.registry import RegistryStore
 from reconciler.model import Host, Kind
@@ -152,8 +153,8 @@ class Calls:
                 self._op(API[kind].start, self._lookup(kind, action.name))
             case Stop(kind=kind):
                 self._op(API[kind].stop, self._lookup(kind, action.name))
-            case Undefine(kind=Kind.DOMAIN):
-                self._dom_undefine(action.name)
+            case Undefine(kind=Kind.DOMAIN, keep_state=keep_state):
+                self._dom_undefine(action.name, keep_state)
             case Undefine(kind=kind):
                 self._op(API[kind].undefine, self._lookup(kind, action.name))
             case SetAutostart(kind=kind, on=on):
@@ -232,11 +233,12 @@ class Calls:
         return self.conn.lookupByName(action.name)
 
     def discard_domain(self, name: str) -> None:
-        """Stop and undefine a domain (libvirt errors pass through)."""
+        """Stop and undefine a domain this run created on a host that could not start
+        it (libvirt errors pass through)."""
         dom = self.conn.lookupByName(name)
         if dom.isActive():
             self._op(API[Kind.DOMAIN].stop, dom)
-        self._dom_undefine(name)
+        self._dom_undefine(name, keep_state=False)  # made by this run: nothing to keep
 
     def _dom_set_record(self, action: Action, xml: str) -> None:
         el = etree.fromstring(xml)
@@ -276,14 +278,20 @@ class Calls:
             if dom.isActive():
                 self.call("destroy", dom.destroy)
 
-    def _dom_undefine(self, name: str) -> None:
+    def _dom_undefine(self, name: str, keep_state: bool) -> None:
         dom = self.conn.lookupByName(name)
-        try:
-            self._op(API[Kind.DOMAIN].undefine, dom)
-        except libvirt.libvirtError as e:
-            if e.get_error_code() not in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
-                raise
-            self.call("undefineFlags", dom.undefineFlags, libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+        *fuller, last = undefine_flags(keep_state)
+        for flags in fuller:
+            try:
+                self._op(API[Kind.DOMAIN].undefine, dom, flags)
+                return
+            except libvirt.libvirtError as e:
+                if e.get_error_code() not in (
+                    libvirt.VIR_ERR_INVALID_ARG,
+                    libvirt.VIR_ERR_NO_SUPPORT,
+                ):
+                    raise
+        self._op(API[Kind.DOMAIN].undefine, dom, last)
 
     def _dom_detach(
         self, action: Action, xml: str, alias: str | None, live: bool, config: bool
@@ -444,6 +452,13 @@ class Calls:
         return lambda done, total: progress(what, done, total)
 
     def _vol_upload(self, action: Action, step: UploadVolume) -> None:
+        if step.data is not None:
+            # An image made in memory (a cloud-init seed) goes up from a temporary file.
+            with tempfile.NamedTemporaryFile(prefix="virt-reconcile-", suffix=".img") as tmp:
+                tmp.write(step.data)
+                tmp.flush()
+                self._vol_upload(action, dataclasses.replace(step, data=None, file=tmp.name))
+            return
         ref = action.ref
         try:
             if step.url is not None:

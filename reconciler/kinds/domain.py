@@ -145,10 +145,13 @@ def _plan_domain(
     normalise: Normalise | None = None,
 ) -> Action:
     ignore = _ignores(m)
-    if obs is not None:
-        desired = _with_live_macs(m, desired, _parse(obs.xml))
+    inactive = _parse(obs.xml) if obs is not None else None  # read only, parsed once
+    if inactive is not None:
+        desired = _with_live_macs(m, desired, inactive)
     dflat = _desired_flat(Kind.DOMAIN, desired, normalise, ignore)
-    record = _record(m, dflat, host.name, candidates)
+    record = replace(
+        _record(m, dflat, host.name, candidates), keep_state=bool(m.spec.get("keepState", True))
+    )
     state = m.spec.get("state")
     timeout = units.parse_duration(m.spec.get("updateStrategy", {}).get("shutdownTimeout", "120s"))
     restart_if_needed = m.spec.get("updateStrategy", {}).get("restart", "never") == "ifNeeded"
@@ -171,13 +174,13 @@ def _plan_domain(
             xml_after=_pretty(desired),
         )
 
-    inactive = _parse(obs.xml)
-    iflat = canonical.flatten(inactive, Kind.DOMAIN, ignore=ignore)
+    assert inactive is not None
+    iflat = canonical.flatten_text(obs.xml, inactive, Kind.DOMAIN, ignore=ignore)
     applied = obs.record.applied if obs.managed and obs.record else frozenset()
     cfg = diff.diff_fields(Kind.DOMAIN, dflat, iflat, applied)
     running = obs.state in ("running", "paused") and obs.live_xml is not None
     lflat = (
-        canonical.flatten(_parse(obs.live_xml), Kind.DOMAIN, ignore=ignore)
+        canonical.flatten_text(obs.live_xml, _parse(obs.live_xml), Kind.DOMAIN, ignore=ignore)
         if (running and obs.live_xml)
         else None
     )
@@ -227,12 +230,26 @@ def _plan_domain(
     if cfg:  # nothing to write: the copy stays the inactive document (no flatten)
         diff.apply_changes(canonical.flatten(merged, Kind.DOMAIN, ignore=ignore), dflat, cfg)
     record_changed = obs.record != written
+    if obs.record is not None and obs.managed and obs.record.keep_state != record.keep_state:
+        changes.append(
+            Change(
+                path="keepState",
+                old=str(obs.record.keep_state).lower(),
+                new=str(record.keep_state).lower(),
+                disruption=Disruption.NONE,
+            )
+        )
     define = bool(nonlive_cfg) or (not running and bool(cfg))
     if define:
         steps.append(Define(kind=Kind.DOMAIN, xml=_with_record(merged, written)))
     if running and lflat is not None and not restart:
         steps += _live_steps(ops, dflat, lflat, iflat, cfg_paths, live_paths, config=not define)
-    if not define and record_changed and (cfg or ops or not obs.managed or guard or interrupted):
+    keep_changed = any(c.path == "keepState" for c in changes)
+    if (
+        not define
+        and record_changed
+        and (cfg or ops or not obs.managed or guard or interrupted or keep_changed)
+    ):
         steps.append(_set_record(written))
     if restart:
         steps.append(RestartDomain(timeout=timeout))
@@ -398,7 +415,8 @@ def _plan(m: Manifest, desired: etree._Element, obs: Observed | None, ctx: Conte
 
 def _delete(obs: Observed, _registry: Registry) -> tuple[Record | None, list[Step]]:
     steps: list[Step] = [Stop(kind=Kind.DOMAIN)] if obs.active else []
-    steps.append(Undefine(kind=Kind.DOMAIN))
+    keep = obs.record.keep_state if obs.record is not None else True
+    steps.append(Undefine(kind=Kind.DOMAIN, keep_state=keep))
     return obs.record, steps
 
 

@@ -63,6 +63,8 @@ def backing_volume(spec: Mapping[str, Any]) -> tuple[str, str] | None:
 def _fill(m: Manifest, pool: str, xml: str) -> Step:
     """The step that creates the volume: empty, uploaded or cloned (``spec.source``)."""
     source = m.spec.get("source")
+    if m.content is not None:
+        return UploadVolume(pool=pool, xml=xml, data=m.content)
     if source is None:
         return CreateVolume(pool=pool, xml=xml, backing=backing_volume(m.spec))
     if "volume" in source:
@@ -82,6 +84,8 @@ def describe_source(spec: Mapping[str, Any]) -> str | None:
     source = spec.get("source")
     if source is None:
         return None
+    if "seed" in source:
+        return f"cloud-init seed of {source['seed']}"
     if "volume" in source:
         return f"clone of volume {source['volume']['pool']}/{source['volume']['name']}"
     checked = " (sha256 checked)" if "sha256" in source else ""
@@ -122,10 +126,12 @@ def _plan_volume(
     dflat = _desired_flat(Kind.VOLUME, desired, normalise)
     record = _record(m, dflat, host.name)
     # A volume holds data: --prune deletes it only when its manifest says spec.prune.
+    # A cloud-init seed belongs to its domain: it goes when the domain stops using it.
     record = dataclasses.replace(
         record,
-        prune=record.prune and bool(m.spec.get("prune", False)),
+        prune=record.prune and (bool(m.spec.get("prune", False)) or m.owner is not None),
         source=source_fingerprint(m.spec),
+        owner=m.owner or "",
     )
     base: dict[str, Any] = {
         "kind": Kind.VOLUME,

@@ -20,12 +20,13 @@ from typing import Any
 
 from reconciler import errors, manifests, plan, report, status
 from reconciler.coordination import CoordinationError, Coordinator
+from reconciler.defaults import DEFAULT_ADDRESS
 from reconciler.execute import Outcome, Result
 from reconciler.hosts import HostEvent, Session
 from reconciler.model import Host, ManifestSet
 from reconciler.reconcile import HostResult, Run, Target, apply, resolve_hosts
 from reconciler.watch import notify, page
-from reconciler.watch.metrics import DEFAULT_ADDRESS, Metrics, parse_address, serve_http
+from reconciler.watch.metrics import Metrics, parse_address, serve_http
 from reconciler.watch.sources import FolderSource, GitSource, Snapshot, Source
 from reconciler.watch.workqueue import ALL, Backoff, Batch, Clock, Reason, WorkQueue
 

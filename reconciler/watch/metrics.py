@@ -12,12 +12,10 @@ from typing import Any, Protocol
 import prometheus_client
 
 from reconciler import __version__
+from reconciler.defaults import DEFAULT_ADDRESS
 
 log = logging.getLogger(__name__)
 
-# 9177 is prometheus-libvirt-exporter's, which often runs on the same machine.
-DEFAULT_PORT = 9178
-DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_PORT}"
 
 # No ``*_created`` series beside every counter and histogram: they double the
 # series count and nothing here needs them (process-wide switch of prometheus_client).
