@@ -11,7 +11,7 @@
   owner, and a member joining or leaving moves ~1/n of the hosts. The candidate
   hosts of a placed domain go to one owner together (``shards``), so the replica
   that places it sees every candidate;
-* holds a host's tooz lock (``virt-reconcile/host/NAME``, on its own lease) from
+* holds a host's tooz lock (``/virt-reconcile/host/NAME``, on its own lease) from
   reading the host to the convergence check of a pass;
 * ``check(host)``, the write guard, runs before every mutating libvirt call: it
   refuses unless the backend answered within the lease (measured from the start of
@@ -53,7 +53,7 @@ from reconciler import errors
 log = logging.getLogger(__name__)
 
 GROUP = b"virt-reconcile"
-LOCK_PREFIX = b"virt-reconcile/host/"
+LOCK_PREFIX = b"/virt-reconcile/host/"
 DEFAULT_LEASE = 10.0
 LOCK_LOG_ENV = "VIRT_RECONCILE_LOCK_LOG"
 # A lease counts as held for this share of its length after the heartbeat that
@@ -209,6 +209,7 @@ class Coordinator:
         self._linked: tuple[tuple[str, ...], ...] = ()
         self._owners: dict[str, str] = {}
         self._held: dict[str, tuple[Any, int, float]] = {}  # host -> (lock, epoch, since)
+        self._unreleased: list[Any] = []  # locks whose release the backend did not answer
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._audit = os.environ.get(LOCK_LOG_ENV)
@@ -256,6 +257,7 @@ class Coordinator:
                 self._void(self._wall(self._valid_until))
         try:
             driver = self._driver or self._connect()
+            self._retry_releases(driver)
             driver.heartbeat()
             members: tuple[str, ...] = ()
             if self.member:
@@ -320,7 +322,8 @@ class Coordinator:
                     self.lease,
                 )
             self._joined = False
-            self._void(time.time())
+            # The locks stopped counting when the lease last held did, at the latest.
+            self._void(min(time.time(), self._wall(self._valid_until)))
         try:
             driver.join_group(GROUP).get()
         except coordination.GroupNotCreated:
@@ -475,8 +478,29 @@ class Coordinator:
                 lapsed = self._wall(self._valid_until)
         self._record("released", host, held=round(self._clock() - since, 3), lapsed=lapsed)
         if driver is not None:
-            with contextlib.suppress(Exception):  # expired or backend gone: the lease ends it
-                lock.release()
+            self._unlock(driver, lock)
+
+    def _unlock(self, driver: Any, lock: Any) -> bool:
+        """Release a lock; if the backend does not answer, again at each heartbeat
+        (tooz keeps renewing a lock whose release failed, which would hold the host)."""
+        try:
+            lock.release()
+        except Exception:
+            with self._state:
+                self._unreleased.append(lock)
+            return False
+        # Released, or not ours any more (the lease ran out): tooz renews it no more.
+        getattr(driver, "_acquired_locks", set()).discard(lock)
+        return True
+
+    def _retry_releases(self, driver: Any) -> None:
+        with self._state:
+            pending, self._unreleased = self._unreleased, []
+        for i, lock in enumerate(pending):
+            if not self._unlock(driver, lock):  # still no answer: the rest next time
+                with self._state:
+                    self._unreleased.extend(pending[i + 1 :])
+                return
 
     def check(self, host: str, call: str = "") -> None:
         """The write guard: raise ``NotAllowed`` unless this process may write on ``host``."""

@@ -237,7 +237,8 @@ def _no_overlap(b: Bed) -> None:
     for host, spans in _intervals(b.events(), ends).items():
         spans.sort()
         for (_, e1, w1), (s2, _, w2) in itertools.pairwise(spans):
-            assert s2 >= e1, f"{host}: {w1} held the lock until {e1}, {w2} took it at {s2}"
+            context = [e for e in b.events() if e["host"] == host]  # the story, if it fails
+            assert s2 >= e1, f"{host}: {w1} held it until {e1}, {w2} took it at {s2}: {context}"
 
 
 def _writers(events: list[dict[str, Any]], since: float = 0.0) -> dict[str, set[str]]:

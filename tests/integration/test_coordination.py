@@ -17,7 +17,7 @@ import pytest
 
 from reconciler import coordination
 from reconciler.coordination import Coordinator, NotAllowed
-from tests.integration.conftest import Run, host_snapshot
+from tests.integration.conftest import EMPTY_HOST, Run, host_snapshot
 from tests.testbed.etcd import Etcd, start_etcd
 
 HOSTS = [f"h{i}" for i in range(6)]
@@ -142,7 +142,7 @@ def test_a_paused_replica_writes_nothing_and_loses_its_hosts(
         # b takes the hosts over once a's key expired: within 2 leases.
         took = _until(lambda: (b.tick(), set(b.owned()) >= mine)[1], 2 * LEASE + 1)
         assert took <= 2 * LEASE + 1
-        with b.hold([host]) as held:  # a's lock lease ran out too
+        with b.hold([host], timeout=LEASE) as held:  # a's lock lease runs out too
             assert held.hosts == (host,)
             b.check(host, "defineXML")
         a.tick()  # a heartbeats again: it rejoins, but the lock it took before is void
@@ -153,8 +153,10 @@ def test_a_paused_replica_writes_nothing_and_loses_its_hosts(
 def test_backend_down_nothing_allowed_then_back(
     replicas: Callable[..., Coordinator], etcd: Etcd, tmp_path: Path
 ) -> None:
-    changes: list[tuple[frozenset[str], frozenset[str]]] = []
-    a = replicas(on_change=lambda g, lost: changes.append((g, lost)))
+    changes: list[bool] = []  # usable, at each change the watcher is told of
+    me: list[Coordinator] = []
+    a = replicas(on_change=lambda g, lost: changes.append(bool(me) and me[0].usable()))
+    me.append(a)
     _until(lambda: _settled(a), 5)
     host = a.owned()[0]
     etcd.stop()
@@ -175,11 +177,11 @@ def test_backend_down_nothing_allowed_then_back(
             assert "unreachable" in fresh.view().reason
         finally:
             fresh.stop()
+        changes.clear()
     finally:
         etcd.start()
-    changes.clear()
     _until(a.usable, 3 * LEASE)
-    assert changes  # the watcher is told: it passes the owned hosts again
+    assert True in changes  # the watcher is told: it passes the owned hosts again
     with a.hold([host]) as held:
         assert held.hosts == (host,)
         a.check(host, "defineXML")
@@ -286,3 +288,102 @@ def test_a_second_replica_with_the_same_id_stays_out(replicas: Callable[..., Coo
     assert b.owned() == ()
     with pytest.raises(NotAllowed):
         b.check(a.owned()[0], "defineXML")
+
+
+# --- the daemon, in this process, on two test-driver hosts ----------------------------
+
+
+def _hosts_folder(tmp_path: Path, uris: list[str], memory: str) -> Path:
+    folder = tmp_path / "w"
+    folder.mkdir(exist_ok=True)
+    docs = [
+        f"apiVersion: virt-reconcile/v1\nkind: Host\nmetadata: {{name: t{i}}}\n"
+        f'spec: {{uri: "{u}"}}\n'
+        for i, u in enumerate(uris)
+    ] + [
+        f"apiVersion: virt-reconcile/v1\nkind: Domain\nmetadata: {{name: vrt-cw{i}}}\n"
+        f"spec: {{host: t{i}, type: test, memory: {memory}, vcpus: 1}}\n"
+        for i in range(len(uris))
+    ]
+    tmp = folder / "all.yaml.tmp"
+    tmp.write_text("---\n".join(docs))
+    tmp.rename(folder / "all.yaml")
+    return folder
+
+
+def _mib(c: libvirt.virConnect, name: str) -> int:
+    try:
+        return int(c.lookupByName(name).maxMemory()) // 1024
+    except libvirt.libvirtError:
+        return 0
+
+
+def test_the_daemon_passes_owned_hosts_under_their_locks(
+    etcd: Etcd, tmp_path: Path, conn: Conn
+) -> None:
+    from reconciler import watch
+
+    uris = []
+    for i in range(2):
+        path = tmp_path / f"host{i}.xml"
+        path.write_bytes((EMPTY_HOST).read_bytes())
+        uris.append(f"test://{path}")
+    conns = [conn(u) for u in uris]
+    folder = _hosts_folder(tmp_path, uris, "64MiB")
+    c = Coordinator(etcd.url, replica_id="solo", lease=LEASE)
+    w = watch.Watcher(
+        watch.Config(paths=(str(folder),), metrics_addr="127.0.0.1:0", resync=3600.0,
+                     backoff_base=0.2),
+        coordination=c,
+    )  # fmt: skip
+    w.start()
+    try:
+        _until(lambda: all(_mib(x, f"vrt-cw{i}") == 64 for i, x in enumerate(conns)), 30)
+        metrics = w.metrics.render().decode()
+        assert "virt_reconcile_owned_hosts 2.0" in metrics
+        assert "virt_reconcile_coordination_up 1.0" in metrics
+        assert 'virt_reconcile_host_owner{host="t0",replica="solo"} 1.0' in metrics
+        assert "replica: <b>solo</b>" in w.page()
+
+        # An apply holds t1: t0 changes, t1 waits for the lock, then changes.
+        other = Coordinator(etcd.url, replica_id="apply-x", lease=LEASE, member=False)
+        other.start()
+        try:
+            with other.hold(["t1"]):
+                _hosts_folder(tmp_path, uris, "80MiB")
+                _until(lambda: _mib(conns[0], "vrt-cw0") == 80, 30)
+                time.sleep(0.5)
+                assert _mib(conns[1], "vrt-cw1") == 64
+        finally:
+            other.stop()
+        _until(lambda: _mib(conns[1], "vrt-cw1") == 80, 30)
+
+        # The backend goes: nothing is changed, the pending changes are reported.
+        etcd.stop()
+        try:
+            _until(lambda: not w.health()["coordination"]["up"], 3 * LEASE)
+            _hosts_folder(tmp_path, uris, "96MiB")
+            pending = 'virt_reconcile_pending_changes{action="update",host="t0"} 1.0'
+            _until(lambda: pending in w.metrics.render().decode(), 30)
+            assert [_mib(x, f"vrt-cw{i}") for i, x in enumerate(conns)] == [80, 80]
+            assert "virt_reconcile_coordination_up 0.0" in w.metrics.render().decode()
+        finally:
+            etcd.start()
+        _until(lambda: all(_mib(x, f"vrt-cw{i}") == 96 for i, x in enumerate(conns)), 30)
+    finally:
+        w.stop()
+        assert w.wait(30)
+
+
+def test_a_release_the_backend_missed_is_retried(
+    replicas: Callable[..., Coordinator], etcd: Etcd
+) -> None:
+    a = replicas("apply-a", member=False)
+    with a.hold(["hx"]) as held:
+        assert held.hosts == ("hx",)
+        etcd.stop()  # the release at the end of the block gets no answer
+    etcd.start()
+    b = replicas("apply-b", member=False)
+    _until(b.usable, 3 * LEASE)
+    with b.hold(["hx"], timeout=3 * LEASE) as mine:  # a's heartbeat must not keep it alive
+        assert mine.hosts == ("hx",)
