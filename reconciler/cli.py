@@ -6,10 +6,11 @@
                                     [--detailed-exitcode] [--out PLANFILE]
     virt-reconcile apply    PATH... [-c URI] [--host NAME...] [--prune] [--replace KIND/NAME...]
                                     [-o text|json] [--dry-run] [--plan PLANFILE] [--yes]
-    virt-reconcile status   PATH... [-c URI] [--host NAME...] [-o text|json]
+    virt-reconcile status   PATH... [-c URI] [--host NAME...] [-o text|json] [--coordination URL]
     virt-reconcile watch    PATH... | --git URL [--ref main] [--interval 30s] [-c URI] [--prune]
                                     [--resync 5m] [--metrics-addr 127.0.0.1:9178] [--dry-run]
                                     [--log-format text|json]
+                                    [--coordination URL [--replica-id NAME] [--lease 10s]]
     virt-reconcile export   [PATH...] [-c URI] [--host NAME] [--kind K...] [--name N...]
                                     [--adopt] -d DIR
     virt-reconcile schema | completion bash|zsh|fish
@@ -30,6 +31,7 @@ import difflib
 import functools
 import importlib
 import json
+import os
 import signal
 import sys
 import threading
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
     from rich.markup import escape
 
     from reconciler import (
+        coordination,
         export,
         hosts,
         lock,
@@ -93,9 +96,13 @@ else:
 
     Console = _Lazy("rich.console", "Console")
     escape = _Lazy("rich.markup", "escape")
-    export, hosts, lock, manifests, plan, reconcile, render, report, schema, status, watch = (
+    (
+        coordination, export, hosts, lock, manifests, plan, reconcile, render, report, schema,
+        status, watch,
+    ) = (
         _Lazy(f"reconciler.{m}")
         for m in (
+            "coordination",
             "export",
             "hosts",
             "lock",
@@ -255,7 +262,14 @@ def _parser() -> argparse.ArgumentParser:
         type=_seconds,
         default=0.0,
         metavar="SECONDS",
-        help="wait this long for another apply on this machine to release a host (default 0)",
+        help="wait this long for another apply (on this machine; with --coordination: "
+        "anywhere, or a watch replica) to release a host (default 0)",
+    )
+    _coordination_arg(
+        ap,
+        "take each host's lock on this tooz coordination backend too, the locks of the "
+        "`watch --coordination` replicas, so an apply and the replicas never interleave on "
+        "a host (e.g. etcd3+http://127.0.0.1:2379)",
     )
     ap.add_argument(
         "--detailed-exitcode", action="store_true", help="exit 2 when changes were made"
@@ -272,12 +286,21 @@ def _parser() -> argparse.ArgumentParser:
         help="sync state, power state and health of every object the manifests name",
     )
     hosts_args(st)
+    _coordination_arg(
+        st,
+        "also show which `watch --coordination` replica owns each host, as the group on "
+        "this tooz backend assigns it now",
+    )
     _flow_args(sub, v, pl, ap, st)
     _describe(pl, ap, st)
     _watch_parser(sub)
     _export_parser(sub)
     _tools_parser(sub)
     return p
+
+
+def _coordination_arg(sp: argparse.ArgumentParser, text: str) -> None:
+    sp.add_argument("--coordination", metavar="URL", help=text)
 
 
 def _label(text: str) -> tuple[str, str]:
@@ -561,13 +584,34 @@ def _status(args: argparse.Namespace, out: Console) -> int:
     finally:
         run.close()
     statuses = status.build(run.assignments, run.plans, run.states)
+    owners = (
+        coordination.current_owners(
+            args.coordination,
+            [hs.host for hs in statuses],
+            (candidates for _, candidates in run.target.placed),
+        )
+        if args.coordination
+        else None
+    )
     if args.output == "json":
-        out.print_json(json.dumps(report.status_json(statuses)))
+        doc = report.status_json(statuses)
+        if owners is not None:
+            for h in doc["hosts"]:
+                h["owner"] = owners.get(h["host"])
+        out.print_json(json.dumps(doc))
     else:
         for hs in statuses:
             reach = "" if hs.reachable else f" [red]unreachable: {escape(hs.error or '')}[/]"
             rev = f" revision {escape(hs.revision[:12])}" if hs.revision else ""
-            out.print(f"[bold]Host {escape(hs.host)}[/] ({escape(redact_uri(hs.uri))}){rev}{reach}")
+            owner = ""
+            if owners is not None:
+                who = owners.get(hs.host)
+                owner = " [red]owned by no replica[/]"
+                if who:
+                    owner = f" owned by replica {escape(who)}"
+            out.print(
+                f"[bold]Host {escape(hs.host)}[/] ({escape(redact_uri(hs.uri))}){rev}{owner}{reach}"
+            )
             for o in hs.objects:
                 power = ""
                 if o.power:
@@ -638,13 +682,34 @@ def _plan_or_apply_loaded(
         )
 
     # plan and --dry-run change nothing, so they take no lock.
-    held = (
-        lock.hold(target.hosts, timeout=args.lock_timeout, command="apply", on_wait=waiting)
-        if applying
-        else contextlib.nullcontext()
-    )
-    with held:
+    # The distributed locks first, then this machine's (the order a watch pass takes them).
+    with contextlib.ExitStack() as held:
+        if applying and getattr(args, "coordination", None):
+            args.guard = held.enter_context(_coordinated(args, target))
+        if applying:
+            held.enter_context(
+                lock.hold(target.hosts, timeout=args.lock_timeout, command="apply", on_wait=waiting)
+            )
         return _reconcile(args, target, options, out, err, prefetch)
+
+
+@contextlib.contextmanager
+def _coordinated(args: argparse.Namespace, target: Target) -> Iterator[coordination.Coordinator]:
+    """apply --coordination: hold every host's lock on the backend (as the replicas do)."""
+    c = coordination.Coordinator(args.coordination, replica_id=f"apply-{os.getpid()}", member=False)
+    c.start()
+    try:
+        names = [h.name for h in target.hosts]
+        with c.hold(names, timeout=args.lock_timeout) as locked:
+            if locked.busy:
+                raise errors.ReconcileError(
+                    f"host(s) {', '.join(locked.busy)} locked on {redact_uri(args.coordination)} "
+                    f"by a watch replica or another apply; waited {args.lock_timeout:g}s; "
+                    "nothing was changed (give --lock-timeout SECONDS to wait longer)"
+                )
+            yield c
+    finally:
+        c.stop()
 
 
 def _applying(args: argparse.Namespace) -> bool:
@@ -671,6 +736,10 @@ def _reconcile(
     )
     try:
         run.connect_and_observe()
+        guard = getattr(args, "guard", None)
+        if guard is not None:  # apply --coordination: every write checks the lock first
+            for name, session in run.sessions.items():
+                session.guard = functools.partial(guard.check, name)
         run.build_plans()
         problems = [(n, a) for n, hp in run.plans.items() for a in hp.actions if a.error]
         applying = _applying(args)
@@ -1075,6 +1144,26 @@ def _watch_parser(sub: Any) -> None:
         help="detect and report drift and pending changes; change nothing",
     )
     w.add_argument("--log-format", choices=["text", "json"], default="text", help="log lines")
+    # Several replicas (README "Running several replicas").
+    _coordination_arg(
+        w,
+        "share the hosts with the other replicas on this tooz coordination backend "
+        "(e.g. etcd3+http://127.0.0.1:2379): each host is reconciled by the one replica "
+        "that owns it, under its lock; while the backend does not answer, nothing is changed",
+    )
+    w.add_argument(
+        "--replica-id",
+        metavar="NAME",
+        help="this replica's name in the group (default: the machine's host name; unique)",
+    )
+    w.add_argument(
+        "--lease",
+        type=_duration,
+        default=coordination.DEFAULT_LEASE,
+        metavar="DURATION",
+        help="with --coordination: a replica that stops heartbeating loses its hosts and "
+        "locks after this long (default 10s; whole seconds, at least 2s)",
+    )
 
 
 def _watch(args: argparse.Namespace, err: Console) -> int:
@@ -1100,9 +1189,22 @@ def _watch(args: argparse.Namespace, err: Console) -> int:
         metrics_addr=None if args.no_metrics else args.metrics_addr,
         dry_run=args.dry_run,
     )
+    if (args.replica_id or args.lease != coordination.DEFAULT_LEASE) and not args.coordination:
+        raise errors.ReconcileError("--replica-id and --lease need --coordination URL")
+    if args.lease < 2:
+        raise errors.ReconcileError(
+            f"--lease {args.lease:g}s: at least 2s (etcd grants no shorter lease)"
+        )
     unlog = watch.logs.configure(err.file, args.log_format, args.verbose)
+    coordinator = (
+        coordination.Coordinator(args.coordination, replica_id=args.replica_id, lease=args.lease)
+        if args.coordination
+        else None
+    )
     # Each pass holds the hosts' apply locks (no waiting: a held lock is retried with backoff).
-    watcher = watch.Watcher(config, lock=lambda hosts: lock.hold(hosts, command="watch"))
+    watcher = watch.Watcher(
+        config, lock=lambda hosts: lock.hold(hosts, command="watch"), coordination=coordinator
+    )
     try:
         watcher.start()
     except OSError as e:

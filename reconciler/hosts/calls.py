@@ -7,7 +7,9 @@ Test-only hook: with ``VIRT_RECONCILE_FAULT_AFTER_CALLS=N`` in the environment
 the process kills itself with SIGKILL right after its N-th mutating libvirt
 call (counted over all hosts of the process). ``tests/e2e/test_crash.py`` uses
 it to crash an ``apply`` between any two libvirt calls and check that the next
-``apply`` converges. Never set it outside tests.
+``apply`` converges. ``VIRT_RECONCILE_STOP_BEFORE_WRITE=HOST`` (with a write guard
+only) stops the process right before its first write on HOST. Never set them
+outside tests.
 """
 
 from __future__ import annotations
@@ -71,9 +73,15 @@ from reconciler.steps import (
 Progress = Callable[[str, int, int], None]
 
 FAULT_AFTER_CALLS = "VIRT_RECONCILE_FAULT_AFTER_CALLS"
+STOP_BEFORE_WRITE = "VIRT_RECONCILE_STOP_BEFORE_WRITE"
+_paused = False
 # Progress of a long wait: (what is awaited, at most how many seconds) -> a context
 # around the wait (``cli`` shows a spinner on a terminal, a line otherwise).
 Waiting = Callable[[str, float], contextlib.AbstractContextManager[None]]
+
+
+# Before each mutating call: (call name) -> None, or raises a ReconcileError to refuse it.
+Guard = Callable[[str], None]
 
 
 def no_progress(_what: str, _timeout: float) -> contextlib.AbstractContextManager[None]:
@@ -115,9 +123,15 @@ class Calls:
         self._redefined_live: set[str] = set()
         # Called as uploads and downloads go (the CLI shows it on a terminal).
         self.progress: Progress | None = None
+        # Called with the call's name before every mutating call; raises to refuse it
+        # (``watch --coordination``: this process may no longer write on the host).
+        self.guard: Guard | None = None
 
     def call(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
-        """Make one mutating libvirt call, counted as ``name``."""
+        """Make one mutating libvirt call, counted as ``name`` (after ``guard`` let it)."""
+        if self.guard is not None:
+            _pause_point(self.host.name)
+            self.guard(name)
         result = fn(*args)
         self.counts[name] += 1
         _fault_point()
@@ -611,6 +625,17 @@ def _fault_point() -> None:
         _mutating_calls += 1
         if _mutating_calls >= int(limit):
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _pause_point(host: str) -> None:
+    """Test-only: ``VIRT_RECONCILE_STOP_BEFORE_WRITE=HOST`` stops the process
+    (SIGSTOP) once, right before its first guarded write on HOST, so a test can
+    resume it after its coordination lease ran out (tests/e2e/test_replicas.py)."""
+    global _paused
+    if _paused or os.environ.get(STOP_BEFORE_WRITE) != host:
+        return
+    _paused = True
+    os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def _escape(text: str) -> str:

@@ -72,6 +72,23 @@ class Metrics:
             "host",
             "action",
         )
+        # watch --coordination: several replicas share the hosts.
+        self.coordination_up: prometheus_client.Gauge = labelled(
+            gauge,
+            "coordination_up",
+            "watch --coordination: 1 while the coordination backend answers within the "
+            "lease (0: nothing is changed)",
+        )
+        self.owned_hosts: prometheus_client.Gauge = labelled(
+            gauge, "owned_hosts", "watch --coordination: hosts this replica owns"
+        )
+        self.host_owner: prometheus_client.Gauge = labelled(
+            gauge,
+            "host_owner",
+            "watch --coordination: 1 for the replica that owns each host, as this replica sees it",
+            "host",
+            "replica",
+        )
         build: prometheus_client.Gauge = labelled(
             gauge, "build_info", "Always 1; the version of virt-reconcile", "version", "python"
         )

@@ -29,6 +29,9 @@ from tests.testbed.guest import SEED_LINE, Guest, wait_for_ready
 POOL = "vrt-ci-pool"
 GUEST = "vrt-ci-web"
 UEFI = "vrt-ci-uefi"
+# The shared daemon holds other runs' managed objects: a prune here is always
+# narrowed to this file's objects by their label.
+LABEL = "{vrt-test: cloud-init}"
 
 
 @pytest.fixture
@@ -46,8 +49,15 @@ def _apply(folder: Path, uri: str, *extra: str) -> dict[str, object]:
     return doc
 
 
+def _prune(folder: Path, uri: str) -> None:
+    """Apply with --prune, narrowed to the objects of this file (``LABEL``)."""
+    _apply(folder, uri, "--prune", "--force-prune", "--selector", "vrt-test=cloud-init")
+
+
 def _converged(folder: Path, uri: str) -> None:
-    result = vr("plan", folder, "-c", uri, "--detailed-exitcode")
+    result = vr(
+        "plan", folder, "-c", uri, "--detailed-exitcode", "--selector", "vrt-test=cloud-init"
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -61,12 +71,12 @@ def _write_guest(folder: Path, scratch: Path, guest: Guest, log: Path, marker: s
     (folder / "guest.yaml").write_text(f"""\
 apiVersion: virt-reconcile/v1
 kind: StoragePool
-metadata: {{name: {POOL}}}
+metadata: {{name: {POOL}, labels: {LABEL}}}
 spec: {{type: dir, target: {scratch / "pool"}, state: active}}
 ---
 apiVersion: virt-reconcile/v1
 kind: Domain
-metadata: {{name: {GUEST}}}
+metadata: {{name: {GUEST}, labels: {LABEL}}}
 spec:
   type: qemu
   machine: q35
@@ -140,7 +150,7 @@ def test_a_guest_reads_its_seed_and_new_user_data_swaps_it(
 
     # Deleting the domain (prune) deletes its seed.
     (folder / "guest.yaml").write_text((folder / "guest.yaml").read_text().split("---\n", 1)[0])
-    _apply(folder, system_uri, "--prune", "--force-prune")
+    _prune(folder, system_uri)
     assert _seeds(conn) == []
 
 
@@ -148,7 +158,7 @@ def _write_uefi(folder: Path, memory: str, vcpus: int, keep: str = "") -> None:
     (folder / "uefi.yaml").write_text(f"""\
 apiVersion: virt-reconcile/v1
 kind: Domain
-metadata: {{name: {UEFI}}}
+metadata: {{name: {UEFI}, labels: {LABEL}}}
 spec:
   type: qemu
   machine: q35
@@ -219,7 +229,7 @@ def test_uefi_nvram_survives_redefinition_restarts_and_a_default_prune(
 
         # Prune with the default keepState: the domain goes, its NVRAM stays.
         (folder / "uefi.yaml").unlink()
-        _apply(folder, system_uri, "--prune", "--force-prune")
+        _prune(folder, system_uri)
         assert UEFI not in [d.name() for d in conn.listAllDomains(0)]
         assert _digest(nvram) == pattern
         assert tpm[0].exists()
@@ -232,7 +242,7 @@ def test_uefi_nvram_survives_redefinition_restarts_and_a_default_prune(
         tpm.append(_tpm_state(conn.lookupByName(UEFI)))
         assert tpm[1].exists()
         (folder / "uefi.yaml").unlink()
-        _apply(folder, system_uri, "--prune", "--force-prune")
+        _prune(folder, system_uri)
         assert not nvram.exists()
         assert not tpm[1].exists()
         print(f"uefi e2e: {time.monotonic() - started:.1f}s")
