@@ -130,6 +130,8 @@ def _with_live_macs(m: Manifest, desired: etree._Element, live: etree._Element) 
         identity.derive_mac(m.name, f"nic{i}")
         for i in range(len(desired.findall("devices/interface")))
     } - named
+    if not identity.uses_derived_macs(desired, derived):
+        return desired  # nothing to adopt: no copy (the planner only reads it)
     resolved = etree.fromstring(etree.tostring(desired))
     identity.adopt_live_macs(resolved, live, derived)
     return resolved

@@ -130,6 +130,12 @@ def assign_macs(root: etree._Element, domain: str) -> None:
         mac.set("address", derive_mac(domain, f"nic{position}"))
 
 
+def uses_derived_macs(root: etree._Element, derived: set[str]) -> bool:
+    """Whether any NIC of ``root`` has one of the ``derived`` MACs (else
+    ``adopt_live_macs`` has nothing to do)."""
+    return any(_mac_of(el) in derived for el in root.iterfind("devices/interface"))
+
+
 def adopt_live_macs(root: etree._Element, live: etree._Element, derived: set[str]) -> None:
     """On a domain that exists, NICs whose MAC we derived from their position (the
     manifest names no MAC and no NIC name) take the MACs of the host's NICs that no
