@@ -12,6 +12,7 @@ PACKAGES=(
     libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils dnsmasq-base
     busybox-static cpio zstd xz-utils
     ovmf swtpm swtpm-tools
+    time  # GNU time: peak RSS of a measured process (benchmarks/measure.py)
     chromium  # headless: renders watch's status page in tests/integration/test_status_page.py
 )
 
