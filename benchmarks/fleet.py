@@ -18,6 +18,7 @@ This module imports neither virt-reconcile nor rich: the floor process imports i
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import re
 import shutil
@@ -59,8 +60,9 @@ class Fleet:
         return f"{self.prefix}n{j:03d}"
 
     def bridge(self, j: int) -> str:
-        # Linux interface names: 15 characters at most, unique per host.
-        tag = re.sub(r"[^a-z0-9]", "", self.prefix.removeprefix(PREFIX))[:4]
+        # Linux interface names: 15 characters at most, unique on the machine (the
+        # isolated daemons of the 4-host rows share its network namespace).
+        tag = hashlib.sha256(self.prefix.encode()).hexdigest()[:5]
         return f"vrb{tag}{j:03d}"
 
     def pool(self, k: int) -> str:

@@ -113,6 +113,24 @@ def apply_json(p: Proc) -> dict:  # type: ignore[type-arg]
     return json.loads(text[text.index("{") :])  # type: ignore[no-any-return]
 
 
+def apply(folder: Path, *connect: str) -> tuple[Proc, dict]:  # type: ignore[type-arg]
+    """``apply -o json``: the run and its report; RuntimeError naming what failed."""
+    p = run(vr("apply", folder, *connect, "-o", "json"), check=False)
+    try:
+        report = apply_json(p)
+    except ValueError:
+        raise RuntimeError(f"apply exited {p.rc}:\n{p.stderr[-3000:]}") from None
+    failed = [
+        f"{a['kind']}/{a['name']}: {a.get('error')}"
+        for h in report["hosts"]
+        for a in h["actions"]
+        if a.get("result") == "failed"
+    ] + [f"host {h['host']}: {h['error']}" for h in report["hosts"] if h.get("error")]
+    if p.rc not in (0, 2) or failed or not report.get("converged"):
+        raise RuntimeError(f"apply of {folder} exited {p.rc}: " + "; ".join(failed[:5]))
+    return p, report
+
+
 def write_calls(report: dict) -> dict[str, int]:  # type: ignore[type-arg]
     """Every libvirt call the apply made to change something, summed by name."""
     calls: dict[str, int] = {}
@@ -264,9 +282,7 @@ def section_real(cfg: Config) -> None:
         F.cleanup(uri, cfg.prefix)
         folder = F.write_manifests(cfg.work / f"real-{n}", fleet)
         cfg.progress(f"real host N={n}: apply from empty")
-        first = run(vr("apply", folder, "-c", uri, "-o", "json"))
-        if not apply_json(first)["converged"]:
-            raise RuntimeError(f"apply of {n} domains did not converge:\n{first.stdout[-3000:]}")
+        first, _ = apply(folder, "-c", uri)
         try:
             noop_plan = None
             if cfg.wants("plan-real") or (largest and cfg.wants("apply")):
@@ -332,11 +348,10 @@ def apply_one(cfg: Config, fleet: F.Fleet, folder: Path, noop_plan: Median) -> N
     cfg.progress(f"real host N={fleet.domains}: apply of one change")
     i = fleet.domains - 1
     set_memory(folder, fleet, i, 320)
-    p = run(vr("apply", folder, "-c", uri, "-o", "json"))
-    report = apply_json(p)
+    p, report = apply(folder, "-c", uri)
     calls = write_calls(report)
     set_memory(folder, fleet, i, 256)
-    run(vr("apply", folder, "-c", uri, "-o", "json"))  # back to the converged fleet
+    apply(folder, "-c", uri)  # back to the converged fleet
     conn = libvirt.open(uri)
     try:
         xml = conn.lookupByName(fleet.domain(i)).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
@@ -573,9 +588,7 @@ def section_hosts4(cfg: Config) -> None:
                 F.Fleet(per_host, prefix=f"{cfg.prefix}h{i}-", host=f"bench{i}"),
                 hosts=uris,
             )
-        first = run(vr("apply", folder, "-o", "json"))
-        if not apply_json(first)["converged"]:
-            raise RuntimeError(f"apply to 4 hosts did not converge:\n{first.stdout[-3000:]}")
+        apply(folder)
         runs = interleaved(
             cfg.repeat,
             lambda: plan_noop(folder),
@@ -637,7 +650,7 @@ PLAYBOOK = """- hosts: localhost
 
 
 def run_playbook(venv: Path, playbook: Path) -> tuple[Proc, int]:
-    """(the run, how many items it reported changed)."""
+    """(the run, how many loop items it reported changed)."""
     environment = {
         "ANSIBLE_STDOUT_CALLBACK": "json",
         "ANSIBLE_LOCALHOST_WARNING": "False",
@@ -656,8 +669,14 @@ def run_playbook(venv: Path, playbook: Path) -> tuple[Proc, int]:
                 os.environ[k] = v
     if p.rc != 0:
         raise RuntimeError(f"ansible-playbook exited {p.rc}:\n{p.stdout[-3000:]}{p.stderr[-2000:]}")
-    stats = json.loads(p.stdout[p.stdout.index("{") :])["stats"]
-    return p, sum(int(s.get("changed", 0)) for s in stats.values())
+    report = json.loads(p.stdout[p.stdout.index("{") :])
+    changed = 0
+    for play in report["plays"]:
+        for task in play["tasks"]:
+            for host in task["hosts"].values():
+                results = host.get("results") or [host]
+                changed += sum(bool(r.get("changed")) for r in results)
+    return p, changed
 
 
 def section_ansible(cfg: Config) -> None:
@@ -669,11 +688,10 @@ def section_ansible(cfg: Config) -> None:
     folder = F.write_manifests(cfg.work / "ansible-manifests", fleet)
     try:
         cfg.progress(f"ansible N={n}: virt-reconcile apply, no-op apply")
-        first = run(vr("apply", folder, "-c", uri, "-o", "json"))
-        noop = median(
-            [run(vr("apply", folder, "-c", uri, "-o", "json")) for _ in range(cfg.repeat)]
-        )
-        if sum(write_calls(apply_json(noop.runs[0])).values()):
+        first, _ = apply(folder, "-c", uri)
+        noops = [apply(folder, "-c", uri) for _ in range(cfg.repeat)]
+        noop = median([p for p, _ in noops])
+        if any(sum(write_calls(report).values()) for _, report in noops):
             raise RuntimeError("virt-reconcile's no-op apply wrote something")
         xmls = capture(uri, fleet)["domains"]
         F.cleanup(uri, fleet.prefix)
@@ -755,7 +773,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, help="runs per median (default 3, quick 1)")
     p.add_argument("--sizes", type=int, nargs="+", help="test-host sizes (default 100 1000 5000)")
     p.add_argument("--real-sizes", type=int, nargs="+", help="real-host sizes (default 100 1000)")
-    p.add_argument("--ansible-n", type=int, help="domains for the Ansible rows (default 200)")
+    p.add_argument("--ansible-n", type=int, help="domains of the Ansible rows (default 100)")
     args = p.parse_args(argv)
     if not args.prefix or not re.fullmatch(r"[a-z][a-z0-9-]*-", args.prefix):
         p.error("--prefix must look like NAME- (lower case, ends with '-')")
@@ -770,7 +788,7 @@ def main(argv: list[str] | None = None) -> int:
         test_sizes=args.sizes or ([20, 100] if q else [100, 1000, 5000]),
         real_sizes=sorted(args.real_sizes or ([20] if q else [100, 1000])),
         hosts4_n=40 if q else 1000,
-        ansible_n=args.ansible_n or (10 if q else 200),
+        ansible_n=args.ansible_n or (10 if q else 100),
         trials=5 if q else 20,
         idle_s=5 if q else 30,
         work=work,
@@ -784,6 +802,9 @@ def main(argv: list[str] | None = None) -> int:
         from tests.testbed.daemon import ensure_system_libvirtd
 
         ensure_system_libvirtd()  # started only if not running (stopped at exit if so)
+        # Held open for the whole run: a test session that started the shared daemon
+        # stops it when it ends unless a client is connected (tests/testbed/daemon.py).
+        keeper = libvirt.open(cfg.uri)  # noqa: F841
     try:
         if cfg.wants("help"):
             section_help(cfg)
