@@ -503,6 +503,9 @@ def watching(cfg: Config, folder: Path, *connect: str) -> Iterator[subprocess.Po
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        kept = cache_dir() / "last-watch.log"  # for a post-mortem of the watch rows
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(log, kept)
 
 
 def section_watch(cfg: Config, fleet: F.Fleet, folder: Path) -> None:
@@ -535,7 +538,12 @@ def section_watch(cfg: Config, fleet: F.Fleet, folder: Path) -> None:
                 name = fleet.domain(i)
                 import libvirt
 
-                xml = events.conn.lookupByName(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+                try:
+                    xml = events.conn.lookupByName(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+                except libvirt.libvirtError as e:  # someone else removed it: a failed trial
+                    cfg.progress(f"watch: drift trial on {name} failed: {e}")
+                    drifts.append(float("inf"))
+                    continue
                 drifted = xml.replace("unit='KiB'>262144<", "unit='KiB'>524288<")
                 events.drain()
                 t0 = time.perf_counter()
