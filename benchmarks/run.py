@@ -96,6 +96,8 @@ class Config:
 
 
 def fmt_s(seconds: float) -> str:
+    if seconds == float("inf"):
+        return "timed out (30 s)"
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
