@@ -17,6 +17,7 @@ from typing import Any
 from lxml import etree
 
 from reconciler import canonical, diff, ownership
+from reconciler.defaults import DEFAULT_MAX_PRUNE
 from reconciler.model import Host, Kind, Manifest, object_ref
 from reconciler.observed import Observed
 from reconciler.placement import Placement
@@ -140,9 +141,6 @@ class HostPlan:
         return [a for a in self.actions if a.error is not None]
 
 
-DEFAULT_MAX_PRUNE = 50
-
-
 @dataclass(frozen=True, kw_only=True)
 class Options:
     """What the user allowed: ``--prune``, ``--replace``, the prune guard, and which
@@ -179,12 +177,20 @@ def _pretty(el: etree._Element) -> str:
 def _desired_flat(
     kind: Kind, desired: etree._Element, normalise: Normalise | None, ignore: Sequence[str] = ()
 ) -> canonical.Flat:
-    """The desired fields, valued as libvirt will store them (``canonical.flatten_desired``)."""
-    normalised = None
-    if normalise is not None:
-        text = normalise(kind, etree.tostring(desired, encoding="unicode"))
-        normalised = _parse(text) if text is not None else None
-    return canonical.flatten_desired(desired, normalised, kind, ignore=ignore)
+    """The desired fields, valued as libvirt will store them (``canonical.flatten_desired``;
+    cached on disk, keyed by the document and libvirt's reading of it)."""
+    text = etree.tostring(desired, encoding="unicode")
+    normalised = normalise(kind, text) if normalise is not None else None
+
+    def compute() -> canonical.Flat:
+        parsed = _parse(normalised) if normalised is not None else None
+        return canonical.flatten_desired(desired, parsed, kind, ignore=ignore)
+
+    return canonical.cached(
+        ("desired", kind.value, text, "\0" if normalised is None else normalised, *ignore),
+        compute,
+        lambda: canonical.flatten(desired, kind, ignore=ignore).elements,
+    )
 
 
 def _ignores(m: Manifest) -> list[str]:

@@ -6,10 +6,11 @@
                                     [--detailed-exitcode] [--out PLANFILE]
     virt-reconcile apply    PATH... [-c URI] [--host NAME...] [--prune] [--replace KIND/NAME...]
                                     [-o text|json] [--dry-run] [--plan PLANFILE] [--yes]
-    virt-reconcile status   PATH... [-c URI] [--host NAME...] [-o text|json]
+    virt-reconcile status   PATH... [-c URI] [--host NAME...] [-o text|json] [--coordination URL]
     virt-reconcile watch    PATH... | --git URL [--ref main] [--interval 30s] [-c URI] [--prune]
                                     [--resync 5m] [--metrics-addr 127.0.0.1:9178] [--dry-run]
                                     [--log-format text|json]
+                                    [--coordination URL [--replica-id NAME] [--lease 10s]]
     virt-reconcile export   [PATH...] [-c URI] [--host NAME] [--kind K...] [--name N...]
                                     [--adopt] -d DIR
     virt-reconcile schema | completion bash|zsh|fish
@@ -27,51 +28,114 @@ import argparse
 import contextlib
 import dataclasses
 import difflib
+import functools
+import importlib
 import json
+import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from rich.console import Console
-from rich.markup import escape
-
-from reconciler import (
-    __version__,
-    errors,
-    export,
-    hosts,
-    lock,
-    manifests,
-    plan,
-    render,
-    report,
-    schema,
-    shell,
-    status,
-    units,
-    watch,
-)
-from reconciler.execute import Result
+from reconciler import __version__, defaults, errors, shell, units
 from reconciler.model import Host, Kind, Manifest, ManifestSet
-from reconciler.placement import Placement
-from reconciler.plan import ActionType
-from reconciler.reconcile import DEFAULT_HOST, Run, Target, apply, object_hosts, resolve_hosts
-from reconciler.uris import redact_uri
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.markup import escape
+
+    from reconciler import (
+        coordination,
+        export,
+        hosts,
+        lock,
+        manifests,
+        plan,
+        reconcile,
+        render,
+        report,
+        schema,
+        status,
+        watch,
+    )
+    from reconciler.execute import Result
+    from reconciler.placement import Placement
+    from reconciler.plan import ActionType
+    from reconciler.reconcile import (
+        Run,
+        Target,
+        apply,
+        object_hosts,
+        resolve_hosts,
+    )
+    from reconciler.uris import redact_uri
+else:
+    # The pipeline loads on first use, so `--help`, `--version` and usage
+    # errors cost only argparse (tens of ms, not the ~0.7 s of rich, lxml,
+    # jsonschema, libvirt, watch and export).
+
+    class _Lazy:
+        """A module (or one name of a module) imported when first used."""
+
+        def __init__(self, module: str, name: str | None = None) -> None:
+            self._where = (module, name)
+
+        def _get(self) -> Any:
+            module, name = self._where
+            loaded = importlib.import_module(module)
+            return loaded if name is None else getattr(loaded, name)
+
+        def __getattr__(self, attr: str) -> Any:
+            return getattr(self._get(), attr)
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            return self._get()(*args, **kwargs)
+
+    Console = _Lazy("rich.console", "Console")
+    escape = _Lazy("rich.markup", "escape")
+    (
+        coordination, export, hosts, lock, manifests, plan, reconcile, render, report, schema,
+        status, watch,
+    ) = (
+        _Lazy(f"reconciler.{m}")
+        for m in (
+            "coordination",
+            "export",
+            "hosts",
+            "lock",
+            "manifests",
+            "plan",
+            "reconcile",
+            "render",
+            "report",
+            "schema",
+            "status",
+            "watch",
+        )
+    )
+    ActionType = _Lazy("reconciler.plan", "ActionType")
+    Run, Target, apply, object_hosts, resolve_hosts = (
+        _Lazy("reconciler.reconcile", n)
+        for n in ("Run", "Target", "apply", "object_hosts", "resolve_hosts")
+    )
+    redact_uri = _Lazy("reconciler.uris", "redact_uri")
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
-_STYLES = {
-    ActionType.CREATE: "green",
-    ActionType.UPDATE: "yellow",
-    ActionType.DELETE: "red",
-    ActionType.ADOPT: "cyan",
-    ActionType.UNCHANGED: "dim",
-    ActionType.PENDING_RESTART: "magenta",
-}
+
+@functools.cache
+def _styles() -> dict[ActionType, str]:
+    return {
+        ActionType.CREATE: "green",
+        ActionType.UPDATE: "yellow",
+        ActionType.DELETE: "red",
+        ActionType.ADOPT: "cyan",
+        ActionType.UNCHANGED: "dim",
+        ActionType.PENDING_RESTART: "magenta",
+    }
 
 
 class _Parser(argparse.ArgumentParser):
@@ -113,10 +177,10 @@ def _prune_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument(
         "--max-prune",
         type=_percent,
-        default=plan.DEFAULT_MAX_PRUNE,
+        default=defaults.DEFAULT_MAX_PRUNE,
         metavar="PERCENT",
         help="refuse a run that would delete more than this share of a host's managed "
-        f"objects (default {plan.DEFAULT_MAX_PRUNE})",
+        f"objects (default {defaults.DEFAULT_MAX_PRUNE})",
     )
     sp.add_argument(
         "--force-prune",
@@ -198,7 +262,14 @@ def _parser() -> argparse.ArgumentParser:
         type=_seconds,
         default=0.0,
         metavar="SECONDS",
-        help="wait this long for another apply on this machine to release a host (default 0)",
+        help="wait this long for another apply (on this machine; with --coordination: "
+        "anywhere, or a watch replica) to release a host (default 0)",
+    )
+    _coordination_arg(
+        ap,
+        "take each host's lock on this tooz coordination backend too, the locks of the "
+        "`watch --coordination` replicas, so an apply and the replicas never interleave on "
+        "a host (e.g. etcd3+http://127.0.0.1:2379)",
     )
     ap.add_argument(
         "--detailed-exitcode", action="store_true", help="exit 2 when changes were made"
@@ -215,12 +286,21 @@ def _parser() -> argparse.ArgumentParser:
         help="sync state, power state and health of every object the manifests name",
     )
     hosts_args(st)
+    _coordination_arg(
+        st,
+        "also show which `watch --coordination` replica owns each host, as the group on "
+        "this tooz backend assigns it now",
+    )
     _flow_args(sub, v, pl, ap, st)
     _describe(pl, ap, st)
     _watch_parser(sub)
     _export_parser(sub)
     _tools_parser(sub)
     return p
+
+
+def _coordination_arg(sp: argparse.ArgumentParser, text: str) -> None:
+    sp.add_argument("--coordination", metavar="URL", help=text)
 
 
 def _label(text: str) -> tuple[str, str]:
@@ -252,7 +332,7 @@ def _flow_args(sub: Any, *parsers: argparse.ArgumentParser) -> None:
             default=[],
             metavar="GLOB",
             help="skip manifest files matching this gitignore-like pattern (repeatable; a "
-            f"folder's {manifests.IGNORE_FILE} file does the same); PATH '-' reads stdin",
+            f"folder's {defaults.IGNORE_FILE} file does the same); PATH '-' reads stdin",
         )
     for sp in (pl, ap, st):
         sp.add_argument(
@@ -439,6 +519,8 @@ def _check_replace(refs: Sequence[str], loaded: ManifestSet) -> None:
 
 
 def _render(args: argparse.Namespace, out: Console) -> int:
+    from reconciler.reconcile import DEFAULT_HOST  # imported late: see _Lazy
+
     loaded = _load(args)
     known = {h.name for h in loaded.hosts} or {DEFAULT_HOST}
     if set(args.host) - known:
@@ -472,22 +554,26 @@ def _target(args: argparse.Namespace, loaded: ManifestSet | None = None) -> Targ
             f"--target {', '.join(sorted(unknown))}: no manifest declares it (with --prune a "
             "target may name a managed object to delete)"
         )
+    # A domain's cloud-init seed (``owner``) is in the run when its domain is.
     loaded = dataclasses.replace(
-        loaded, objects=tuple(m for m in loaded.objects if only.selects(m.ref, m.labels))
+        loaded,
+        objects=tuple(m for m in loaded.objects if only.selects(m.owner or m.ref, m.labels)),
     )
     overrides = manifests.load_hosts_override(args.hosts_override) if args.hosts_override else None
     return resolve_hosts(loaded, connect=args.connect, only=args.host, overrides=overrides)
 
 
-_SYNC_STYLES = {
-    status.Sync.SYNCED: "green",
-    status.Sync.OUT_OF_SYNC: "yellow",
-    status.Sync.PENDING_RESTART: "magenta",
-    status.Sync.SUSPENDED: "dim",
-    status.Sync.MISSING: "yellow",
-    status.Sync.FAILED: "red",
-    status.Sync.ORPHAN: "yellow",
-}
+@functools.cache
+def _sync_styles() -> dict[status.Sync, str]:
+    return {
+        status.Sync.SYNCED: "green",
+        status.Sync.OUT_OF_SYNC: "yellow",
+        status.Sync.PENDING_RESTART: "magenta",
+        status.Sync.SUSPENDED: "dim",
+        status.Sync.MISSING: "yellow",
+        status.Sync.FAILED: "red",
+        status.Sync.ORPHAN: "yellow",
+    }
 
 
 def _status(args: argparse.Namespace, out: Console) -> int:
@@ -498,13 +584,34 @@ def _status(args: argparse.Namespace, out: Console) -> int:
     finally:
         run.close()
     statuses = status.build(run.assignments, run.plans, run.states)
+    owners = (
+        coordination.current_owners(
+            args.coordination,
+            [hs.host for hs in statuses],
+            (candidates for _, candidates in run.target.placed),
+        )
+        if args.coordination
+        else None
+    )
     if args.output == "json":
-        out.print_json(json.dumps(report.status_json(statuses)))
+        doc = report.status_json(statuses)
+        if owners is not None:
+            for h in doc["hosts"]:
+                h["owner"] = owners.get(h["host"])
+        out.print_json(json.dumps(doc))
     else:
         for hs in statuses:
             reach = "" if hs.reachable else f" [red]unreachable: {escape(hs.error or '')}[/]"
             rev = f" revision {escape(hs.revision[:12])}" if hs.revision else ""
-            out.print(f"[bold]Host {escape(hs.host)}[/] ({escape(redact_uri(hs.uri))}){rev}{reach}")
+            owner = ""
+            if owners is not None:
+                who = owners.get(hs.host)
+                owner = " [red]owned by no replica[/]"
+                if who:
+                    owner = f" owned by replica {escape(who)}"
+            out.print(
+                f"[bold]Host {escape(hs.host)}[/] ({escape(redact_uri(hs.uri))}){rev}{owner}{reach}"
+            )
             for o in hs.objects:
                 power = ""
                 if o.power:
@@ -512,7 +619,7 @@ def _status(args: argparse.Namespace, out: Console) -> int:
                     health = "" if o.healthy else " [red]unhealthy[/]"
                     power = f"  {escape(o.power + why)}{health}"
                 out.print(
-                    f"  [{_SYNC_STYLES[o.sync]}]{o.sync.value:<14}[/] {escape(o.ref)}{power}"
+                    f"  [{_sync_styles()[o.sync]}]{o.sync.value:<14}[/] {escape(o.ref)}{power}"
                     f"  [dim]{escape(o.reason)}[/]"
                 )
         counts = status.summary(statuses)
@@ -539,6 +646,19 @@ def _warn_in_memory(target: Target, err: Console) -> None:
 
 
 def _plan_or_apply(args: argparse.Namespace, out: Console, err: Console) -> int:
+    # plan -c URI: read the host while the manifests load (apply reads it under its lock).
+    early = args.connect and not _applying(args) and not args.hosts_override
+    prefetch = reconcile.Prefetch(args.connect) if early else None
+    try:
+        return _plan_or_apply_loaded(args, out, err, prefetch)
+    finally:
+        if prefetch is not None:
+            prefetch.discard()  # unused: a bad manifest, or Host documents
+
+
+def _plan_or_apply_loaded(
+    args: argparse.Namespace, out: Console, err: Console, prefetch: reconcile.Prefetch | None
+) -> int:
     loaded = _load(args)
     _check_replace(getattr(args, "replace", []), loaded)
     args.saved = _read_plan(args.planfile) if getattr(args, "planfile", None) else None
@@ -562,13 +682,34 @@ def _plan_or_apply(args: argparse.Namespace, out: Console, err: Console) -> int:
         )
 
     # plan and --dry-run change nothing, so they take no lock.
-    held = (
-        lock.hold(target.hosts, timeout=args.lock_timeout, command="apply", on_wait=waiting)
-        if applying
-        else contextlib.nullcontext()
-    )
-    with held:
-        return _reconcile(args, target, options, out, err)
+    # The distributed locks first, then this machine's (the order a watch pass takes them).
+    with contextlib.ExitStack() as held:
+        if applying and getattr(args, "coordination", None):
+            args.guard = held.enter_context(_coordinated(args, target))
+        if applying:
+            held.enter_context(
+                lock.hold(target.hosts, timeout=args.lock_timeout, command="apply", on_wait=waiting)
+            )
+        return _reconcile(args, target, options, out, err, prefetch)
+
+
+@contextlib.contextmanager
+def _coordinated(args: argparse.Namespace, target: Target) -> Iterator[coordination.Coordinator]:
+    """apply --coordination: hold every host's lock on the backend (as the replicas do)."""
+    c = coordination.Coordinator(args.coordination, replica_id=f"apply-{os.getpid()}", member=False)
+    c.start()
+    try:
+        names = [h.name for h in target.hosts]
+        with c.hold(names, timeout=args.lock_timeout) as locked:
+            if locked.busy:
+                raise errors.ReconcileError(
+                    f"host(s) {', '.join(locked.busy)} locked on {redact_uri(args.coordination)} "
+                    f"by a watch replica or another apply; waited {args.lock_timeout:g}s; "
+                    "nothing was changed (give --lock-timeout SECONDS to wait longer)"
+                )
+            yield c
+    finally:
+        c.stop()
 
 
 def _applying(args: argparse.Namespace) -> bool:
@@ -577,7 +718,12 @@ def _applying(args: argparse.Namespace) -> bool:
 
 
 def _reconcile(
-    args: argparse.Namespace, target: Target, options: plan.Options, out: Console, err: Console
+    args: argparse.Namespace,
+    target: Target,
+    options: plan.Options,
+    out: Console,
+    err: Console,
+    prefetch: reconcile.Prefetch | None = None,
 ) -> int:
     stream = _Stream(args, out if args.output == "text" else None)
     run = Run(
@@ -586,9 +732,14 @@ def _reconcile(
         read_only=not _applying(args),
         on_result=stream.result,
         waiting=stream.waiting,
+        prefetch=prefetch,
     )
     try:
         run.connect_and_observe()
+        guard = getattr(args, "guard", None)
+        if guard is not None:  # apply --coordination: every write checks the lock first
+            for name, session in run.sessions.items():
+                session.guard = functools.partial(guard.check, name)
         run.build_plans()
         problems = [(n, a) for n, hp in run.plans.items() for a in hp.actions if a.error]
         applying = _applying(args)
@@ -755,7 +906,7 @@ def _compared_as_written(run: Run) -> set[str]:
 
 
 def _print_action(a: plan.Action, args: argparse.Namespace, out: Console) -> None:
-    style, label = _STYLES[a.type], f"{report.SYMBOLS[a.type]} {a.type.value}"
+    style, label = _styles()[a.type], f"{report.SYMBOLS[a.type]} {a.type.value}"
     if a.orphan is not None and a.type is ActionType.UNCHANGED:
         style, label = "yellow", "? orphan"  # requires pruning (Argo CD's word)
     disruption = f" ({a.disruption.value})" if a.disruption and a.type.is_change else ""
@@ -979,10 +1130,10 @@ def _watch_parser(sub: Any) -> None:
     w.add_argument(
         "--metrics-addr",
         type=_address,
-        default=watch.DEFAULT_ADDRESS,
+        default=defaults.DEFAULT_ADDRESS,
         metavar="HOST:PORT",
         help="serve the status page (/), /metrics, /healthz, /readyz and POST /-/reload here "
-        f"(default {watch.DEFAULT_ADDRESS}; port 0: any free port)",
+        f"(default {defaults.DEFAULT_ADDRESS}; port 0: any free port)",
     )
     w.add_argument("--no-metrics", action="store_true", help="serve no HTTP endpoint")
     w.add_argument("-v", "--verbose", action="store_true", help="also log every libvirt event")
@@ -993,6 +1144,26 @@ def _watch_parser(sub: Any) -> None:
         help="detect and report drift and pending changes; change nothing",
     )
     w.add_argument("--log-format", choices=["text", "json"], default="text", help="log lines")
+    # Several replicas (README "Running several replicas").
+    _coordination_arg(
+        w,
+        "share the hosts with the other replicas on this tooz coordination backend "
+        "(e.g. etcd3+http://127.0.0.1:2379): each host is reconciled by the one replica "
+        "that owns it, under its lock; while the backend does not answer, nothing is changed",
+    )
+    w.add_argument(
+        "--replica-id",
+        metavar="NAME",
+        help="this replica's name in the group (default: the machine's host name; unique)",
+    )
+    w.add_argument(
+        "--lease",
+        type=_duration,
+        default=coordination.DEFAULT_LEASE,
+        metavar="DURATION",
+        help="with --coordination: a replica that stops heartbeating loses its hosts and "
+        "locks after this long (default 10s; whole seconds, at least 2s)",
+    )
 
 
 def _watch(args: argparse.Namespace, err: Console) -> int:
@@ -1018,9 +1189,22 @@ def _watch(args: argparse.Namespace, err: Console) -> int:
         metrics_addr=None if args.no_metrics else args.metrics_addr,
         dry_run=args.dry_run,
     )
+    if (args.replica_id or args.lease != coordination.DEFAULT_LEASE) and not args.coordination:
+        raise errors.ReconcileError("--replica-id and --lease need --coordination URL")
+    if args.lease < 2:
+        raise errors.ReconcileError(
+            f"--lease {args.lease:g}s: at least 2s (etcd grants no shorter lease)"
+        )
     unlog = watch.logs.configure(err.file, args.log_format, args.verbose)
+    coordinator = (
+        coordination.Coordinator(args.coordination, replica_id=args.replica_id, lease=args.lease)
+        if args.coordination
+        else None
+    )
     # Each pass holds the hosts' apply locks (no waiting: a held lock is retried with backoff).
-    watcher = watch.Watcher(config, lock=lambda hosts: lock.hold(hosts, command="watch"))
+    watcher = watch.Watcher(
+        config, lock=lambda hosts: lock.hold(hosts, command="watch"), coordination=coordinator
+    )
     try:
         watcher.start()
     except OSError as e:

@@ -1,8 +1,10 @@
 """Stage 5/6 of the pipeline (diff -> plan): changes named in the manifest's language.
 
 The planner compares flattened XML paths (``canonical``); a person reads the
-manifest. This table declares, per kind, which friendly field each XML path
-belongs to and in which unit the manifest writes its value, so a plan says
+manifest. Each kind's field table (``render.<kind>.FIELDS``, every field
+declared once with ``render.bind``) says which friendly field each XML path
+belongs to and in which unit the manifest writes its value; ``FIELDS`` here is
+that table compiled for matching flattened paths, so a plan says
 ``memory: 1GiB → 2GiB`` and ``disks[vdb].format: qcow2 → raw`` instead of
 ``memory: 1048576 → 2097152`` and ``devices/disk[target=vdb]/driver/@type``.
 
@@ -13,75 +15,41 @@ field: SPEC §4 "field": null for overlay-only changes).
 
 from __future__ import annotations
 
-import enum
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler import units
+from reconciler import render, units
 from reconciler.model import Kind
-from reconciler.render import identity
+from reconciler.render import bind
+from reconciler.render.bind import Live, Unit
 
-
-class Unit(enum.StrEnum):
-    """How a field's XML value is written in a manifest."""
-
-    PLAIN = "plain"  # as libvirt writes it
-    KIB = "KiB"  # a size in KiB (memory) -> "2GiB"
-    BYTES = "bytes"  # a size in bytes (capacity) -> "10GiB"
+__all__ = [
+    "FIELDS", "SETTINGS", "Described", "Field", "Live", "Unit", "declared", "describe",
+    "field_at", "show",
+]  # fmt: skip
 
 
 Spec = Mapping[str, Any]
-# The manifest's own key for a repeated element (object name, spec, the path's groups).
-ItemKey = Callable[[str, Spec, Mapping[str, str]], str | None]
+# The manifest's own key for a repeated element (object name, spec, the identity).
+ItemKey = Callable[[str, Spec, str], str | None]
 
 
 @dataclass(frozen=True, kw_only=True)
 class Field:
-    """One friendly field: its manifest path (``disks[{key}].format``), the
-    flattened XML path(s) it renders to (a regex; groups name the item), its unit."""
+    """One friendly field as the plan names it: its manifest path
+    (``disks[{key}].format``), the flattened XML path(s) it renders to (a regex;
+    the group ``key`` names the item), its unit, how a running object takes it."""
 
     name: str
     path: re.Pattern[str]
     unit: Unit = Unit.PLAIN
-    # For fields inside a list: the top-level key and how to find the item.
+    # For fields inside a list: how to find the item.
     item: ItemKey | None = None
     # Whether the manifest sets this field (default: the top-level key is present).
     given: Callable[[Spec], bool] | None = None
-
-
-def _f(
-    name: str,
-    path: str,
-    unit: Unit = Unit.PLAIN,
-    item: ItemKey | None = None,
-    given: Callable[[Spec], bool] | None = None,
-) -> Field:
-    return Field(name=name, path=re.compile(path), unit=unit, item=item, given=given)
-
-
-def _disk(_name: str, spec: Spec, groups: Mapping[str, str]) -> str | None:
-    target = groups["key"]
-    return target if any(d.get("target") == target for d in spec.get("disks", ())) else None
-
-
-def _nic(domain: str, spec: Spec, groups: Mapping[str, str]) -> str | None:
-    """The manifest's name of the NIC with this MAC (its ``name``, else ``nicN``)."""
-    mac = groups["key"].lower()
-    for position, nic in enumerate(spec.get("interfaces", ())):
-        name = str(nic.get("name", f"nic{position}"))
-        if str(nic.get("mac", "")).lower() == mac or identity.derive_mac(domain, name) == mac:
-            return name
-    return None
-
-
-def _position(key: str) -> ItemKey:
-    def item(_name: str, spec: Spec, groups: Mapping[str, str]) -> str | None:
-        n = int(groups["key"] or 0)
-        return str(n) if n < len(spec.get(key, ())) else None
-
-    return item
+    live: Live = Live.NEXT_START
 
 
 def _has(*path: str) -> Callable[[Spec], bool]:
@@ -96,93 +64,71 @@ def _has(*path: str) -> Callable[[Spec], bool]:
     return given
 
 
-_AT = r"^devices/{tag}\[#(?P<key>\d+)\](/.*)?$"
-_DISK = r"^devices/disk\[target=(?P<key>[^\]]+)\]"
-_NIC = r"^devices/interface\[mac=(?P<key>[^\]]+)\]"
-_IP = r"^ip\[[^/]*\]"
+def _given(given: bind.Given) -> Callable[[Spec], bool]:
+    return given if callable(given) else _has(*given)
 
 
-def _dhcp(key: str) -> Callable[[Spec], bool]:
-    return _has("ip", "dhcp", key)
+_ELEMENT = r"(\[[^/]*\])?"  # an element's identity in a flattened path (``[#1]``, ``[start=…]``)
 
 
-def _source(key: str) -> Callable[[Spec], bool]:
-    return _has("source", key)
+def _derived(prop: bind.Prop) -> str:
+    """The flattened path regex of a declared property: every element may carry
+    its identity; a property of an element also names the element (added whole)."""
+    if prop.flat is not None:
+        return prop.flat
+    steps = prop.at.split("/")
+    attr = steps.pop() if steps[-1].startswith("@") else None
+    elements = "/".join(re.escape(re.sub(r"\[.*\]$", "", s)) + _ELEMENT for s in steps)
+    if attr is None:
+        return elements
+    return f"{elements}(/{re.escape(attr)})?" if elements else re.escape(attr)
 
 
-def _backing(key: str) -> Callable[[Spec], bool]:
-    return _has("backingStore", key)
+def _compile(kind: Kind) -> tuple[Field, ...]:
+    out: list[Field] = []
+    table = render.RENDERERS[kind][1]
+
+    def add(decl: bind.Prop | bind.Custom, items: bind.Items | None) -> None:
+        prefix = f"{items.key}[{{key}}]." if items and items.item_name else ""
+        head = f"^{items.flat}/" if items else "^"
+        item = items.item_name if items else None
+        if isinstance(decl, bind.Custom):
+            for name, flat, given, *live in decl.words:
+                out.append(
+                    Field(
+                        name=prefix + name, path=re.compile(f"{head}{flat}$"), unit=decl.unit,
+                        item=item, given=None if items else _given(given),
+                        live=live[0] if live else decl.live,
+                    )
+                )  # fmt: skip
+            return
+        out.append(
+            Field(
+                name=prefix + decl.key, path=re.compile(f"{head}{_derived(decl)}$"),
+                unit=decl.conv.unit, item=item,
+                given=None if items else _has(*decl.key.split(".")), live=decl.live,
+            )
+        )  # fmt: skip
+
+    for decl in table.fields:
+        if isinstance(decl, bind.Items):
+            whole = f"^{decl.flat}" + ("(/.*)?$" if decl.whole else "$")
+            name = f"{decl.key}[{{key}}]" if decl.item_name else decl.key
+            given = None if decl.item_name else _has(*decl.key.split("."))
+            out.append(
+                Field(name=name, path=re.compile(whole), item=decl.item_name, given=given,
+                      live=decl.live)
+            )  # fmt: skip
+            if not decl.whole:
+                for sub in decl.fields:
+                    if not isinstance(sub, bind.Items):
+                        add(sub, decl)
+        else:
+            add(decl, None)
+    return tuple(out)
 
 
-FIELDS: Mapping[Kind, tuple[Field, ...]] = {
-    Kind.DOMAIN: (
-        _f("type", r"^@type$"),
-        _f("memory", r"^memory$", Unit.KIB),
-        _f("currentMemory", r"^currentMemory$", Unit.KIB),
-        _f("vcpus", r"^vcpu/@current$", given=_has("vcpus")),
-        _f("maxVcpus", r"^vcpu$", given=_has("maxVcpus")),
-        _f("vcpus", r"^vcpu$", given=lambda s: "vcpus" in s and "maxVcpus" not in s),
-        _f("arch", r"^os/type/@arch$"),
-        _f("machine", r"^os/type/@machine$"),
-        _f("firmware", r"^os/@firmware$"),
-        _f("secureBoot", r"^os/firmware(/.*)?$"),
-        _f("boot", r"^os/boot(\[#\d+\])?(/@dev)?$"),
-        _f("kernel.path", r"^os/kernel$", given=_has("kernel")),
-        _f("kernel.initrd", r"^os/initrd$", given=_has("kernel", "initrd")),
-        _f("kernel.cmdline", r"^os/cmdline$", given=_has("kernel", "cmdline")),
-        _f("cpu.mode", r"^cpu/@mode$", given=_has("cpu", "mode")),
-        _f("cpu.model", r"^cpu/model$", given=_has("cpu", "model")),
-        _f("disks[{key}]", _DISK + r"$", item=_disk),
-        _f("disks[{key}].bus", _DISK + r"/target/@bus$", item=_disk),
-        _f("disks[{key}].device", _DISK + r"/@device$", item=_disk),
-        _f("disks[{key}].format", _DISK + r"/driver(/@type)?$", item=_disk),
-        _f("disks[{key}].encryption", _DISK + r"/source/encryption(/.*)?$", item=_disk),
-        _f("disks[{key}].source", _DISK + r"/(@type|source(/.*)?)$", item=_disk),
-        _f("disks[{key}].readonly", _DISK + r"/readonly$", item=_disk),
-        _f("disks[{key}].serial", _DISK + r"/serial$", item=_disk),
-        _f("interfaces[{key}]", _NIC + r"$", item=_nic),
-        _f("interfaces[{key}].network", _NIC + r"/source/@network$", item=_nic),
-        _f("interfaces[{key}].bridge", _NIC + r"/source/@bridge$", item=_nic),
-        _f("interfaces[{key}].model", _NIC + r"/model(/@type)?$", item=_nic),
-        _f("interfaces[{key}].link", _NIC + r"/link(/@state)?$", item=_nic),
-        _f("interfaces[{key}].mac", _NIC + r"/mac(/@address)?$", item=_nic),
-        _f("consoles[{key}]", _AT.format(tag="console"), item=_position("consoles")),
-        _f("graphics[{key}]", _AT.format(tag="graphics"), item=_position("graphics")),
-    ),
-    Kind.NETWORK: (
-        _f("forward", r"^forward(/@mode)?$"),
-        _f("bridge", r"^bridge(/@name)?$"),
-        _f("domain", r"^domain(/@name)?$"),
-        _f("mtu", r"^mtu(/@size)?$"),
-        _f("ip.address", _IP + r"(/@address)?$", given=_has("ip")),
-        _f("ip.prefix", _IP + r"/@prefix$", given=_has("ip")),
-        _f("ip.dhcp.range", _IP + r"/dhcp/range\[[^/]*\](/@(start|end))?$", given=_dhcp("range")),
-        _f("ip.dhcp.hosts", _IP + r"/dhcp/host\[[^/]*\](/.*)?$", given=_dhcp("hosts")),
-        _f("dns.hosts", r"^dns/host\[[^/]*\](/.*)?$", given=_has("dns", "hosts")),
-    ),
-    Kind.STORAGE_POOL: (
-        _f("type", r"^@type$"),
-        _f("target", r"^target/path$"),
-        _f("source.device", r"^source/device(\[[^/]*\])?(/@path)?$", given=_source("device")),
-        _f("source.dir", r"^source/dir(/@path)?$", given=_has("source", "dir")),
-        _f("source.host", r"^source/host(\[[^/]*\])?(/@name)?$", given=_has("source", "host")),
-        _f("source.name", r"^source/name$", given=_has("source", "name")),
-        _f("source.format", r"^source/format(/@type)?$", given=_has("source", "format")),
-    ),
-    Kind.VOLUME: (
-        _f("capacity", r"^capacity$", Unit.BYTES),
-        _f("allocation", r"^allocation$", Unit.BYTES),
-        _f("format", r"^target/format(/@type)?$"),
-        _f("backingStore.path", r"^backingStore/path$", given=_has("backingStore")),
-        _f("backingStore.format", r"^backingStore/format(/@type)?$", given=_backing("format")),
-        _f("encryption", r"^target/encryption(/.*)?$"),
-    ),
-    Kind.SECRET: (
-        _f("private", r"^@private$"),
-        _f("ephemeral", r"^@ephemeral$"),
-        _f("usage", r"^usage(/.*)?$"),
-    ),
-}  # fmt: skip
+FIELDS: Mapping[Kind, tuple[Field, ...]] = {kind: _compile(kind) for kind in render.RENDERERS}
 
 
 # Friendly fields that are not libvirt XML (where the object lives, how it is
@@ -195,6 +141,7 @@ SETTINGS: Mapping[Kind, frozenset[str]] = {
         {
             "host", "placement", "state", "autostart", "updateStrategy", "ignoreDifferences",
             "xml", "disks[].target", "interfaces[].name", "kernel", "cpu",
+            "cloudInit", "keepState",
         }
     ),
     Kind.NETWORK: frozenset({"host", "state", "autostart", "xml", "ip", "dns"}),
@@ -206,8 +153,14 @@ SETTINGS: Mapping[Kind, frozenset[str]] = {
 
 def declared(kind: Kind) -> frozenset[str]:
     """Every field name of ``kind`` this module knows, list items as ``[]``."""
-    names = {re.sub(r"\[\{key\}\]", "[]", f.name) for f in FIELDS.get(kind, ())}
+    table = render.RENDERERS[kind][1] if kind in render.RENDERERS else None
+    names = {name for name, _decl, _items in table.walk()} if table else set()
     return frozenset(names) | SETTINGS.get(kind, frozenset())
+
+
+def field_at(kind: Kind, path: str) -> Field | None:
+    """The declared field a flattened XML path belongs to (None: only ``spec.xml`` has it)."""
+    return next((f for f in FIELDS.get(kind, ()) if f.path.match(path)), None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -231,7 +184,7 @@ def describe(
             continue
         matched = matched or f
         if f.item is not None:
-            key = f.item(name, spec, m.groupdict())
+            key = f.item(name, spec, m.group("key"))
             if key is not None:
                 return _described(f, f.name.format(key=key), old, new)
             continue

@@ -23,15 +23,17 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import jsonschema
 import pathspec
 import yaml
+from lxml import etree
 from yaml._yaml import CParser
 
-from reconciler import errors, images, model, render, units
+from reconciler import cache, cloudinit, errors, images, model, render, units
+from reconciler.defaults import IGNORE_FILE
 from reconciler.render import identity
 
 SCHEMA_PACKAGE = "reconciler"  # the JSON Schemas ship in it: reconciler/schemas/<Kind>.json
@@ -43,7 +45,6 @@ MAX_NAME_BYTES = 200
 MANIFEST_SUFFIXES = (".yaml", ".yml")
 STDIN = "-"  # a PATH that reads manifests from standard input
 STDIN_NAME = "<stdin>"  # how messages name it
-IGNORE_FILE = ".virtreconcileignore"  # gitignore-like patterns of files a folder walk skips
 DEFAULT_HOST_NAME = "default"
 
 _KINDS = {k.value: k for k in model.Kind}
@@ -869,6 +870,47 @@ def _check_encryption(items: list[_Valid], problem: Callable[[_Valid, str, str],
                     disk["encryption"] = found
 
 
+def _expand_cloud_init(
+    items: list[_Valid], problem: Callable[[_Valid, str, str], None]
+) -> dict[str, model.Manifest]:
+    """Each complete Domain with ``spec.cloudInit`` gets its seed as a cdrom in
+    ``spec.disks`` (changed in place); the seed volumes, by domain name."""
+    seeds: dict[str, model.Manifest] = {}
+    for item in items:
+        if item.kind is not model.Kind.DOMAIN or "cloudInit" not in item.spec:
+            continue
+        if "placement" in item.spec:
+            problem(
+                item,
+                "spec.cloudInit",
+                "a seed is a volume on the domain's host: use spec.host, not spec.placement",
+            )
+            continue
+        base_dir = os.path.dirname(os.path.abspath(item.doc.file))
+        try:
+            seed = cloudinit.expand(item.name, item.spec, base_dir)
+        except cloudinit.SeedError as e:
+            problem(item, e.field, e.message)
+            continue
+        line = _line_of(item.doc, "spec.cloudInit")
+        disks = item.spec.setdefault("disks", [])
+        item.doc.lines[f"spec.disks.{len(disks)}"] = line
+        disks.append(seed.disk)
+        seeds[item.name] = model.Manifest(
+            kind=model.Kind.VOLUME,
+            name=seed.volume,
+            # No format: libvirt probes an uploaded ISO as "iso", which no manifest says.
+            spec={"pool": seed.pool, "source": {"seed": f"Domain/{item.name}"}},
+            source=model.Source(file=item.doc.file, line=line),
+            host=item.spec.get("host"),
+            labels=dict(item.doc.data["metadata"].get("labels", {})),
+            lines={"spec": line, "spec.pool": _line_of(item.doc, "spec.cloudInit.pool")},
+            content=seed.image,
+            owner=f"Domain/{item.name}",
+        )
+    return seeds
+
+
 # --------------------------------------------------------------------------
 # Public API
 
@@ -888,8 +930,7 @@ def _valid_documents(
     valid: list[_Valid] = []
     read = {} if read is None else read
     for file in files:
-        for doc in _read_documents(file, problems, read):
-            kind, broken = _validate(doc, problems)
+        for doc, kind, broken in _checked_documents(file, problems, read):
             if kind is None:
                 continue
             before = len(problems)
@@ -921,6 +962,60 @@ def _valid_documents(
     return valid
 
 
+def _checked_documents(
+    file: str, problems: list[errors.Problem], read: dict[str, bytes]
+) -> list[tuple[_Document, model.Kind | None, frozenset[str]]]:
+    """The documents of one file, each with ``_validate``'s verdict.
+
+    A file whose every document is valid is cached on disk (``reconciler.cache``,
+    keyed by its name and bytes), so an unchanged folder is neither composed nor
+    schema-checked again: both cost milliseconds per document. A file with a
+    problem is never cached (its errors come from the full checks every time).
+    """
+    data = read.get(file)
+    if data is None:
+        with contextlib.suppress(OSError), open(file, "rb") as stream:
+            data = read[file] = stream.read(MAX_FILE_BYTES + 1)
+    entry = cache.entry("manifests", file.encode(), data) if data is not None else None
+    cached = cache.read(entry) if entry is not None else None
+    if cached is not None:
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            return [
+                (
+                    _Document(
+                        file=file,
+                        line=d["line"],
+                        data=d["data"],
+                        lines=d["lines"],
+                        raws=d["raws"],
+                        text_lines=d["text_lines"],
+                    ),
+                    _KINDS[d["kind"]],
+                    frozenset(),
+                )
+                for d in json.loads(cached)
+            ]
+    before = len(problems)
+    checked = [(doc, *_validate(doc, problems)) for doc in _read_documents(file, problems, read)]
+    # A Secret document may hold its value: never written to the cache.
+    secret = any(kind is model.Kind.SECRET for _, kind, _ in checked)
+    if entry is not None and len(problems) == before and not secret:
+        stored = [
+            {
+                "line": doc.line,
+                "data": doc.data,
+                "lines": doc.lines,
+                "raws": doc.raws,
+                "text_lines": doc.text_lines,
+                "kind": kind.value,
+            }
+            for doc, kind, _ in checked
+            if kind is not None
+        ]
+        cache.write(entry, json.dumps(stored).encode())
+    return checked
+
+
 def _check_name(doc: _Document, problem: Callable[[str, str], None]) -> None:
     name_bytes = len(str(doc.data["metadata"]["name"]).encode("utf-8"))
     if name_bytes > MAX_NAME_BYTES:
@@ -945,7 +1040,7 @@ def _document_checks(
     return checks
 
 
-def _check_render(item: _Valid, manifest: model.Manifest) -> errors.Problem | None:
+def _check_render(item: _Valid, manifest: model.Manifest) -> model.Manifest | errors.Problem:
     """Render once now, so a bad ``spec.xml`` overlay fails validation, not a host run.
 
     The overlay is parsed with no DTD, no entities, no network and a 1 MiB cap
@@ -954,8 +1049,12 @@ def _check_render(item: _Valid, manifest: model.Manifest) -> errors.Problem | No
     doc = item.doc
     path = "spec.xml" if "xml" in item.spec else "spec"
     line = _line_of(doc, path)
+    entry = _render_entry(manifest)
+    cached = cache.read(entry) if entry is not None else None
+    if cached is not None:
+        return replace(manifest, rendered=cached.decode())
     try:
-        render.render(manifest)
+        xml = render.render(manifest)
     except render.XMLInputError as e:
         message = str(e).removeprefix("spec.xml: ")
         if path == "spec.xml" and e.line is not None:
@@ -969,7 +1068,24 @@ def _check_render(item: _Valid, manifest: model.Manifest) -> errors.Problem | No
                 file=doc.file, line=_line_of(doc, field), path=field, message=rest
             )
         return errors.Problem(file=doc.file, line=line, path=path, message=str(e))
-    return None
+    text = etree.tostring(xml, encoding="unicode")
+    if entry is not None:
+        cache.write(entry, text.encode())
+    return replace(manifest, rendered=text)
+
+
+def _render_entry(manifest: model.Manifest) -> str | None:
+    """Where the XML of ``manifest`` is cached (``render`` is a function of its
+    kind, name and spec); None for a Secret (its spec may hold the value)."""
+    if manifest.kind is model.Kind.SECRET:
+        return None
+    try:
+        spec = json.dumps(manifest.spec)
+    except (TypeError, ValueError):
+        return None
+    return cache.entry(
+        "rendered", manifest.kind.value.encode(), manifest.name.encode(), spec.encode()
+    )
 
 
 def load(
@@ -1007,6 +1123,7 @@ def load(
     _check_duplicates(placed, problem)
     _check_macs([item for item, _ in placed if item.kind is model.Kind.DOMAIN], problem)
     _check_encryption([item for item, _ in placed if item.complete], problem)
+    seeds = _expand_cloud_init([item for item, _ in placed if item.complete], problem)
 
     objects = []
     for item, _ in placed:
@@ -1024,9 +1141,13 @@ def load(
             lines=dict(item.doc.lines),
         )
         rendered = _check_render(item, manifest)
-        if rendered is not None:
+        if isinstance(rendered, errors.Problem):
             problems.append(rendered)
+        else:
+            manifest = rendered
         objects.append(manifest)
+        if item.kind is model.Kind.DOMAIN and item.name in seeds:
+            objects.append(seeds[item.name])
     if problems:
         raise errors.ManifestError(_sorted(problems))
     objects.sort(key=lambda m: (m.kind.order, m.host or "", m.name, str(m.spec.get("pool", ""))))

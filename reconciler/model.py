@@ -79,6 +79,13 @@ class Manifest:
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
     lines: Mapping[str, int] = field(default_factory=dict)
+    # A volume derived from another manifest (a Domain's cloud-init seed): the
+    # bytes it is filled with, and ``KIND/NAME`` of the manifest it belongs to.
+    content: bytes | None = field(default=None, repr=False)
+    owner: str | None = None
+    # The XML ``manifests.load`` rendered it to (it renders every manifest to
+    # check it), so a run need not render it again; None: not rendered yet.
+    rendered: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def ref(self) -> str:

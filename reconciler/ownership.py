@@ -62,6 +62,11 @@ class Record:
     digest: str = ""
     # The manifest's metadata.labels, sorted (written only when there are any).
     labels: tuple[tuple[str, str], ...] = ()
+    # A volume made for another object (a domain's cloud-init seed): its
+    # ``KIND/NAME``; the volume goes when that object no longer uses it.
+    owner: str = ""
+    # A domain: whether deleting it keeps its NVRAM and vTPM state (keepState).
+    keep_state: bool = True
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -81,6 +86,10 @@ class Record:
             data["digest"] = self.digest
         if self.labels:
             data["labels"] = dict(self.labels)
+        if self.owner:
+            data["owner"] = self.owner
+        if not self.keep_state:
+            data["keepState"] = False
         return data
 
     @classmethod
@@ -96,6 +105,8 @@ class Record:
             uploading=bool(data.get("uploading", False)),
             digest=str(data.get("digest", "")),
             labels=tuple(sorted((str(k), str(v)) for k, v in dict(data.get("labels", {})).items())),
+            owner=str(data.get("owner", "")),
+            keep_state=bool(data.get("keepState", True)),
         )
 
 

@@ -15,9 +15,8 @@ from typing import Any
 
 from lxml import etree
 
-from reconciler import diff, fields, ownership
+from reconciler import cloudinit, diff, fields, ownership
 from reconciler.actions import (
-    DEFAULT_MAX_PRUNE,
     Action,
     ActionType,
     Change,
@@ -29,11 +28,22 @@ from reconciler.actions import (
     _parse,
     _with_record,
 )
+from reconciler.defaults import DEFAULT_MAX_PRUNE
 from reconciler.kinds import KINDS, Context
 from reconciler.model import Kind, Manifest, object_ref
 from reconciler.observed import HostState, ObjectKey, Observed, object_key
 from reconciler.placement import NO_FIT, Placement
-from reconciler.steps import Define, RegistrySet, SetDomainRecord, Step
+from reconciler.steps import (
+    Define,
+    DetachDevice,
+    RegistrySet,
+    RestartDomain,
+    SetDomainRecord,
+    ShutdownDomain,
+    Step,
+    Stop,
+    UpdateDevice,
+)
 
 __all__ = [
     "DEFAULT_MAX_PRUNE",
@@ -51,6 +61,56 @@ __all__ = [
 ]
 
 # --- deletion -------------------------------------------------------------------
+
+
+def _seed_owner(obs: Observed, registry: ownership.Registry) -> str | None:
+    """The domain a managed volume is the cloud-init seed of (its record's owner)."""
+    if obs.kind is not Kind.VOLUME:
+        return None
+    record = registry.volumes.get(f"{obs.pool}/{obs.name}")
+    if record is None or not record.managed or not record.owner.startswith("Domain/"):
+        return None
+    return record.owner.removeprefix("Domain/")
+
+
+# The steps after which a running domain no longer reads its old seed.
+_LIVE_SWAP = (UpdateDevice, DetachDevice, RestartDomain, Stop, ShutdownDomain)
+
+
+def _old_seeds(
+    state: HostState,
+    actions: Sequence[Action],
+    desired_keys: set[ObjectKey],
+    refs: Mapping[str, frozenset[str]],
+) -> list[Action]:
+    """Seeds of domains that are still declared here but use another seed now:
+    deleted after the domain's action has swapped the media (it comes first),
+    with or without ``--prune``; kept while anything still uses them."""
+    domains = {a.name: a for a in actions if a.kind is Kind.DOMAIN}
+    users = _volume_users(state, refs=refs)
+    out = []
+    for key, obs in sorted(state.objects.items(), key=lambda kv: kv[0]):
+        owner = _seed_owner(obs, state.registry)
+        if key in desired_keys or owner is None or owner not in domains:
+            continue
+        domain = domains[owner]
+        action = _plan_delete(obs, state.registry, {})
+        if action is None:
+            continue
+        seed = f"old cloud-init seed of Domain/{owner}"
+        others = [u for u in users.get(f"{obs.pool}/{obs.name}", ()) if u != owner]
+        dom = state.objects.get(object_key(Kind.DOMAIN, owner, None))
+        live_xml = dom.live_xml if dom is not None and dom.active else None
+        in_live = f"{obs.pool}/{obs.name}" in disk_refs(live_xml) if live_xml else False
+        if domain.error or domain.note == "suspended":
+            out.append(_kept(action, f"{seed}: kept until the domain's change is applied"))
+        elif others:
+            out.append(_kept(action, f"{seed}: in use by {', '.join(others)}"))
+        elif in_live and not any(isinstance(s, _LIVE_SWAP) for s in domain.steps):
+            out.append(_kept(action, f"{seed}: the running domain reads it until it restarts"))
+        else:
+            out.append(replace(action, note=f"{seed}: its media was swapped for the new seed"))
+    return out
 
 
 def _plan_delete(
@@ -162,6 +222,7 @@ def _plan_prune(
     desired_keys: set[ObjectKey],
     options: Options,
     kinds: frozenset[Kind] | None,
+    refs: Mapping[str, frozenset[str]],
 ) -> list[Action]:
     """Managed objects no manifest names: deletions behind the prune guards with
     ``--prune``, else (``_orphan``) unchanged, with a note of what ``--prune`` would do."""
@@ -177,7 +238,7 @@ def _plan_prune(
     ]
     # Domains are deleted before volumes, so a volume only they use may go too.
     leaving = frozenset(d.name for d in first if d.kind is Kind.DOMAIN)
-    users = _volume_users(state, leaving=leaving)
+    users = _volume_users(state, leaving=leaving, refs=refs) if orphans else {}
     deletes = [d for o in orphans if (d := _plan_delete(o, state.registry, users)) is not None]
     deletes = _keep_pools_with_volumes(deletes, state)
     deletes = _keep_secrets_in_use(deletes, state)
@@ -291,8 +352,20 @@ def disk_refs(domain_xml: str) -> set[str]:
     return refs
 
 
+def _domain_refs(state: HostState) -> dict[str, frozenset[str]]:
+    """``disk_refs`` of each domain's inactive and live XML, by name (read once per plan)."""
+    return {
+        o.name: frozenset(r for x in (o.xml, o.live_xml) if x for r in disk_refs(x))
+        for o in state.objects.values()
+        if o.kind is Kind.DOMAIN
+    }
+
+
 def _volume_users(
-    state: HostState, *, leaving: frozenset[str] = frozenset()
+    state: HostState,
+    *,
+    leaving: frozenset[str] = frozenset(),
+    refs: Mapping[str, frozenset[str]],
 ) -> dict[str, tuple[str, ...]]:
     """Domains that use each volume (``pool/name``), by source pool+volume or path,
     and the volumes it is the backing file of (``volume POOL/NAME``).
@@ -322,10 +395,9 @@ def _volume_users(
                 users.setdefault(keys[f"path:{backing}"], set()).add(f"volume {o.pool}/{o.name}")
         if o.kind is not Kind.DOMAIN or o.name in leaving:
             continue
-        for xml in (o.xml, o.live_xml):
-            for ref in disk_refs(xml) if xml else ():
-                if ref in keys:
-                    users.setdefault(keys[ref], set()).add(o.name)
+        for ref in refs.get(o.name, ()):
+            if ref in keys:
+                users.setdefault(keys[ref], set()).add(o.name)
     return {k: tuple(sorted(v)) for k, v in users.items()}
 
 
@@ -409,12 +481,16 @@ def _depths(manifests: Sequence[Manifest]) -> dict[int, int]:
 
 def _in_manifest_terms(action: Action, m: Manifest) -> Action:
     """Each change named by its manifest field, values in the manifest's units."""
+    seed = cloudinit.seed_target(m.name, m.spec) if m.kind is Kind.DOMAIN else None
     changes = []
     for c in action.changes:
-        if c.path in ("definition", "state", "autostart", "metadata.labels"):
+        if c.path in ("definition", "state", "autostart", "metadata.labels", "keepState"):
             changes.append(replace(c, field=c.path, shown_old=c.old, shown_new=c.new))
             continue
         d = fields.describe(m.kind, m.name, m.spec, c.path, c.old, c.new)
+        if seed is not None and (d.field or "").startswith(f"disks[{seed}]"):
+            # The seed's cdrom is not in the manifest's disks: its cloudInit is.
+            d = replace(d, field="cloudInit")
         changes.append(replace(c, field=d.field, shown_old=d.old, shown_new=d.new))
     return replace(action, changes=tuple(changes))
 
@@ -454,12 +530,13 @@ def build_host_plan(
             ),
         )
     desired_keys = {object_key(m.kind, m.name, m.spec.get("pool")) for m, _ in desired}
+    refs = _domain_refs(state)
     context = Context(
         host=state.host,
         options=options,
         registry=state.registry,
         network_users=_network_users(state),
-        volume_users=_volume_users(state),
+        volume_users=_volume_users(state, refs=refs),
         running_domains=frozenset(
             o.name for o in state.objects.values() if o.kind is Kind.DOMAIN and o.active
         ),
@@ -511,6 +588,9 @@ def build_host_plan(
         except ValueError as e:
             action = Action(**base, type=ActionType.UPDATE, error=str(e))
         actions.append(_in_manifest_terms(action, m))
+    seeds = _old_seeds(state, actions, desired_keys, refs)
     # Without --prune, orphans are shown with what --prune would do, and nothing happens.
-    actions += _plan_prune(state, desired_keys, options, kinds)
+    actions += seeds
+    seed_keys = {object_key(a.kind, a.name, a.pool) for a in seeds}
+    actions += _plan_prune(state, desired_keys | seed_keys, options, kinds, refs)
     return HostPlan(host=state.host, actions=tuple(actions))

@@ -25,6 +25,7 @@ import concurrent.futures
 import enum
 import functools
 import os
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
@@ -137,6 +138,56 @@ def parallel(fn: Callable[[Host], T], hosts: Iterable[Host]) -> dict[str, T]:
         return {name: f.result() for name, f in futures.items()}
 
 
+class Prefetch:
+    """The one host of ``plan -c URI``, read (connect, observe) in a thread while
+    the manifests load: a plan's wall time is then about the larger of the two,
+    not their sum. ``Run`` uses it when its target is that host and it needs no
+    domain capabilities; otherwise, or when the read failed, the run reads the
+    host itself as always (and reports any error the usual way)."""
+
+    def __init__(self, uri: str) -> None:
+        self.host = Host(name=DEFAULT_HOST, uri=uri)
+        self._lock = threading.Lock()
+        self._got: tuple[Session, HostState] | None = None
+        self._discarded = False
+        self._thread = threading.Thread(target=self._read, name="prefetch", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        session = None
+        try:
+            session = Session.open(self.host, read_only=True)
+            got = (session, session.observe())
+        except Exception:  # any failure: the run reads again and reports it
+            if session is not None:
+                session.close()
+            return
+        with self._lock:
+            if not self._discarded:
+                self._got = got
+                return
+        session.close()
+
+    def take(self, host: Host) -> tuple[Session, HostState] | None:
+        """The session and state, once, if they are of ``host``."""
+        self._thread.join()
+        with self._lock:
+            got, self._got = self._got, None
+            self._discarded = True
+        if got is not None and host != self.host:
+            got[0].close()
+            return None
+        return got
+
+    def discard(self) -> None:
+        """Not needed (closed now, or by the thread when it ends; not waited for)."""
+        with self._lock:
+            got, self._got = self._got, None
+            self._discarded = True
+        if got is not None:
+            got[0].close()
+
+
 @dataclass
 class Run:
     """One run over the target hosts: sessions, observations and the plan."""
@@ -156,6 +207,8 @@ class Run:
     on_result: Callable[[str, Result], None] | None = None
     # Around each long wait on a host: (host, what, timeout) -> a context.
     waiting: Callable[[str, str, float], AbstractContextManager[None]] | None = None
+    # A read-only run's host, being read already (``plan -c URI``).
+    prefetch: Prefetch | None = None
 
     def connect_and_observe(self) -> None:
         wanted: dict[str, set[CapsKey]] = {}
@@ -163,7 +216,15 @@ class Run:
             for c in candidates:
                 wanted.setdefault(c, set()).add(placement.caps_key(self._render(m)))
 
+        prefetch, self.prefetch = self.prefetch, None
+        if prefetch is not None and (not self.read_only or wanted or self.sessions):
+            prefetch.discard()
+            prefetch = None
+
         def one(host: Host) -> tuple[Session | None, HostState]:
+            got = prefetch.take(host) if prefetch is not None else None
+            if got is not None:
+                return got
             # Capabilities are read once per host per run: a second observation
             # (the convergence check) reuses them.
             reuse = host.name in self.states and self.states[host.name].reachable
@@ -230,7 +291,9 @@ class Run:
     def _render(self, m: Manifest) -> etree._Element:
         key = (m.kind, str(m.spec.get("pool", "")), m.name)
         if key not in self.rendered:
-            self.rendered[key] = render.render(m)
+            self.rendered[key] = (
+                etree.fromstring(m.rendered) if m.rendered is not None else render.render(m)
+            )
         return self.rendered[key]
 
     def execute(self) -> dict[str, list[Result]]:

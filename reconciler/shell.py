@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 
-import shtab
-
 SHELLS = ("bash", "zsh", "fish")
 _FILES = {"paths", "hosts_override", "plan_file", "out"}
 _FOLDERS = {"directory", "cache_dir"}
@@ -18,11 +16,15 @@ _FOLDERS = {"directory", "cache_dir"}
 
 def completion(parser: argparse.ArgumentParser, shell: str) -> str:
     """The completion script for ``shell``; source it, or install it where the shell looks."""
+    import shtab
+
     _annotate(parser)
     return str(shtab.complete(parser, shell=shell))
 
 
 def _annotate(parser: argparse.ArgumentParser) -> None:
+    import shtab
+
     for action in parser._actions:
         if action.dest in _FILES:
             action.complete = shtab.FILE  # type: ignore[attr-defined]

@@ -12,7 +12,7 @@ undefine, autostart) take the kind; the others are one type per operation.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from reconciler import ownership
@@ -84,7 +84,11 @@ class Stop:
 
 @dataclass(frozen=True, kw_only=True)
 class Undefine:
+    """Undefine the object; a domain keeps its NVRAM and vTPM state on the host
+    unless ``keep_state`` is False (the domain's ``keepState: false``)."""
+
     kind: Defined
+    keep_state: bool = True
 
     @property
     def label(self) -> str:
@@ -182,6 +186,18 @@ class SetVcpus:
     label = "dom_set_vcpus"
 
 
+@dataclass(frozen=True, kw_only=True)
+class SetDomainText:
+    """Set the domain's ``<title>`` or ``<description>`` (``text`` None: remove it)
+    with ``setMetadata``, running or not: no restart."""
+
+    which: Literal["title", "description"]
+    text: str | None
+    live: bool
+    config: bool
+    label = "dom_set_metadata"
+
+
 # --- networks, pools, volumes -------------------------------------------------------
 
 
@@ -222,13 +238,15 @@ class UploadVolume:
     absolute path) or ``url`` (downloaded into the cache first). ``sha256`` is
     checked before anything is sent; the image's format must be the volume's;
     without a ``<capacity>`` in ``xml`` the volume gets the image's virtual size.
-    A failed upload deletes the volume again."""
+    A failed upload deletes the volume again. ``data``: the image's bytes, made
+    in memory (a cloud-init seed), instead of a file or URL."""
 
     pool: str
     xml: str
     file: str | None = None
     url: str | None = None
     sha256: str | None = None
+    data: bytes | None = field(default=None, repr=False)
     label = "vol_upload"
 
 
@@ -314,6 +332,7 @@ Step = (
     | DetachDevice
     | SetMemory
     | SetVcpus
+    | SetDomainText
     | NetUpdate
     | BuildPool
     | CreateVolume

@@ -13,6 +13,7 @@ PACKAGES=(
     busybox-static cpio zstd xz-utils
     ovmf swtpm swtpm-tools
     time  # GNU time: peak RSS of a measured process (benchmarks/measure.py)
+    etcd-server  # the coordination backend of tests/e2e/test_replicas.py (started per test)
     chromium  # headless: renders watch's status page in tests/integration/test_status_page.py
 )
 
@@ -29,6 +30,15 @@ if ((${#missing[@]})); then
     echo "install: apt-get install ${missing[*]}"
     $SUDO apt-get update -qq
     $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+    if [[ " ${missing[*]} " == *" etcd-server "* ]]; then
+        # The package starts a system etcd on :2379 where it can; tests start their own
+        # (private port and data dir), so leave none running and none enabled.
+        if [[ -d /run/systemd/system ]]; then
+            $SUDO systemctl disable --now etcd >/dev/null 2>&1 || true
+        else
+            $SUDO /etc/init.d/etcd stop >/dev/null 2>&1 || true
+        fi
+    fi
 fi
 $SUDO mkdir -p /var/log/libvirt/qemu
 

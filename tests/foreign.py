@@ -591,10 +591,15 @@ class DocResult:
                 True,
                 False,
             }
-        if label == "pool-source" and len(d) == 2 and {c.path for c in d} == {
-            "source/name",
-            "target/path",
-        }:
+        if (
+            label == "pool-source"
+            and len(d) == 2
+            and {c.path for c in d}
+            == {
+                "source/name",
+                "target/path",
+            }
+        ):
             # logical and zfs pools: libvirt derives the target (/dev/VG, /dev/zvol/POOL)
             # from the source name, so renaming the source moves the target with it.
             return True

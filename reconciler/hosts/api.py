@@ -17,14 +17,32 @@ import libvirt
 from reconciler.model import Kind
 from reconciler.steps import Defined
 
-# Undefine a domain with everything libvirt keeps beside it (UEFI vars, a
-# managed save image, snapshot and checkpoint metadata).
+# Undefine a domain with the metadata libvirt keeps beside it (a managed save
+# image, snapshot and checkpoint metadata); its UEFI variables (NVRAM) and vTPM
+# state are kept or removed as the domain's keepState says: without one of the
+# two NVRAM flags, libvirt refuses to undefine a domain that has NVRAM.
 UNDEFINE_DOMAIN_ALL = (
-    libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
-    | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+    libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
     | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
     | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
 )
+UNDEFINE_KEEP_STATE = libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_KEEP_TPM
+UNDEFINE_REMOVE_STATE = libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_TPM
+
+
+def undefine_flags(keep_state: bool) -> tuple[int, ...]:
+    """The flags to undefine a domain with, the fullest first: a driver that
+    refuses a flag (the test driver knows no TPM flags) gets the next."""
+    nvram = UNDEFINE_KEEP_STATE if keep_state else UNDEFINE_REMOVE_STATE
+    no_tpm = (
+        libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM if keep_state else libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+    )
+    return (
+        UNDEFINE_DOMAIN_ALL | nvram,
+        UNDEFINE_DOMAIN_ALL | no_tpm,
+        libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | no_tpm,
+        libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE,
+    )
 
 
 @dataclass(frozen=True)
@@ -56,7 +74,7 @@ API: dict[Defined, KindApi] = {
         ),
         start=Op("createWithFlags", lambda d: d.createWithFlags(0)),
         stop=Op("destroy", lambda d: d.destroy()),
-        undefine=Op("undefineFlags", lambda d: d.undefineFlags(UNDEFINE_DOMAIN_ALL)),
+        undefine=Op("undefineFlags", lambda d, flags: d.undefineFlags(flags)),
         autostart=Op("setAutostart", lambda d, on: d.setAutostart(int(on))),
     ),
     Kind.NETWORK: KindApi(

@@ -7,7 +7,9 @@ Test-only hook: with ``VIRT_RECONCILE_FAULT_AFTER_CALLS=N`` in the environment
 the process kills itself with SIGKILL right after its N-th mutating libvirt
 call (counted over all hosts of the process). ``tests/e2e/test_crash.py`` uses
 it to crash an ``apply`` between any two libvirt calls and check that the next
-``apply`` converges. Never set it outside tests.
+``apply`` converges. ``VIRT_RECONCILE_STOP_BEFORE_WRITE=HOST`` (with a write guard
+only) stops the process right before its first write on HOST. Never set them
+outside tests.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import contextlib
 import dataclasses
 import os
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -27,7 +30,7 @@ from lxml import etree
 
 from reconciler import errors, images, ownership, plan, values
 from reconciler.hosts import connection
-from reconciler.hosts.api import API, Op
+from reconciler.hosts.api import API, Op, undefine_flags
 from reconciler.hosts.events import DeviceRemovals
 from reconciler.hosts.registry import RegistryStore
 from reconciler.model import Host, Kind
@@ -51,6 +54,7 @@ from reconciler.steps import (
     ResumeDomain,
     SetAutostart,
     SetDomainRecord,
+    SetDomainText,
     SetMemory,
     SetSecretValue,
     SetVcpus,
@@ -69,9 +73,15 @@ from reconciler.steps import (
 Progress = Callable[[str, int, int], None]
 
 FAULT_AFTER_CALLS = "VIRT_RECONCILE_FAULT_AFTER_CALLS"
+STOP_BEFORE_WRITE = "VIRT_RECONCILE_STOP_BEFORE_WRITE"
+_paused = False
 # Progress of a long wait: (what is awaited, at most how many seconds) -> a context
 # around the wait (``cli`` shows a spinner on a terminal, a line otherwise).
 Waiting = Callable[[str, float], contextlib.AbstractContextManager[None]]
+
+
+# Before each mutating call: (call name) -> None, or raises a ReconcileError to refuse it.
+Guard = Callable[[str], None]
 
 
 def no_progress(_what: str, _timeout: float) -> contextlib.AbstractContextManager[None]:
@@ -113,9 +123,15 @@ class Calls:
         self._redefined_live: set[str] = set()
         # Called as uploads and downloads go (the CLI shows it on a terminal).
         self.progress: Progress | None = None
+        # Called with the call's name before every mutating call; raises to refuse it
+        # (``watch --coordination``: this process may no longer write on the host).
+        self.guard: Guard | None = None
 
     def call(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
-        """Make one mutating libvirt call, counted as ``name``."""
+        """Make one mutating libvirt call, counted as ``name`` (after ``guard`` let it)."""
+        if self.guard is not None:
+            _pause_point(self.host.name)
+            self.guard(name)
         result = fn(*args)
         self.counts[name] += 1
         _fault_point()
@@ -137,8 +153,8 @@ class Calls:
                 self._op(API[kind].start, self._lookup(kind, action.name))
             case Stop(kind=kind):
                 self._op(API[kind].stop, self._lookup(kind, action.name))
-            case Undefine(kind=Kind.DOMAIN):
-                self._dom_undefine(action.name)
+            case Undefine(kind=Kind.DOMAIN, keep_state=keep_state):
+                self._dom_undefine(action.name, keep_state)
             case Undefine(kind=kind):
                 self._op(API[kind].undefine, self._lookup(kind, action.name))
             case SetAutostart(kind=kind, on=on):
@@ -166,6 +182,24 @@ class Calls:
                 self._dom_set_memory(action, kib, live, config)
             case SetVcpus(count=count, live=live, config=config):
                 self._dom_set_vcpus(action, count, live, config)
+            case SetDomainText(which=which, text=text, live=live, config=config):
+                dom = self._dom(action)
+                # A running domain takes it live; a stopped one only in its config.
+                live = live and bool(dom.isActive())
+                which_type = (
+                    libvirt.VIR_DOMAIN_METADATA_TITLE
+                    if which == "title"
+                    else libvirt.VIR_DOMAIN_METADATA_DESCRIPTION
+                )
+                self.call(
+                    "setMetadata",
+                    dom.setMetadata,
+                    which_type,
+                    text,
+                    None,
+                    None,
+                    _affect(live, config),
+                )
             case NetUpdate():
                 self._net_update(action, step)
             case BuildPool():
@@ -199,11 +233,12 @@ class Calls:
         return self.conn.lookupByName(action.name)
 
     def discard_domain(self, name: str) -> None:
-        """Stop and undefine a domain (libvirt errors pass through)."""
+        """Stop and undefine a domain this run created on a host that could not start
+        it (libvirt errors pass through)."""
         dom = self.conn.lookupByName(name)
         if dom.isActive():
             self._op(API[Kind.DOMAIN].stop, dom)
-        self._dom_undefine(name)
+        self._dom_undefine(name, keep_state=False)  # made by this run: nothing to keep
 
     def _dom_set_record(self, action: Action, xml: str) -> None:
         el = etree.fromstring(xml)
@@ -243,14 +278,20 @@ class Calls:
             if dom.isActive():
                 self.call("destroy", dom.destroy)
 
-    def _dom_undefine(self, name: str) -> None:
+    def _dom_undefine(self, name: str, keep_state: bool) -> None:
         dom = self.conn.lookupByName(name)
-        try:
-            self._op(API[Kind.DOMAIN].undefine, dom)
-        except libvirt.libvirtError as e:
-            if e.get_error_code() not in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
-                raise
-            self.call("undefineFlags", dom.undefineFlags, libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+        *fuller, last = undefine_flags(keep_state)
+        for flags in fuller:
+            try:
+                self._op(API[Kind.DOMAIN].undefine, dom, flags)
+                return
+            except libvirt.libvirtError as e:
+                if e.get_error_code() not in (
+                    libvirt.VIR_ERR_INVALID_ARG,
+                    libvirt.VIR_ERR_NO_SUPPORT,
+                ):
+                    raise
+        self._op(API[Kind.DOMAIN].undefine, dom, last)
 
     def _dom_detach(
         self, action: Action, xml: str, alias: str | None, live: bool, config: bool
@@ -411,6 +452,13 @@ class Calls:
         return lambda done, total: progress(what, done, total)
 
     def _vol_upload(self, action: Action, step: UploadVolume) -> None:
+        if step.data is not None:
+            # An image made in memory (a cloud-init seed) goes up from a temporary file.
+            with tempfile.NamedTemporaryFile(prefix="virt-reconcile-", suffix=".img") as tmp:
+                tmp.write(step.data)
+                tmp.flush()
+                self._vol_upload(action, dataclasses.replace(step, data=None, file=tmp.name))
+            return
         ref = action.ref
         try:
             if step.url is not None:
@@ -577,6 +625,17 @@ def _fault_point() -> None:
         _mutating_calls += 1
         if _mutating_calls >= int(limit):
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _pause_point(host: str) -> None:
+    """Test-only: ``VIRT_RECONCILE_STOP_BEFORE_WRITE=HOST`` stops the process
+    (SIGSTOP) once, right before its first guarded write on HOST, so a test can
+    resume it after its coordination lease ran out (tests/e2e/test_replicas.py)."""
+    global _paused
+    if _paused or os.environ.get(STOP_BEFORE_WRITE) != host:
+        return
+    _paused = True
+    os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def _escape(text: str) -> str:

@@ -22,6 +22,7 @@ from typing import assert_never
 
 import libvirt
 
+from reconciler.cache import cache_dir
 from reconciler.model import Kind
 
 _log = logging.getLogger(__name__)
@@ -68,19 +69,8 @@ def normalise(kind: Kind, xml: str) -> str | None:
 
 # --- the on-disk cache ----------------------------------------------------------------
 
-CACHE_ENV = "VIRT_RECONCILE_CACHE_DIR"
 _MISSING = "\0missing"
 _REFUSED = "\0refused"
-
-
-def cache_dir() -> str:
-    """``$VIRT_RECONCILE_CACHE_DIR``, else ``$XDG_CACHE_HOME/virt-reconcile``
-    (``~/.cache/virt-reconcile``): only what this machine can compute again."""
-    explicit = os.environ.get(CACHE_ENV)
-    if explicit:
-        return explicit
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "virt-reconcile")
 
 
 def _cache_file(kind: Kind, xml: str) -> str:

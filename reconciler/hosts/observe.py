@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import libvirt
@@ -53,7 +55,7 @@ def objects(
     ``readable``: where to read the value of a secret virt-reconcile manages when
     ``conn`` is read-only (libvirt gives no value there); opened only then.
     """
-    out: list[Observed] = [_observe_domain(dom) for dom in API[Kind.DOMAIN].list_all(conn)]
+    out: list[Observed] = _observe_domains(conn)
     registry = ownership.Registry()
     for net in API[Kind.NETWORK].list_all(conn):
         name = net.name()
@@ -166,17 +168,71 @@ def _value_digest(
     return values.digest(key, bytes(value))
 
 
-def _observe_domain(dom: libvirt.virDomain) -> Observed:
-    state, reason = dom.state()
+# XML reads in flight at once per host on a daemon's connection (libvirt's RPC
+# client multiplexes calls and libvirt-python releases the GIL while waiting);
+# the test driver runs in this process under one lock, so there, one.
+_XML_READERS = 4
+
+
+@dataclass(frozen=True)
+class _Flags:
+    """What the listings with flag filters say of each domain (by UUID): one call
+    per fact for the whole host instead of one per domain."""
+
+    states: dict[str, tuple[int, int]]  # (state, reason)
+    persistent: frozenset[str]
+    autostart: frozenset[str]
+
+    @classmethod
+    def read(cls, conn: libvirt.virConnect) -> _Flags | None:
+        """None when the driver cannot list them (then: per-domain calls)."""
+        try:
+            stats = conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE, 0)
+            persistent = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT)
+            autostart = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)
+        except libvirt.libvirtError as e:
+            if e.get_error_code() in (libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_RPC):
+                raise  # the connection failed: so would every other call
+            return None  # not supported, not allowed (an ACL), a domain gone meanwhile
+        return cls(
+            states={
+                dom.UUIDString(): (int(s["state.state"]), int(s["state.reason"]))
+                for dom, s in stats
+                if "state.state" in s and "state.reason" in s
+            },
+            persistent=frozenset(d.UUIDString() for d in persistent),
+            autostart=frozenset(d.UUIDString() for d in autostart),
+        )
+
+
+def _observe_domains(conn: libvirt.virConnect) -> list[Observed]:
+    """Every domain: the flags listed once for the host, then the XML of each,
+    a few reads at a time on a daemon's connection."""
+    flags = _Flags.read(conn)
+    domains = API[Kind.DOMAIN].list_all(conn)
+    if str(conn.getURI()).startswith("test:") or len(domains) < 2:
+        return [_observe_domain(dom, flags) for dom in domains]
+    with concurrent.futures.ThreadPoolExecutor(_XML_READERS) as pool:
+        return list(pool.map(lambda dom: _observe_domain(dom, flags), domains))
+
+
+def _observe_domain(dom: libvirt.virDomain, flags: _Flags | None = None) -> Observed:
+    uuid = dom.UUIDString()
+    if flags is not None and uuid in flags.states:
+        state, reason = flags.states[uuid]
+        persistent = uuid in flags.persistent
+        autostart = uuid in flags.autostart
+    else:  # no listings, or defined after they were read
+        state, reason = dom.state()
+        persistent = bool(dom.isPersistent())
+        autostart = bool(dom.autostart()) if persistent else False
     sname = _DOMAIN_STATES.get(state, "nostate")
-    persistent = bool(dom.isPersistent())
     xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
     live = dom.XMLDesc(0) if sname in ("running", "paused", "pmsuspended") else None
-    autostart = bool(dom.autostart()) if persistent else False
     return Observed(
         kind=Kind.DOMAIN,
         name=dom.name(),
-        uuid=dom.UUIDString(),
+        uuid=uuid,
         xml=xml,
         live_xml=live,
         state=sname,

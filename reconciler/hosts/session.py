@@ -9,7 +9,7 @@ import libvirt
 
 from reconciler import errors, ownership
 from reconciler.hosts import connection, observe
-from reconciler.hosts.calls import Calls, Progress, Waiting
+from reconciler.hosts.calls import Calls, Guard, Progress, Waiting
 from reconciler.hosts.causes import describe
 from reconciler.hosts.events import HostEvent, Watcher
 from reconciler.model import Host
@@ -70,6 +70,15 @@ class Session:
     @progress.setter
     def progress(self, report: Progress | None) -> None:
         self._calls.progress = report
+
+    @property
+    def guard(self) -> Guard | None:
+        """Called with the call's name before every mutating libvirt call; raises to refuse."""
+        return self._calls.guard
+
+    @guard.setter
+    def guard(self, check: Guard | None) -> None:
+        self._calls.guard = check
 
     # --- connecting --------------------------------------------------------------
 

@@ -9,11 +9,12 @@ from typing import Any, NamedTuple, Protocol
 
 from lxml import etree
 
-from reconciler import ownership
+from reconciler import ownership, render
 from reconciler.actions import Action, Normalise, Options
 from reconciler.model import Host, Kind, Manifest
 from reconciler.observed import Observed
 from reconciler.placement import Placement
+from reconciler.render import bind
 from reconciler.steps import Step
 
 Spec = dict[str, Any]
@@ -92,15 +93,10 @@ class Handler:
     # The root element of the libvirt XML.
     root: str
     record_home: RecordHome
-    # Friendly fields -> libvirt XML (``render``).
-    render: Callable[[str, Mapping[str, Any]], etree._Element]
     # Desired XML and what the host has -> one action.
     plan: Planner
     # A managed object to delete: its record (None: not ours) and the steps.
     delete: Callable[[Observed, ownership.Registry], tuple[ownership.Record | None, list[Step]]]
-    # Libvirt XML (cleaned) -> friendly fields (``export``); the second argument
-    # is the MACs that several domains share.
-    export: Callable[[etree._Element, Collection[str]], Spec]
     # The exported fields that are not XML: power state, autostart, the pool.
     export_state: Callable[[Observed], Spec]
     # Friendly fields a document-only export keeps beside spec.xml.
@@ -112,6 +108,26 @@ class Handler:
     # Whether a manifest takes ``spec.xml`` (export tries an overlay, then the
     # whole document); without, export writes the friendly fields only.
     overlay: bool = True
+    # Exported fields besides the XML's friendly fields (a secret's value file).
+    export_more: Callable[[etree._Element], Spec] | None = None
+
+    @property
+    def fields(self) -> bind.Table:
+        """The kind's friendly fields, declared once (``render.<kind>.FIELDS``)."""
+        return render.RENDERERS[self.kind][1]
+
+    def render(self, name: str, spec: Mapping[str, Any]) -> etree._Element:
+        """Friendly fields -> libvirt XML (``render``)."""
+        return render.RENDERERS[self.kind][0](name, spec)
+
+    def export(self, root: etree._Element, shared_macs: Collection[str] = ()) -> Spec:
+        """Libvirt XML (cleaned) -> friendly fields, walking the same table as
+        render; ``shared_macs``: MACs several domains share (they stay in the overlay)."""
+        ctx = bind.Context(name=root.findtext("name") or "", shared_macs=shared_macs)
+        spec = bind.export(self.fields, root, ctx)
+        if self.export_more is not None:
+            spec.update(self.export_more(root))
+        return spec
 
     @property
     def order(self) -> int:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 from lxml import etree
 
-from reconciler import canonical, diff, ownership, units
+from reconciler import canonical, diff, fields, ownership, units
 from reconciler.actions import (
     Action,
     ActionType,
@@ -27,24 +27,12 @@ from reconciler.actions import (
     _to_changes,
     _with_record,
 )
+from reconciler.fields import Live
 from reconciler.kinds.base import Context, Handler, Power, RecordHome, Reference, Spec
-from reconciler.kinds.exporting import (
-    BRIDGE,
-    MAC,
-    NAME,
-    TOKEN,
-    absolute,
-    scaled,
-    size,
-    to_int,
-    token,
-    typed,
-)
 from reconciler.model import Host, Kind, Manifest
 from reconciler.observed import Observed
 from reconciler.ownership import Record, Registry
 from reconciler.render import identity
-from reconciler.render.domain import render_domain
 from reconciler.steps import (
     AttachDevice,
     Define,
@@ -53,6 +41,7 @@ from reconciler.steps import (
     ResumeDomain,
     SetAutostart,
     SetDomainRecord,
+    SetDomainText,
     SetMemory,
     SetVcpus,
     ShutdownDomain,
@@ -83,32 +72,39 @@ def _power(desired: str | None, observed: str) -> tuple[str | None, list[Step]]:
 
 
 _DEVICE = re.compile(r"^(devices/(disk|interface)\[[^/]*\])(/.*)?$")
-_IFACE_LIVE = re.compile(
-    r"^devices/interface\[[^/]*\]/(@type|link/@state|source/@network|source/@bridge|bandwidth(/.*)?)$"
-)
+# Parts of an interface that change live besides its declared fields (the type
+# goes with network/bridge; bandwidth comes from spec.xml).
+_IFACE_LIVE = re.compile(r"^devices/interface\[[^/]*\]/(@type|bandwidth(/.*)?)$")
 
 
 def _live_op(path: str, desired: canonical.Flat, live: canonical.Flat) -> str | None:
-    """Which live call can apply a change to this path on a running domain, if any."""
+    """Which live call can apply a change to this path on a running domain, if any:
+    the declared field's ``Live`` (``render.domain.FIELDS``), with the limits of
+    a running guest."""
+    declared = fields.field_at(Kind.DOMAIN, path)
+    how = declared.live if declared is not None else Live.NEXT_START
     # A running guest's balloon and vCPU count can only move up to its maximum.
-    if path == "currentMemory":
+    if how is Live.MEMORY:
         return "memory" if _fits(path, "memory", desired, live) else None
-    if path == "vcpu/@current":
+    if how is Live.VCPUS:
         return "vcpus" if _fits(path, "vcpu", desired, live) else None
+    if how is Live.METADATA:
+        return "metadata"
     m = _DEVICE.match(path)
     if not m:
         return None
     device, tag, rest = m.group(1), m.group(2), m.group(3)
     if not rest:
         return "device"
-    if tag == "interface" and _IFACE_LIVE.match(path):
+    if tag == "interface" and (how is Live.UPDATE or _IFACE_LIVE.match(path)):
         return "update"
-    if tag == "disk":
+    if tag == "disk" and how is Live.UPDATE:
+        # Only a cdrom's or floppy's medium changes live.
         el = desired.elements.get(device)
         if el is None:
             el = live.elements.get(device)
         kind = el.get("device", "disk") if el is not None else "disk"
-        if kind in ("cdrom", "floppy") and re.match(r"^/(@type|source(/.*)?)$", rest):
+        if kind in ("cdrom", "floppy"):
             return "update"
     return None
 
@@ -149,10 +145,13 @@ def _plan_domain(
     normalise: Normalise | None = None,
 ) -> Action:
     ignore = _ignores(m)
-    if obs is not None:
-        desired = _with_live_macs(m, desired, _parse(obs.xml))
+    inactive = _parse(obs.xml) if obs is not None else None  # read only, parsed once
+    if inactive is not None:
+        desired = _with_live_macs(m, desired, inactive)
     dflat = _desired_flat(Kind.DOMAIN, desired, normalise, ignore)
-    record = _record(m, dflat, host.name, candidates)
+    record = replace(
+        _record(m, dflat, host.name, candidates), keep_state=bool(m.spec.get("keepState", True))
+    )
     state = m.spec.get("state")
     timeout = units.parse_duration(m.spec.get("updateStrategy", {}).get("shutdownTimeout", "120s"))
     restart_if_needed = m.spec.get("updateStrategy", {}).get("restart", "never") == "ifNeeded"
@@ -175,13 +174,13 @@ def _plan_domain(
             xml_after=_pretty(desired),
         )
 
-    inactive = _parse(obs.xml)
-    iflat = canonical.flatten(inactive, Kind.DOMAIN, ignore=ignore)
+    assert inactive is not None
+    iflat = canonical.flatten_text(obs.xml, inactive, Kind.DOMAIN, ignore=ignore)
     applied = obs.record.applied if obs.managed and obs.record else frozenset()
     cfg = diff.diff_fields(Kind.DOMAIN, dflat, iflat, applied)
     running = obs.state in ("running", "paused") and obs.live_xml is not None
     lflat = (
-        canonical.flatten(_parse(obs.live_xml), Kind.DOMAIN, ignore=ignore)
+        canonical.flatten_text(obs.live_xml, _parse(obs.live_xml), Kind.DOMAIN, ignore=ignore)
         if (running and obs.live_xml)
         else None
     )
@@ -231,12 +230,26 @@ def _plan_domain(
     if cfg:  # nothing to write: the copy stays the inactive document (no flatten)
         diff.apply_changes(canonical.flatten(merged, Kind.DOMAIN, ignore=ignore), dflat, cfg)
     record_changed = obs.record != written
+    if obs.record is not None and obs.managed and obs.record.keep_state != record.keep_state:
+        changes.append(
+            Change(
+                path="keepState",
+                old=str(obs.record.keep_state).lower(),
+                new=str(record.keep_state).lower(),
+                disruption=Disruption.NONE,
+            )
+        )
     define = bool(nonlive_cfg) or (not running and bool(cfg))
     if define:
         steps.append(Define(kind=Kind.DOMAIN, xml=_with_record(merged, written)))
     if running and lflat is not None and not restart:
         steps += _live_steps(ops, dflat, lflat, iflat, cfg_paths, live_paths, config=not define)
-    if not define and record_changed and (cfg or ops or not obs.managed or guard or interrupted):
+    keep_changed = any(c.path == "keepState" for c in changes)
+    if (
+        not define
+        and record_changed
+        and (cfg or ops or not obs.managed or guard or interrupted or keep_changed)
+    ):
         steps.append(_set_record(written))
     if restart:
         steps.append(RestartDomain(timeout=timeout))
@@ -317,6 +330,9 @@ def _live_steps(
         elif op == "vcpus":
             count = int(_or_default(change, dflat, lflat, "vcpu"))
             steps.append(SetVcpus(count=count, live=live, config=cfg))
+        elif op == "metadata":
+            which: Literal["title", "description"] = "title" if path == "title" else "description"
+            steps.append(SetDomainText(which=which, text=change.new, live=live, config=cfg))
         elif op == "device" and change.added:
             steps.append(
                 AttachDevice(xml=diff.element_xml(dflat.elements[path]), live=live, config=cfg)
@@ -380,179 +396,6 @@ def _wrap(device: etree._Element) -> etree._Element:
     return root
 
 
-# --- export -----------------------------------------------------------------------
-
-_DOMAIN_TYPES = {
-    "kvm", "qemu", "kqemu", "xen", "lxc", "uml", "openvz", "test", "vmware", "hyperv",
-    "vbox", "phyp", "parallels", "bhyve", "vz",
-}  # fmt: skip
-
-
-_CPU_MODES = ("host-passthrough", "host-model", "custom", "maximum")
-_TARGET = re.compile(r"^[a-z][a-z0-9]{0,31}$")
-
-
-def _export(root: etree._Element, shared_macs: Collection[str]) -> Spec:
-    spec = typed(root, _DOMAIN_TYPES)
-    os_type = root.find("os/type")
-    if os_type is not None:
-        for attr in ("arch", "machine"):
-            if TOKEN.match(os_type.get(attr) or ""):
-                spec[attr] = os_type.get(attr)
-    memory = scaled(root.find("memory"), "KiB")
-    if memory is not None:
-        spec["memory"] = size(memory)
-    current = scaled(root.find("currentMemory"), "KiB")
-    if current is not None and memory is not None and current <= memory:
-        spec["currentMemory"] = size(current)
-    _vcpus(root, spec)
-    cpu = root.find("cpu")
-    if cpu is not None and cpu.get("mode") in _CPU_MODES:
-        spec["cpu"] = {"mode": cpu.get("mode")}
-        model = (cpu.findtext("model") or "").strip()
-        if model:
-            spec["cpu"]["model"] = model
-    _os(root, spec)
-    disks = _disks(root)
-    if disks:
-        spec["disks"] = disks
-    nics: list[Spec] = []
-    for el in root.iterfind("devices/interface"):
-        nic = _interface(el, shared_macs)
-        if nic is None:
-            break  # as for disks: the rest stay in the overlay, in order
-        nics.append(nic)
-    if nics:
-        spec["interfaces"] = nics
-    consoles = root.findall("devices/console")
-    if consoles and all(c.get("type") == "pty" for c in consoles):
-        spec["consoles"] = [{"type": "pty"} for _ in consoles]
-    graphics = root.findall("devices/graphics")
-    # A friendly SPICE display renders with autoport='yes' (render.domain): one
-    # without it stays in the overlay.
-    if graphics and all(
-        g.get("type") == "vnc" or (g.get("type") == "spice" and g.get("autoport") == "yes")
-        for g in graphics
-    ):
-        spec["graphics"] = [
-            {"type": g.get("type"), **({"listen": g.get("listen")} if g.get("listen") else {})}
-            for g in graphics
-        ]
-    return spec
-
-
-def _vcpus(root: etree._Element, spec: Spec) -> None:
-    vcpu = root.find("vcpu")
-    if vcpu is None:
-        return
-    maximum = to_int(vcpu.text)
-    current = to_int(vcpu.get("current")) if vcpu.get("current") else maximum
-    if not maximum or not current or current > maximum:
-        return
-    spec["vcpus"] = current
-    if vcpu.get("current") is not None:
-        spec["maxVcpus"] = maximum
-
-
-def _os(root: etree._Element, spec: Spec) -> None:
-    os_el = root.find("os")
-    if os_el is None:
-        return
-    if os_el.get("firmware") in ("bios", "efi"):
-        spec["firmware"] = os_el.get("firmware")
-    kernel = os_el.findtext("kernel")
-    if kernel and absolute(kernel):
-        spec["kernel"] = {"path": kernel}
-        initrd = os_el.findtext("initrd")
-        if initrd and absolute(initrd):
-            spec["kernel"]["initrd"] = initrd
-        cmdline = os_el.findtext("cmdline")
-        if cmdline is not None:
-            spec["kernel"]["cmdline"] = cmdline
-        return
-    boots = [b.get("dev") for b in os_el.iterfind("boot")]
-    valid = all(b in ("hd", "cdrom", "network", "fd") for b in boots)
-    if boots and valid and len(set(boots)) == len(boots):
-        spec["boot"] = boots
-
-
-def _disks(root: etree._Element) -> list[Spec]:
-    """Friendly disks: the leading ones that fit. The first that does not, and all
-    after it, stay in the overlay, which appends them after the friendly ones, so
-    the order (the boot order without ``<boot order>``) is kept."""
-    out: list[Spec] = []
-    for el in root.iterfind("devices/disk"):
-        disk = _disk(el)
-        if disk is None or any(d["target"] == disk["target"] for d in out):
-            break
-        out.append(disk)
-    return out
-
-
-def _disk(el: etree._Element) -> Spec | None:
-    target = el.find("target")
-    dev = target.get("dev") if target is not None else None
-    if target is None or not dev or not _TARGET.match(dev):
-        return None
-    disk: Spec = {"target": dev}
-    if target.get("bus") in ("virtio", "sata", "scsi", "ide", "usb", "fdc"):
-        disk["bus"] = target.get("bus")
-    elif target.get("bus") is not None:
-        return None
-    device = el.get("device", "disk")
-    if device not in ("disk", "cdrom", "floppy", "lun"):
-        return None
-    if device != "disk":
-        disk["device"] = device
-    source = el.find("source")
-    dtype = el.get("type")
-    if source is not None:
-        if dtype == "file" and absolute(source.get("file")):
-            disk["source"] = {"file": source.get("file")}
-        elif dtype == "block" and absolute(source.get("dev")):
-            disk["source"] = {"block": source.get("dev")}
-        elif dtype == "volume" and source.get("pool") and source.get("volume"):
-            disk["source"] = {"volume": {"pool": source.get("pool"), "name": source.get("volume")}}
-        else:
-            return None
-    elif dtype != "file":
-        return None
-    driver = el.find("driver")
-    if driver is not None and driver.get("name") == "qemu" and token(driver.get("type")):
-        disk["format"] = driver.get("type")
-    if el.find("readonly") is not None:
-        disk["readonly"] = True
-    serial = (el.findtext("serial") or "").strip()
-    if serial:
-        disk["serial"] = serial
-    return disk
-
-
-def _interface(el: etree._Element, shared_macs: Collection[str]) -> Spec | None:
-    mac = el.find("mac")
-    address = (mac.get("address") or "") if mac is not None else ""
-    if not MAC.match(address) or int(address[:2], 16) & 1 or address.lower() in shared_macs:
-        return None
-    source = el.find("source")
-    nic: Spec = {}
-    network = source.get("network") if source is not None else None
-    bridge = source.get("bridge") if source is not None else None
-    if el.get("type") == "network" and NAME.match(network or ""):
-        nic["network"] = network
-    elif el.get("type") == "bridge" and BRIDGE.match(bridge or ""):
-        nic["bridge"] = bridge
-    else:
-        return None
-    model = el.find("model")
-    if model is not None and TOKEN.match(model.get("type") or ""):
-        nic["model"] = model.get("type")
-    nic["mac"] = address.lower()
-    link = el.find("link")
-    if link is not None and link.get("state") in ("up", "down"):
-        nic["link"] = link.get("state")
-    return nic
-
-
 # --- the handler ---------------------------------------------------------------------
 
 
@@ -572,7 +415,8 @@ def _plan(m: Manifest, desired: etree._Element, obs: Observed | None, ctx: Conte
 
 def _delete(obs: Observed, _registry: Registry) -> tuple[Record | None, list[Step]]:
     steps: list[Step] = [Stop(kind=Kind.DOMAIN)] if obs.active else []
-    steps.append(Undefine(kind=Kind.DOMAIN))
+    keep = obs.record.keep_state if obs.record is not None else True
+    steps.append(Undefine(kind=Kind.DOMAIN, keep_state=keep))
     return obs.record, steps
 
 
@@ -631,10 +475,8 @@ HANDLER = Handler(
     label="domain",
     root="domain",
     record_home=RecordHome.METADATA,
-    render=render_domain,
     plan=_plan,
     delete=_delete,
-    export=_export,
     export_state=_export_state,
     export_required=("memory",),
     references=_references,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -27,18 +27,13 @@ from reconciler.actions import (
     _to_changes,
     _with_record,
 )
-from reconciler.kinds.base import Context, Handler, RecordHome, Spec
+from reconciler.kinds.base import Context, Handler, RecordHome
 from reconciler.kinds.exporting import (
-    BRIDGE,
-    IP,
-    MAC,
     active_state,
-    to_int,
 )
 from reconciler.model import Host, Kind, Manifest
 from reconciler.observed import Observed
 from reconciler.ownership import Record, Registry
-from reconciler.render.network import render_network
 from reconciler.steps import (
     Define,
     NetCommand,
@@ -282,76 +277,6 @@ def _net_update_steps(
     return steps
 
 
-# --- export -----------------------------------------------------------------------
-
-_DNS_DOMAIN = re.compile(r"^[A-Za-z0-9.-]+$")
-
-
-def _export(root: etree._Element, _shared: Collection[str]) -> Spec:
-    spec: Spec = {}
-    forwards = root.findall("forward")
-    if len(forwards) == 1 and forwards[0].get("mode") in ("nat", "route", "open", "bridge"):
-        spec["forward"] = forwards[0].get("mode")
-    bridge = root.find("bridge")
-    if bridge is not None and BRIDGE.match(bridge.get("name") or ""):
-        spec["bridge"] = bridge.get("name")
-    domain = root.find("domain")
-    if domain is not None and _DNS_DOMAIN.match(domain.get("name") or ""):
-        spec["domain"] = domain.get("name")
-    mtu_el = root.find("mtu")
-    mtu = to_int(mtu_el.get("size")) if mtu_el is not None else None
-    if mtu is not None and 68 <= mtu <= 65535:
-        spec["mtu"] = mtu
-    ips = root.findall("ip")
-    if len(ips) == 1:
-        ip = _ip(ips[0])
-        if ip is not None:
-            spec["ip"] = ip
-    dns_hosts = root.findall("dns/host")
-    hosts = [
-        (h.get("ip") or "", [(n.text or "").strip() for n in h.iterfind("hostname")])
-        for h in dns_hosts
-    ]
-    if hosts and all(IP.match(ip) and names and all(names) for ip, names in hosts):
-        spec["dns"] = {"hosts": [{"ip": ip, "names": names} for ip, names in hosts]}
-    return spec
-
-
-def _ip(el: etree._Element) -> Spec | None:
-    prefix = to_int(el.get("prefix"))
-    if not IP.match(el.get("address") or "") or prefix is None or not 0 <= prefix <= 128:
-        return None
-    ip: Spec = {"address": el.get("address"), "prefix": prefix}
-    dhcp_el = el.find("dhcp")
-    if dhcp_el is None:
-        return ip
-    dhcp: Spec = {}
-    ranges = dhcp_el.findall("range")
-    if len(ranges) == 1 and all(IP.match(ranges[0].get(a) or "") for a in ("start", "end")):
-        dhcp["range"] = [ranges[0].get("start"), ranges[0].get("end")]
-    hosts = [_dhcp_host(h) for h in dhcp_el.iterfind("host")]
-    if hosts and all(h is not None for h in hosts):
-        dhcp["hosts"] = hosts
-    if dhcp:
-        ip["dhcp"] = dhcp
-    return ip
-
-
-def _dhcp_host(el: etree._Element) -> Spec | None:
-    if not IP.match(el.get("ip") or ""):
-        return None
-    host: Spec = {}
-    mac = el.get("mac")
-    if mac is not None:
-        if not MAC.match(mac):
-            return None
-        host["mac"] = mac.lower()
-    if el.get("name"):
-        host["name"] = el.get("name")
-    host["ip"] = el.get("ip")
-    return host
-
-
 # --- the handler ---------------------------------------------------------------------
 
 
@@ -370,9 +295,7 @@ HANDLER = Handler(
     label="network",
     root="network",
     record_home=RecordHome.METADATA,
-    render=render_network,
     plan=_plan,
     delete=_delete,
-    export=_export,
     export_state=active_state,
 )

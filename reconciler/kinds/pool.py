@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import replace
 from typing import Any
 
@@ -22,17 +21,13 @@ from reconciler.actions import (
     _record,
     _to_changes,
 )
-from reconciler.kinds.base import Context, Handler, RecordHome, Spec
+from reconciler.kinds.base import Context, Handler, RecordHome
 from reconciler.kinds.exporting import (
-    TOKEN,
-    absolute,
     active_state,
-    typed,
 )
 from reconciler.model import Host, Kind, Manifest
 from reconciler.observed import Observed
 from reconciler.ownership import Record, Registry
-from reconciler.render.pool import render_pool
 from reconciler.steps import (
     BuildPool,
     Define,
@@ -132,42 +127,6 @@ def _plan_pool(
     )
 
 
-# --- export -----------------------------------------------------------------------
-
-_POOL_TYPES = {
-    "dir", "fs", "netfs", "logical", "disk", "iscsi", "scsi", "mpath", "rbd", "gluster", "zfs",
-    "iscsi-direct", "sheepdog", "vstorage",
-}  # fmt: skip
-
-
-def _export(root: etree._Element, _shared: Collection[str]) -> Spec:
-    spec = typed(root, _POOL_TYPES)
-    source_el = root.find("source")
-    if source_el is not None:
-        source: Spec = {}
-        devices = source_el.findall("device")
-        if len(devices) == 1 and absolute(devices[0].get("path")):
-            source["device"] = devices[0].get("path")
-        directory = source_el.find("dir")
-        if directory is not None and absolute(directory.get("path")):
-            source["dir"] = directory.get("path")
-        hosts = source_el.findall("host")
-        if len(hosts) == 1 and hosts[0].get("name"):
-            source["host"] = hosts[0].get("name")
-        name = (source_el.findtext("name") or "").strip()
-        if name:
-            source["name"] = name
-        fmt = source_el.find("format")
-        if fmt is not None and TOKEN.match(fmt.get("type") or ""):
-            source["format"] = fmt.get("type")
-        if source:
-            spec["source"] = source
-    target = root.findtext("target/path")
-    if target and absolute(target):
-        spec["target"] = target
-    return spec
-
-
 # --- the handler ---------------------------------------------------------------------
 
 
@@ -189,10 +148,8 @@ HANDLER = Handler(
     label="storage pool",
     root="pool",
     record_home=RecordHome.REGISTRY,
-    render=render_pool,
     plan=_plan,
     delete=_delete,
-    export=_export,
     export_state=active_state,
     export_required=("type",),
 )

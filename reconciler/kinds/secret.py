@@ -11,7 +11,6 @@ with the digest of the value libvirt gives back (drift made outside).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Mapping
 from typing import Any
 
 from lxml import etree
@@ -22,7 +21,7 @@ from reconciler.kinds.base import Context, Handler, Power, RecordHome, Spec
 from reconciler.model import Kind, Manifest
 from reconciler.observed import Observed
 from reconciler.ownership import Record, Registry
-from reconciler.render.secret import USAGE_ELEMENTS, render_secret, secret_uuid
+from reconciler.render.secret import USAGE_ELEMENTS, secret_uuid
 from reconciler.steps import DefineSecret, RegistrySet, SetSecretValue, Step, UndefineSecret
 
 # Fields of the definition libvirt cannot change on a defined secret.
@@ -173,16 +172,8 @@ def value_file(name: str) -> str:
     return f"{name}.value"
 
 
-def _export(root: etree._Element, _shared: Collection[str]) -> Spec:
-    fields = _fields(root)
-    spec: Spec = {}
-    if fields["usage/@type"] in USAGE_ELEMENTS and fields["usage"]:
-        spec["usage"] = {fields["usage/@type"]: fields["usage"]}
-    spec["value"] = {"file": value_file(_name(root))}
-    spec["private"] = fields["@private"] == "yes"
-    if fields["@ephemeral"] == "yes":
-        spec["ephemeral"] = True
-    return spec
+def _export_more(root: etree._Element) -> Spec:
+    return {"value": {"file": value_file(_name(root))}}
 
 
 def _name(root: etree._Element) -> str:
@@ -200,19 +191,14 @@ def _export_state(_obs: Observed) -> Spec:
     return {}
 
 
-def _render(name: str, spec: Mapping[str, Any]) -> etree._Element:
-    return render_secret(name, spec)
-
-
 HANDLER = Handler(
     kind=Kind.SECRET,
     label="secret",
     root="secret",
     record_home=RecordHome.REGISTRY,
-    render=_render,
     plan=_plan,
     delete=_delete,
-    export=_export,
+    export_more=_export_more,
     export_state=_export_state,
     export_required=("usage", "value"),
     power=lambda _obs: Power(None),

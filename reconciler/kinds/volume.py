@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from lxml import etree
@@ -25,16 +25,9 @@ from reconciler.actions import (
     _to_changes,
 )
 from reconciler.kinds.base import Context, Handler, Power, RecordHome, Reference, Spec
-from reconciler.kinds.exporting import (
-    TOKEN,
-    absolute,
-    scaled,
-    size,
-)
 from reconciler.model import Host, Kind, Manifest
 from reconciler.observed import Observed
 from reconciler.ownership import Record, Registry
-from reconciler.render.volume import render_volume
 from reconciler.steps import (
     CloneVolume,
     CreateVolume,
@@ -70,6 +63,8 @@ def backing_volume(spec: Mapping[str, Any]) -> tuple[str, str] | None:
 def _fill(m: Manifest, pool: str, xml: str) -> Step:
     """The step that creates the volume: empty, uploaded or cloned (``spec.source``)."""
     source = m.spec.get("source")
+    if m.content is not None:
+        return UploadVolume(pool=pool, xml=xml, data=m.content)
     if source is None:
         return CreateVolume(pool=pool, xml=xml, backing=backing_volume(m.spec))
     if "volume" in source:
@@ -89,6 +84,8 @@ def describe_source(spec: Mapping[str, Any]) -> str | None:
     source = spec.get("source")
     if source is None:
         return None
+    if "seed" in source:
+        return f"cloud-init seed of {source['seed']}"
     if "volume" in source:
         return f"clone of volume {source['volume']['pool']}/{source['volume']['name']}"
     checked = " (sha256 checked)" if "sha256" in source else ""
@@ -129,10 +126,12 @@ def _plan_volume(
     dflat = _desired_flat(Kind.VOLUME, desired, normalise)
     record = _record(m, dflat, host.name)
     # A volume holds data: --prune deletes it only when its manifest says spec.prune.
+    # A cloud-init seed belongs to its domain: it goes when the domain stops using it.
     record = dataclasses.replace(
         record,
-        prune=record.prune and bool(m.spec.get("prune", False)),
+        prune=record.prune and (bool(m.spec.get("prune", False)) or m.owner is not None),
         source=source_fingerprint(m.spec),
+        owner=m.owner or "",
     )
     base: dict[str, Any] = {
         "kind": Kind.VOLUME,
@@ -259,26 +258,6 @@ def _plan_volume(
     return Action(**base, type=kind, changes=tuple(changes), steps=tuple(steps))
 
 
-# --- export -----------------------------------------------------------------------
-
-
-def _export(root: etree._Element, _shared: Collection[str]) -> Spec:
-    spec: Spec = {}
-    capacity = scaled(root.find("capacity"), "bytes")
-    if capacity is not None:
-        spec["capacity"] = size(capacity)
-    fmt = root.find("target/format")
-    if fmt is not None and TOKEN.match(fmt.get("type") or ""):
-        spec["format"] = fmt.get("type")
-    backing = root.find("backingStore")
-    if backing is not None and absolute(backing.findtext("path")):
-        spec["backingStore"] = {"path": backing.findtext("path")}
-        bfmt = backing.find("format")
-        if bfmt is not None and TOKEN.match(bfmt.get("type") or ""):
-            spec["backingStore"]["format"] = bfmt.get("type")
-    return spec
-
-
 # --- the handler ---------------------------------------------------------------------
 
 
@@ -350,10 +329,8 @@ HANDLER = Handler(
     label="volume",
     root="volume",
     record_home=RecordHome.REGISTRY,
-    render=render_volume,
     plan=_plan,
     delete=_delete,
-    export=_export,
     export_state=_export_state,
     export_required=("capacity",),
     references=_references,

@@ -1,9 +1,12 @@
 """Stage 3 of the pipeline: model -> libvirt XML.
 
-One module per kind (``domain``, ``network``, ``pool``, ``volume``, ``secret``), the device
-identity table (``identity``) and safe XML handling plus the overlay merge
-(``xmlutil``). Rendering is pure and deterministic: the same manifest always
-gives the same bytes through ``xmlutil.to_string``.
+One module per kind (``domain``, ``network``, ``pool``, ``volume``, ``secret``),
+each with its table of friendly fields (``FIELDS``, declared with ``bind``, which
+export reads too), the device identity table (``identity``) and safe XML
+handling plus the overlay merge (``xmlutil``). ``RENDERERS`` is the one map from
+a kind to its renderer and field table (``kinds.Handler`` reads it). Rendering
+is pure and deterministic: the same manifest always gives the same bytes
+through ``xmlutil.to_string``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from typing import Any
 from lxml import etree
 
 from reconciler import model
+from reconciler.render import domain, network, pool, secret, volume
+from reconciler.render.bind import Table
 from reconciler.render.domain import render_domain
 from reconciler.render.network import render_network
 from reconciler.render.pool import render_pool
@@ -22,6 +27,8 @@ from reconciler.render.volume import render_volume
 from reconciler.render.xmlutil import XMLInputError, merge_overlay, parse_xml, to_string
 
 __all__ = [
+    "RENDERERS",
+    "Renderer",
     "XMLInputError",
     "merge_overlay",
     "parse_xml",
@@ -33,18 +40,20 @@ __all__ = [
     "to_string",
 ]
 
-_RENDERERS: dict[model.Kind, Callable[[str, Mapping[str, Any]], etree._Element]] = {
-    model.Kind.DOMAIN: render_domain,
-    model.Kind.NETWORK: render_network,
-    model.Kind.STORAGE_POOL: render_pool,
-    model.Kind.VOLUME: render_volume,
-    model.Kind.SECRET: render_secret,
+Renderer = Callable[[str, Mapping[str, Any]], etree._Element]
+
+RENDERERS: Mapping[model.Kind, tuple[Renderer, Table]] = {
+    model.Kind.DOMAIN: (render_domain, domain.FIELDS),
+    model.Kind.NETWORK: (render_network, network.FIELDS),
+    model.Kind.STORAGE_POOL: (render_pool, pool.FIELDS),
+    model.Kind.VOLUME: (render_volume, volume.FIELDS),
+    model.Kind.SECRET: (render_secret, secret.FIELDS),
 }
 
 
 def render(manifest: model.Manifest) -> etree._Element:
     """The libvirt XML for one manifest. Raises ``XMLInputError`` for a bad ``spec.xml``."""
-    renderer = _RENDERERS.get(manifest.kind)
-    if renderer is None:
+    found = RENDERERS.get(manifest.kind)
+    if found is None:
         raise ValueError(f"{manifest.kind.value} objects have no libvirt XML")
-    return renderer(manifest.name, manifest.spec)
+    return found[0](manifest.name, manifest.spec)

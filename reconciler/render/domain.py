@@ -1,10 +1,11 @@
 """Stage 3 of the pipeline (render): a Domain manifest -> ``<domain>`` XML.
 
-Field by field as documented in ``docs/manifests.md``; element order is
-libvirt's own (name, memory, currentMemory, vcpu, os, cpu, devices), devices in
-the order disks, interfaces, consoles, graphics. Fields that are not libvirt
-XML (host, placement, state, autostart, updateStrategy, ignoreDifferences) are
-not rendered.
+``FIELDS`` declares every friendly Domain field once (``render.bind``): where it
+lives in the XML, how it converts, how a running domain takes a change. Render
+(here) and export (``kinds.domain``) both walk it. Element order is libvirt's
+own (name, memory, currentMemory, vcpu, os, cpu, devices), devices in the order
+disks, interfaces, consoles, graphics. Fields that are not libvirt XML (host,
+placement, state, autostart, updateStrategy, ignoreDifferences) are not rendered.
 """
 
 from __future__ import annotations
@@ -15,7 +16,23 @@ from typing import Any
 from lxml import etree
 
 from reconciler import units
-from reconciler.render import identity
+from reconciler.render import bind, identity
+from reconciler.render.bind import (
+    FLAG,
+    INT,
+    KIB,
+    MAC,
+    YES_NO,
+    Context,
+    Custom,
+    Items,
+    Live,
+    Prop,
+    Rule,
+    Spec,
+    Table,
+    Unsayable,
+)
 from reconciler.render.secret import encryption
 from reconciler.render.xmlutil import combine, require, sub
 
@@ -35,7 +52,7 @@ def render_domain(name: str, spec: Mapping[str, Any]) -> etree._Element:
         name,
         spec.get("xml"),
         "domain",
-        lambda defaults: _friendly(name, spec, defaults=defaults),
+        lambda defaults: bind.render(FIELDS, spec, Context(name=name, defaults=defaults)),
         replace=_REPLACE_IN_DOCUMENT,
     )
     require(
@@ -49,29 +66,11 @@ def render_domain(name: str, spec: Mapping[str, Any]) -> etree._Element:
     return root
 
 
-def _friendly(name: str, spec: Mapping[str, Any], *, defaults: bool) -> etree._Element:
-    dtype = spec.get("type", "kvm" if defaults else None)
-    root = etree.Element("domain")
-    if dtype is not None:
-        root.set("type", dtype)
-    sub(root, "name", name)
-    if "memory" in spec:
-        sub(root, "memory", units.size_kib(spec["memory"]), unit="KiB")
-    if "currentMemory" in spec:
-        sub(root, "currentMemory", units.size_kib(spec["currentMemory"]), unit="KiB")
-    _vcpu(root, spec, defaults=defaults)
-    _os(root, spec, defaults=defaults)
-    if "cpu" in spec:
-        cpu = spec["cpu"]
-        cpu_el = sub(root, "cpu", mode=cpu.get("mode"))
-        if "model" in cpu:
-            sub(cpu_el, "model", cpu["model"])
-    _devices(root, name, spec)
-    return root
+# --- custom fields: vCPUs, direct kernel boot ---------------------------------------------
 
 
-def _vcpu(root: etree._Element, spec: Mapping[str, Any], *, defaults: bool) -> None:
-    vcpus = spec.get("vcpus", 1 if defaults else None)
+def _render_vcpus(root: etree._Element, spec: Mapping[str, Any], ctx: Context) -> None:
+    vcpus = spec.get("vcpus", 1 if ctx.defaults else None)
     max_vcpus = spec.get("maxVcpus")
     if max_vcpus is not None:
         sub(root, "vcpu", max_vcpus, current=vcpus)
@@ -79,95 +78,304 @@ def _vcpu(root: etree._Element, spec: Mapping[str, Any], *, defaults: bool) -> N
         sub(root, "vcpu", vcpus)
 
 
-def _os(root: etree._Element, spec: Mapping[str, Any], *, defaults: bool) -> None:
-    arch = spec.get("arch", "x86_64" if defaults else None)
-    machine = spec.get("machine")
-    os_el = etree.Element("os")
-    if "firmware" in spec:
-        os_el.set("firmware", spec["firmware"])
-    if defaults or arch is not None or machine is not None:
-        sub(os_el, "type", "hvm", arch=arch, machine=machine)
-    if "secureBoot" in spec:
-        fw = sub(os_el, "firmware")
-        sub(fw, "feature", enabled=bool(spec["secureBoot"]), name="secure-boot")
-    kernel = spec.get("kernel")
-    if kernel is not None:
-        sub(os_el, "kernel", kernel["path"])
-        if "initrd" in kernel:
-            sub(os_el, "initrd", kernel["initrd"])
-        if kernel.get("cmdline"):  # libvirt drops an empty <cmdline/>
-            sub(os_el, "cmdline", kernel["cmdline"])
-    for dev in spec.get("boot", ()):
-        sub(os_el, "boot", dev=dev)
-    if len(os_el) or os_el.attrib:
-        root.append(os_el)
+def _export_vcpus(root: etree._Element, _ctx: Context) -> Spec | None:
+    vcpu = root.find("vcpu")
+    if vcpu is None:
+        return None
+    maximum = _int(vcpu.text)
+    current = _int(vcpu.get("current")) if vcpu.get("current") else maximum
+    if not maximum or not current or current > maximum:
+        return None
+    if vcpu.get("current") is None:
+        return {"vcpus": current}
+    return {"vcpus": current, "maxVcpus": maximum}
 
 
-def _devices(root: etree._Element, name: str, spec: Mapping[str, Any]) -> None:
-    devices = etree.Element("devices")
-    for disk in spec.get("disks", ()):
-        _disk(devices, disk)
-    for position, nic in enumerate(spec.get("interfaces", ())):
-        _interface(devices, name, nic, position)
-    for console in spec.get("consoles", ()):
-        sub(devices, "console", type=console["type"])
-    for graphics in spec.get("graphics", ()):
-        # SPICE without a port or autoport has no listener at all: libvirt drops
-        # ``listen`` (VNC picks a port by itself).
-        autoport = True if graphics["type"] == "spice" else None
-        sub(
-            devices,
-            "graphics",
-            type=graphics["type"],
-            autoport=autoport,
-            listen=graphics.get("listen"),
-        )
-    if len(devices):
-        root.append(devices)
+def _int(text: str | None) -> int | None:
+    try:
+        return int((text or "").strip())
+    except ValueError:
+        return None
 
 
-def _disk(devices: etree._Element, disk: Mapping[str, Any]) -> None:
+def _render_kernel(root: etree._Element, kernel: Mapping[str, Any] | None, _ctx: Context) -> None:
+    if kernel is None:
+        return
+    os_el = root.find("os")
+    if os_el is None:
+        os_el = sub(root, "os")
+    sub(os_el, "kernel", kernel["path"])
+    if "initrd" in kernel:
+        sub(os_el, "initrd", kernel["initrd"])
+    if kernel.get("cmdline"):  # libvirt drops an empty <cmdline/>
+        sub(os_el, "cmdline", kernel["cmdline"])
+
+
+def _export_kernel(root: etree._Element, _ctx: Context) -> Spec | None:
+    kernel = root.findtext("os/kernel")
+    if not kernel:
+        return None
+    out: Spec = {"path": kernel}
+    initrd = root.findtext("os/initrd")
+    if initrd:
+        out["initrd"] = initrd
+    cmdline = root.findtext("os/cmdline")
+    if cmdline is not None:
+        out["cmdline"] = cmdline
+    return out
+
+
+# --- custom fields of a disk: its source, a union of file/block/volume ---------------------
+
+
+def _disk_type(disk: Mapping[str, Any]) -> str:
     source = disk.get("source") or {}
+    return next((t for t in ("volume", "block") if t in source), "file")
+
+
+def _render_disk(el: etree._Element, disk: Mapping[str, Any], _i: int, _ctx: Context) -> None:
+    el.set("type", _disk_type(disk))
+
+
+def _render_source(el: etree._Element, source: Mapping[str, Any] | None, _ctx: Context) -> None:
+    if not source:  # an empty cdrom/floppy
+        return
     if "volume" in source:
-        dtype, source_attrs = (
-            "volume",
-            {
-                "pool": source["volume"]["pool"],
-                "volume": source["volume"]["name"],
-            },
-        )
+        sub(el, "source", pool=source["volume"]["pool"], volume=source["volume"]["name"])
     elif "block" in source:
-        dtype, source_attrs = "block", {"dev": source["block"]}
-    elif "file" in source:
-        dtype, source_attrs = "file", {"file": source["file"]}
-    else:  # an empty cdrom/floppy
-        dtype, source_attrs = "file", {}
-    el = sub(devices, "disk", type=dtype, device=disk.get("device", "disk"))
-    if "format" in disk:
-        sub(el, "driver", name="qemu", type=disk["format"])
-    if source_attrs:
-        source_el = sub(el, "source", **source_attrs)
-        if "encryption" in disk:
-            encryption(source_el, disk["encryption"])
-    sub(el, "target", dev=disk["target"], bus=disk.get("bus"))
-    if disk.get("readonly"):
-        sub(el, "readonly")
-    if "serial" in disk:
-        sub(el, "serial", disk["serial"])
-
-
-def _interface(devices: etree._Element, domain: str, nic: Mapping[str, Any], position: int) -> None:
-    if "bridge" in nic:
-        el = sub(devices, "interface", type="bridge")
+        sub(el, "source", dev=source["block"])
     else:
-        el = sub(devices, "interface", type="network")
-    mac = nic.get("mac") or identity.derive_mac(domain, nic.get("name", f"nic{position}"))
+        sub(el, "source", file=source["file"])
+
+
+def _export_source(el: etree._Element, _ctx: Context) -> Spec | None:
+    source = el.find("source")
+    dtype = el.get("type")
+    if source is None:
+        if dtype != "file":
+            raise Unsayable
+        return None
+    if dtype == "file" and source.get("file"):
+        return {"file": source.get("file")}
+    if dtype == "block" and source.get("dev"):
+        return {"block": source.get("dev")}
+    if dtype == "volume" and source.get("pool") and source.get("volume"):
+        return {"volume": {"pool": source.get("pool"), "name": source.get("volume")}}
+    raise Unsayable
+
+
+def _render_encryption(el: etree._Element, spec: Mapping[str, Any] | None, _ctx: Context) -> None:
+    source = el.find("source")
+    if spec is not None and source is not None:
+        encryption(source, spec)
+
+
+def _export_encryption(_el: etree._Element, _ctx: Context) -> None:
+    # The secret is named by a UUID derived from its name (not reversible): an
+    # encrypted disk's <encryption> stays in the overlay.
+    return None
+
+
+# --- custom fields of an interface: its type (network or bridge) and MAC -------------------
+
+
+def _render_nic(el: etree._Element, nic: Mapping[str, Any], position: int, ctx: Context) -> None:
+    el.set("type", "bridge" if "bridge" in nic else "network")
+    mac = nic.get("mac") or identity.derive_mac(ctx.name, nic.get("name", f"nic{position}"))
     sub(el, "mac", address=str(mac).lower())
-    if "bridge" in nic:
-        sub(el, "source", bridge=nic["bridge"])
-    else:
-        sub(el, "source", network=nic["network"])
-    if "model" in nic:
-        sub(el, "model", type=nic["model"])
-    if "link" in nic:
-        sub(el, "link", state=nic["link"])
+
+
+def _export_nic(el: etree._Element, out: Spec, ctx: Context) -> bool:
+    mac_el = el.find("mac")
+    mac = (mac_el.get("address") or "") if mac_el is not None else ""
+    if not bind.valid("Domain", "interfaces[].mac", mac):
+        return False
+    # A multicast MAC, or one several domains share, stays in the overlay (a
+    # friendly mac must be unique across manifests).
+    if int(mac[:2], 16) & 1 or mac.lower() in ctx.shared_macs:
+        return False
+    if el.get("type") not in ("network", "bridge"):
+        return False
+    source = el.find("source")
+    if source is None or source.get(str(el.get("type"))) is None:
+        return False
+    out["mac"] = mac.lower()
+    return True
+
+
+# --- custom field of a display: SPICE needs autoport -------------------------------------
+
+
+def _render_autoport(el: etree._Element, _value: None, _ctx: Context) -> None:
+    # SPICE without a port or autoport has no listener at all: libvirt drops
+    # ``listen`` (VNC picks a port by itself).
+    if el.get("type") == "spice":
+        el.set("autoport", "yes")
+
+
+def _export_autoport(el: etree._Element, _ctx: Context) -> None:
+    if el.get("type") == "spice" and el.get("autoport") != "yes":
+        raise Unsayable
+
+
+def _disk_name(_domain: str, spec: Mapping[str, Any], target: str) -> str | None:
+    return target if any(d.get("target") == target for d in spec.get("disks", ())) else None
+
+
+def _nic_name(domain: str, spec: Mapping[str, Any], mac: str) -> str | None:
+    """The manifest's name of the NIC with this MAC (its ``name``, else ``nicN``)."""
+    mac = mac.lower()
+    for position, nic in enumerate(spec.get("interfaces", ())):
+        name = str(nic.get("name", f"nic{position}"))
+        if str(nic.get("mac", "")).lower() == mac or identity.derive_mac(domain, name) == mac:
+            return name
+    return None
+
+
+def _position(key: str) -> bind.ItemName:
+    def item(_name: str, spec: Mapping[str, Any], n: str) -> str | None:
+        return n if int(n or 0) < len(spec.get(key, ())) else None
+
+    return item
+
+
+def _has_vcpus_only(spec: Mapping[str, Any]) -> bool:
+    return "vcpus" in spec and "maxVcpus" not in spec
+
+
+def _agree(spec: Spec) -> None:
+    """What export leaves out so that the exported fields stand together."""
+    if "kernel" in spec:
+        spec.pop("boot", None)
+    if spec.get("firmware") != "efi":
+        spec.pop("secureBoot", None)
+    memory, current = spec.get("memory"), spec.get("currentMemory")
+    if current is not None and (
+        memory is None or units.parse_size(current) > units.parse_size(memory)
+    ):
+        del spec["currentMemory"]
+
+
+FIELDS = Table(
+    kind="Domain",
+    root="domain",
+    agree=_agree,
+    made={"os/type": ("hvm", {}), "devices/disk/driver": (None, {"name": "qemu"})},
+    fields=(
+        Prop(key="type", at="@type", default="kvm"),
+        Prop(key="title", at="title", live=Live.METADATA),
+        Prop(key="description", at="description", live=Live.METADATA),
+        Prop(key="memory", at="memory", conv=KIB),
+        Prop(key="currentMemory", at="currentMemory", conv=KIB, live=Live.MEMORY),
+        Custom(
+            key="vcpus",
+            also=("maxVcpus",),
+            render=_render_vcpus,
+            export=_export_vcpus,
+            whole=True,
+            words=(
+                # Only the current count moves on a running domain.
+                ("vcpus", r"vcpu/@current", ("vcpus",), Live.VCPUS),
+                ("maxVcpus", r"vcpu", ("maxVcpus",)),
+                ("vcpus", r"vcpu", _has_vcpus_only),
+            ),
+        ),
+        Prop(key="firmware", at="os/@firmware"),
+        Prop(key="arch", at="os/type/@arch", default="x86_64"),
+        Prop(key="machine", at="os/type/@machine"),
+        Prop(
+            key="secureBoot",
+            at="os/firmware/feature[@name=secure-boot]/@enabled",
+            conv=YES_NO,
+            flat=r"os/firmware(/.*)?",
+        ),
+        Custom(
+            key="kernel",
+            render=_render_kernel,
+            export=_export_kernel,
+            words=(
+                ("kernel.path", r"os/kernel", ("kernel",)),
+                ("kernel.initrd", r"os/initrd", ("kernel", "initrd")),
+                ("kernel.cmdline", r"os/cmdline", ("kernel", "cmdline")),
+            ),
+        ),
+        Prop(key="boot", at="os/boot/@dev", repeated=True),
+        Prop(key="cpu.mode", at="cpu/@mode"),
+        Prop(key="cpu.model", at="cpu/model"),
+        Items(
+            key="disks",
+            at="devices/disk",
+            flat=r"devices/disk\[target=(?P<key>[^\]]+)\]",
+            item_name=_disk_name,
+            unique="target",
+            live=Live.DEVICE,
+            render_item=_render_disk,
+            fields=(
+                Prop(key="device", at="@device", default="disk", implied=True),
+                Prop(key="format", at="driver/@type"),
+                Prop(key="cache", at="driver/@cache"),
+                Prop(key="io", at="driver/@io"),
+                Prop(key="discard", at="driver/@discard"),
+                Custom(
+                    key="source",
+                    render=_render_source,
+                    export=_export_source,
+                    # A cdrom's or floppy's medium changes live (kinds.domain).
+                    live=Live.UPDATE,
+                    words=(("source", r"(@type|source(?!/encryption)(/.*)?)", ()),),
+                ),
+                Custom(
+                    key="encryption",
+                    render=_render_encryption,
+                    export=_export_encryption,
+                    words=(("encryption", r"source/encryption(/.*)?", ()),),
+                ),
+                Prop(key="target", at="target/@dev"),
+                Prop(key="bus", at="target/@bus"),
+                Prop(key="bootOrder", at="boot/@order", conv=INT),
+                Prop(key="readonly", at="readonly", conv=FLAG),
+                Prop(key="shareable", at="shareable", conv=FLAG),
+                Prop(key="serial", at="serial"),
+            ),
+        ),
+        Items(
+            key="interfaces",
+            at="devices/interface",
+            flat=r"devices/interface\[mac=(?P<key>[^\]]+)\]",
+            item_name=_nic_name,
+            live=Live.DEVICE,
+            render_item=_render_nic,
+            export_item=_export_nic,
+            fields=(
+                Prop(key="mac", at="mac/@address", conv=MAC, rendered=False),
+                Prop(key="network", at="source/@network", live=Live.UPDATE),
+                Prop(key="bridge", at="source/@bridge", live=Live.UPDATE),
+                Prop(key="model", at="model/@type"),
+                Prop(key="bootOrder", at="boot/@order", conv=INT),
+                Prop(key="link", at="link/@state", live=Live.UPDATE),
+            ),
+        ),
+        Items(
+            key="consoles",
+            at="devices/console",
+            flat=r"devices/console\[#(?P<key>\d+)\]",
+            item_name=_position("consoles"),
+            rule=Rule.ALL,
+            whole=True,
+            fields=(Prop(key="type", at="@type"),),
+        ),
+        Items(
+            key="graphics",
+            at="devices/graphics",
+            flat=r"devices/graphics\[#(?P<key>\d+)\]",
+            item_name=_position("graphics"),
+            rule=Rule.ALL,
+            whole=True,
+            fields=(
+                Prop(key="type", at="@type"),
+                Custom(key=None, render=_render_autoport, export=_export_autoport),
+                Prop(key="listen", at="@listen"),
+            ),
+        ),
+    ),
+)  # fmt: skip

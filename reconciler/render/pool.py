@@ -1,7 +1,8 @@
 """Stage 3 of the pipeline (render): a StoragePool manifest -> ``<pool>`` XML.
 
-As documented in ``docs/manifests.md``: ``<pool type>``, name, source, target.
-``host``, ``state`` and ``autostart`` are not XML and are not rendered.
+``FIELDS`` declares every friendly StoragePool field once (``render.bind``):
+``<pool type>``, name, source, target. ``host``, ``state`` and ``autostart``
+are not XML and are not rendered.
 """
 
 from __future__ import annotations
@@ -11,35 +12,33 @@ from typing import Any
 
 from lxml import etree
 
-from reconciler.render.xmlutil import combine, require, sub
+from reconciler.render import bind
+from reconciler.render.bind import Context, Prop, Table
+from reconciler.render.xmlutil import combine, require
 
 
 def render_pool(name: str, spec: Mapping[str, Any]) -> etree._Element:
     """The pool XML for ``spec`` (a validated StoragePool spec), including ``spec.xml``."""
-    root = combine(name, spec.get("xml"), "pool", lambda defaults: _friendly(name, spec))
+    root = combine(
+        name,
+        spec.get("xml"),
+        "pool",
+        lambda defaults: bind.render(FIELDS, spec, Context(name=name, defaults=defaults)),
+    )
     require(root.get("type") is not None, "spec.type", "a pool needs a type", "<pool type=...>")
     return root
 
 
-def _friendly(name: str, spec: Mapping[str, Any]) -> etree._Element:
-    root = etree.Element("pool")
-    if "type" in spec:
-        root.set("type", spec["type"])
-    sub(root, "name", name)
-    source = spec.get("source")
-    if source is not None:
-        source_el = sub(root, "source")
-        if "device" in source:
-            sub(source_el, "device", path=source["device"])
-        if "dir" in source:
-            sub(source_el, "dir", path=source["dir"])
-        if "host" in source:
-            sub(source_el, "host", name=source["host"])
-        if "name" in source:
-            sub(source_el, "name", source["name"])
-        if "format" in source:
-            sub(source_el, "format", type=source["format"])
-    if "target" in spec:
-        target_el = sub(root, "target")
-        sub(target_el, "path", spec["target"])
-    return root
+FIELDS = Table(
+    kind="StoragePool",
+    root="pool",
+    fields=(
+        Prop(key="type", at="@type"),
+        Prop(key="source.device", at="source/device/@path"),
+        Prop(key="source.dir", at="source/dir/@path"),
+        Prop(key="source.host", at="source/host/@name"),
+        Prop(key="source.name", at="source/name"),
+        Prop(key="source.format", at="source/format/@type"),
+        Prop(key="target", at="target/path"),
+    ),
+)

@@ -14,6 +14,8 @@ from typing import Any
 
 from lxml import etree
 
+from reconciler.render import bind
+from reconciler.render.bind import YES_NO, Context, Custom, Prop, Table
 from reconciler.render.xmlutil import sub
 
 _NAMESPACE = uuid.UUID("6b1e4c1e-8f0a-4b5e-9a57-0b7f3a6c2d10")
@@ -29,15 +31,31 @@ def secret_uuid(name: str) -> str:
 
 
 def render_secret(name: str, spec: Mapping[str, Any]) -> etree._Element:
-    root = etree.Element("secret")
-    root.set("ephemeral", "yes" if spec.get("ephemeral", False) else "no")
-    root.set("private", "yes" if spec.get("private", True) else "no")
-    sub(root, "uuid", secret_uuid(name))
-    sub(root, "description", name)
-    [(kind, usage_id)] = dict(spec["usage"]).items()
-    usage = sub(root, "usage", type=kind)
-    sub(usage, USAGE_ELEMENTS[kind], usage_id)
-    return root
+    """The secret XML for ``spec`` (a validated Secret spec; secrets take no ``spec.xml``)."""
+    return bind.render(FIELDS, spec, Context(name=name))
+
+
+def _render_name(root: etree._Element, _spec: object, ctx: Context) -> None:
+    sub(root, "uuid", secret_uuid(ctx.name))
+    sub(root, "description", ctx.name)
+
+
+def _no_name(_root: etree._Element, _ctx: Context) -> None:
+    return None
+
+
+def _render_usage(root: etree._Element, usage: Mapping[str, str], _ctx: Context) -> None:
+    [(kind, usage_id)] = dict(usage).items()
+    sub(sub(root, "usage", type=kind), USAGE_ELEMENTS[kind], usage_id)
+
+
+def _export_usage(root: etree._Element, _ctx: Context) -> dict[str, str] | None:
+    usage = root.find("usage")
+    kind = usage.get("type") if usage is not None else None
+    if kind is None or kind not in USAGE_ELEMENTS:
+        return None
+    usage_id = (root.findtext(f"usage/{USAGE_ELEMENTS[kind]}") or "").strip()
+    return {kind: usage_id} if usage_id else None
 
 
 def encryption(parent: etree._Element, spec: Mapping[str, Any]) -> etree._Element:
@@ -46,3 +64,22 @@ def encryption(parent: etree._Element, spec: Mapping[str, Any]) -> etree._Elemen
     el = sub(parent, "encryption", format=spec["format"])
     sub(el, "secret", type="passphrase", uuid=secret_uuid(spec["secret"]))
     return el
+
+
+FIELDS = Table(
+    kind="Secret",
+    root="secret",
+    name_first=False,
+    fields=(
+        Prop(key="ephemeral", at="@ephemeral", conv=YES_NO, default=False, implied=True),
+        Prop(key="private", at="@private", conv=YES_NO, default=True),
+        # The UUID and the description come from the name (not manifest fields).
+        Custom(key=None, render=_render_name, export=_no_name),
+        Custom(
+            key="usage",
+            render=_render_usage,
+            export=_export_usage,
+            words=(("usage", r"usage(/.*)?", ("usage",)),),
+        ),
+    ),
+)

@@ -1,9 +1,10 @@
 """Stage 3 of the pipeline (render): a Volume manifest -> ``<volume>`` XML.
 
-As documented in ``docs/manifests.md``: capacity and allocation in bytes,
-``<target><format>``, ``<backingStore>``. ``host``, ``pool``, ``prune`` and
-``source`` are not XML and are not rendered (the pool is where the volume is
-created; the source is what ``hosts`` fills it from).
+``FIELDS`` declares every friendly Volume field once (``render.bind``):
+capacity and allocation in bytes, ``<target><format>``, ``<backingStore>``.
+``host``, ``pool``, ``prune`` and ``source`` are not XML and are not rendered
+(the pool is where the volume is created; the source is what ``hosts`` fills it
+from).
 """
 
 from __future__ import annotations
@@ -13,14 +14,20 @@ from typing import Any
 
 from lxml import etree
 
-from reconciler import units
+from reconciler.render import bind
+from reconciler.render.bind import BYTES, Context, Custom, Prop, Spec, Table
 from reconciler.render.secret import encryption
 from reconciler.render.xmlutil import combine, require, sub
 
 
 def render_volume(name: str, spec: Mapping[str, Any]) -> etree._Element:
     """The volume XML for ``spec`` (a validated Volume spec), including ``spec.xml``."""
-    root = combine(name, spec.get("xml"), "volume", lambda defaults: _friendly(name, spec))
+    root = combine(
+        name,
+        spec.get("xml"),
+        "volume",
+        lambda defaults: bind.render(FIELDS, spec, Context(name=name, defaults=defaults)),
+    )
     require(
         # With a source, the volume gets the size of what it is made from.
         root.find("capacity") is not None or "source" in spec,
@@ -31,25 +38,67 @@ def render_volume(name: str, spec: Mapping[str, Any]) -> etree._Element:
     return root
 
 
-def _friendly(name: str, spec: Mapping[str, Any]) -> etree._Element:
-    root = etree.Element("volume")
-    sub(root, "name", name)
-    if "capacity" in spec:
-        sub(root, "capacity", units.parse_size(spec["capacity"]), unit="bytes")
-    if "allocation" in spec:
-        sub(root, "allocation", units.parse_size(spec["allocation"]), unit="bytes")
+def _render_target(root: etree._Element, _spec: object, _ctx: Context) -> None:
     # libvirt's schema requires <target> even when it is empty (no format).
-    target_el = sub(root, "target")
-    if "format" in spec:
-        sub(target_el, "format", type=spec["format"])
-    if "encryption" in spec:
-        encryption(target_el, spec["encryption"])
-    backing = spec.get("backingStore")
+    if root.find("target") is None:
+        sub(root, "target")
+
+
+def _none(_root: etree._Element, _ctx: Context) -> None:
+    return None
+
+
+def _render_encryption(root: etree._Element, spec: Mapping[str, Any] | None, _ctx: Context) -> None:
+    if spec is not None:
+        encryption(root.find("target"), spec)  # type: ignore[arg-type]
+
+
+def _render_backing(root: etree._Element, backing: Mapping[str, Any] | None, _ctx: Context) -> None:
     # ``backingStore.volume``: the file is the volume's on the host (the planner
     # and ``hosts`` fill it in).
-    if backing is not None and "path" in backing:
-        backing_el = sub(root, "backingStore")
-        sub(backing_el, "path", backing["path"])
-        if "format" in backing:
-            sub(backing_el, "format", type=backing["format"])
-    return root
+    if backing is None or "path" not in backing:
+        return
+    el = sub(root, "backingStore")
+    sub(el, "path", backing["path"])
+    if "format" in backing:
+        sub(el, "format", type=backing["format"])
+
+
+def _export_backing(root: etree._Element, _ctx: Context) -> Spec | None:
+    path = root.findtext("backingStore/path")
+    if not path:
+        return None
+    out: Spec = {"path": path}
+    fmt = root.find("backingStore/format")
+    if fmt is not None and fmt.get("type"):
+        out["format"] = fmt.get("type")
+    return out
+
+
+FIELDS = Table(
+    kind="Volume",
+    root="volume",
+    fields=(
+        Prop(key="capacity", at="capacity", conv=BYTES),
+        Prop(key="allocation", at="allocation", conv=BYTES),
+        Custom(key=None, render=_render_target, export=_none),
+        Prop(key="format", at="target/format/@type"),
+        Custom(
+            key="encryption",
+            render=_render_encryption,
+            # The secret is named by a UUID derived from its name (not
+            # reversible): <encryption> stays in the overlay.
+            export=_none,
+            words=(("encryption", r"target/encryption(/.*)?", ("encryption",)),),
+        ),
+        Custom(
+            key="backingStore",
+            render=_render_backing,
+            export=_export_backing,
+            words=(
+                ("backingStore.path", r"backingStore/path", ("backingStore",)),
+                ("backingStore.format", r"backingStore/format(/@type)?", ("backingStore",)),
+            ),
+        ),
+    ),
+)

@@ -77,12 +77,9 @@ def parse_xml(text: str, *, what: str = "xml", max_bytes: int = MAX_XML_BYTES) -
     # Belt and braces: the text scan above should have caught these already.
     if tree.docinfo.internalDTD is not None or tree.docinfo.doctype:
         raise XMLInputError(f"{what}: DOCTYPE declarations are not allowed")
-    for node in root.iter():
-        if isinstance(node, etree._Entity):
-            line = node.sourceline
-            raise XMLInputError(
-                f"{what}: line {line}: entity references are not allowed", line=line
-            )
+    for node in root.iter(etree.Entity):  # (filtered by lxml, not a Python loop)
+        at = node.sourceline if isinstance(node.sourceline, int) else None
+        raise XMLInputError(f"{what}: line {at}: entity references are not allowed", line=at)
     return root
 
 

@@ -14,9 +14,10 @@ A failing host is retried with exponential backoff; a trigger that may bring
 new desired state (file, git, reload) retries every host at once.
 """
 
+from reconciler.defaults import DEFAULT_ADDRESS
 from reconciler.watch import logs, notify
 from reconciler.watch.daemon import Config, HostOutcome, LockHook, Watcher, no_lock
-from reconciler.watch.metrics import DEFAULT_ADDRESS, Metrics, parse_address
+from reconciler.watch.metrics import Metrics, parse_address
 from reconciler.watch.sources import FolderSource, GitSource, Snapshot, Source
 from reconciler.watch.workqueue import Backoff, Batch, Reason, WorkQueue, due_at
 

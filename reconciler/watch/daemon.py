@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import http.server
 import logging
@@ -18,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import errors, manifests, plan, report, status
+from reconciler.coordination import CoordinationError, Coordinator
+from reconciler.defaults import DEFAULT_ADDRESS
 from reconciler.execute import Outcome, Result
 from reconciler.hosts import HostEvent, Session
 from reconciler.model import Host, ManifestSet
 from reconciler.reconcile import HostResult, Run, Target, apply, resolve_hosts
 from reconciler.watch import notify, page
-from reconciler.watch.metrics import DEFAULT_ADDRESS, Metrics, parse_address, serve_http
+from reconciler.watch.metrics import Metrics, parse_address, serve_http
 from reconciler.watch.sources import FolderSource, GitSource, Snapshot, Source
 from reconciler.watch.workqueue import ALL, Backoff, Batch, Clock, Reason, WorkQueue
 
@@ -140,9 +143,15 @@ class Watcher:
         *,
         source: Source | None = None,
         lock: LockHook = no_lock,
+        coordination: Coordinator | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
         self.config = config
+        # watch --coordination: pass only the hosts this replica owns, each under its
+        # distributed lock, and let every libvirt write ask ``coordination.check`` first.
+        self.coordination = coordination
+        if coordination is not None:
+            coordination.on_change = self._ownership_changed
         self.source = source or make_source(config)
         self.lock = lock
         self._clock = clock
@@ -175,7 +184,9 @@ class Watcher:
     # --- life cycle --------------------------------------------------------------
 
     def start(self) -> None:
-        """Open the metrics endpoint, start the sources, the timer and the worker."""
+        """Open the metrics endpoint, join the group, start the sources, timer and worker."""
+        if self.coordination is not None:
+            self.coordination.start()
         if self.config.metrics_addr:
             self._http = serve_http(self, parse_address(self.config.metrics_addr))
             host, port = self._http.server_address[:2]
@@ -228,6 +239,11 @@ class Watcher:
             "manifestsValid": self._load_error is None,
             "hosts": {n: o.result for n, o in sorted(self.last_outcomes.items())},
             "dryRun": self.config.dry_run,
+            **(
+                {"coordination": self.coordination.view().as_json()}
+                if self.coordination is not None
+                else {}
+            ),
         }
 
     def page(self) -> str:
@@ -238,7 +254,10 @@ class Watcher:
         """Hosts of the manifests that had no pass yet (None: no valid manifests yet)."""
         if self._hosts is None:
             return None
-        return [h for h in self._hosts if h not in self.last_outcomes]
+        hosts = self._hosts
+        if self.coordination is not None:
+            hosts = self.coordination.owned()
+        return [h for h in hosts if h not in self.last_outcomes]
 
     def readiness(self) -> dict[str, Any]:
         """``/readyz``: ready once every host of the manifests had a full pass."""
@@ -315,6 +334,8 @@ class Watcher:
 
     def _shutdown(self) -> None:
         self.source.stop()
+        if self.coordination is not None:
+            self.coordination.stop()
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()
@@ -392,19 +413,23 @@ class Watcher:
         hosts = tuple(
             h for h in target.hosts if batch.selects(h.name) and not self.backoff.gated(h.name, now)
         )
-        if not hosts:
-            return {}
-        self.passes += 1
-        self._drop_dead_sessions(target.hosts)
-        sub = dataclasses.replace(target, hosts=hosts)
-        try:
-            with self.lock(hosts):
-                outcomes = self._reconcile(sub, desired)
-        except errors.ReconcileError as e:  # e.g. an apply holds a host's lock: try again later
-            outcomes = {
-                h.name: HostOutcome(host=h.name, result=HostResult.FAILED, errors=(str(e),))
-                for h in hosts
-            }
+        with contextlib.ExitStack() as held:
+            dry = self.config.dry_run
+            if self.coordination is not None:
+                hosts, dry = self._shard(target, hosts, held, dry)
+            if not hosts:
+                return {}
+            self.passes += 1
+            self._drop_dead_sessions(target.hosts)
+            sub = dataclasses.replace(target, hosts=hosts)
+            try:
+                with self.lock(hosts):
+                    outcomes = self._reconcile(sub, desired, dry)
+            except errors.ReconcileError as e:  # e.g. an apply holds a host's lock: retry later
+                outcomes = {
+                    h.name: HostOutcome(host=h.name, result=HostResult.FAILED, errors=(str(e),))
+                    for h in hosts
+                }
         elapsed = time.monotonic() - started
         self.metrics.duration.observe(elapsed)
         self._record(outcomes, desired)
@@ -422,6 +447,60 @@ class Watcher:
         self.last_pass = (time.time(), f"pass {self.passes}{rev}: {summary} in {elapsed:.2f}s")
         return outcomes
 
+    def _shard(
+        self, target: Target, hosts: tuple[Host, ...], held: contextlib.ExitStack, dry: bool
+    ) -> tuple[tuple[Host, ...], bool]:
+        """watch --coordination: the hosts of this pass this replica owns and could lock.
+
+        While the backend does not answer, the owned hosts are only observed and
+        planned (pending changes reported, nothing written). A host another writer
+        holds (an apply, a replica that owned it before) is retried shortly.
+        """
+        assert self.coordination is not None
+        c = self.coordination
+        c.set_hosts(self._hosts or (), (candidates for _, candidates in target.placed))
+        self._show_ownership()
+        owned = set(c.owned())
+        if c.view().usable:  # hosts gone to another replica: no connection, no events
+            for name in [n for n in self._sessions if n not in owned]:
+                log.info("host %s: owned by another replica now; disconnecting", name)
+                self._sessions.pop(name).close()
+        mine = tuple(h for h in hosts if h.name in owned)
+        if dry or not mine:
+            return mine, True
+        if not c.usable():
+            return mine, True
+        try:
+            locked = held.enter_context(c.hold(h.name for h in mine))
+        except CoordinationError as e:
+            log.warning("%s; this pass changes nothing", e)
+            return mine, True
+        for name in locked.busy:
+            log.info("host %s: locked by another writer; retrying in %gs", name, c.lease / 2)
+            self.queue.add_after(name, c.lease / 2)
+        return tuple(h for h in mine if h.name in locked.hosts), False
+
+    def _ownership_changed(self, gained: frozenset[str], lost: frozenset[str]) -> None:
+        """(The coordination thread.) Pass the hosts gained; all owned ones when the
+        backend answers again; update the ownership metrics."""
+        assert self.coordination is not None
+        self._show_ownership()
+        if gained:
+            for name in sorted(gained):
+                self._mark(Reason.RECONNECT, f"{name}: now owned by this replica", host=name)
+        elif not lost and self.coordination.usable():
+            for name in self.coordination.owned():
+                self._mark(Reason.RECONNECT, f"{name}: coordination backend answers", host=name)
+
+    def _show_ownership(self) -> None:
+        assert self.coordination is not None
+        view = self.coordination.view()
+        self.metrics.coordination_up.set(1 if view.usable else 0)
+        self.metrics.owned_hosts.set(len(view.owned))
+        self.metrics.host_owner.clear()
+        for host, replica in view.owners.items():
+            self.metrics.host_owner.labels(host, replica).set(1)
+
     def _drop_dead_sessions(self, hosts: Sequence[Host]) -> None:
         by_name = {h.name: h for h in hosts}
         for name, session in list(self._sessions.items()):
@@ -432,12 +511,15 @@ class Watcher:
                 session.close()
                 del self._sessions[name]
 
-    def _reconcile(self, target: Target, desired: Desired) -> dict[str, HostOutcome]:
+    def _reconcile(self, target: Target, desired: Desired, dry: bool) -> dict[str, HostOutcome]:
         run = Run(target=target, options=self.options, sessions=self._sessions)
         run.connect_and_observe()
+        if self.coordination is not None:
+            for name, opened in run.sessions.items():
+                opened.guard = functools.partial(self.coordination.check, name)
         self._subscribe(run)
         run.build_plans()
-        if self.config.dry_run:
+        if dry:
             return self._report(run, target, desired)
         applied = apply(run, per_host=True)
         for name, rs in applied.results.items():
@@ -550,7 +632,7 @@ class Watcher:
             return
         try:
             session.record_applied({"revision": revision, "source": self.source.describe()})
-        except errors.HostError as e:
+        except errors.ReconcileError as e:  # unreachable, or the write guard refused
             log.warning("%s", e)
 
     def _subscribe(self, run: Run) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 # Structured fields the daemon passes with ``extra=`` (kept in the JSON object).
-FIELDS = ("host", "action", "object", "drift", "pass", "seconds", "revision")
+FIELDS = ("host", "action", "object", "drift", "pass", "seconds", "revision", "replica")
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(message)s"
 
 

@@ -12,12 +12,10 @@ from typing import Any, Protocol
 import prometheus_client
 
 from reconciler import __version__
+from reconciler.defaults import DEFAULT_ADDRESS
 
 log = logging.getLogger(__name__)
 
-# 9177 is prometheus-libvirt-exporter's, which often runs on the same machine.
-DEFAULT_PORT = 9178
-DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_PORT}"
 
 # No ``*_created`` series beside every counter and histogram: they double the
 # series count and nothing here needs them (process-wide switch of prometheus_client).
@@ -73,6 +71,23 @@ class Metrics:
             "watch --dry-run: changes the last pass would have made, by host and action",
             "host",
             "action",
+        )
+        # watch --coordination: several replicas share the hosts.
+        self.coordination_up: prometheus_client.Gauge = labelled(
+            gauge,
+            "coordination_up",
+            "watch --coordination: 1 while the coordination backend answers within the "
+            "lease (0: nothing is changed)",
+        )
+        self.owned_hosts: prometheus_client.Gauge = labelled(
+            gauge, "owned_hosts", "watch --coordination: hosts this replica owns"
+        )
+        self.host_owner: prometheus_client.Gauge = labelled(
+            gauge,
+            "host_owner",
+            "watch --coordination: 1 for the replica that owns each host, as this replica sees it",
+            "host",
+            "replica",
         )
         build: prometheus_client.Gauge = labelled(
             gauge, "build_info", "Always 1; the version of virt-reconcile", "version", "python"

@@ -60,6 +60,18 @@ def render(w: Watcher) -> str:
         f"<span>started {_ago(w.started_at, now)}</span>",
         "</p>",
     ]
+    coordination = health.get("coordination")
+    if coordination is not None:  # watch --coordination: this replica and the group
+        state = "up" if coordination["up"] else f"DOWN: {coordination['reason']}"
+        mine = [h for h, m in coordination["owners"].items() if m == coordination["replica"]]
+        parts.append(
+            '<p class="meta">'
+            + _span("replica", coordination["replica"])
+            + _span("coordination", state)
+            + _span("members", ", ".join(coordination["members"]) or "—")
+            + _span("owns", ", ".join(mine) or "no host")
+            + "</p>"
+        )
     if w.last_pass is not None:
         at, text = w.last_pass
         parts.append(f'<p class="meta">last pass {_ago(at, now)}: <code>{_e(text)}</code></p>')

@@ -20,17 +20,21 @@ from tests.testbed.cli import vr
 POOL = "vrt-g-images"
 
 
+LABEL = "vrt-test: guests"
+
+
 def _pool_doc(target: Path) -> str:
     return (
         "apiVersion: virt-reconcile/v1\nkind: StoragePool\n"
-        f"metadata: {{name: {POOL}}}\nspec: {{type: dir, target: {target}}}\n"
+        f"metadata: {{name: {POOL}, labels: {{{LABEL}}}}}\n"
+        f"spec: {{type: dir, target: {target}}}\n"
     )
 
 
 def _volume(name: str, spec: str) -> str:
     return (
         "apiVersion: virt-reconcile/v1\nkind: Volume\n"
-        f"metadata: {{name: {name}}}\nspec: {{pool: {POOL}, {spec}}}\n"
+        f"metadata: {{name: {name}, labels: {{{LABEL}}}}}\nspec: {{pool: {POOL}, {spec}}}\n"
     )
 
 
@@ -169,7 +173,17 @@ def test_overlays_on_an_uploaded_base_and_the_base_stays_while_in_use(
 
     # No manifest names the base any more and it may be pruned: it is kept.
     (manifests / "volumes.yaml").write_text("---\n".join(overlays))
-    pruned = vr("apply", manifests, "-c", system_uri, "--prune", "--force-prune")
+    # The daemon is shared: the prune is narrowed to this module's objects.
+    pruned = vr(
+        "apply",
+        manifests,
+        "-c",
+        system_uri,
+        "--prune",
+        "--force-prune",
+        "-l",
+        LABEL.replace(": ", "="),
+    )
     assert pruned.returncode == 0, pruned.stdout + pruned.stderr
     assert "not deleted: in use by volume vrt-g-images/vrt-g-web-1.qcow2" in pruned.stdout
     assert "vrt-g-base.qcow2" in [v.name() for v in pool.listAllVolumes()]

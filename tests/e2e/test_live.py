@@ -55,6 +55,8 @@ class Spec:
     dhcp_hosts: tuple[tuple[str, str], ...] = ()
     net_bridge: str = BRIDGE
     net_forward: str = "nat"
+    title: str = ""
+    description: str = ""
 
 
 @dataclass
@@ -84,6 +86,11 @@ class Lab:
         if spec.extra_nic:
             nics.append("    - {name: extra, network: " + NETWORK + ", model: virtio}\n")
         cpu = f"  cpu: {{mode: {spec.cpu}}}\n" if spec.cpu else ""
+        texts = "".join(
+            f"  {key}: {value}\n"
+            for key, value in (("title", spec.title), ("description", spec.description))
+            if value
+        )
         ports = "".join(
             f"<controller type='pci' index='{i}' model='pcie-root-port'/>" for i in range(1, 7)
         )
@@ -120,7 +127,7 @@ kind: Domain
 metadata: {{name: {DOMAIN}}}
 spec:
   type: qemu
-  machine: {spec.machine}
+{texts}  machine: {spec.machine}
   memory: {spec.memory}
   currentMemory: {spec.current_memory}
   vcpus: {spec.vcpus}
@@ -336,6 +343,31 @@ def test_cdrom_media_memory_and_vcpus_change_live(lab: Lab) -> None:
     assert [(c["path"], c["old"], c["new"]) for c in pending["changes"]] == [
         ("vcpu/@current", "2", "1")
     ]
+
+
+def test_title_and_description_change_live_without_a_restart(lab: Lab) -> None:
+    """Declared Live.METADATA: setMetadata on the running guest, even under
+    restart: ifNeeded (a comment never reboots a guest)."""
+    lab.reset(restart="ifNeeded")
+    before = lab.dom_id()
+    lab.write(replace(lab.spec, title="Lab guest", description="set live"))
+    code, planned = lab.plan("--detailed-exitcode")
+    dom = actions(planned)[f"Domain/{DOMAIN}"]
+    assert code == 2 and dom["disruption"] == "live", dom
+    assert {c["field"] for c in dom["changes"]} == {"title", "description"}, dom
+    applied = lab.apply()
+    # Title, description and the ownership record: three setMetadata, nothing else.
+    assert all_calls(applied) == {"setMetadata": 3}, applied
+    assert lab.dom_id() == before
+    assert "<title>Lab guest</title>" in lab.live_xml()
+    with lab.conn() as conn:
+        inactive = conn.lookupByName(DOMAIN).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    assert "<description>set live</description>" in inactive
+    lab.assert_converged()
+    lab.write(replace(lab.spec, title="", description=""))  # removed, live too
+    lab.apply()
+    assert lab.dom_id() == before and "<title>" not in lab.live_xml()
+    lab.assert_converged()
 
 
 def test_live_memory_change_behind_our_back_is_drift_and_reverted(lab: Lab) -> None:

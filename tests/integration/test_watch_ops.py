@@ -278,4 +278,3 @@ def test_systemd_unit_is_type_notify_and_runs_a_valid_watch_command() -> None:
         if line and "is not executable" not in line and "No such file" not in line
     ]
     assert problems == [], verify.stderr
-

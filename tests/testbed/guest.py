@@ -5,6 +5,9 @@ The guest boots in a few seconds under TCG (no KVM), loads the virtio modules
 ``VR-GUEST-READY`` on its serial console and then idles forever.  Block/net hot-plug
 shows up on the console as ``VR-GUEST-DEVICE add block vdb`` / ``... remove net eth1``.
 The ACPI power button is wired to ``poweroff -f`` so ``virDomainShutdown`` works.
+With ``vr.seed`` on the kernel command line it mounts the cloud-init seed on a SCSI
+cdrom (``/dev/sr0``; sr_mod, cdrom and isofs are loaded) and prints
+``VR-GUEST-SEED VR-MARK-...`` for each ``VR-MARK-*`` word of its ``user-data``.
 
 Build once and cache outside the repo (default ``/var/cache/virt-reconcile-testbed``,
 override with ``VR_GUEST_CACHE``).  Safe to call concurrently (file lock, atomic
@@ -37,12 +40,24 @@ KERNEL_METAPACKAGE = "linux-image-cloud-amd64"
 DEFAULT_CACHE_DIR = Path(os.environ.get("VR_GUEST_CACHE", "/var/cache/virt-reconcile-testbed"))
 SCRATCH_BASE = Path("/var/tmp/virt-reconcile-e2e")
 # Bump when the initramfs layout / init script changes: invalidates cached builds.
-BUILD_REVISION = 3
+BUILD_REVISION = 4
 
 # Loaded in this order (dependencies are resolved from each module's .modinfo and
 # loaded first).  Required ones must exist in the kernel package.
 REQUIRED_MODULES = ("virtio_pci", "virtio_balloon", "virtio_blk", "virtio_net")
-OPTIONAL_MODULES = ("virtio_scsi", "sd_mod", "virtio_console", "virtio_rng", "button", "evdev")
+# sr_mod (with cdrom) and isofs read a cloud-init seed on a SCSI cdrom (the cloud
+# kernel has no AHCI driver: the seed goes on the virtio-scsi bus).
+OPTIONAL_MODULES = (
+    "virtio_scsi",
+    "sd_mod",
+    "sr_mod",
+    "isofs",
+    "virtio_console",
+    "virtio_rng",
+    "button",
+    "evdev",
+)
+SEED_LINE = "VR-GUEST-SEED"
 
 _APT_ENV = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
 # apt-get download into a root-only dir otherwise warns about the _apt sandbox user.
@@ -64,6 +79,20 @@ ip link set lo up 2>/dev/null
 # Report block/net hot-plug on the serial console: "VR-GUEST-DEVICE add block vdb"
 # (the cloud kernel has no uevent helper, so poll sysfs).
 /bin/vr-devwatch &
+# With vr.seed on the command line: mount the cloud-init seed (the cdrom /dev/sr0,
+# label cidata) and print each line of its user-data that holds VR-MARK.
+if grep -q vr.seed /proc/cmdline; then
+    for i in $(seq 50); do [ -b /dev/sr0 ] && break; sleep 0.1; done
+    mkdir -p /mnt/seed
+    if mount -t iso9660 -o ro /dev/sr0 /mnt/seed; then
+        grep -o 'VR-MARK-[A-Za-z0-9]*' /mnt/seed/user-data | while read -r m; do
+            echo "{SEED_LINE} $m" > /dev/ttyS0
+        done
+        umount /mnt/seed
+    else
+        echo "{SEED_LINE} none" > /dev/ttyS0
+    fi
+fi
 # ACPI power button (virDomainShutdown) -> immediate power off.
 [ -e /dev/input/event0 ] && acpid -c /etc/acpi -l /dev/null
 echo "{READY_LINE} $(uname -r)" > /dev/ttyS0

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from reconciler import canonical, export, manifests
-from reconciler.kinds import exporting
+from reconciler import canonical, export, manifests, units
 from reconciler.model import Host, Kind
 from reconciler.observed import HostState, Observed
 
@@ -30,7 +29,7 @@ DOMAIN = """
   <devices>
     <emulator>/usr/bin/qemu-system-x86_64</emulator>
     <disk type='file' device='disk'>
-      <driver name='qemu' type='qcow2' discard='unmap'/>
+      <driver name='qemu' type='qcow2' detect_zeroes='unmap'/>
       <source file='/srv/a.qcow2'/><target dev='vda' bus='virtio'/><alias name='virtio-disk0'/>
       <address type='pci' domain='0x0000' bus='0x04' slot='0x00' function='0x0'/>
     </disk>
@@ -309,7 +308,7 @@ def test_domain_friendly_fields_and_overlay_for_the_rest() -> None:
     # The disk stays only for what the friendly fields cannot say, found by its target.
     disk = overlay.find("devices/disk")
     assert disk is not None and [(c.tag, dict(c.attrib)) for c in disk] == [
-        ("driver", {"discard": "unmap"}),
+        ("driver", {"detect_zeroes": "unmap"}),
         ("target", {"dev": "vda"}),
     ]
     assert overlay.find("devices/emulator") is None and overlay.find("seclabel") is None
@@ -336,7 +335,7 @@ def test_odd_disk_goes_to_the_overlay_after_the_friendly_ones() -> None:
     assert [d["target"] for d in spec["disks"]] == ["vda"]  # type: ignore[index]
     overlay = etree.fromstring(str(spec["xml"]))
     targets = [t.get("dev") for t in overlay.iterfind("devices/disk/target")]
-    assert targets == ["vda", "vdb", "sda"]  # vda: its driver's discard only
+    assert targets == ["vda", "vdb", "sda"]  # vda: its driver's detect_zeroes only
 
 
 def test_network_friendly_fields() -> None:
@@ -379,10 +378,10 @@ def test_volume_and_pool() -> None:
 
 
 def test_sizes_use_the_largest_exact_unit() -> None:
-    assert exporting.size(2 << 30) == "2GiB"
-    assert exporting.size(1536 << 20) == "1536MiB"
-    assert exporting.size(1000) == "1000B"
-    assert exporting.size(0) == "0B"
+    assert units.format_size(2 << 30) == "2GiB"
+    assert units.format_size(1536 << 20) == "1536MiB"
+    assert units.format_size(1000) == "1000B"
+    assert units.format_size(0) == "0B"
 
 
 # --- the host: selection, transient, LUNs, shared MACs -------------------------
@@ -564,3 +563,13 @@ def test_spice_display_is_friendly_only_with_autoport(autoport: str | None, frie
     assert ("graphics" in spec) is friendly
     if not friendly:
         assert etree.fromstring(str(spec["xml"])).find("devices/graphics") is not None
+
+
+def test_a_driver_without_qemu_name_keeps_its_format_in_the_overlay() -> None:
+    """Render always writes ``<driver name='qemu'>`` (the table's fixed content):
+    an overlay cannot remove an attribute, so such a driver's fields stay in it."""
+    xml = DOMAIN.replace("<driver name='qemu' type='qcow2'", "<driver type='qcow2'")
+    spec = _export(Kind.DOMAIN, xml)
+    assert spec["disks"][0]["target"] == "vda" and "format" not in spec["disks"][0]  # type: ignore[index]
+    overlay = etree.fromstring(str(spec["xml"]))
+    assert overlay.find("devices/disk/driver").get("type") == "qcow2"  # type: ignore[union-attr]

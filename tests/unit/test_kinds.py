@@ -59,6 +59,9 @@ def test_renderer_is_the_pipelines_and_gives_the_root_tag(kind: Kind) -> None:
     m = manifest(kind)
     el = h.render(m.name, m.spec)
     assert el.tag == h.root
+    # Render and export walk one field table, the kind's own.
+    assert h.fields.root == h.root and h.fields.kind == kind.value
+    assert h.fields is render.RENDERERS[kind][1]
     assert etree.tostring(el) == etree.tostring(render.render(m))
 
 

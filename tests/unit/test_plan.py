@@ -670,3 +670,17 @@ def test_a_pool_created_without_state_and_stopped_by_a_crash_is_started_next_tim
     # Once started (or without the mark), absent state leaves the pool alone.
     registry = ownership.Registry(pools={m.name: replace(starting, restarting=False)})
     assert only(build([m], host_state(obs, registry=registry))).type is plan.ActionType.UNCHANGED
+
+
+@pytest.mark.parametrize("which", ["title", "description"])
+def test_title_and_description_change_live_without_a_restart(which: str) -> None:
+    """Declared Live.METADATA (render.domain.FIELDS): setMetadata, running or not."""
+    before = dom(**{which: "old text"}, updateStrategy={"restart": "ifNeeded"})
+    m = dom(**{which: "new text"}, updateStrategy={"restart": "ifNeeded"})
+    obs = observed(before, record=record_for(before), state="running", live=before)
+    a = only(build([m], host_state(obs)))
+    assert [(c.path, c.new, c.disruption) for c in a.changes] == [
+        (which, "new text", plan.Disruption.LIVE)
+    ]
+    assert st.SetDomainText(which=which, text="new text", live=True, config=True) in a.steps  # type: ignore[arg-type]
+    assert not any(isinstance(s, (st.RestartDomain, st.Define)) for s in a.steps)

@@ -1,0 +1,80 @@
+"""On-disk caches: only what this machine can compute again, keyed so that a
+stale entry is never used.
+
+Every key includes ``fingerprint()``, a digest of the package's own source and
+schemas, so an upgrade (or an edit of a checkout) starts from an empty cache.
+Reads and writes are best effort: a cache that cannot be read or written only
+makes a run slower, never different. Entries are private to the user (0600 in
+0700 folders); nothing holding a secret's value is ever written.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from reconciler import __version__
+
+_log = logging.getLogger(__name__)
+
+CACHE_ENV = "VIRT_RECONCILE_CACHE_DIR"
+
+
+def cache_dir() -> str:
+    """``$VIRT_RECONCILE_CACHE_DIR``, else ``$XDG_CACHE_HOME/virt-reconcile``
+    (``~/.cache/virt-reconcile``)."""
+    explicit = os.environ.get(CACHE_ENV)
+    if explicit:
+        return explicit
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "virt-reconcile")
+
+
+@functools.cache
+def fingerprint() -> str:
+    """A digest of this version's code and schemas (read once per process)."""
+    digest = hashlib.sha256(__version__.encode())
+    package = Path(__file__).resolve().parent
+    for path in sorted(package.rglob("*")):
+        if path.suffix in (".py", ".json") and path.is_file():
+            digest.update(f"{path.relative_to(package)}\0".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def entry(namespace: str, *parts: bytes) -> str:
+    """The file of the entry keyed by ``parts`` (and the code's fingerprint)."""
+    digest = hashlib.sha256(fingerprint().encode())
+    for part in parts:
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    hexed = digest.hexdigest()
+    return os.path.join(cache_dir(), namespace, hexed[:2], hexed[2:])
+
+
+def read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def write(path: str, data: bytes) -> None:
+    """Atomic (a reader sees the old entry or the new one) and best effort."""
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError as e:
+        _log.debug("cache entry not written (%s): %s", path, e)

@@ -1,0 +1,119 @@
+"""The on-disk caches change how fast a run is, never what it finds."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from reconciler import cache, errors, manifests
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "manifests"
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "cache"
+    monkeypatch.setenv(cache.CACHE_ENV, str(folder))
+    return folder
+
+
+def _entries(folder: Path) -> list[Path]:
+    return sorted(p for p in (folder / "manifests").rglob("*") if p.is_file())
+
+
+def test_an_unchanged_folder_loads_the_same_from_the_cache(cache_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    shutil.copytree(EXAMPLES, folder)
+    (folder / "virt-reconcile.schema.json").unlink()
+    first = manifests.load([str(folder)])
+    assert len(_entries(cache_dir)) == len(first.files)  # one entry per valid file
+    second = manifests.load([str(folder)])
+    assert second == first
+    assert [m.lines for m in second.objects] == [m.lines for m in first.objects]
+
+
+def test_a_quoted_number_is_restored_the_same_way_from_the_cache(
+    cache_dir: Path, tmp_path: Path
+) -> None:
+    # ``name: 0042`` reads as a number; the schema wants a string, so the text is kept.
+    doc = "apiVersion: virt-reconcile/v1\nkind: Network\nmetadata: {name: 0042}\nspec: {}\n"
+    (tmp_path / "n.yaml").write_text(doc)
+    first = manifests.load([str(tmp_path / "n.yaml")])
+    second = manifests.load([str(tmp_path / "n.yaml")])
+    assert first.objects[0].name == second.objects[0].name == "0042"
+
+
+def test_a_file_with_an_error_is_not_cached_and_an_edit_is_read_again(
+    cache_dir: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "n.yaml"
+    good = "apiVersion: virt-reconcile/v1\nkind: Network\nmetadata: {name: n1}\nspec: {}\n"
+    path.write_text(good)
+    manifests.load([str(path)])
+    assert len(_entries(cache_dir)) == 1
+    path.write_text(good.replace("spec: {}", "spec: {forward: sideways}"))
+    for _ in range(2):  # the second time too: nothing cached the bad file
+        with pytest.raises(errors.ManifestError) as e:
+            manifests.load([str(path)])
+        assert [(p.line, p.path) for p in e.value.problems] == [(4, "spec.forward")]
+    assert len(_entries(cache_dir)) == 1
+
+
+def test_a_flat_read_from_the_cache_finds_the_same_elements(cache_dir: Path) -> None:
+    from lxml import etree
+
+    from reconciler import canonical
+    from reconciler.model import Kind
+
+    text = (
+        "<domain type='qemu'><name>c1</name><memory unit='MiB'>256</memory>"
+        "<devices><disk type='file' device='disk'><source file='/a.qcow2'/>"
+        "<target dev='vda' bus='virtio'/></disk><interface type='network'>"
+        "<source network='n'/><mac address='52:54:00:AA:00:01'/></interface></devices></domain>"
+    )
+    fresh = canonical.flatten(etree.fromstring(text), Kind.DOMAIN)
+    first = canonical.flatten_text(text, etree.fromstring(text), Kind.DOMAIN)
+    again = canonical.flatten_text(text, etree.fromstring(text), Kind.DOMAIN)
+    assert first.values == again.values == fresh.values
+    assert list(again.values) == list(fresh.values)  # the same order: changes list in it
+    assert again.implied == fresh.implied
+    assert {p: etree.tostring(e) for p, e in again.elements.items()} == {
+        p: etree.tostring(e) for p, e in fresh.elements.items()
+    }
+    ignored = canonical.flatten_text(
+        text, etree.fromstring(text), Kind.DOMAIN, ignore=["/domain/memory"]
+    )
+    assert "memory" not in ignored.values and "memory" in again.values
+
+
+def test_a_file_with_a_secret_is_not_cached(cache_dir: Path, tmp_path: Path) -> None:
+    # Manifests name a secret's value by file or env, never inline; a file with
+    # a Secret stays out of the cache all the same (belt and braces).
+    secret = (
+        "apiVersion: virt-reconcile/v1\nkind: Secret\nmetadata: {name: s1}\n"
+        "spec:\n  usage: {ceph: client.s1}\n  value: {env: VR_CACHE_PROBE}\n"
+    )
+    network = "apiVersion: virt-reconcile/v1\nkind: Network\nmetadata: {name: n1}\nspec: {}\n"
+    (tmp_path / "s.yaml").write_text(secret + "---\n" + network)
+    (tmp_path / "n.yaml").write_text(network.replace("n1", "n2"))
+    for _ in range(2):
+        loaded = manifests.load([str(tmp_path / "s.yaml"), str(tmp_path / "n.yaml")])
+        assert sorted(m.name for m in loaded.objects) == ["n1", "n2", "s1"]
+    assert len(_entries(cache_dir)) == 1  # n.yaml only
+
+
+def test_a_rendered_manifest_comes_back_the_same_from_the_cache(
+    cache_dir: Path, tmp_path: Path
+) -> None:
+    from lxml import etree
+
+    from reconciler import render
+
+    folder = tmp_path / "m"
+    shutil.copytree(EXAMPLES, folder)
+    (folder / "virt-reconcile.schema.json").unlink()
+    for _ in range(2):  # cold, then warm
+        for m in manifests.load([str(folder)]).objects:
+            assert m.rendered == etree.tostring(render.render(m), encoding="unicode")
