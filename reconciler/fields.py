@@ -155,7 +155,9 @@ def declared(kind: Kind) -> frozenset[str]:
     """Every field name of ``kind`` this module knows, list items as ``[]``."""
     table = render.RENDERERS[kind][1] if kind in render.RENDERERS else None
     names = {name for name, _decl, _items in table.walk()} if table else set()
-    return frozenset(names) | SETTINGS.get(kind, frozenset())
+    # A group is declared with its fields (``cpu`` with ``cpu.mode``).
+    groups = {n.rsplit(".", k)[0] for n in names for k in range(1, n.count(".") + 1)}
+    return frozenset(names | groups) | SETTINGS.get(kind, frozenset())
 
 
 def field_at(kind: Kind, path: str) -> Field | None:

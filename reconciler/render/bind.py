@@ -247,11 +247,14 @@ class Table:
     # Elements made with fixed content when a field first needs them:
     # path -> (text, attributes), e.g. ``os/type`` -> ("hvm", {}).
     made: Mapping[str, tuple[str | None, Mapping[str, str]]] = field(default_factory=dict)
+    # Children made with an element, path -> child paths (a ``<tpm>`` always
+    # has its ``<backend>``).
+    always: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # Root children to write before the fields (name first).
     name_first: bool = True
     # Rules between fields that export keeps (boot or kernel, not both): takes
-    # the exported spec, leaves out what cannot stand together.
-    agree: Callable[[Spec], None] | None = None
+    # the exported spec and the XML, leaves out what cannot stand together.
+    agree: Callable[[Spec, etree._Element], None] | None = None
 
     def walk(self) -> Iterable[tuple[str, Decl, Items | None]]:
         """Every declaration with its manifest path (list items as ``key[]``)."""
@@ -273,11 +276,14 @@ def keys(decl: Decl) -> tuple[str, ...]:
 
 # --- paths -------------------------------------------------------------------------------
 
-_STEP = re.compile(r"^(?P<tag>[A-Za-z_][\w.-]*)(\[@(?P<attr>[\w-]+)=(?P<value>[^\]]+)\])?$")
+_STEP = re.compile(
+    r"^(?P<tag>[A-Za-z_][\w.-]*)(\[@(?P<attr>[\w-]+)(?P<op>!?=)(?P<value>[^\]]+)\])?$"
+)
 
 
 def _steps(at: str) -> tuple[list[tuple[str, tuple[str, str] | None]], str | None]:
-    """``a/b[@x=y]/@c`` -> ([("a", None), ("b", ("x", "y"))], "c")."""
+    """``a/b[@x=y]/@c`` -> ([("a", None), ("b", ("x", "y"))], "c"); ``[@x!=y]``
+    (an element without x='y') is ("x", "!y")."""
     parts = at.split("/")
     attr = parts.pop()[1:] if parts[-1].startswith("@") else None
     steps: list[tuple[str, tuple[str, str] | None]] = []
@@ -285,7 +291,8 @@ def _steps(at: str) -> tuple[list[tuple[str, tuple[str, str] | None]], str | Non
         m = _STEP.match(part)
         if m is None:
             raise ValueError(f"bad field path {at!r}")
-        pred = (m["attr"], m["value"]) if m["attr"] else None
+        negate = "!" if m["op"] == "!=" else ""
+        pred = (m["attr"], negate + m["value"]) if m["attr"] else None
         steps.append((m["tag"], pred))
     return steps, attr
 
@@ -293,10 +300,19 @@ def _steps(at: str) -> tuple[list[tuple[str, tuple[str, str] | None]], str | Non
 def _matches(el: etree._Element, tag: str, pred: tuple[str, str] | None) -> bool:
     if el.tag != tag or pred is None:
         return el.tag == tag
+    if pred[1].startswith("!"):
+        return pred[1][1:] not in (el.get(pred[0]), el.get("__pred__" + pred[0]))
     return pred[1] in (el.get(pred[0]), el.get("__pred__" + pred[0]))
 
 
-def _find(parent: etree._Element, at: str) -> etree._Element | None:
+def _holder_path(at: str) -> str:
+    """The path of the element holding ``at``'s repeated elements (``dns`` of
+    ``dns/forwarder/@addr``)."""
+    parts = [p for p in at.split("/") if not p.startswith("@")]
+    return "/".join(parts[:-1])
+
+
+def find(parent: etree._Element, at: str) -> etree._Element | None:
     """The element ``at`` names (without its attribute), first match at each step."""
     steps, _ = _steps(at)
     el: etree._Element | None = parent
@@ -326,9 +342,12 @@ def _make(
                 found.set(k, v)
             if text is not None:
                 found.text = text
-            if pred is not None:  # after the value's own attribute (``enabled`` before ``name``)
+            if pred is not None and not pred[1].startswith("!"):
+                # after the value's own attribute (``enabled`` before ``name``)
                 found.attrib.pop(pred[0], "")
                 found.set("__pred__" + pred[0], pred[1])
+            for child in table.always.get(path, ()):
+                _make(found, child, table, path)
         el = found
     return el
 
@@ -367,7 +386,7 @@ def render(table: Table, spec: Mapping[str, Any], ctx: Context) -> etree._Elemen
     root = etree.Element(table.root)
     if table.name_first:
         etree.SubElement(root, "name").text = ctx.name
-    _render_fields(root, table, table.fields, spec, ctx, table.root, 0)
+    _render_fields(root, table, table.fields, spec, ctx, table.root)
     _finish_preds(root)
     return root
 
@@ -379,7 +398,6 @@ def _render_fields(
     spec: Mapping[str, Any],
     ctx: Context,
     base: str,
-    position: int,
 ) -> None:
     for decl in decls:
         if isinstance(decl, Custom):
@@ -394,7 +412,7 @@ def _render_fields(
                 item_base = f"{base}/{decl.at}"
                 if decl.render_item is not None:
                     decl.render_item(el, item, i, ctx)
-                _render_fields(el, table, decl.fields, item, ctx, item_base, i)
+                _render_fields(el, table, decl.fields, item, ctx, item_base)
             continue
         if value is None and ctx.defaults:
             value = decl.default
@@ -455,7 +473,7 @@ def export(table: Table, root: etree._Element, ctx: Context) -> Spec:
         if not valid(table.kind, key, out[key]):
             del out[key]
     if table.agree is not None:
-        table.agree(out)
+        table.agree(out, root)
     ordered: Spec = _in_schema_order(subschema(table.kind, ""), out)
     return ordered
 
@@ -481,7 +499,7 @@ def _export_field(table: Table, decl: Prop | Custom, parent: etree._Element, ctx
     steps, attr = _steps(decl.at)
     if decl.repeated:
         *head, (tag, pred) = steps
-        holder = _find(parent, "/".join(t for t, _ in head)) if head else parent
+        holder = find(parent, _holder_path(decl.at)) if head else parent
         if holder is None:
             return None
         raw = [c.get(attr) if attr else c.text for c in holder if _matches(c, tag, pred)]
@@ -491,7 +509,7 @@ def _export_field(table: Table, decl: Prop | Custom, parent: etree._Element, ctx
             return [decl.conv.read(str(r), holder) for r in raw]
         except (ValueError, KeyError):
             return None
-    el = _find(parent, decl.at)
+    el = find(parent, decl.at)
     if el is None or _lacks_made(table, el):
         return None
     if decl.conv is FLAG:
@@ -511,7 +529,7 @@ def _export_field(table: Table, decl: Prop | Custom, parent: etree._Element, ctx
 def _export_items(table: Table, decl: Items, root: etree._Element, ctx: Context) -> list[Spec]:
     steps, _ = _steps(decl.at)
     *head, (tag, pred) = steps
-    holder = _find(root, "/".join(t for t, _ in head)) if head else root
+    holder = find(root, _holder_path(decl.at)) if head else root
     if holder is None:
         return []
     out: list[Spec] = []
@@ -563,7 +581,7 @@ def _unread(table: Table, prop: Prop, el: etree._Element) -> bool:
     """Whether the XML has a value for ``prop`` that export could not read (a
     default left out on purpose, or a value under an element render would write
     otherwise, is not that: the overlay keeps it)."""
-    found = _find(el, prop.at)
+    found = find(el, prop.at)
     if found is None or _lacks_made(table, found):
         return False
     _, attr = _steps(prop.at)

@@ -218,6 +218,71 @@ def _export_autoport(el: etree._Element, _ctx: Context) -> None:
         raise Unsayable
 
 
+# --- custom parts of a virtiofs share, a qemu-ga channel, a PCI host device -----------------
+
+
+def _render_fs(el: etree._Element, _fs: Mapping[str, Any], _i: int, _ctx: Context) -> None:
+    el.set("type", "mount")
+    el.set("accessmode", "passthrough")
+
+
+def _export_fs(el: etree._Element, _out: Spec, _ctx: Context) -> bool:
+    driver = el.find("driver")
+    return (
+        el.get("type", "mount") == "mount"
+        and el.get("accessmode") == "passthrough"
+        and driver is not None
+        and driver.get("type") == "virtiofs"
+    )
+
+
+def _render_channel(el: etree._Element, _ch: Mapping[str, Any], _i: int, _ctx: Context) -> None:
+    el.set("type", "unix")
+
+
+def _export_channel(el: etree._Element, _out: Spec, _ctx: Context) -> bool:
+    target = el.find("target")
+    return el.get("type") == "unix" and target is not None and target.get("type") == "virtio"
+
+
+def _render_hostdev(el: etree._Element, _dev: Mapping[str, Any], _i: int, _ctx: Context) -> None:
+    for name, value in (("mode", "subsystem"), ("type", "pci"), ("managed", "yes")):
+        el.set(name, value)
+
+
+def _export_hostdev(el: etree._Element, _out: Spec, _ctx: Context) -> bool:
+    # render writes managed='yes': one without it cannot be said (the overlay
+    # cannot remove an attribute).
+    return el.get("mode") == "subsystem" and el.get("type") == "pci" and "managed" in el.attrib
+
+
+_PCI = ("domain", "bus", "slot", "function")
+_PCI_WIDTH = {"domain": 4, "bus": 2, "slot": 2, "function": 1}
+
+
+def _render_pci(el: etree._Element, address: str, _ctx: Context) -> None:
+    """``0000:01:00.0`` -> ``<source><address domain='0x0000' bus='0x01' .../>``."""
+    domain, bus, rest = address.split(":")
+    slot, function = rest.split(".")
+    values = dict(zip(_PCI, (domain, bus, slot, function), strict=True))
+    attrs = {k: f"0x{int(values[k], 16):0{_PCI_WIDTH[k]}x}" for k in _PCI}
+    sub(sub(el, "source"), "address", **attrs)
+
+
+def _export_pci(el: etree._Element, _ctx: Context) -> str:
+    address = el.find("source/address")
+    if address is None or address.get("type", "pci") != "pci":
+        raise Unsayable
+    try:
+        n = {k: int(address.get(k) or "", 16) for k in _PCI}
+    except ValueError:
+        raise Unsayable from None
+    pci = f"{n['domain']:04x}:{n['bus']:02x}:{n['slot']:02x}.{n['function']:x}"
+    if {k: f"0x{n[k]:0{_PCI_WIDTH[k]}x}" for k in _PCI} != {k: address.get(k) for k in _PCI}:
+        raise Unsayable  # written another way than render writes it
+    return pci
+
+
 def _disk_name(_domain: str, spec: Mapping[str, Any], target: str) -> str | None:
     return target if any(d.get("target") == target for d in spec.get("disks", ())) else None
 
@@ -243,7 +308,7 @@ def _has_vcpus_only(spec: Mapping[str, Any]) -> bool:
     return "vcpus" in spec and "maxVcpus" not in spec
 
 
-def _agree(spec: Spec) -> None:
+def _agree(spec: Spec, _root: etree._Element) -> None:
     """What export leaves out so that the exported fields stand together."""
     if "kernel" in spec:
         spec.pop("boot", None)
@@ -260,13 +325,28 @@ FIELDS = Table(
     kind="Domain",
     root="domain",
     agree=_agree,
-    made={"os/type": ("hvm", {}), "devices/disk/driver": (None, {"name": "qemu"})},
+    made={
+        "os/type": ("hvm", {}),
+        "devices/disk/driver": (None, {"name": "qemu"}),
+        "devices/filesystem/driver": (None, {"type": "virtiofs"}),
+        "devices/channel/target": (None, {"type": "virtio"}),
+        "devices/tpm/backend": (None, {"type": "emulator"}),
+        "devices/rng/backend": (None, {"model": "random"}),
+    },
+    always={
+        "devices/filesystem": ("driver",),
+        "devices/tpm": ("backend",),
+        "devices/rng": ("backend",),
+    },
     fields=(
         Prop(key="type", at="@type", default="kvm"),
         Prop(key="title", at="title", live=Live.METADATA),
         Prop(key="description", at="description", live=Live.METADATA),
         Prop(key="memory", at="memory", conv=KIB),
         Prop(key="currentMemory", at="currentMemory", conv=KIB, live=Live.MEMORY),
+        Prop(key="memoryBacking.hugepages", at="memoryBacking/hugepages", conv=FLAG),
+        Prop(key="memoryBacking.source", at="memoryBacking/source/@type"),
+        Prop(key="memoryBacking.access", at="memoryBacking/access/@mode"),
         Custom(
             key="vcpus",
             also=("maxVcpus",),
@@ -280,6 +360,9 @@ FIELDS = Table(
                 ("vcpus", r"vcpu", _has_vcpus_only),
             ),
         ),
+        Prop(key="cputune.shares", at="cputune/shares", conv=INT),
+        Prop(key="numatune.mode", at="numatune/memory/@mode"),
+        Prop(key="numatune.nodeset", at="numatune/memory/@nodeset"),
         Prop(key="firmware", at="os/@firmware"),
         Prop(key="arch", at="os/type/@arch", default="x86_64"),
         Prop(key="machine", at="os/type/@machine"),
@@ -302,6 +385,10 @@ FIELDS = Table(
         Prop(key="boot", at="os/boot/@dev", repeated=True),
         Prop(key="cpu.mode", at="cpu/@mode"),
         Prop(key="cpu.model", at="cpu/model"),
+        Prop(key="cpu.topology.sockets", at="cpu/topology/@sockets", conv=INT),
+        Prop(key="cpu.topology.dies", at="cpu/topology/@dies", conv=INT),
+        Prop(key="cpu.topology.cores", at="cpu/topology/@cores", conv=INT),
+        Prop(key="cpu.topology.threads", at="cpu/topology/@threads", conv=INT),
         Items(
             key="disks",
             at="devices/disk",
@@ -339,6 +426,19 @@ FIELDS = Table(
             ),
         ),
         Items(
+            key="filesystems",
+            at="devices/filesystem",
+            flat=r"devices/filesystem\[#(?P<key>\d+)\]",
+            item_name=_position("filesystems"),
+            whole=True,
+            render_item=_render_fs,
+            export_item=_export_fs,
+            fields=(
+                Prop(key="source", at="source/@dir"),
+                Prop(key="target", at="target/@dir"),
+            ),
+        ),
+        Items(
             key="interfaces",
             at="devices/interface",
             flat=r"devices/interface\[mac=(?P<key>[^\]]+)\]",
@@ -365,6 +465,18 @@ FIELDS = Table(
             fields=(Prop(key="type", at="@type"),),
         ),
         Items(
+            key="channels",
+            at="devices/channel",
+            flat=r"devices/channel\[#(?P<key>\d+)\]",
+            item_name=_position("channels"),
+            whole=True,
+            render_item=_render_channel,
+            export_item=_export_channel,
+            fields=(Prop(key="name", at="target/@name"),),
+        ),
+        Prop(key="tpm.model", at="devices/tpm/@model"),
+        Prop(key="tpm.version", at="devices/tpm/backend/@version"),
+        Items(
             key="graphics",
             at="devices/graphics",
             flat=r"devices/graphics\[#(?P<key>\d+)\]",
@@ -377,5 +489,28 @@ FIELDS = Table(
                 Prop(key="listen", at="@listen"),
             ),
         ),
+        Prop(key="sound.model", at="devices/sound/@model"),
+        Prop(key="video.model", at="devices/video/model/@type"),
+        Items(
+            key="hostdevs",
+            at="devices/hostdev",
+            flat=r"devices/hostdev\[#(?P<key>\d+)\]",
+            item_name=_position("hostdevs"),
+            whole=True,
+            render_item=_render_hostdev,
+            export_item=_export_hostdev,
+            fields=(
+                Custom(
+                    key="pci",
+                    render=_render_pci,
+                    export=_export_pci,
+                    words=(("pci", r"source(/.*)?", ()),),
+                ),
+            ),
+        ),
+        Prop(key="watchdog.model", at="devices/watchdog/@model"),
+        Prop(key="watchdog.action", at="devices/watchdog/@action"),
+        Prop(key="rng.model", at="devices/rng/@model"),
+        Prop(key="rng.source", at="devices/rng/backend"),
     ),
 )  # fmt: skip

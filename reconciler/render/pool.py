@@ -13,7 +13,7 @@ from typing import Any
 from lxml import etree
 
 from reconciler.render import bind
-from reconciler.render.bind import Context, Prop, Table
+from reconciler.render.bind import INT, Context, Prop, Table
 from reconciler.render.xmlutil import combine, require
 
 
@@ -37,7 +37,9 @@ FIELDS = Table(
         Prop(key="source.device", at="source/device/@path"),
         Prop(key="source.dir", at="source/dir/@path"),
         Prop(key="source.host", at="source/host/@name"),
+        Prop(key="source.port", at="source/host/@port", conv=INT),
         Prop(key="source.name", at="source/name"),
+        Prop(key="source.initiator", at="source/initiator/iqn/@name"),
         Prop(key="source.format", at="source/format/@type"),
         Prop(key="target", at="target/path"),
     ),

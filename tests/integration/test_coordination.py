@@ -40,7 +40,10 @@ def replicas(etcd: Etcd) -> Iterator[Callable[..., Coordinator]]:
 
     def make(name: str | None = None, **kw: object) -> Coordinator:
         c = Coordinator(
-            etcd.url, replica_id=name or f"r{next(_names)}", lease=LEASE, **kw  # type: ignore[arg-type]
+            etcd.url,
+            replica_id=name or f"r{next(_names)}",
+            lease=LEASE,
+            **kw,  # type: ignore[arg-type]
         )
         c.start()
         if c.member:
@@ -254,9 +257,7 @@ def test_status_shows_the_owner(
     replicas: Callable[..., Coordinator], etcd: Etcd, tmp_path: Path, host_uri: str, run: Run
 ) -> None:
     folder = _folder(tmp_path)
-    code, out, _ = run(
-        "status", folder, "-c", host_uri, "-o", "json", "--coordination", etcd.url
-    )
+    code, out, _ = run("status", folder, "-c", host_uri, "-o", "json", "--coordination", etcd.url)
     assert code == 0
     [host] = json.loads(out)["hosts"]
     assert host["owner"] is None  # no replica in the group yet

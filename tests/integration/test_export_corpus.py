@@ -181,7 +181,12 @@ def test_one_edited_field_is_exactly_one_change(
     )
     domain = next(r for r in files if r.startswith("Domain/") and r != nic_domain)
     doubled = 2 * units.size_kib(yaml.safe_load(files[domain].read_text())["spec"]["memory"])
-    dhcp_net = _first(files, "Network", lambda s: "range" in s.get("ip", {}).get("dhcp", {}))
+
+    # An IPv4 or an IPv6 DHCP range (an IPv6-only network exports ``ipv6``).
+    def ip_key(spec: dict[str, Any]) -> str:
+        return "ip" if "range" in spec.get("ip", {}).get("dhcp", {}) else "ipv6"
+
+    dhcp_net = _first(files, "Network", lambda s: "range" in s.get(ip_key(s), {}).get("dhcp", {}))
     pool = _first(files, "StoragePool", lambda s: s.get("type") == "dir" and "target" in s)
     nic_edit: dict[str, str] = {}
 
@@ -194,8 +199,8 @@ def test_one_edited_field_is_exactly_one_change(
         nic_edit.update(mac=nic["mac"], network=nic["network"])
 
     def shorter_range(spec: dict[str, Any]) -> None:
-        start, _end = spec["ip"]["dhcp"]["range"]
-        spec["ip"]["dhcp"]["range"] = [start, start]
+        start, _end = spec[ip_key(spec)]["dhcp"]["range"]
+        spec[ip_key(spec)]["dhcp"]["range"] = [start, start]
 
     def other_target(spec: dict[str, Any]) -> None:
         spec["target"] = "/var/lib/vrt-elsewhere"

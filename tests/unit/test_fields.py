@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from reconciler import fields, render
+from reconciler import canonical, fields, render
 from reconciler.model import Kind
 from reconciler.render import identity
 
@@ -77,6 +77,14 @@ def test_other_kinds() -> None:
     assert (got.field, got.old, got.new) == ("format", "qcow2", "raw")
     got = fields.describe(Kind.STORAGE_POOL, "p", {"target": "/b"}, "target/path", "/a", "/b")
     assert got.field == "target"
+    # IPv4 and IPv6 <ip> elements are told apart by their address.
+    both = {**net, "ipv6": {"address": "fd00::1", "prefix": 64}, "portgroups": [{"name": "a"}]}
+    got = fields.describe(Kind.NETWORK, "n", both, "ip[address=fd00::1]/@prefix", "64", "56")
+    assert got.field == "ipv6.prefix"
+    got = fields.describe(Kind.NETWORK, "n", both, "ip[address=10.0.0.1]/@prefix", "24", "16")
+    assert got.field == "ip.prefix"
+    got = fields.describe(Kind.NETWORK, "n", both, "portgroup[name=a]/vlan/tag/@id", None, "4")
+    assert got.field == "portgroups[a].vlan"
 
 
 def _schema_fields(kind: Kind) -> set[str]:
@@ -171,3 +179,39 @@ def test_fields_exercised(kind: Kind) -> None:
         if shows is not None and not any(shows in str(s.get("xml", "")) for s in exported):
             missing.append(name)
     assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("items", "heading"),
+    [("disks", "Disk (`disks[]`)"), ("interfaces", "Interface (`interfaces[]`)")],
+)
+def test_every_disk_and_interface_field_has_its_docs_row(items: str, heading: str) -> None:
+    """Lists with a table of their own in docs/manifests.md: one row per declared field."""
+    section = DOCS.read_text().split(heading, 1)[1].split("\n\n", 1)[0]
+    names = {
+        n.split("[].", 1)[1] for n in fields.declared(Kind.DOMAIN) if n.startswith(items + "[].")
+    }
+    assert names
+    assert sorted(n for n in names if f"| `{n}`" not in section) == []
+
+
+def test_network_live_declarations_agree_with_the_net_update_sections() -> None:
+    """A Network field declared Live.UPDATE is one the planner changes with
+    virNetworkUpdate (``kinds.network``), and every friendly path it changes so is
+    declared so: checked on every path of the golden networks."""
+    from reconciler.kinds import network as net_kind
+
+    paths = set()
+    for case in ("network-nat-dhcp", "network-extras"):
+        spec = yaml.safe_load((DATA / "render" / f"{case}.yaml").read_text())["spec"]
+        paths |= set(canonical.flatten(render.render_network("n", spec), Kind.NETWORK).values)
+    checked = 0
+    for path in sorted(paths):
+        declared = fields.field_at(Kind.NETWORK, path)
+        if declared is None:
+            continue
+        live = declared.live is fields.Live.UPDATE
+        section = net_kind._net_section(path) is not None
+        assert live == section, (path, declared.name, declared.live)
+        checked += live
+    assert checked
