@@ -12,6 +12,7 @@ PACKAGES=(
     libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils dnsmasq-base
     busybox-static cpio zstd xz-utils
     ovmf swtpm swtpm-tools
+    time  # GNU time: peak RSS of a measured process (benchmarks/measure.py)
     etcd-server  # the coordination backend of tests/e2e/test_replicas.py (started per test)
     chromium  # headless: renders watch's status page in tests/integration/test_status_page.py
 )
