@@ -181,7 +181,9 @@ def test_backend_down_nothing_allowed_then_back(
     finally:
         etcd.start()
     _until(a.usable, 3 * LEASE)
-    assert True in changes  # the watcher is told: it passes the owned hosts again
+    # The watcher is told (its callback may run just after usable() turns true):
+    # it passes the owned hosts again.
+    _until(lambda: True in changes, LEASE)
     with a.hold([host]) as held:
         assert held.hosts == (host,)
         a.check(host, "defineXML")
@@ -349,7 +351,9 @@ def test_the_daemon_passes_owned_hosts_under_their_locks(
         other = Coordinator(etcd.url, replica_id="apply-x", lease=LEASE, member=False)
         other.start()
         try:
-            with other.hold(["t1"]):
+            # (A pass of the watcher may hold t1 right now: wait for it.)
+            with other.hold(["t1"], timeout=10) as mine:
+                assert mine.hosts == ("t1",)
                 _hosts_folder(tmp_path, uris, "80MiB")
                 _until(lambda: _mib(conns[0], "vrt-cw0") == 80, 30)
                 time.sleep(0.5)
