@@ -568,6 +568,7 @@ COMPARE = Rules(
     },
     derived=(_firmware_from_loader, _no_format_without_media),
     filled=FILLED,
+    drop_emptied=True,
     equivalent=(
         (re.compile(r"^devices/graphics\[[^/]*\]/@(port|tlsPort|websocket)$"), _auto_port),
         (re.compile(r"^os/type/@machine$"), _same_machine),

@@ -107,6 +107,9 @@ class Rules:
     derived: tuple[Derive, ...] = ()
     # What libvirt fills in by itself (export leaves it out).
     filled: tuple[Filled, ...] = ()
+    # Whether export also leaves out an element that held only filled values (no
+    # for a volume: its empty ``<target/>`` is still required by the schema).
+    drop_emptied: bool = False
     # A desired value and the value libvirt shows for it: (path, same).
     equivalent: tuple[tuple[re.Pattern[str], Callable[[str, str], bool]], ...] = ()
     # Children libvirt derives from an attribute: (attribute path, child tag).
