@@ -302,7 +302,7 @@ def clean(root: etree._Element, kind: Kind) -> etree._Element:
             if el is not None and parent is not None:
                 parent.remove(el)
                 touched.append(parent)
-    if kind is Kind.DOMAIN:  # a volume's empty <target/> is still required by the schema
+    if canonical.rules(kind).drop_emptied:
         _drop_emptied(root, touched)
     return root
 

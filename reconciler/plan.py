@@ -15,7 +15,7 @@ from typing import Any
 
 from lxml import etree
 
-from reconciler import cloudinit, diff, fields, ownership
+from reconciler import cloudinit, fields, ownership
 from reconciler.actions import (
     Action,
     ActionType,
@@ -26,7 +26,6 @@ from reconciler.actions import (
     Options,
     Orphan,
     _parse,
-    _with_record,
 )
 from reconciler.defaults import DEFAULT_MAX_PRUNE
 from reconciler.kinds import KINDS, Context
@@ -34,13 +33,9 @@ from reconciler.model import Kind, Manifest, object_ref
 from reconciler.observed import HostState, ObjectKey, Observed, object_key
 from reconciler.placement import NO_FIT, Placement
 from reconciler.steps import (
-    Define,
     DetachDevice,
-    RegistrySet,
     RestartDomain,
-    SetDomainRecord,
     ShutdownDomain,
-    Step,
     Stop,
     UpdateDevice,
 )
@@ -306,17 +301,7 @@ def _relabel(
     if record is None or not record.managed or record.labels == labels:
         return action
     new = replace(record, labels=labels)
-    step: Step
-    if m.kind is Kind.DOMAIN:
-        step = SetDomainRecord(xml=diff.element_xml(ownership.record_element(new)))
-    elif m.kind is Kind.NETWORK:
-        step = Define(kind=Kind.NETWORK, xml=_with_record(_parse(obs.xml), new))
-    elif m.kind is Kind.VOLUME:
-        step = RegistrySet(kind=Kind.VOLUME, key=f"{obs.pool}/{obs.name}", record=new)
-    elif m.kind is Kind.SECRET:
-        step = RegistrySet(kind=Kind.SECRET, key=obs.name, record=new)
-    else:
-        step = RegistrySet(kind=Kind.STORAGE_POOL, key=obs.name, record=new)
+    step = KINDS[m.kind].write_record(obs, new)
     change = Change(
         path="metadata.labels",
         old=",".join(f"{k}={v}" for k, v in record.labels),

@@ -2,9 +2,11 @@
 
 Everything kind-specific that the kind-agnostic stages need lives in a
 kind's module: the root tag of its libvirt XML, where its ownership record
-lives, its renderer, its planner (one signature for all), the steps that
-delete it, and its exporter. ``plan`` and ``export`` look a kind up here and
-never branch on it; ``tests/unit/test_kinds.py`` checks every kind has one.
+lives and the step that writes a changed one, its renderer, its planner (one
+signature for all), the steps that delete it, and its exporter (its field
+table and comparison rules are ``render.<kind>``'s ``FIELDS`` and
+``COMPARE``). ``plan`` and ``export`` look a kind up here and never branch
+on it; ``tests/unit/test_kinds.py`` checks every kind has one.
 """
 
 from __future__ import annotations

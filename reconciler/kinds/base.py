@@ -97,6 +97,9 @@ class Handler:
     plan: Planner
     # A managed object to delete: its record (None: not ours) and the steps.
     delete: Callable[[Observed, ownership.Registry], tuple[ownership.Record | None, list[Step]]]
+    # The step that writes a managed object's changed record where it lives
+    # (``record_home``): only its labels changed, nothing else.
+    write_record: Callable[[Observed, ownership.Record], Step]
     # The exported fields that are not XML: power state, autostart, the pool.
     export_state: Callable[[Observed], Spec]
     # Friendly fields a document-only export keeps beside spec.xml.

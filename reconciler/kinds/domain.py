@@ -472,6 +472,10 @@ def _power_state(obs: Observed) -> Power:
     return Power(obs.state, reason, healthy)
 
 
+def _write_record(_obs: Observed, record: Record) -> Step:
+    return _set_record(record)
+
+
 HANDLER = Handler(
     kind=Kind.DOMAIN,
     label="domain",
@@ -479,6 +483,7 @@ HANDLER = Handler(
     record_home=RecordHome.METADATA,
     plan=_plan,
     delete=_delete,
+    write_record=_write_record,
     export_state=_export_state,
     export_required=("memory",),
     references=_references,

@@ -290,6 +290,10 @@ def _delete(obs: Observed, _registry: Registry) -> tuple[Record | None, list[Ste
     return obs.record, steps
 
 
+def _write_record(obs: Observed, record: Record) -> Step:
+    return Define(kind=Kind.NETWORK, xml=_with_record(_parse(obs.xml), record))
+
+
 HANDLER = Handler(
     kind=Kind.NETWORK,
     label="network",
@@ -297,5 +301,6 @@ HANDLER = Handler(
     record_home=RecordHome.METADATA,
     plan=_plan,
     delete=_delete,
+    write_record=_write_record,
     export_state=active_state,
 )

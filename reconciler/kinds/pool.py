@@ -143,6 +143,10 @@ def _delete(obs: Observed, registry: Registry) -> tuple[Record | None, list[Step
     return registry.pools.get(obs.name), steps
 
 
+def _write_record(obs: Observed, record: Record) -> Step:
+    return RegistrySet(kind=Kind.STORAGE_POOL, key=obs.name, record=record)
+
+
 HANDLER = Handler(
     kind=Kind.STORAGE_POOL,
     label="storage pool",
@@ -150,6 +154,7 @@ HANDLER = Handler(
     record_home=RecordHome.REGISTRY,
     plan=_plan,
     delete=_delete,
+    write_record=_write_record,
     export_state=active_state,
     export_required=("type",),
 )

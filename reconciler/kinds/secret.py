@@ -191,6 +191,10 @@ def _export_state(_obs: Observed) -> Spec:
     return {}
 
 
+def _write_record(obs: Observed, record: Record) -> Step:
+    return RegistrySet(kind=Kind.SECRET, key=obs.name, record=record)
+
+
 HANDLER = Handler(
     kind=Kind.SECRET,
     label="secret",
@@ -198,6 +202,7 @@ HANDLER = Handler(
     record_home=RecordHome.REGISTRY,
     plan=_plan,
     delete=_delete,
+    write_record=_write_record,
     export_more=_export_more,
     export_state=_export_state,
     export_required=("usage", "value"),

@@ -324,6 +324,10 @@ def _references(m: Manifest) -> list[Reference]:
     return refs
 
 
+def _write_record(obs: Observed, record: Record) -> Step:
+    return RegistrySet(kind=Kind.VOLUME, key=f"{obs.pool}/{obs.name}", record=record)
+
+
 HANDLER = Handler(
     kind=Kind.VOLUME,
     label="volume",
@@ -331,6 +335,7 @@ HANDLER = Handler(
     record_home=RecordHome.REGISTRY,
     plan=_plan,
     delete=_delete,
+    write_record=_write_record,
     export_state=_export_state,
     export_required=("capacity",),
     references=_references,

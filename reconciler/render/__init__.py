@@ -4,7 +4,9 @@ One module per kind (``domain``, ``network``, ``pool``, ``volume``, ``secret``),
 each with its table of friendly fields (``FIELDS``, declared with ``bind``, which
 export reads too), the device identity table (``identity``) and safe XML
 handling plus the overlay merge (``xmlutil``). ``RENDERERS`` is the one map from
-a kind to its renderer and field table (``kinds.Handler`` reads it). Rendering
+a kind to its renderer and field table (``kinds.Handler`` reads it); ``RULES``
+maps a kind to its comparison rules (``COMPARE`` beside its ``FIELDS``, declared
+with ``rules``; ``canonical`` reads them). Rendering
 is pure and deterministic: the same manifest always gives the same bytes
 through ``xmlutil.to_string``.
 """
@@ -22,12 +24,14 @@ from reconciler.render.bind import Table
 from reconciler.render.domain import render_domain
 from reconciler.render.network import render_network
 from reconciler.render.pool import render_pool
+from reconciler.render.rules import Rules
 from reconciler.render.secret import render_secret
 from reconciler.render.volume import render_volume
 from reconciler.render.xmlutil import XMLInputError, merge_overlay, parse_xml, to_string
 
 __all__ = [
     "RENDERERS",
+    "RULES",
     "Renderer",
     "XMLInputError",
     "merge_overlay",
@@ -48,6 +52,14 @@ RENDERERS: Mapping[model.Kind, tuple[Renderer, Table]] = {
     model.Kind.STORAGE_POOL: (render_pool, pool.FIELDS),
     model.Kind.VOLUME: (render_volume, volume.FIELDS),
     model.Kind.SECRET: (render_secret, secret.FIELDS),
+}
+
+RULES: Mapping[model.Kind, Rules] = {
+    model.Kind.DOMAIN: domain.COMPARE,
+    model.Kind.NETWORK: network.COMPARE,
+    model.Kind.STORAGE_POOL: pool.COMPARE,
+    model.Kind.VOLUME: volume.COMPARE,
+    model.Kind.SECRET: secret.COMPARE,
 }
 
 

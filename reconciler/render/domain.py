@@ -16,7 +16,7 @@ from typing import Any
 from lxml import etree
 
 from reconciler import units
-from reconciler.render import bind, identity
+from reconciler.render import bind, domain_rules, identity
 from reconciler.render.bind import (
     FLAG,
     INT,
@@ -514,3 +514,6 @@ FIELDS = Table(
         Prop(key="rng.source", at="devices/rng/backend"),
     ),
 )  # fmt: skip
+
+# The comparison rules (``canonical``): long enough for a module of their own.
+COMPARE = domain_rules.COMPARE

@@ -15,6 +15,7 @@ from typing import Any
 
 from lxml import etree
 
+from reconciler.model import Kind
 from reconciler.render import bind
 from reconciler.render.bind import (
     INT,
@@ -31,6 +32,7 @@ from reconciler.render.bind import (
     Spec,
     Table,
 )
+from reconciler.render.rules import Rules, attr_key, filled
 from reconciler.render.xmlutil import combine, sub
 
 
@@ -178,4 +180,28 @@ FIELDS = Table(
         ),
     ),
     agree=_agree,
+)
+
+
+# --- comparison rules (``canonical``, described there) ---------------------------
+
+
+def _srv_key(el: etree._Element) -> str | None:
+    return f"service={el.get('service')},protocol={el.get('protocol')},target={el.get('target')}"
+
+
+COMPARE = Rules(
+    identity={
+        "ip": attr_key("address"),
+        "host": attr_key("mac", "id", "ip", "name"),
+        "range": attr_key("start"),
+        "portgroup": attr_key("name"),
+        "txt": attr_key("name"),
+        "srv": _srv_key,
+        "route": attr_key("address"),
+    },
+    filled=(
+        filled(Kind.NETWORK, r"^uuid$", "generated at define"),
+        filled(Kind.NETWORK, r"^@connections$", "the number of attached interfaces (live state)"),
+    ),
 )

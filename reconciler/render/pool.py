@@ -7,13 +7,16 @@ are not XML and are not rendered.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from lxml import etree
 
+from reconciler.model import Kind
 from reconciler.render import bind
 from reconciler.render.bind import INT, Context, Prop, Table
+from reconciler.render.rules import Rules, attr_key, filled
 from reconciler.render.xmlutil import combine, require
 
 
@@ -42,5 +45,23 @@ FIELDS = Table(
         Prop(key="source.initiator", at="source/initiator/iqn/@name"),
         Prop(key="source.format", at="source/format/@type"),
         Prop(key="target", at="target/path"),
+    ),
+)
+
+
+# --- comparison rules (``canonical``, described there) ---------------------------
+
+COMPARE = Rules(
+    identity={"host": attr_key("name"), "device": attr_key("path")},
+    generated=(
+        (
+            re.compile(r"^(capacity|allocation|available)(/@unit)?$"),
+            lambda _values, _path: True,
+            "a pool's sizes are measured by libvirt (a dumped pool states them)",
+        ),
+    ),
+    filled=(
+        filled(Kind.STORAGE_POOL, r"^uuid$", "generated at define"),
+        filled(Kind.STORAGE_POOL, r"^(capacity|allocation|available)$", "measured by libvirt"),
     ),
 )

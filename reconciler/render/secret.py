@@ -16,6 +16,7 @@ from lxml import etree
 
 from reconciler.render import bind
 from reconciler.render.bind import YES_NO, Context, Custom, Prop, Table
+from reconciler.render.rules import Rules
 from reconciler.render.xmlutil import sub
 
 _NAMESPACE = uuid.UUID("6b1e4c1e-8f0a-4b5e-9a57-0b7f3a6c2d10")
@@ -83,3 +84,7 @@ FIELDS = Table(
         ),
     ),
 )
+
+
+# Comparison rules (``canonical``): libvirt rewrites nothing of a secret's XML.
+COMPARE = Rules()

@@ -9,13 +9,16 @@ from).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from lxml import etree
 
+from reconciler.model import Kind
 from reconciler.render import bind
 from reconciler.render.bind import BYTES, Context, Custom, Prop, Spec, Table
+from reconciler.render.rules import Rules, filled
 from reconciler.render.secret import encryption
 from reconciler.render.xmlutil import combine, require, sub
 
@@ -101,4 +104,36 @@ FIELDS = Table(
             ),
         ),
     ),
+)
+
+
+# --- comparison rules (``canonical``, described there) ---------------------------
+
+
+def _same_capacity(desired: str, live: str) -> bool:
+    # Formats round a capacity up (qcow2 to 512 bytes); a larger live value
+    # within that rounding is the same size.
+    try:
+        d, v = int(desired), int(live)
+    except ValueError:
+        return False
+    return d <= v < d + 512 and v % 512 == 0
+
+
+COMPARE = Rules(
+    scaled={"capacity": (1, "bytes"), "allocation": (1, "bytes")},
+    filled=(
+        filled(Kind.VOLUME, r"^key$", "derived from the path"),
+        filled(Kind.VOLUME, r"^@type$", "derived from the pool type"),
+        filled(Kind.VOLUME, r"^(allocation|physical)$", "measured by libvirt"),
+        filled(Kind.VOLUME, r"^source$", "extents of disk/logical volumes, measured by libvirt"),
+        filled(Kind.VOLUME, r"^target/path$", "the pool's target path plus the volume name"),
+        filled(Kind.VOLUME, r"^target/(permissions|timestamps)$", "read from the file"),
+        filled(
+            Kind.VOLUME,
+            r"^backingStore/(?!path$|format$)[^/]+$",
+            "details of the backing file, read from it",
+        ),
+    ),
+    equivalent=((re.compile(r"^capacity$"), _same_capacity),),
 )

@@ -6,6 +6,7 @@ without one, or a handler part that nothing exercises, fails here.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
@@ -17,7 +18,8 @@ from reconciler.kinds import KINDS, Context, RecordHome, handler
 from reconciler.kinds.base import Power
 from reconciler.model import API_VERSION, Host, Kind, Manifest, Source
 from reconciler.observed import HostState, Observed
-from reconciler.steps import Define, RegistrySet, Stop
+from reconciler.render.rules import Rules
+from reconciler.steps import Define, RegistrySet, SetDomainRecord, Stop
 
 pytestmark = pytest.mark.unit
 
@@ -129,6 +131,40 @@ def test_delete_steps_find_the_record_where_the_kind_keeps_it(kind: Kind) -> Non
         assert any(isinstance(s, RegistrySet) and s.record is None for s in steps) is (
             h.record_home is RecordHome.REGISTRY
         )
+
+
+@pytest.mark.parametrize("kind", list(SPECS), ids=str)
+def test_a_changed_record_is_written_where_the_kind_keeps_it(kind: Kind) -> None:
+    h = KINDS[kind]
+    record = ownership.Record(managed=True, host="h", labels=(("tier", "web"),))
+    pool = "p" if kind is Kind.VOLUME else None
+    xml = f"<{h.root}><name>k1</name></{h.root}>"
+    step = h.write_record(Observed(kind=kind, name="k1", pool=pool, xml=xml), record)
+    if isinstance(step, RegistrySet):
+        assert h.record_home is RecordHome.REGISTRY
+        assert (step.kind, step.key, step.record) == (kind, "p/k1" if pool else "k1", record)
+    else:
+        assert h.record_home is RecordHome.METADATA
+        if isinstance(step, Define):  # the whole document, the record in it
+            assert step.kind is kind
+            written = etree.fromstring(step.xml)
+            assert written.findtext("name") == "k1"
+        else:  # only the record, into the metadata
+            assert isinstance(step, SetDomainRecord)
+            written = etree.fromstring(f"<{h.root}><metadata>{step.xml}</metadata></{h.root}>")
+        assert ownership.read_record(written) == record
+
+
+@pytest.mark.parametrize("kind", list(SPECS), ids=str)
+def test_every_kind_declares_its_comparison_rules_in_its_home(kind: Kind) -> None:
+    # Beside its FIELDS, in render/<kind>.py (possibly empty); canonical reads them there.
+    home = sys.modules[render.RENDERERS[kind][0].__module__]
+    assert isinstance(home.COMPARE, Rules)
+    assert render.RULES[kind] is home.COMPARE is canonical.rules(kind)
+    assert all(f.kind is kind for f in home.COMPARE.filled)
+    assert [f for f in canonical.FILLED if f.kind is kind] == list(home.COMPARE.filled)
+    assert {t for k, t in canonical.IDENTITY if k is kind} == set(home.COMPARE.identity)
+    assert {p for k, p in canonical.IMPLIED if k is kind} == set(home.COMPARE.implied)
 
 
 REFERENCES: dict[Kind, tuple[dict[str, Any], list[tuple[str, Kind, str, str | None]]]] = {
