@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import libvirt
 from lxml import etree
@@ -62,52 +63,71 @@ def objects(
         if name == ownership.REGISTRY_NETWORK:
             registry = ownership.Registry.from_xml(_net_xml(net, inactive=True))
             continue
-        active = bool(net.isActive())
-        xml = _net_xml(net, inactive=True)
-        out.append(
-            Observed(
-                kind=Kind.NETWORK,
-                name=name,
-                uuid=net.UUIDString(),
-                xml=xml,
-                live_xml=_net_xml(net, inactive=False) if active else None,
-                state="active" if active else "inactive",
-                autostart=bool(net.autostart()),
-                persistent=bool(net.isPersistent()),
-                record=record_of(xml),
-            )
-        )
+        observed = unless_gone(functools.partial(observe_network, net, name))
+        if observed is not None:
+            out.append(observed)
     out += _observe_secrets(conn, registry, readable)
     for pool in API[Kind.STORAGE_POOL].list_all(conn):
-        active = bool(pool.isActive())
-        name = pool.name()
+        found = unless_gone(functools.partial(observe_pool, pool, registry))
+        if found is not None:
+            out += found
+    return out, registry
+
+
+def _volume_xml(vol: libvirt.virStorageVol) -> str:
+    return str(vol.XMLDesc(0))
+
+
+def observe_network(net: libvirt.virNetwork, name: str) -> Observed:
+    active = bool(net.isActive())
+    xml = _net_xml(net, inactive=True)
+    return Observed(
+        kind=Kind.NETWORK,
+        name=name,
+        uuid=net.UUIDString(),
+        xml=xml,
+        live_xml=_net_xml(net, inactive=False) if active else None,
+        state="active" if active else "inactive",
+        autostart=bool(net.autostart()),
+        persistent=bool(net.isPersistent()),
+        record=record_of(xml),
+    )
+
+
+def observe_pool(pool: libvirt.virStoragePool, registry: ownership.Registry) -> list[Observed]:
+    """A pool and, when it is active, its volumes (a volume deleted meanwhile left out)."""
+    active = bool(pool.isActive())
+    name = pool.name()
+    out = [
+        Observed(
+            kind=Kind.STORAGE_POOL,
+            name=name,
+            uuid=pool.UUIDString(),
+            xml=_inactive_xml(pool, libvirt.VIR_STORAGE_XML_INACTIVE),
+            state="active" if active else "inactive",
+            autostart=bool(pool.autostart()),
+            persistent=bool(pool.isPersistent()),
+            record=registry.pools.get(name),
+        )
+    ]
+    if not active:
+        return out
+    for vol in pool.listAllVolumes(0):
+        vname = vol.name()
+        xml = unless_gone(functools.partial(_volume_xml, vol))
+        if xml is None:
+            continue
         out.append(
             Observed(
-                kind=Kind.STORAGE_POOL,
-                name=name,
-                uuid=pool.UUIDString(),
-                xml=_inactive_xml(pool, libvirt.VIR_STORAGE_XML_INACTIVE),
-                state="active" if active else "inactive",
-                autostart=bool(pool.autostart()),
-                persistent=bool(pool.isPersistent()),
-                record=registry.pools.get(name),
+                kind=Kind.VOLUME,
+                name=vname,
+                pool=name,
+                xml=xml,
+                state="active",
+                record=registry.volumes.get(f"{name}/{vname}"),
             )
         )
-        if not active:
-            continue
-        for vol in pool.listAllVolumes(0):
-            vname = vol.name()
-            out.append(
-                Observed(
-                    kind=Kind.VOLUME,
-                    name=vname,
-                    pool=name,
-                    xml=vol.XMLDesc(0),
-                    state="active",
-                    record=registry.volumes.get(f"{name}/{vname}"),
-                )
-            )
-    return out, registry
+    return out
 
 
 def _observe_secrets(
@@ -210,10 +230,46 @@ def _observe_domains(conn: libvirt.virConnect) -> list[Observed]:
     a few reads at a time on a daemon's connection."""
     flags = _Flags.read(conn)
     domains = API[Kind.DOMAIN].list_all(conn)
-    if str(conn.getURI()).startswith("test:") or len(domains) < 2:
-        return [_observe_domain(dom, flags) for dom in domains]
-    with concurrent.futures.ThreadPoolExecutor(_XML_READERS) as pool:
-        return list(pool.map(lambda dom: _observe_domain(dom, flags), domains))
+    return read_domains(domains, flags, parallel=not str(conn.getURI()).startswith("test:"))
+
+
+def read_domains(
+    domains: list[libvirt.virDomain], flags: _Flags | None = None, *, parallel: bool = True
+) -> list[Observed]:
+    """The listed domains' state and XML; one undefined meanwhile is left out."""
+
+    def read(dom: libvirt.virDomain) -> Observed | None:
+        return unless_gone(lambda: _observe_domain(dom, flags))
+
+    if not parallel or len(domains) < 2:
+        found = [read(dom) for dom in domains]
+    else:
+        with concurrent.futures.ThreadPoolExecutor(_XML_READERS) as pool:
+            found = list(pool.map(read, domains))
+    return [o for o in found if o is not None]
+
+
+# An object listed a moment ago that another client removed before we read it:
+# it is not on the host any more, which is not an error of the host.
+_GONE = frozenset(
+    {
+        libvirt.VIR_ERR_NO_DOMAIN,
+        libvirt.VIR_ERR_NO_NETWORK,
+        libvirt.VIR_ERR_NO_STORAGE_POOL,
+        libvirt.VIR_ERR_NO_STORAGE_VOL,
+    }
+)
+
+_T = TypeVar("_T")
+
+
+def unless_gone(read: Callable[[], _T]) -> _T | None:
+    try:
+        return read()
+    except libvirt.libvirtError as e:
+        if e.get_error_code() in _GONE:
+            return None
+        raise
 
 
 def _observe_domain(dom: libvirt.virDomain, flags: _Flags | None = None) -> Observed:
