@@ -342,7 +342,9 @@ class Coordinator:
 
     def _up(self, started: float, members: tuple[str, ...]) -> None:
         with self._state:
-            was = self._usable
+            # A window that lapsed without a failing heartbeat (a slow tick, a pause)
+            # also made passes change nothing: tell the watcher it is back.
+            was = self._usable and self._clock() < self._valid_until
             self._usable = True
             self._reason = ""
             self._valid_until = started + self.lease * VALID_SHARE

@@ -150,6 +150,36 @@ def test_a_paused_replica_writes_nothing_and_loses_its_hosts(
             a.check(host, "defineXML")
 
 
+def test_a_heartbeat_after_a_lapsed_window_tells_the_watcher(
+    replicas: Callable[..., Coordinator],
+) -> None:
+    """A slow tick lets the window lapse with no failing heartbeat: passes in between
+    changed nothing, so the next good heartbeat must wake the watcher (CI saw a
+    watcher wait forever here)."""
+    offset = [0.0]
+    told: list[bool] = []
+    me: list[Coordinator] = []
+
+    def clock() -> float:
+        return coordination.boottime() + offset[0]
+
+    a = replicas(clock=clock, on_change=lambda g, lost: told.append(bool(me) and me[0].usable()))
+    me.append(a)
+    _until(lambda: _settled(a), 5)
+    a._stopping.set()  # no background heartbeat: the test ticks
+    assert a._thread is not None
+    a._thread.join()
+    a.tick()
+    told.clear()
+    a.tick()
+    assert told == []  # in time: nothing to tell
+    offset[0] += LEASE  # the window lapses between two heartbeats
+    assert not a.usable()
+    a.tick()
+    assert told == [True]
+    assert a.usable()
+
+
 def test_backend_down_nothing_allowed_then_back(
     replicas: Callable[..., Coordinator], etcd: Etcd, tmp_path: Path
 ) -> None:
