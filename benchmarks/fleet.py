@@ -22,6 +22,7 @@ import hashlib
 import json
 import re
 import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -201,10 +202,17 @@ def read_seed(conn: Any, fleet: Fleet) -> Seed:
 
 
 def _rename(xml: str, pairs: list[tuple[str, str]]) -> str:
+    """The seed's XML renamed; its UUID (if any) one derived from the new XML, so
+    that every load of the host file reads the same UUID, as a real host does
+    (without one, the test driver makes up another on each load)."""
+    had_uuid = "<uuid>" in xml
     xml = re.sub(r"\s*<uuid>[^<]*</uuid>", "", xml)
     for old, new in pairs:
         xml = xml.replace(old, new)
-    return xml
+    if not had_uuid:
+        return xml
+    stable = uuid.uuid5(uuid.NAMESPACE_URL, xml)
+    return re.sub(r"(<name>[^<]*</name>)", rf"\1\n  <uuid>{stable}</uuid>", xml, count=1)
 
 
 def test_host_xml(path: Path, seed: Seed, fleet: Fleet) -> Path:
@@ -265,7 +273,8 @@ def test_host_xml(path: Path, seed: Seed, fleet: Fleet) -> Path:
         parts.append(pool.replace("</pool>", "".join(members) + "</pool>"))
     registry = {**seed.registry, "pools": pools, "volumes": volumes}
     parts.append(
-        "<network><name>virt-reconcile-registry</name><metadata>"
+        "<network><name>virt-reconcile-registry</name>"
+        f"<uuid>{uuid.uuid5(uuid.NAMESPACE_URL, fleet.prefix + 'registry')}</uuid><metadata>"
         '<vr:registry xmlns:vr="https://virt-reconcile.dev/xmlns/owner/v1">'
         f"{_xml_text(json.dumps(registry, sort_keys=True, separators=(',', ':')))}"
         "</vr:registry></metadata><bridge stp='on' delay='0'/></network>"

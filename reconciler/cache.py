@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -78,3 +79,77 @@ def write(path: str, data: bytes) -> None:
             raise
     except OSError as e:
         _log.debug("cache entry not written (%s): %s", path, e)
+
+
+class Store:
+    """Many small entries in one file: a whole run's worth read and written at once.
+
+    A no-op plan asks thousands of questions of the cache (one per object); one
+    file per answer costs an open and a read each, which is most of the answer.
+    A store is one JSON object ``{key: value}`` under ``entry(namespace, *parts)``:
+    read once (``open``), looked up in memory, and written back once (``save``)
+    only when this run added an entry. Entries this run did not use stay (a
+    narrowed run must not empty it for the next full one) until they outnumber
+    the used ones twice over (plus ``_SLACK``): then they go, so a store never
+    grows without bound.
+    Keys are digests the caller makes of every input of the value; a store that
+    cannot be read or parsed is an empty one, one that cannot be written is
+    only slower next time.
+    """
+
+    __slots__ = ("_added", "_entries", "_path", "_used")
+
+    def __init__(self, path: str, entries: dict[str, object]) -> None:
+        self._path = path
+        self._entries = entries
+        self._used: set[str] = set()
+        self._added = False
+
+    @classmethod
+    def open(cls, namespace: str, *parts: bytes) -> Store:
+        path = entry(namespace, *parts)
+        raw = read(path)
+        entries: dict[str, object] = {}
+        if raw is not None:
+            try:
+                loaded = json.loads(raw)
+            except ValueError:
+                loaded = None
+            if isinstance(loaded, dict):
+                entries = loaded
+        return cls(path, entries)
+
+    def get(self, key: str) -> object | None:
+        value = self._entries.get(key)
+        if value is not None:
+            self._used.add(key)
+        return value
+
+    def put(self, key: str, value: object) -> None:
+        """Remember ``value`` (JSON data, not None) for ``key``."""
+        if self._entries.get(key) != value:
+            self._entries[key] = value
+            self._added = True
+        self._used.add(key)
+
+    def save(self) -> None:
+        if not self._added:
+            return
+        kept = self._entries
+        if len(kept) > 3 * len(self._used) + _SLACK:
+            kept = {k: v for k, v in kept.items() if k in self._used}
+        write(self._path, json.dumps(kept, separators=(",", ":")).encode())
+        self._entries, self._added = kept, False
+
+
+_SLACK = 1024
+
+
+def digest(*parts: str | bytes) -> str:
+    """A key for ``Store``: the sha256 of ``parts``, each length-prefixed."""
+    h = hashlib.sha256()
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        h.update(len(data).to_bytes(8, "big"))
+        h.update(data)
+    return h.hexdigest()

@@ -82,3 +82,6 @@ class HostState:
     driver: str = ""
     # Domain capabilities by what was asked; None: the driver has none (test driver).
     capabilities: Mapping[CapsKey, DomainCaps] | None = None
+    # The version of the libvirt library whose parser normalises desired XML for
+    # this host's plan (``hosts.normalise``): part of the key of cached verdicts.
+    parser: str = ""

@@ -15,7 +15,7 @@ from typing import Any
 
 from lxml import etree
 
-from reconciler import cloudinit, fields, ownership
+from reconciler import cache, cloudinit, fields, ownership
 from reconciler.actions import (
     Action,
     ActionType,
@@ -39,6 +39,7 @@ from reconciler.steps import (
     Stop,
     UpdateDevice,
 )
+from reconciler.verdicts import Verdicts, bare
 
 __all__ = [
     "DEFAULT_MAX_PRUNE",
@@ -337,10 +338,17 @@ def disk_refs(domain_xml: str) -> set[str]:
     return refs
 
 
-def _domain_refs(state: HostState) -> dict[str, frozenset[str]]:
-    """``disk_refs`` of each domain's inactive and live XML, by name (read once per plan)."""
+def _domain_refs(state: HostState, verdicts: Verdicts | None = None) -> dict[str, frozenset[str]]:
+    """``disk_refs`` of each domain's inactive and live XML, by name (read once per
+    plan; with ``verdicts``, kept in its store by the XML's digest: no parse)."""
+
+    def refs(xml: str) -> list[str]:
+        if verdicts is None:
+            return sorted(disk_refs(xml))
+        return verdicts.memo("refs", xml, lambda: sorted(disk_refs(xml)))
+
     return {
-        o.name: frozenset(r for x in (o.xml, o.live_xml) if x for r in disk_refs(x))
+        o.name: frozenset(r for x in (o.xml, o.live_xml) if x for r in refs(x))
         for o in state.objects.values()
         if o.kind is Kind.DOMAIN
     }
@@ -515,7 +523,8 @@ def build_host_plan(
             ),
         )
     desired_keys = {object_key(m.kind, m.name, m.spec.get("pool")) for m, _ in desired}
-    refs = _domain_refs(state)
+    store = cache.Store.open("verdicts", state.host.name.encode(), state.host.uri.encode())
+    refs = _domain_refs(state, Verdicts(store, ""))
     context = Context(
         host=state.host,
         options=options,
@@ -528,6 +537,7 @@ def build_host_plan(
         normalise=normalise,
         volume_files=_volume_files(state),
     )
+    verdicts = Verdicts.open(store, state, options, context)
     actions: list[Action] = []
     depth = _depths([m for m, _ in desired])
     for m, el in sorted(
@@ -563,6 +573,10 @@ def build_host_plan(
                 )
             )
             continue
+        verdict = verdicts.key(m, el, obs, placed)
+        if verdict is not None and verdicts.unchanged(verdict):
+            actions.append(bare(base))
+            continue
         try:
             action = _relabel(
                 KINDS[m.kind].plan(m, el, obs, replace(context, placement=placed)),
@@ -572,7 +586,11 @@ def build_host_plan(
             )
         except ValueError as e:
             action = Action(**base, type=ActionType.UPDATE, error=str(e))
-        actions.append(_in_manifest_terms(action, m))
+        action = _in_manifest_terms(action, m)
+        if verdict is not None:
+            verdicts.remember(verdict, action, bare(base))
+        actions.append(action)
+    verdicts.save()
     seeds = _old_seeds(state, actions, desired_keys, refs)
     # Without --prune, orphans are shown with what --prune would do, and nothing happens.
     actions += seeds

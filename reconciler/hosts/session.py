@@ -145,6 +145,7 @@ class Session:
             registry=registry,
             driver=connection.driver(self.conn),
             capabilities=caps,
+            parser=str(libvirt.getVersion()),
         )
 
     def _capabilities_conn(self) -> libvirt.virConnect:
