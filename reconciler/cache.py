@@ -119,6 +119,11 @@ class Store:
                 entries = loaded
         return cls(path, entries)
 
+    @classmethod
+    def memory(cls) -> Store:
+        """A store that is never saved (``save`` writes nothing)."""
+        return cls("", {})
+
     def get(self, key: str) -> object | None:
         value = self._entries.get(key)
         if value is not None:
@@ -133,7 +138,7 @@ class Store:
         self._used.add(key)
 
     def save(self) -> None:
-        if not self._added:
+        if not self._added or not self._path:
             return
         kept = self._entries
         if len(kept) > 3 * len(self._used) + _SLACK:

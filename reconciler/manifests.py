@@ -310,9 +310,19 @@ def _manifest_files(
     found: list[str] = []
     seen: set[str] = set()
     excluded = pathspec.GitIgnoreSpec.from_lines(exclude)
+    real_dirs: dict[str, str] = {}
 
-    def add(display: str) -> None:
-        real = display if display == STDIN_NAME else os.path.realpath(display)
+    def add(display: str, folder: str | None = None) -> None:
+        if display == STDIN_NAME:
+            real = display
+        elif folder is not None and not os.path.islink(display):
+            # A file that is no link is where its folder really is (one
+            # realpath per folder, not per file: thousands of files).
+            if folder not in real_dirs:
+                real_dirs[folder] = os.path.realpath(folder)
+            real = os.path.join(real_dirs[folder], os.path.basename(display))
+        else:
+            real = os.path.realpath(display)
         if real not in seen:
             seen.add(real)
             found.append(display)
@@ -338,6 +348,8 @@ def _manifest_files(
                 def skipped(
                     name: str, tail: str, given: str = given, root: str = root, here: _Rules = here
                 ) -> bool:
+                    if not exclude and not here:
+                        return False
                     path = os.path.join(root, name)
                     return excluded.match_file(os.path.relpath(path, given) + tail) or any(
                         spec.match_file(os.path.relpath(path, base) + tail) for base, spec in here
@@ -349,7 +361,7 @@ def _manifest_files(
                     if name.startswith(".") or not name.endswith(MANIFEST_SUFFIXES):
                         continue
                     if not skipped(name, ""):
-                        add(os.path.join(root, name))
+                        add(os.path.join(root, name), root)
         elif os.path.exists(given):
             if not excluded.match_file(given):
                 add(given)
@@ -920,7 +932,10 @@ def _sorted(problems: list[errors.Problem]) -> list[errors.Problem]:
 
 
 def _valid_documents(
-    files: Sequence[str], problems: list[errors.Problem], read: dict[str, bytes] | None = None
+    files: Sequence[str],
+    problems: list[errors.Problem],
+    read: dict[str, bytes] | None = None,
+    store: cache.Store | None = None,
 ) -> list[_Valid]:
     """The documents of known kind that the checks across documents can use.
 
@@ -929,8 +944,9 @@ def _valid_documents(
     """
     valid: list[_Valid] = []
     read = {} if read is None else read
+    store = cache.Store.memory() if store is None else store
     for file in files:
-        for doc, kind, broken in _checked_documents(file, problems, read):
+        for doc, kind, broken in _checked_documents(file, problems, read, store):
             if kind is None:
                 continue
             before = len(problems)
@@ -963,12 +979,12 @@ def _valid_documents(
 
 
 def _checked_documents(
-    file: str, problems: list[errors.Problem], read: dict[str, bytes]
+    file: str, problems: list[errors.Problem], read: dict[str, bytes], store: cache.Store
 ) -> list[tuple[_Document, model.Kind | None, frozenset[str]]]:
     """The documents of one file, each with ``_validate``'s verdict.
 
-    A file whose every document is valid is cached on disk (``reconciler.cache``,
-    keyed by its name and bytes), so an unchanged folder is neither composed nor
+    A file whose every document is valid is cached on disk (in ``store``, keyed
+    by its name and bytes), so an unchanged folder is neither composed nor
     schema-checked again: both cost milliseconds per document. A file with a
     problem is never cached (its errors come from the full checks every time).
     """
@@ -976,9 +992,9 @@ def _checked_documents(
     if data is None:
         with contextlib.suppress(OSError), open(file, "rb") as stream:
             data = read[file] = stream.read(MAX_FILE_BYTES + 1)
-    entry = cache.entry("manifests", file.encode(), data) if data is not None else None
-    cached = cache.read(entry) if entry is not None else None
-    if cached is not None:
+    entry = "file:" + cache.digest(file, data) if data is not None else None
+    cached = store.get(entry) if entry is not None else None
+    if isinstance(cached, list):
         with contextlib.suppress(ValueError, KeyError, TypeError):
             return [
                 (
@@ -993,7 +1009,7 @@ def _checked_documents(
                     _KINDS[d["kind"]],
                     frozenset(),
                 )
-                for d in json.loads(cached)
+                for d in cached
             ]
     before = len(problems)
     checked = [(doc, *_validate(doc, problems)) for doc in _read_documents(file, problems, read)]
@@ -1012,7 +1028,7 @@ def _checked_documents(
             for doc, kind, _ in checked
             if kind is not None
         ]
-        cache.write(entry, json.dumps(stored).encode())
+        store.put(entry, stored)
     return checked
 
 
@@ -1040,7 +1056,9 @@ def _document_checks(
     return checks
 
 
-def _check_render(item: _Valid, manifest: model.Manifest) -> model.Manifest | errors.Problem:
+def _check_render(
+    item: _Valid, manifest: model.Manifest, store: cache.Store
+) -> model.Manifest | errors.Problem:
     """Render once now, so a bad ``spec.xml`` overlay fails validation, not a host run.
 
     The overlay is parsed with no DTD, no entities, no network and a 1 MiB cap
@@ -1050,9 +1068,9 @@ def _check_render(item: _Valid, manifest: model.Manifest) -> model.Manifest | er
     path = "spec.xml" if "xml" in item.spec else "spec"
     line = _line_of(doc, path)
     entry = _render_entry(manifest)
-    cached = cache.read(entry) if entry is not None else None
-    if cached is not None:
-        return replace(manifest, rendered=cached.decode())
+    cached = store.get(entry) if entry is not None else None
+    if isinstance(cached, str):
+        return replace(manifest, rendered=cached)
     try:
         xml = render.render(manifest)
     except render.XMLInputError as e:
@@ -1070,7 +1088,7 @@ def _check_render(item: _Valid, manifest: model.Manifest) -> model.Manifest | er
         return errors.Problem(file=doc.file, line=line, path=path, message=str(e))
     text = etree.tostring(xml, encoding="unicode")
     if entry is not None:
-        cache.write(entry, text.encode())
+        store.put(entry, text)
     return replace(manifest, rendered=text)
 
 
@@ -1083,9 +1101,7 @@ def _render_entry(manifest: model.Manifest) -> str | None:
         spec = json.dumps(manifest.spec)
     except (TypeError, ValueError):
         return None
-    return cache.entry(
-        "rendered", manifest.kind.value.encode(), manifest.name.encode(), spec.encode()
-    )
+    return "rendered:" + cache.digest(manifest.kind.value, manifest.name, spec)
 
 
 def load(
@@ -1105,7 +1121,10 @@ def load(
     if STDIN in paths:
         read[STDIN_NAME] = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
     files = _manifest_files(paths, problems, exclude)
-    valid = _valid_documents(files, problems, read)
+    # One store for the folder (or files) given: the entries of every file and
+    # rendering in one read (``cache.Store``), not one cache file each.
+    store = cache.Store.open("manifests", *(os.path.abspath(p).encode() for p in paths))
+    valid = _valid_documents(files, problems, read, store)
 
     def problem(item: _Valid, path: str, message: str) -> None:
         problems.append(
@@ -1139,8 +1158,9 @@ def load(
             labels=dict(metadata.get("labels", {})),
             annotations=dict(metadata.get("annotations", {})),
             lines=dict(item.doc.lines),
+            origin=cache.digest(item.doc.file, read[item.doc.file], str(item.doc.line)),
         )
-        rendered = _check_render(item, manifest)
+        rendered = _check_render(item, manifest, store)
         if isinstance(rendered, errors.Problem):
             problems.append(rendered)
         else:
@@ -1148,6 +1168,7 @@ def load(
         objects.append(manifest)
         if item.kind is model.Kind.DOMAIN and item.name in seeds:
             objects.append(seeds[item.name])
+    store.save()
     if problems:
         raise errors.ManifestError(_sorted(problems))
     objects.sort(key=lambda m: (m.kind.order, m.host or "", m.name, str(m.spec.get("pool", ""))))

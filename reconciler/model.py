@@ -86,6 +86,11 @@ class Manifest:
     # The XML ``manifests.load`` rendered it to (it renders every manifest to
     # check it), so a run need not render it again; None: not rendered yet.
     rendered: str | None = field(default=None, compare=False, repr=False)
+    # A digest of what it was read from (the file's name and bytes, the document's
+    # line): equal origins, equal manifests (a key for cached verdicts); "": not
+    # read from a file as it is (a derived manifest, a test's). A ``replace`` that
+    # changes another field must reset it.
+    origin: str = field(default="", compare=False, repr=False)
 
     @property
     def ref(self) -> str:

@@ -55,8 +55,10 @@ _PRIVATE = frozenset({"secret_key"})
 _FIELDS: dict[type, tuple[str, ...]] = {}
 # Parts of a manifest and an observation that go into a key as they are, not as JSON
 # (a manifest's rendered XML is in it as the desired document, its content by digest).
-_RENDERED = frozenset({"rendered"})
-_DOCUMENTS = frozenset({"xml", "live_xml"})
+# An observed record is read from the object's XML or from the host's registry
+# (``hosts.observe``), both in the key already.
+_RENDERED = frozenset({"rendered", "origin"})
+_DOCUMENTS = frozenset({"xml", "live_xml", "record"})
 
 
 def canon(value: object) -> object:
@@ -97,7 +99,10 @@ def _field_values(value: Any, skip: frozenset[str] = frozenset()) -> list[object
 def _default(value: object) -> object:
     """``json.dumps``'s fallback in ``_fast``: the values the C encoder does not know."""
     if isinstance(value, set | frozenset):
-        return sorted(value, key=repr)
+        try:
+            return sorted(value)
+        except TypeError:
+            return sorted(value, key=repr)
     if isinstance(value, bytes):
         return "sha256:" + hashlib.sha256(value).hexdigest()
     if isinstance(value, Mapping):
@@ -107,12 +112,14 @@ def _default(value: object) -> object:
     raise TypeError(f"no canonical form for {type(value).__name__}")
 
 
+_ENCODER = json.JSONEncoder(default=_default, separators=(",", ":"), ensure_ascii=False)
+
+
 def _fast(value: object) -> str:
     """``_json`` for values whose mappings have string keys (an object's part of a
-    key, per object: the C encoder, with ``_default`` for the rest)."""
-    return json.dumps(
-        value, default=_default, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
+    key, per object: the C encoder, with ``_default`` for the rest). Mappings
+    keep their order (a manifest's is its file's): another order is only a miss."""
+    return _ENCODER.encode(value)
 
 
 class Verdicts:
@@ -151,7 +158,7 @@ class Verdicts:
             return None
         try:
             # The documents go in whole, beside: not escaped into JSON.
-            manifest = _fast(_field_values(m, _RENDERED))
+            manifest = m.origin or _fast(_field_values(m, _RENDERED))
             observed = _fast(_field_values(obs, _DOCUMENTS))
             placement = _fast(placed)
         except (TypeError, ValueError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -19,8 +20,15 @@ def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
-def _entries(folder: Path) -> list[Path]:
-    return sorted(p for p in (folder / "manifests").rglob("*") if p.is_file())
+def _entries(folder: Path) -> list[str]:
+    """The files cached in the manifests' stores (``cache.Store``)."""
+    return sorted(
+        key
+        for p in (folder / "manifests").rglob("*")
+        if p.is_file()
+        for key in json.loads(p.read_bytes())
+        if key.startswith("file:")
+    )
 
 
 def test_an_unchanged_folder_loads_the_same_from_the_cache(cache_dir: Path, tmp_path: Path) -> None:
