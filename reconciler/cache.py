@@ -99,8 +99,9 @@ class Store:
 
     __slots__ = ("_added", "_entries", "_path", "_used")
 
-    def __init__(self, path: str, entries: dict[str, object]) -> None:
+    def __init__(self, path: str, entries: dict[str, str]) -> None:
         self._path = path
+        # Each value as its JSON text: what ``get`` gives is the caller's to change.
         self._entries = entries
         self._used: set[str] = set()
         self._added = False
@@ -109,14 +110,14 @@ class Store:
     def open(cls, namespace: str, *parts: bytes) -> Store:
         path = entry(namespace, *parts)
         raw = read(path)
-        entries: dict[str, object] = {}
+        entries: dict[str, str] = {}
         if raw is not None:
             try:
                 loaded = json.loads(raw)
             except ValueError:
                 loaded = None
             if isinstance(loaded, dict):
-                entries = loaded
+                entries = {k: v for k, v in loaded.items() if isinstance(v, str)}
         return cls(path, entries)
 
     @classmethod
@@ -125,15 +126,22 @@ class Store:
         return cls("", {})
 
     def get(self, key: str) -> object | None:
-        value = self._entries.get(key)
-        if value is not None:
-            self._used.add(key)
+        """The value of ``key`` (a fresh copy), or None."""
+        text = self._entries.get(key)
+        if text is None:
+            return None
+        try:
+            value: object = json.loads(text)
+        except ValueError:
+            return None
+        self._used.add(key)
         return value
 
     def put(self, key: str, value: object) -> None:
         """Remember ``value`` (JSON data, not None) for ``key``."""
-        if self._entries.get(key) != value:
-            self._entries[key] = value
+        text = json.dumps(value, separators=(",", ":"))
+        if self._entries.get(key) != text:
+            self._entries[key] = text
             self._added = True
         self._used.add(key)
 

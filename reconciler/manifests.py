@@ -22,12 +22,10 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
-import pathspec
 import yaml
 from lxml import etree
 from yaml._yaml import CParser
@@ -35,6 +33,9 @@ from yaml._yaml import CParser
 from reconciler import cache, cloudinit, errors, images, model, render, units
 from reconciler.defaults import IGNORE_FILE
 from reconciler.render import identity
+
+if TYPE_CHECKING:
+    import pathspec
 
 SCHEMA_PACKAGE = "reconciler"  # the JSON Schemas ship in it: reconciler/schemas/<Kind>.json
 MAX_FILE_BYTES = 4 << 20
@@ -291,7 +292,15 @@ def _read_documents(
 # Files
 
 
-_Rules = list[tuple[str, pathspec.GitIgnoreSpec]]
+_Rules = list[tuple[str, "pathspec.GitIgnoreSpec"]]
+
+
+def _ignore_spec(lines: Iterable[str]) -> pathspec.GitIgnoreSpec:
+    """Gitignore patterns; pathspec is imported only for them (it costs a tenth of a
+    second: hyperscan, re2), not by every run."""
+    import pathspec
+
+    return pathspec.GitIgnoreSpec.from_lines(lines)
 
 
 def _manifest_files(
@@ -309,7 +318,7 @@ def _manifest_files(
     """
     found: list[str] = []
     seen: set[str] = set()
-    excluded = pathspec.GitIgnoreSpec.from_lines(exclude)
+    excluded = _ignore_spec(exclude) if exclude else None
     real_dirs: dict[str, str] = {}
 
     def add(display: str, folder: str | None = None) -> None:
@@ -339,7 +348,7 @@ def _manifest_files(
                     ignore = os.path.join(root, IGNORE_FILE)
                     try:
                         with open(ignore, encoding="utf-8") as stream:
-                            here = [*here, (root, pathspec.GitIgnoreSpec.from_lines(stream))]
+                            here = [*here, (root, _ignore_spec(stream))]
                     except (OSError, UnicodeDecodeError, ValueError) as exc:
                         problems.append(
                             errors.Problem(file=ignore, line=0, path="", message=f"{exc}")
@@ -348,10 +357,11 @@ def _manifest_files(
                 def skipped(
                     name: str, tail: str, given: str = given, root: str = root, here: _Rules = here
                 ) -> bool:
-                    if not exclude and not here:
+                    if excluded is None and not here:
                         return False
                     path = os.path.join(root, name)
-                    return excluded.match_file(os.path.relpath(path, given) + tail) or any(
+                    rel = os.path.relpath(path, given) + tail
+                    return (excluded is not None and excluded.match_file(rel)) or any(
                         spec.match_file(os.path.relpath(path, base) + tail) for base, spec in here
                     )
 
@@ -363,7 +373,7 @@ def _manifest_files(
                     if not skipped(name, ""):
                         add(os.path.join(root, name), root)
         elif os.path.exists(given):
-            if not excluded.match_file(given):
+            if excluded is None or not excluded.match_file(given):
                 add(given)
         else:
             problems.append(
@@ -381,15 +391,15 @@ def _is_integer(_checker: Any, instance: Any) -> bool:
     return isinstance(instance, int) and not isinstance(instance, bool)
 
 
-_Validator = jsonschema.validators.extend(
-    jsonschema.Draft202012Validator,
-    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
-)
-
-
 @functools.cache
 def _validator(kind: model.Kind) -> Any:
-    return _Validator(json.loads(schema_text(kind)))
+    # Imported when first needed: an unchanged folder is not validated again
+    # (its files are cached), and jsonschema costs a tenth of a second to import.
+    import jsonschema
+
+    checker = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer)
+    cls = jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=checker)
+    return cls(json.loads(schema_text(kind)))
 
 
 def schema_text(kind: model.Kind) -> str:

@@ -125,3 +125,17 @@ def test_a_rendered_manifest_comes_back_the_same_from_the_cache(
     for _ in range(2):  # cold, then warm
         for m in manifests.load([str(folder)]).objects:
             assert m.rendered == etree.tostring(render.render(m), encoding="unicode")
+
+
+def test_a_value_from_a_store_is_the_callers_to_change(cache_dir: Path) -> None:
+    # manifests.load adds a cloud-init seed's cdrom to the spec it read: a store
+    # that handed out its own value would save the cdrom, and add it twice next time.
+    store = cache.Store.open("test", b"one")
+    store.put("k", {"disks": []})
+    got = store.get("k")
+    assert isinstance(got, dict)
+    got["disks"].append("cdrom")
+    store.save()
+    assert cache.Store.open("test", b"one").get("k") == {"disks": []}
+    assert store.get("k") == {"disks": []}
+    assert cache.Store.open("test", b"other").get("k") is None
