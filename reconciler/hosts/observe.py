@@ -377,7 +377,4 @@ def _domain_caps(xml: str) -> DomainCaps:
 
 
 def record_of(xml: str) -> ownership.Record | None:
-    try:
-        return ownership.read_record(etree.fromstring(xml.encode()))
-    except etree.XMLSyntaxError:
-        return None
+    return ownership.record_in(xml)
