@@ -946,6 +946,7 @@ def _valid_documents(
     problems: list[errors.Problem],
     read: dict[str, bytes] | None = None,
     store: cache.Store | None = None,
+    digests: dict[str, str] | None = None,
 ) -> list[_Valid]:
     """The documents of known kind that the checks across documents can use.
 
@@ -955,8 +956,9 @@ def _valid_documents(
     valid: list[_Valid] = []
     read = {} if read is None else read
     store = cache.Store.memory() if store is None else store
+    digests = {} if digests is None else digests
     for file in files:
-        for doc, kind, broken in _checked_documents(file, problems, read, store):
+        for doc, kind, broken in _checked_documents(file, problems, read, store, digests):
             if kind is None:
                 continue
             before = len(problems)
@@ -989,7 +991,11 @@ def _valid_documents(
 
 
 def _checked_documents(
-    file: str, problems: list[errors.Problem], read: dict[str, bytes], store: cache.Store
+    file: str,
+    problems: list[errors.Problem],
+    read: dict[str, bytes],
+    store: cache.Store,
+    digests: dict[str, str],
 ) -> list[tuple[_Document, model.Kind | None, frozenset[str]]]:
     """The documents of one file, each with ``_validate``'s verdict.
 
@@ -1002,7 +1008,9 @@ def _checked_documents(
     if data is None:
         with contextlib.suppress(OSError), open(file, "rb") as stream:
             data = read[file] = stream.read(MAX_FILE_BYTES + 1)
-    entry = "file:" + cache.digest(file, data) if data is not None else None
+    if data is not None:
+        digests[file] = cache.digest(file, data)
+    entry = "file:" + digests[file] if data is not None else None
     cached = store.get(entry) if entry is not None else None
     if isinstance(cached, list):
         with contextlib.suppress(ValueError, KeyError, TypeError):
@@ -1107,6 +1115,8 @@ def _render_entry(manifest: model.Manifest) -> str | None:
     kind, name and spec); None for a Secret (its spec may hold the value)."""
     if manifest.kind is model.Kind.SECRET:
         return None
+    if manifest.origin:  # the same file bytes and line: the same kind, name and spec
+        return "rendered:" + manifest.origin
     try:
         spec = json.dumps(manifest.spec)
     except (TypeError, ValueError):
@@ -1134,7 +1144,8 @@ def load(
     # One store for the folder (or files) given: the entries of every file and
     # rendering in one read (``cache.Store``), not one cache file each.
     store = cache.Store.open("manifests", *(os.path.abspath(p).encode() for p in paths))
-    valid = _valid_documents(files, problems, read, store)
+    digests: dict[str, str] = {}  # of each file's name and bytes
+    valid = _valid_documents(files, problems, read, store, digests)
 
     def problem(item: _Valid, path: str, message: str) -> None:
         problems.append(
@@ -1168,7 +1179,10 @@ def load(
             labels=dict(metadata.get("labels", {})),
             annotations=dict(metadata.get("annotations", {})),
             lines=dict(item.doc.lines),
-            origin=cache.digest(item.doc.file, read[item.doc.file], str(item.doc.line)),
+            # A seed's cdrom came from elsewhere (user data in another file).
+            origin=""
+            if item.name in seeds and item.kind is model.Kind.DOMAIN
+            else f"{digests[item.doc.file]}:{item.doc.line}",
         )
         rendered = _check_render(item, manifest, store)
         if isinstance(rendered, errors.Problem):
