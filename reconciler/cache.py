@@ -145,11 +145,13 @@ class Store:
             self._added = True
         self._used.add(key)
 
-    def save(self) -> None:
+    def save(self, *, only_used: bool = False) -> None:
+        """Write the store if this run added to it; ``only_used``: without the
+        entries this run did not use (they will not be asked for again)."""
         if not self._added or not self._path:
             return
         kept = self._entries
-        if len(kept) > 3 * len(self._used) + _SLACK:
+        if only_used or len(kept) > 3 * len(self._used) + _SLACK:
             kept = {k: v for k, v in kept.items() if k in self._used}
         write(self._path, json.dumps(kept, separators=(",", ":")).encode())
         self._entries, self._added = kept, False

@@ -1008,7 +1008,7 @@ def _checked_documents(
     if data is None:
         with contextlib.suppress(OSError), open(file, "rb") as stream:
             data = read[file] = stream.read(MAX_FILE_BYTES + 1)
-    if data is not None:
+    if data is not None and file not in digests:
         digests[file] = cache.digest(file, data)
     entry = "file:" + digests[file] if data is not None else None
     cached = store.get(entry) if entry is not None else None
@@ -1141,10 +1141,17 @@ def load(
     if STDIN in paths:
         read[STDIN_NAME] = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
     files = _manifest_files(paths, problems, exclude)
+    scope = [os.path.abspath(p).encode() for p in paths]
+    digests: dict[str, str] = {}  # of each file's name and bytes
+    whole = _whole_key(files, read, digests, default_uri) if not problems else None
+    sets = cache.Store.open("manifest-sets", *scope) if whole is not None else None
+    if sets is not None and whole is not None:
+        found = _set_from_json(sets.get(whole), files, read)
+        if found is not None:
+            return found
     # One store for the folder (or files) given: the entries of every file and
     # rendering in one read (``cache.Store``), not one cache file each.
-    store = cache.Store.open("manifests", *(os.path.abspath(p).encode() for p in paths))
-    digests: dict[str, str] = {}  # of each file's name and bytes
+    store = cache.Store.open("manifests", *scope)
     valid = _valid_documents(files, problems, read, store, digests)
 
     def problem(item: _Valid, path: str, message: str) -> None:
@@ -1199,14 +1206,123 @@ def load(
     host_list = sorted(hosts.values(), key=lambda h: h.name)
     if not host_list and default_uri:
         host_list = [model.Host(name=DEFAULT_HOST_NAME, uri=default_uri)]
-    digest = hashlib.sha256()
-    for file in files:  # names and bytes, in reading order: what a saved plan was made from
-        digest.update(f"{len(file)}:{file}:{len(read[file])}:".encode() + read[file])
-    return model.ManifestSet(
+    loaded = model.ManifestSet(
         objects=tuple(objects),
         hosts=tuple(host_list),
         files=tuple(files),
-        digest=digest.hexdigest(),
+        digest=_files_digest(files, read),
+    )
+    # A seed's content comes from files besides these; a Secret's spec may hold
+    # its value: neither is kept whole.
+    secret = any(m.kind is model.Kind.SECRET for m in objects)
+    if sets is not None and whole is not None and not seeds and not secret:
+        sets.put(whole, _set_to_json(loaded))
+        sets.save(only_used=True)  # the folder as it was before is no use any more
+    return loaded
+
+
+def _files_digest(files: Sequence[str], read: Mapping[str, bytes]) -> str:
+    """What a saved plan was made from: the files' names and bytes, in reading order."""
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(f"{len(file)}:{file}:{len(read[file])}:".encode() + read[file])
+    return digest.hexdigest()
+
+
+# --- a whole folder, loaded before -------------------------------------------------
+#
+# An unchanged folder loads to the same ManifestSet: ``load`` keeps it whole
+# (``manifest-sets``), keyed by every file's name and bytes and the default
+# URI, and rebuilds it from one entry, without checking a document again.
+
+
+def _whole_key(
+    files: Sequence[str], read: dict[str, bytes], digests: dict[str, str], default_uri: str | None
+) -> str | None:
+    """The key of the whole set (None: a file cannot be read, or is too big)."""
+    for file in files:
+        if file not in read:
+            try:
+                with open(file, "rb") as stream:
+                    read[file] = stream.read(MAX_FILE_BYTES + 1)
+            except OSError:
+                return None
+        if len(read[file]) > MAX_FILE_BYTES:
+            return None
+        digests[file] = cache.digest(file, read[file])
+    return "set:" + cache.digest(default_uri or "", *(digests[f] for f in files))
+
+
+def _set_to_json(loaded: model.ManifestSet) -> dict[str, Any]:
+    return {
+        "objects": [
+            [
+                m.kind.value,
+                m.name,
+                m.spec,
+                m.source.file,
+                m.source.line,
+                m.host,
+                m.labels,
+                m.annotations,
+                m.lines,
+                m.owner,
+                m.origin,
+                m.rendered,
+            ]
+            for m in loaded.objects
+        ],
+        "hosts": [
+            [
+                h.name,
+                h.uri,
+                h.labels,
+                h.source.file if h.source else None,
+                h.source.line if h.source else 0,
+            ]
+            for h in loaded.hosts
+        ],
+    }
+
+
+def _manifest_from(row: list[Any]) -> model.Manifest:
+    kind, name, spec, file, line, host, labels, annotations, lines, owner, origin, rendered = row
+    return model.Manifest(
+        kind=_KINDS[kind],
+        name=name,
+        spec=spec,
+        source=model.Source(file=file, line=line),
+        host=host,
+        labels=labels,
+        annotations=annotations,
+        lines=lines,
+        owner=owner,
+        origin=origin,
+        rendered=rendered,
+    )
+
+
+def _set_from_json(
+    data: object, files: Sequence[str], read: Mapping[str, bytes]
+) -> model.ManifestSet | None:
+    """``_set_to_json``'s set again (None: no entry, or not of its shape)."""
+    if not isinstance(data, dict):
+        return None
+    try:
+        objects = tuple(_manifest_from(row) for row in data["objects"])
+        hosts = tuple(
+            model.Host(
+                name=name,
+                uri=uri,
+                labels=labels,
+                source=model.Source(file=file, line=line) if file is not None else None,
+            )
+            for name, uri, labels, file, line in data["hosts"]
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+    return model.ManifestSet(
+        objects=objects, hosts=hosts, files=tuple(files), digest=_files_digest(files, read)
     )
 
 

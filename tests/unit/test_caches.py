@@ -139,3 +139,35 @@ def test_a_value_from_a_store_is_the_callers_to_change(cache_dir: Path) -> None:
     assert cache.Store.open("test", b"one").get("k") == {"disks": []}
     assert store.get("k") == {"disks": []}
     assert cache.Store.open("test", b"other").get("k") is None
+
+
+def test_a_folder_kept_whole_is_loaded_again_when_anything_it_was_made_of_changes(
+    cache_dir: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "m"
+    shutil.copytree(EXAMPLES, folder)
+    (folder / "virt-reconcile.schema.json").unlink()
+    first = manifests.load([str(folder)], default_uri="test:///a")
+    again = manifests.load([str(folder)], default_uri="test:///a")
+    assert again == first and [m.rendered for m in again.objects] == [
+        m.rendered for m in first.objects
+    ]
+    # Another default URI, a file edited, added, removed: each reads anew.
+    assert manifests.load([str(folder)], default_uri="test:///b").hosts[0].uri == "test:///b"
+    web = folder / "web.yaml"
+    web.write_text(web.read_text().replace("memory: 256MiB", "memory: 384MiB", 1))
+    edited = manifests.load([str(folder)], default_uri="test:///a")
+    assert {m.name: m.spec.get("memory") for m in edited.objects}["vr-web-1"] == "384MiB"
+    (folder / "extra.yaml").write_text(
+        "apiVersion: virt-reconcile/v1\nkind: Network\nmetadata: {name: extra}\nspec: {}\n"
+    )
+    added = manifests.load([str(folder)], default_uri="test:///a")
+    assert "extra" in {m.name for m in added.objects}
+    (folder / "extra.yaml").unlink()
+    removed = manifests.load([str(folder)], default_uri="test:///a")
+    assert "extra" not in {m.name for m in removed.objects}
+    assert removed.digest == edited.digest
+    # A file that no longer parses is an error, though the folder was kept before.
+    web.write_text("apiVersion: virt-reconcile/v1\nkind: Nope\n")
+    with pytest.raises(errors.ManifestError):
+        manifests.load([str(folder)], default_uri="test:///a")
