@@ -31,7 +31,10 @@ class Kind(enum.StrEnum):
     @property
     def order(self) -> int:
         """Creation order; deletion runs in reverse."""
-        return list(Kind).index(self)
+        return _ORDER[self]
+
+
+_ORDER = {kind: i for i, kind in enumerate(Kind)}  # sorting thousands of objects asks often
 
 
 def object_ref(kind: Kind, name: str, pool: str | None = None) -> str:

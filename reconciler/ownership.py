@@ -97,9 +97,9 @@ class Record:
     def from_json(cls, data: Mapping[str, Any]) -> Record:
         return cls(
             managed=bool(data.get("managed", True)),
-            applied=frozenset(str(p) for p in data.get("applied", ())),
+            applied=frozenset(map(str, data.get("applied", ()))),
             prune=bool(data.get("prune", True)),
-            placement=tuple(str(h) for h in data.get("placement", ())),
+            placement=tuple(map(str, data.get("placement", ()))),
             host=str(data.get("host", "")),
             restarting=bool(data.get("restarting", False)),
             source=str(data.get("source", "")),
