@@ -145,13 +145,17 @@ class Store:
             self._added = True
         self._used.add(key)
 
-    def save(self, *, only_used: bool = False) -> None:
-        """Write the store if this run added to it; ``only_used``: without the
-        entries this run did not use (they will not be asked for again)."""
+    def save(self, *, unused: int | None = None) -> None:
+        """Write the store if this run added to it; ``unused``: keep at most that
+        many of the entries this run did not use (the latest added)."""
         if not self._added or not self._path:
             return
         kept = self._entries
-        if only_used or len(kept) > 3 * len(self._used) + _SLACK:
+        if unused is not None:
+            old = [k for k in kept if k not in self._used]
+            drop = set(old[: max(0, len(old) - unused)])
+            kept = {k: v for k, v in kept.items() if k not in drop}
+        elif len(kept) > 3 * len(self._used) + _SLACK:
             kept = {k: v for k, v in kept.items() if k in self._used}
         write(self._path, json.dumps(kept, separators=(",", ":")).encode())
         self._entries, self._added = kept, False

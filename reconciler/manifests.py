@@ -1217,7 +1217,9 @@ def load(
     secret = any(m.kind is model.Kind.SECRET for m in objects)
     if sets is not None and whole is not None and not seeds and not secret:
         sets.put(whole, _set_to_json(loaded))
-        sets.save(only_used=True)  # the folder as it was before is no use any more
+        # A folder changes: what it was before is seldom read again (two kept:
+        # runs that alternate between default URIs or folder states).
+        sets.save(unused=2)
     return loaded
 
 

@@ -171,3 +171,15 @@ def test_a_folder_kept_whole_is_loaded_again_when_anything_it_was_made_of_change
     web.write_text("apiVersion: virt-reconcile/v1\nkind: Nope\n")
     with pytest.raises(errors.ManifestError):
         manifests.load([str(folder)], default_uri="test:///a")
+
+
+def test_a_store_keeps_what_it_is_told_of_the_unused_entries(cache_dir: Path) -> None:
+    store = cache.Store.open("test", b"keep")
+    for key in "abcd":
+        store.put(key, key)
+    store.save()
+    again = cache.Store.open("test", b"keep")
+    again.put("e", "e")
+    again.save(unused=2)  # a to d unused: the latest two stay
+    kept = cache.Store.open("test", b"keep")
+    assert [kept.get(k) for k in "abcde"] == [None, None, "c", "d", "e"]
