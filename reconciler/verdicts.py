@@ -7,7 +7,7 @@ field diff and the planner's checks, where its verdict's inputs hash in a few
 microseconds. ``Verdicts`` keys each verdict by a digest of everything the
 kind's planner, ``plan._relabel`` and ``plan._in_manifest_terms`` read:
 
-* the code (``cache.fingerprint``, through ``cache.entry``),
+* the code (``cache.fingerprint``, through ``cache.entry``) and the XML libraries,
 * the host-wide part (``Verdicts.open``): the host, its driver, domain
   capabilities and registry records, the libvirt parser that normalises
   desired XML (``HostState.parser``), the options (``--prune``, ``--replace``,
@@ -48,6 +48,8 @@ from reconciler.model import Kind, Manifest
 from reconciler.observed import HostState, Observed
 from reconciler.placement import Placement
 
+# The XML libraries that parse and flatten the documents (``canonical``).
+_XML_LIBRARIES = f"{etree.LXML_VERSION}\0{etree.LIBXML_VERSION}"
 # Kinds whose verdict is a function of the inputs above (a Secret's is not).
 CACHED = frozenset({Kind.DOMAIN, Kind.NETWORK, Kind.STORAGE_POOL, Kind.VOLUME})
 # Never part of a key, even hashed: the host's key for secret value digests.
@@ -135,6 +137,7 @@ class Verdicts:
     ) -> Verdicts:
         """The verdicts of ``state``'s host, kept in ``store`` (one per host)."""
         host_part = cache.digest(
+            _XML_LIBRARIES,
             _json(state.host),
             state.driver,
             state.parser,
