@@ -423,7 +423,6 @@ def _network_users(state: HostState) -> dict[str, tuple[str, ...]]:
 
 def _references(
     m: Manifest,
-    desired: etree._Element,
     state: HostState,
     desired_keys: set[ObjectKey],
     narrowed: bool = False,
@@ -489,7 +488,7 @@ def _in_manifest_terms(action: Action, m: Manifest) -> Action:
 
 
 def build_host_plan(
-    desired: Sequence[tuple[Manifest, etree._Element]],
+    desired: Sequence[tuple[Manifest, etree._Element | str]],
     state: HostState,
     options: Options,
     *,
@@ -501,6 +500,8 @@ def build_host_plan(
 
     ``placements``: the decided placement of each domain (by name) that has
     several candidate hosts; it goes into the domain's record and action.
+    Each desired document may come as text (``Manifest.rendered``): it is
+    parsed only when its object is planned (not for a cached verdict).
     """
     placements = placements or {}
     if not state.reachable:
@@ -558,7 +559,7 @@ def build_host_plan(
         if m.suspended:
             actions.append(Action(**base, type=ActionType.UNCHANGED, note="suspended"))
             continue
-        problems = _references(m, el, state, desired_keys, options.narrowed)
+        problems = _references(m, state, desired_keys, options.narrowed)
         if placed is not None and placed.reason == NO_FIT and obs is None:
             problems = [
                 f"{m.source_of('spec.placement')}: spec.placement: no candidate host fits: "
@@ -577,6 +578,8 @@ def build_host_plan(
         if verdict is not None and verdicts.unchanged(verdict):
             actions.append(bare(base))
             continue
+        if isinstance(el, str):
+            el = etree.fromstring(el)
         try:
             action = _relabel(
                 KINDS[m.kind].plan(m, el, obs, replace(context, placement=placed)),

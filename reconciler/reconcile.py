@@ -279,7 +279,11 @@ class Run:
     def build_plans(self) -> None:
         self.place()
         for host in self.target.hosts:
-            desired = [(m, self._render(m)) for m in self.assignments.get(host.name, ())]
+            # Rendered text as loaded: parsed by the planner only for what it plans.
+            desired: list[tuple[Manifest, etree._Element | str]] = [
+                (m, m.rendered if m.rendered is not None else self._render(m))
+                for m in self.assignments.get(host.name, ())
+            ]
             self.plans[host.name] = plan.build_host_plan(
                 desired,
                 self.states[host.name],

@@ -152,7 +152,7 @@ class Verdicts:
     def key(
         self,
         m: Manifest,
-        desired: etree._Element,
+        desired: etree._Element | str,
         obs: Observed | None,
         placed: Placement | None,
     ) -> str | None:
@@ -169,7 +169,7 @@ class Verdicts:
         return "v:" + cache.digest(
             self._host,
             manifest,
-            etree.tostring(desired),
+            desired if isinstance(desired, str) else etree.tostring(desired),
             observed,
             obs.xml,
             "\0" if obs.live_xml is None else obs.live_xml,
