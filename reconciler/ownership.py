@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,7 +98,8 @@ class Record:
     def from_json(cls, data: Mapping[str, Any]) -> Record:
         return cls(
             managed=bool(data.get("managed", True)),
-            applied=frozenset(map(str, data.get("applied", ()))),
+            # Interned: thousands of domains' records name mostly the same paths.
+            applied=frozenset(map(sys.intern, map(str, data.get("applied", ())))),
             prune=bool(data.get("prune", True)),
             placement=tuple(map(str, data.get("placement", ()))),
             host=str(data.get("host", "")),
