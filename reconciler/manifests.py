@@ -817,12 +817,20 @@ def _check_duplicates(
                 )
 
 
+def interface_macs(domain: str, spec: Mapping[str, Any]) -> list[tuple[int, str, str]]:
+    """(index, interface name, MAC) of each interface of a domain: its own, else derived."""
+    out = []
+    for index, nic in enumerate(spec.get("interfaces", [])):
+        name = nic.get("name", f"nic{index}")
+        mac = str(nic["mac"]).lower() if "mac" in nic else identity.derive_mac(domain, name)
+        out.append((index, name, mac))
+    return out
+
+
 def _check_macs(domains: list[_Valid], problem: Callable[[_Valid, str, str], None]) -> None:
     users: dict[str, list[tuple[_Valid, int, str]]] = {}
     for item in domains:
-        for index, nic in enumerate(item.spec.get("interfaces", [])):
-            name = nic.get("name", f"nic{index}")
-            mac = str(nic["mac"]).lower() if "mac" in nic else identity.derive_mac(item.name, name)
+        for index, name, mac in interface_macs(item.name, item.spec):
             users.setdefault(mac, []).append((item, index, name))
     for mac, group in users.items():
         if len(group) < 2:

@@ -54,6 +54,17 @@ class Target:
     placed: tuple[tuple[Manifest, tuple[str, ...]], ...] = ()
 
 
+@dataclass(frozen=True, kw_only=True)
+class Scope:
+    """What a scoped ``watch`` pass covers on one host: the manifests it plans
+    (``plan``), and the objects it reads again (``read``: those, the objects the
+    trigger named, the networks and volumes they reference); the rest of the host
+    is as the session read it last. No prune (orphans need the whole host)."""
+
+    plan: frozenset[ObjectKey]
+    read: frozenset[ObjectKey]
+
+
 def resolve_hosts(
     manifests: ManifestSet,
     *,
@@ -209,6 +220,8 @@ class Run:
     waiting: Callable[[str, str, float], AbstractContextManager[None]] | None = None
     # A read-only run's host, being read already (``plan -c URI``).
     prefetch: Prefetch | None = None
+    # watch: hosts whose pass is scoped (the others: every object).
+    scope: Mapping[str, Scope] = field(default_factory=dict)
 
     def connect_and_observe(self) -> None:
         wanted: dict[str, set[CapsKey]] = {}
@@ -228,10 +241,13 @@ class Run:
             # Capabilities are read once per host per run: a second observation
             # (the convergence check) reuses them.
             reuse = host.name in self.states and self.states[host.name].reachable
+            scope = self.scope.get(host.name)
             try:
                 session = self.sessions.get(host.name) or Session.open(
                     host, read_only=self.read_only
                 )
+                if scope is not None and session.observed is not None:
+                    return session, session.observe_some(scope.read)
                 state = session.observe(capabilities=wanted.get(host.name, ()), reuse=reuse)
                 return session, state
             except errors.HostError as e:
@@ -279,11 +295,16 @@ class Run:
     def build_plans(self) -> None:
         self.place()
         for host in self.target.hosts:
-            desired = [(m, self._render(m)) for m in self.assignments.get(host.name, ())]
+            scope = self.scope.get(host.name)
             self.plans[host.name] = plan.build_host_plan(
-                desired,
+                [
+                    (m, self._render(m))
+                    for m in self.assignments.get(host.name, ())
+                    if scope is None or object_key(m.kind, m.name, m.spec.get("pool")) in scope.plan
+                ],
                 self.states[host.name],
                 self.options,
+                kinds=None if scope is None else frozenset(),  # scoped: no prune
                 placements=self.placements,
                 normalise=hosts.normalise,
             )
@@ -535,6 +556,7 @@ def apply(
             rendered=run.rendered,
             on_result=run.on_result,
             waiting=run.waiting,
+            scope=run.scope,
         )
         results = doing.execute()
         executed = dict(run.plans)

@@ -13,7 +13,7 @@ from reconciler.hosts.calls import Calls, Guard, Progress, Waiting
 from reconciler.hosts.causes import describe
 from reconciler.hosts.events import HostEvent, Watcher
 from reconciler.model import Host
-from reconciler.observed import CapsKey, HostState
+from reconciler.observed import CapsKey, HostState, ObjectKey
 from reconciler.plan import Action
 from reconciler.steps import Step
 
@@ -33,6 +33,8 @@ class Session:
         self._calls = Calls(host, conn)
         self._caps = observe.Capabilities()
         self._watcher = Watcher(host.name, conn)
+        self.observed: HostState | None = None  # the host as last read (``observe``)
+        self.some_read = 0  # objects the last ``observe_some`` read
 
     @property
     def calls(self) -> collections.Counter[str]:
@@ -139,13 +141,28 @@ class Session:
         except libvirt.libvirtError as e:
             raise errors.HostError(self.host.name, describe(e, uri=self.host.uri)) from e
         self._calls.registry.current = registry
-        return HostState(
+        self.observed = HostState(
             host=self.host,
             objects={o.key: o for o in objects},
             registry=registry,
             driver=connection.driver(self.conn),
             capabilities=caps,
         )
+        return self.observed
+
+    def observe_some(self, keys: Iterable[ObjectKey]) -> HostState:
+        """The host as last read (``observed``) with the objects ``keys`` name and
+        the registry read again: a scoped ``watch`` pass. The read before it, over
+        this connection, was a full ``observe``; ``some_read`` counts the objects read."""
+        if self.observed is None:
+            raise errors.HostError(self.host.name, "a scoped read before a full one (a bug)")
+        try:
+            state, self.some_read = observe.some(self.conn, keys, self.observed)
+        except libvirt.libvirtError as e:
+            raise errors.HostError(self.host.name, describe(e, uri=self.host.uri)) from e
+        self._calls.registry.current = state.registry
+        self.observed = state
+        return state
 
     def _capabilities_conn(self) -> libvirt.virConnect:
         """libvirt refuses domain capabilities and secret values on a read-only
