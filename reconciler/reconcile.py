@@ -63,6 +63,21 @@ class Scope:
 
     plan: frozenset[ObjectKey]
     read: frozenset[ObjectKey]
+    # The plan needs no domain outside the scope (it plans no network or volume,
+    # whose users are every domain, and no cloud-init domain, whose old seeds are).
+    narrow: bool = False
+
+    def view(self, state: HostState) -> HostState:
+        """The host as the plan sees it: without the other domains when ``narrow``
+        (a thousand domains' XML is not parsed again for one)."""
+        if not self.narrow:
+            return state
+        return replace(
+            state,
+            objects={
+                k: o for k, o in state.objects.items() if k[0] is not Kind.DOMAIN or k in self.read
+            },
+        )
 
 
 def resolve_hosts(
@@ -302,7 +317,7 @@ class Run:
                     for m in self.assignments.get(host.name, ())
                     if scope is None or object_key(m.kind, m.name, m.spec.get("pool")) in scope.plan
                 ],
-                self.states[host.name],
+                self.states[host.name] if scope is None else scope.view(self.states[host.name]),
                 self.options,
                 kinds=None if scope is None else frozenset(),  # scoped: no prune
                 placements=self.placements,

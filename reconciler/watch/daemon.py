@@ -779,7 +779,13 @@ class Watcher:
             self._mark(Reason.RECONNECT, f"{name}: connected", host=name)
 
     def _update_objects(self, run: Run, target: Target) -> None:
-        for hs in status.build(run.assignments, run.plans, run.states):
+        assignments = {
+            name: tuple(
+                m for m in ms if name not in run.scope or scope.key_of(m) in run.scope[name].plan
+            )
+            for name, ms in run.assignments.items()
+        }
+        for hs in status.build(assignments, run.plans, run.states):
             sc = run.scope.get(hs.host)
             view = self.views.get(hs.host)
             if sc is not None and view is not None:  # the other objects as last shown

@@ -122,6 +122,10 @@ def host_scope(
             return f"{key[0].value}/{key[1]}: no manifest declares it (--prune)"
         if key[0] is Kind.STORAGE_POOL:  # read with its volumes: plan them too
             plan.update(k for k, m in desired.items() if m.spec.get("pool") == key[1])
+    for key in list(plan):  # a domain's cloud-init seed: planned with it (else "old")
+        if key[0] is Kind.DOMAIN:
+            owner = f"Domain/{key[1]}"
+            plan.update(k for k, m in desired.items() if m.owner == owner)
     read = plan | named
     for key in plan:
         m = desired.get(key)
@@ -132,7 +136,12 @@ def host_scope(
             for r in KINDS[m.kind].references(m)
             if r.kind in _READ_REFERENCES
         )
-    return Scope(plan=frozenset(plan), read=frozenset(read))
+    narrow = all(
+        k[0] in (Kind.DOMAIN, Kind.STORAGE_POOL)
+        and (k not in desired or "cloudInit" not in desired[k].spec)
+        for k in plan
+    )
+    return Scope(plan=frozenset(plan), read=frozenset(read), narrow=narrow)
 
 
 # --- reading only the changed files ------------------------------------------------------

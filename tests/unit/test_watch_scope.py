@@ -134,6 +134,7 @@ def test_a_scope_plans_the_named_objects_and_reads_their_references_again(
     assert got == Scope(
         plan=frozenset({DOMAIN_WEB_1}),
         read=frozenset({DOMAIN_WEB_1, object_key(Kind.NETWORK, "lan")}),
+        narrow=True,  # a domain's plan needs no other domain
     )
     pool = object_key(Kind.STORAGE_POOL, "images")
     volume = object_key(Kind.VOLUME, "disk.qcow2", "images")
@@ -148,7 +149,7 @@ def test_with_prune_an_event_on_an_undeclared_object_needs_a_full_pass(tmp_path:
         (_state(), "Domain/stray: no manifest declares it (--prune)"),  # not read yet
         (
             _state(Observed(kind=Kind.DOMAIN, name="stray", xml="<domain/>")),
-            Scope(plan=frozenset(), read=frozenset({stray})),  # read: not ours
+            Scope(plan=frozenset(), read=frozenset({stray}), narrow=True),  # read: not ours
         ),
     ):
         assert (
@@ -157,7 +158,7 @@ def test_with_prune_an_event_on_an_undeclared_object_needs_a_full_pass(tmp_path:
         )
     assert scope.host_scope(
         ms.objects, frozenset(), frozenset({stray}), prune=False, last=_state()
-    ) == Scope(plan=frozenset(), read=frozenset({stray}))
+    ) == Scope(plan=frozenset(), read=frozenset({stray}), narrow=True)
 
 
 def test_reload_reads_only_the_changed_file_and_equals_a_full_read(tmp_path: Path) -> None:
@@ -219,6 +220,16 @@ def test_a_cloud_init_domain_edit_is_scoped_and_a_new_seed_is_a_full_pass(
     (d / "web.yaml").write_text(domain("web", memory="96MiB", extra=seed.format("a")))
     got = scope.changed(old, load(d))
     assert got.objects == {"default": frozenset({object_key(Kind.DOMAIN, "web")})}
+    # Drift on the domain: its seed is planned with it (else it would look like an old seed).
+    web = object_key(Kind.DOMAIN, "web")
+    got_scope = scope.host_scope(
+        old.objects, frozenset(), frozenset({web}), prune=False, last=_state()
+    )
+    assert isinstance(got_scope, Scope)
+    seeds = [m for m in old.objects if m.owner == "Domain/web"]
+    assert len(seeds) == 1
+    assert got_scope.plan == {web, scope.key_of(seeds[0])}
+    assert not got_scope.narrow
     (d / "web.yaml").write_text(domain("web", extra=seed.format("b")))
     assert "no longer declared" in (scope.changed(old, load(d)).full or "")
 
