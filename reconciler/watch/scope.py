@@ -80,7 +80,7 @@ def changed(old: ManifestSet, new: ManifestSet) -> Changed:
     out: dict[str, set[ObjectKey]] = {}
     for (key, hosts), m in after.items():
         was = before.get((key, hosts))
-        if was is not None and _same(was, m):
+        if was is m or (was is not None and _same(was, m)):
             continue
         why = _unscopable(m, hosts)
         if why is not None:
@@ -156,6 +156,24 @@ def _crosses(m: Manifest) -> bool:
     return m.kind is Kind.SECRET or (m.kind is Kind.VOLUME and "encryption" in m.spec)
 
 
+def _known(files: Sequence[str], paths: Collection[str]) -> list[str] | None:
+    """Each of ``paths`` as ``files`` names it (None: one is not among them).
+    Compared as absolute paths first (no system call), then resolved (symlinks)."""
+    by_abs = {os.path.abspath(f): f for f in files}
+    by_real: dict[str, str] | None = None
+    out = []
+    for p in paths:
+        found = by_abs.get(os.path.abspath(p))
+        if found is None:
+            if by_real is None:
+                by_real = {os.path.realpath(f): f for f in files}
+            found = by_real.get(os.path.realpath(p))
+        if found is None:
+            return None
+        out.append(found)
+    return out
+
+
 def reload(previous: ManifestSet, files: Collection[str]) -> ManifestSet | None:
     """``previous`` with only the manifest ``files`` (changed on disk) read again,
     when that is sure to give what reading every file gives; else None (read all).
@@ -165,19 +183,19 @@ def reload(previous: ManifestSet, files: Collection[str]) -> ManifestSet | None:
     the files; an object no longer declared, one declared twice or a MAC used
     twice sends the caller to a full read, which reports them.
     """
-    known = {os.path.realpath(f): f for f in previous.files}
-    wanted = {os.path.realpath(f) for f in files}
-    if not wanted or not wanted <= known.keys() or not all(map(os.path.isfile, wanted)):
+    named = _known(previous.files, files)
+    if named is None or not all(map(os.path.isfile, named)):
         return None  # a file created, deleted or moved: the set of files changed
     if any(_crosses(m) for m in previous.objects):
         return None
-    host_files = {os.path.realpath(h.source.file) for h in previous.hosts if h.source is not None}
-    if wanted & host_files:
+    host_files = {h.source.file for h in previous.hosts if h.source is not None}
+    if {os.path.abspath(f) for f in host_files} & {os.path.abspath(f) for f in named}:
         return None
-    loaded = manifests.load(sorted(known[f] for f in wanted | host_files))
+    loaded = manifests.load(sorted(set(named) | host_files))
+    wanted = {os.path.abspath(f) for f in named}
 
     def source(m: Manifest) -> str:
-        return os.path.realpath(m.source.file)
+        return os.path.abspath(m.source.file)
 
     fresh = [m for m in loaded.objects if source(m) in wanted]
     kept = [m for m in previous.objects if source(m) not in wanted]

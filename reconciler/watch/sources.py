@@ -43,8 +43,9 @@ class Snapshot:
 
 
 class Notify(Protocol):
-    """How a source marks work: why, a text for the log, and the manifest file
-    that changed when it knows one (``path``; a scoped pass may then read only it)."""
+    """How a source marks work: why, a text for the log, and what changed when it
+    knows (``path``): a manifest file (a scoped pass may read only that file), or
+    a new git checkout (a scoped pass compares its objects with those applied)."""
 
     def __call__(self, reason: Reason, cause: str = "", *, path: str | None = None) -> None: ...
 
@@ -227,7 +228,8 @@ class GitSource:
             f" (was {previous[:12]})" if previous else "",
         )
         if self._notify is not None:
-            self._notify(Reason.GIT, f"git {sha[:12]}")
+            checkout = self.cache / "checkouts" / sha
+            self._notify(Reason.GIT, f"git {sha[:12]}", path=str(checkout))
         return True
 
     def snapshot(self) -> Snapshot | None:

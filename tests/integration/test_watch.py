@@ -597,3 +597,33 @@ def test_a_removed_manifest_and_resync_are_full_passes(
     wait_for(lambda: bool(_passes(caplog)), 5, "the reload's pass")
     assert w.wait_idle(5)
     assert "scoped" not in _passes(caplog)[0]
+
+
+def test_a_new_git_revision_is_a_scoped_pass_of_the_objects_it_changes(
+    repo: tuple[Path, Path],
+    tmp_path: Path,
+    host_uri: str,
+    conn: Callable[[str], libvirt.virConnect],
+    start_watch: Start,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("INFO", logger="reconciler")
+    origin, work = repo
+    c = conn(host_uri)
+    w = start_watch(
+        paths=("lab",),
+        git_url=str(origin),
+        git_ref="main",
+        interval=0.3,
+        cache_dir=tmp_path / "cache",
+        connect=host_uri,
+    )
+    wait_for(lambda: domain_exists(c), 10, "the first revision is applied")
+    assert w.wait_idle(5)
+    caplog.clear()
+    second = push(work, "96MiB", "more memory")
+    wait_for(lambda: memory_kib(c) == 96 * 1024, 5, "the pushed revision is applied")
+    wait_for(lambda: w.health()["revision"] == second, 5, "the revision is remembered")
+    applied = [p for p in _passes(caplog) if "1 change(s)" in p]
+    assert len(applied) == 1 and f"git {second[:12]}" in applied[0]
+    assert "(scoped: 1 object)" in applied[0]
