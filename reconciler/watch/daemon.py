@@ -469,7 +469,9 @@ class Watcher:
             self.passes += 1
             self._drop_dead_sessions(target.hosts)
             sub = dataclasses.replace(target, hosts=hosts)
-            scopes = {h.name: scopes[h.name] for h in hosts if h.name in scopes}
+            # Observing only (the coordination backend is silent): every object, as
+            # --dry-run, so the pending changes it reports are the whole host's.
+            scopes = {} if dry else {h.name: scopes[h.name] for h in hosts if h.name in scopes}
             try:
                 with self.lock(hosts):
                     outcomes = self._reconcile(sub, desired, dry, scopes)
