@@ -627,3 +627,23 @@ def test_a_new_git_revision_is_a_scoped_pass_of_the_objects_it_changes(
     applied = [p for p in _passes(caplog) if "1 change(s)" in p]
     assert len(applied) == 1 and f"git {second[:12]}" in applied[0]
     assert "(scoped: 1 object)" in applied[0]
+
+
+def test_a_plan_time_problem_in_a_scoped_pass_is_reported_by_a_full_one(
+    fleet: Path, watch_folder: WatchFolder, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="reconciler")
+    w, c = watch_folder()
+    wait_for(lambda: domain_exists(c, "vrt-w13"), 5, "the fleet is defined")
+    assert w.wait_idle(5)
+    caplog.clear()
+
+    text = (fleet / "domain-7.yaml").read_text().replace("vrt-wnet", "vrt-nowhere")
+    (fleet / "domain-7.yaml").write_text(text)
+    wait_for(lambda: bool(_passes(caplog)), 5, "the edit's pass")
+    assert w.wait_idle(5)
+    messages = [r.getMessage() for r in caplog.records]
+    assert "a scoped pass found a plan-time problem; planning every object instead" in messages
+    failed = _passes(caplog)[0]
+    assert "default failed" in failed and "scoped" not in failed, failed
+    assert any("network 'vrt-nowhere' does not exist" in m for m in messages), messages
