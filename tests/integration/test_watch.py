@@ -530,16 +530,27 @@ def fleet(manifests: Path) -> Path:
     return manifests
 
 
+@pytest.fixture
+def watch_fleet(watch_folder: WatchFolder, caplog: pytest.LogCaptureFixture) -> WatchFolder:
+    """Watch the fleet; returns once it is defined, with the log captured from then on."""
+
+    def start(**options: object) -> tuple[watch.Watcher, libvirt.virConnect]:
+        caplog.set_level("INFO", logger="reconciler")
+        w, c = watch_folder(**options)
+        wait_for(lambda: domain_exists(c, "vrt-w13"), 5, "the fleet is defined")
+        assert w.wait_idle(5)
+        caplog.clear()
+        return w, c
+
+    return start
+
+
 def test_one_edited_manifest_among_many_is_a_scoped_pass(
-    fleet: Path, watch_folder: WatchFolder, caplog: pytest.LogCaptureFixture
+    fleet: Path, watch_fleet: WatchFolder, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level("INFO", logger="reconciler")
-    w, c = watch_folder()
-    wait_for(lambda: domain_exists(c, "vrt-w13"), 5, "the fleet is defined")
-    assert w.wait_idle(5)
+    w, c = watch_fleet()
     full = _pass_objects(w, "full")
     assert full >= 14  # the first pass planned every object
-    caplog.clear()
 
     text = (fleet / "domain-7.yaml").read_text().replace("64MiB", "96MiB")
     (fleet / "domain-7.yaml").write_text(text)
@@ -555,13 +566,9 @@ def test_one_edited_manifest_among_many_is_a_scoped_pass(
 
 
 def test_drift_on_one_domain_is_corrected_by_a_scoped_pass(
-    fleet: Path, watch_folder: WatchFolder, caplog: pytest.LogCaptureFixture
+    fleet: Path, watch_fleet: WatchFolder, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level("INFO", logger="reconciler")
-    w, c = watch_folder()
-    wait_for(lambda: domain_exists(c, "vrt-w13"), 5, "the fleet is defined")
-    assert w.wait_idle(5)
-    caplog.clear()
+    w, c = watch_fleet()
 
     el = etree.fromstring(
         c.lookupByName("vrt-w9").XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE).encode()
@@ -578,13 +585,9 @@ def test_drift_on_one_domain_is_corrected_by_a_scoped_pass(
 
 
 def test_a_removed_manifest_and_resync_are_full_passes(
-    fleet: Path, watch_folder: WatchFolder, caplog: pytest.LogCaptureFixture
+    fleet: Path, watch_fleet: WatchFolder, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level("INFO", logger="reconciler")
-    w, c = watch_folder(prune=True)
-    wait_for(lambda: domain_exists(c, "vrt-w13"), 5, "the fleet is defined")
-    assert w.wait_idle(5)
-    caplog.clear()
+    w, c = watch_fleet(prune=True)
 
     (fleet / "domain-13.yaml").unlink()  # pruning needs every object in view
     wait_for(lambda: not domain_exists(c, "vrt-w13"), 5, "the domain is pruned")
@@ -630,13 +633,9 @@ def test_a_new_git_revision_is_a_scoped_pass_of_the_objects_it_changes(
 
 
 def test_a_plan_time_problem_in_a_scoped_pass_is_reported_by_a_full_one(
-    fleet: Path, watch_folder: WatchFolder, caplog: pytest.LogCaptureFixture
+    fleet: Path, watch_fleet: WatchFolder, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level("INFO", logger="reconciler")
-    w, c = watch_folder()
-    wait_for(lambda: domain_exists(c, "vrt-w13"), 5, "the fleet is defined")
-    assert w.wait_idle(5)
-    caplog.clear()
+    w, _c = watch_fleet()
 
     text = (fleet / "domain-7.yaml").read_text().replace("vrt-wnet", "vrt-nowhere")
     (fleet / "domain-7.yaml").write_text(text)
