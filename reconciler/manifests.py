@@ -976,7 +976,7 @@ def _checked_documents(
     """The documents of one file, each with ``_validate``'s verdict.
 
     A file whose every document is valid is cached on disk (``reconciler.cache``,
-    keyed by its name and bytes), so an unchanged folder is neither composed nor
+    keyed by its bytes), so an unchanged folder is neither composed nor
     schema-checked again: both cost milliseconds per document. A file with a
     problem is never cached (its errors come from the full checks every time).
     """
@@ -984,7 +984,9 @@ def _checked_documents(
     if data is None:
         with contextlib.suppress(OSError), open(file, "rb") as stream:
             data = read[file] = stream.read(MAX_FILE_BYTES + 1)
-    entry = cache.entry("manifests", file.encode(), data) if data is not None else None
+    # Keyed by the bytes alone (nothing cached depends on where the file is): a new
+    # git checkout, a folder elsewhere, reads its unchanged files from the cache.
+    entry = cache.entry("manifests", data) if data is not None else None
     cached = cache.read(entry) if entry is not None else None
     if cached is not None:
         with contextlib.suppress(ValueError, KeyError, TypeError):
