@@ -11,6 +11,10 @@ is left) for ``apply`` and ``watch``; it returns one ``Applied`` report that
 Per-host work runs in a thread per host, so independent hosts proceed in
 parallel and one unreachable host does not hold up the others.
 
+``Run.scope`` (``watch`` only) narrows a host to some objects: only they are
+read again (the rest as the session read it last), planned, executed and
+checked; nothing is pruned.
+
 Domains with ``spec.placement`` are assigned to a host only after every host
 was observed (``placement.decide``). When define or start of a new placed
 domain fails, ``execute`` has already rolled it back on that host; ``Run``
