@@ -393,13 +393,11 @@ def record_of(xml: str) -> ownership.Record | None:
 # --- a scoped read (watch) -------------------------------------------------------------
 
 
-def some(
-    conn: libvirt.virConnect, keys: Iterable[ObjectKey], base: HostState
-) -> tuple[HostState, int]:
+def some(conn: libvirt.virConnect, keys: Iterable[ObjectKey], base: HostState) -> HostState:
     """``base`` (an earlier full read of the host) with the objects ``keys`` name
-    and the registry read again: what a scoped ``watch`` pass sees, and how many
-    objects it read. A key of an object that is gone drops it; a pool is read with
-    its volumes; secrets are not read here (a pass that changes one is full)."""
+    and the registry read again: what a scoped ``watch`` pass sees. A key of an
+    object that is gone drops it; a pool is read with its volumes; secrets are not
+    read here (a pass that changes one is full)."""
     registry = ownership.Registry()
     found = unless_gone(lambda: API[Kind.NETWORK].lookup(conn, ownership.REGISTRY_NETWORK))
     if found is not None:
@@ -413,15 +411,13 @@ def some(
                 objects[key] = replace(o, record=registry.volumes.get(f"{o.pool}/{o.name}"))
             elif o.kind is Kind.SECRET:
                 objects[key] = replace(o, record=registry.secrets.get(o.name))
-    read = 0
     for kind, name in sorted(set(keys), key=lambda k: (k[0].order, k[1])):
         objects.pop((kind, name), None)
         if kind is Kind.STORAGE_POOL:  # read again with its volumes
             for key in [k for k, o in objects.items() if o.kind is Kind.VOLUME and o.pool == name]:
                 del objects[key]
-        read += 1
         objects.update((o.key, o) for o in _read_one(conn, kind, name, registry))
-    return replace(base, objects=objects, registry=registry), read
+    return replace(base, objects=objects, registry=registry)
 
 
 def _read_one(

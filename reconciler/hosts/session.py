@@ -34,7 +34,6 @@ class Session:
         self._caps = observe.Capabilities()
         self._watcher = Watcher(host.name, conn)
         self.observed: HostState | None = None  # the host as last read (``observe``)
-        self.some_read = 0  # objects the last ``observe_some`` read
 
     @property
     def calls(self) -> collections.Counter[str]:
@@ -153,11 +152,11 @@ class Session:
     def observe_some(self, keys: Iterable[ObjectKey]) -> HostState:
         """The host as last read (``observed``) with the objects ``keys`` name and
         the registry read again: a scoped ``watch`` pass. The read before it, over
-        this connection, was a full ``observe``; ``some_read`` counts the objects read."""
+        this connection, was a full ``observe``."""
         if self.observed is None:
             raise errors.HostError(self.host.name, "a scoped read before a full one (a bug)")
         try:
-            state, self.some_read = observe.some(self.conn, keys, self.observed)
+            state = observe.some(self.conn, keys, self.observed)
         except libvirt.libvirtError as e:
             raise errors.HostError(self.host.name, describe(e, uri=self.host.uri)) from e
         self._calls.registry.current = state.registry
