@@ -627,6 +627,7 @@ def test_a_new_git_revision_is_a_scoped_pass_of_the_objects_it_changes(
     second = push(work, "96MiB", "more memory")
     wait_for(lambda: memory_kib(c) == 96 * 1024, 5, "the pushed revision is applied")
     wait_for(lambda: w.health()["revision"] == second, 5, "the revision is remembered")
+    assert w.wait_idle(5)  # the pass has logged its line
     applied = [p for p in _passes(caplog) if "1 change(s)" in p]
     assert len(applied) == 1 and f"git {second[:12]}" in applied[0]
     assert "(scoped: 1 object)" in applied[0]
