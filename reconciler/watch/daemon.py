@@ -607,6 +607,7 @@ class Watcher:
                 batch.full(h.name)
                 or session is None
                 or session.observed is None
+                or not session.alive()
                 or last is None
                 or last.result is not HostResult.OK
                 or self._applied.get(h.name) != previous.digest
