@@ -646,14 +646,40 @@ def _warn_in_memory(target: Target, err: Console) -> None:
 
 
 def _plan_or_apply(args: argparse.Namespace, out: Console, err: Console) -> int:
-    # plan -c URI: read the host while the manifests load (apply reads it under its lock).
-    early = args.connect and not _applying(args) and not args.hosts_override
-    prefetch = reconcile.Prefetch(args.connect) if early else None
-    try:
-        return _plan_or_apply_loaded(args, out, err, prefetch)
-    finally:
-        if prefetch is not None:
-            prefetch.discard()  # unused: a bad manifest, or Host documents
+    # -c URI: read the host while the manifests load. An apply takes the host's
+    # lock first, so it still reads the host under its lock (--coordination
+    # locks other hosts first: there the read waits for the manifests).
+    applying = _applying(args)
+    early = args.connect and not args.hosts_override
+    if applying and getattr(args, "coordination", None):
+        early = False
+    with contextlib.ExitStack() as held:
+        args.locked = ()
+        if early and applying:
+            host = Host(name=reconcile.DEFAULT_HOST, uri=args.connect)
+            held.enter_context(_lock([host], args, err))
+            args.locked = (host.uri,)
+        prefetch = reconcile.Prefetch(args.connect, read_only=not applying) if early else None
+        try:
+            return _plan_or_apply_loaded(args, out, err, prefetch)
+        finally:
+            if prefetch is not None:
+                prefetch.discard()  # unused: a bad manifest, or Host documents
+
+
+def _lock(
+    hosts: Sequence[Host], args: argparse.Namespace, err: Console
+) -> contextlib.AbstractContextManager[None]:
+    """This machine's lock of ``hosts`` for an apply, waiting up to --lock-timeout."""
+
+    def waiting(host: Host, holder: lock.Holder) -> None:
+        err.print(
+            f"waiting up to {args.lock_timeout:g}s for host {escape(host.name)}: "
+            f"locked by {escape(str(holder))}",
+            style="yellow",
+        )
+
+    return lock.hold(hosts, timeout=args.lock_timeout, command="apply", on_wait=waiting)
 
 
 def _plan_or_apply_loaded(
@@ -673,23 +699,15 @@ def _plan_or_apply_loaded(
         targets=_selection(args).targets,
     )
     applying = _applying(args)
-
-    def waiting(host: Host, holder: lock.Holder) -> None:
-        err.print(
-            f"waiting up to {args.lock_timeout:g}s for host {escape(host.name)}: "
-            f"locked by {escape(str(holder))}",
-            style="yellow",
-        )
-
     # plan and --dry-run change nothing, so they take no lock.
     # The distributed locks first, then this machine's (the order a watch pass takes them).
     with contextlib.ExitStack() as held:
         if applying and getattr(args, "coordination", None):
             args.guard = held.enter_context(_coordinated(args, target))
-        if applying:
-            held.enter_context(
-                lock.hold(target.hosts, timeout=args.lock_timeout, command="apply", on_wait=waiting)
-            )
+        # Locked before the manifests loaded (apply -c URI): not again (flock would wait).
+        unlocked = [h for h in target.hosts if h.uri not in args.locked]
+        if applying and unlocked:
+            held.enter_context(_lock(unlocked, args, err))
         return _reconcile(args, target, options, out, err, prefetch)
 
 

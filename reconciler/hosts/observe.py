@@ -381,3 +381,34 @@ def record_of(xml: str) -> ownership.Record | None:
         return ownership.read_record(etree.fromstring(xml.encode()))
     except etree.XMLSyntaxError:
         return None
+
+
+# --- reading some objects again (the convergence check after an apply) ---------------
+
+
+def registry(conn: libvirt.virConnect) -> ownership.Registry:
+    """The host's registry alone (empty when the host has none yet)."""
+    try:
+        net = conn.networkLookupByName(ownership.REGISTRY_NETWORK)
+        return ownership.Registry.from_xml(_net_xml(net, inactive=True))
+    except libvirt.libvirtError as e:
+        if e.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
+            return ownership.Registry()
+        raise
+
+
+def named(
+    conn: libvirt.virConnect, kind: Kind, name: str, registry: ownership.Registry
+) -> list[Observed]:
+    """One domain, network or pool (a pool with its volumes) by name; [] when gone."""
+
+    def read() -> list[Observed]:
+        if kind is Kind.DOMAIN:
+            return read_domains([API[Kind.DOMAIN].lookup(conn, name)], parallel=False)
+        if kind is Kind.NETWORK:
+            return [observe_network(API[Kind.NETWORK].lookup(conn, name), name)]
+        if kind is Kind.STORAGE_POOL:
+            return observe_pool(API[Kind.STORAGE_POOL].lookup(conn, name), registry)
+        raise ValueError(f"{kind.value} objects are only read with the whole host")
+
+    return unless_gone(read) or []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 from collections.abc import Callable, Iterable
 
 import libvirt
@@ -12,8 +13,8 @@ from reconciler.hosts import connection, observe
 from reconciler.hosts.calls import Calls, Guard, Progress, Waiting
 from reconciler.hosts.causes import describe
 from reconciler.hosts.events import HostEvent, Watcher
-from reconciler.model import Host
-from reconciler.observed import CapsKey, HostState
+from reconciler.model import Host, Kind
+from reconciler.observed import CapsKey, HostState, ObjectKey
 from reconciler.plan import Action
 from reconciler.steps import Step
 
@@ -146,6 +147,40 @@ class Session:
             driver=connection.driver(self.conn),
             capabilities=caps,
         )
+
+    def observe_again(self, state: HostState, keys: Iterable[ObjectKey]) -> HostState:
+        """``state`` with the objects ``keys`` read again, and the registry: what a
+        convergence check needs after an apply that changed only those objects.
+
+        A domain or network is read by name, a pool with all its volumes, a
+        volume with its pool (and the pool's other volumes); one gone now is
+        left out. Secrets are read only with the whole host (``observe``).
+        """
+        objects = dict(state.objects)
+        pools: set[str] = set()
+        try:
+            registry = observe.registry(self.conn)
+            for kind, name in keys:
+                if kind in (Kind.STORAGE_POOL, Kind.VOLUME):
+                    pools.add(name.partition("/")[0] if kind is Kind.VOLUME else name)
+                    continue
+                found = observe.named(self.conn, kind, name, registry)
+                objects.pop((kind, name), None)
+                objects.update((o.key, o) for o in found)
+            for pool in sorted(pools):
+                gone = [
+                    k
+                    for k, o in objects.items()
+                    if k == (Kind.STORAGE_POOL, pool) or (o.kind is Kind.VOLUME and o.pool == pool)
+                ]
+                for key in gone:
+                    del objects[key]
+                found = observe.named(self.conn, Kind.STORAGE_POOL, pool, registry)
+                objects.update((o.key, o) for o in found)
+        except libvirt.libvirtError as e:
+            raise errors.HostError(self.host.name, describe(e, uri=self.host.uri)) from e
+        self._calls.registry.current = registry
+        return dataclasses.replace(state, objects=objects, registry=registry)
 
     def _capabilities_conn(self) -> libvirt.virConnect:
         """libvirt refuses domain capabilities and secret values on a read-only
