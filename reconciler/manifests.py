@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import jsonschema
 import pathspec
 import yaml
 from lxml import etree
@@ -369,15 +368,16 @@ def _is_integer(_checker: Any, instance: Any) -> bool:
     return isinstance(instance, int) and not isinstance(instance, bool)
 
 
-_Validator = jsonschema.validators.extend(
-    jsonschema.Draft202012Validator,
-    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
-)
-
-
 @functools.cache
 def _validator(kind: model.Kind) -> Any:
-    return _Validator(json.loads(schema_text(kind)))
+    # jsonschema loads here, on first use: a folder the cache knows needs none.
+    import jsonschema
+
+    checker = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer)
+    validator = jsonschema.validators.extend(
+        jsonschema.Draft202012Validator, type_checker=checker
+    )
+    return validator(json.loads(schema_text(kind)))
 
 
 def schema_text(kind: model.Kind) -> str:
