@@ -1184,7 +1184,7 @@ def _watch_parser(sub: Any) -> None:
     w.add_argument(
         "--lease",
         type=_duration,
-        default=coordination.DEFAULT_LEASE,
+        default=defaults.DEFAULT_LEASE,
         metavar="DURATION",
         help="with --coordination: a replica that stops heartbeating loses its hosts and "
         "locks after this long (default 10s; whole seconds, at least 2s)",
@@ -1214,7 +1214,7 @@ def _watch(args: argparse.Namespace, err: Console) -> int:
         metrics_addr=None if args.no_metrics else args.metrics_addr,
         dry_run=args.dry_run,
     )
-    if (args.replica_id or args.lease != coordination.DEFAULT_LEASE) and not args.coordination:
+    if (args.replica_id or args.lease != defaults.DEFAULT_LEASE) and not args.coordination:
         raise errors.ReconcileError("--replica-id and --lease need --coordination URL")
     if args.lease < 2:
         raise errors.ReconcileError(
