@@ -2,11 +2,11 @@
 
     resolve hosts -> observe every host (in parallel) -> render -> place
     -> plan -> execute (per host, in parallel; placement fallbacks)
-    -> observe again -> converged?
+    -> observe and plan again what was written -> converged?
 
-``apply`` is the one apply sequence (gate → execute → observe again → what
-is left) for ``apply`` and ``watch``; it returns one ``Applied`` report that
-``cli`` and ``watch`` only format and log.
+``apply`` is the one apply sequence (gate → execute → check again what was
+written, ``Run.check_again`` → what is left) for ``apply`` and ``watch``; it
+returns one ``Applied`` report that ``cli`` and ``watch`` only format and log.
 
 Per-host work runs in a thread per host, so independent hosts proceed in
 parallel and one unreachable host does not hold up the others.
@@ -607,7 +607,8 @@ def apply(
     per_host: bool = False,
     before_execute: Callable[[Mapping[str, plan.HostPlan]], None] | None = None,
 ) -> Applied:
-    """Gate, execute, observe again, and what is left: the one apply sequence.
+    """Gate, execute, check again what was written, and what is left: the one
+    apply sequence.
 
     ``run`` is observed and planned already. A plan-time problem on a
     reachable host blocks every host, or with ``per_host`` (``watch``) only
