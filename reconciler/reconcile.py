@@ -441,13 +441,24 @@ class Run:
                     fresh = session.observe_again(state, written)
             except errors.HostError as e:
                 fresh = HostState(host=host, reachable=False, error=str(e))
-            options = self.options
+            options, seen = self.options, fresh
             if scope is not None:
                 desired = tuple(m for m in desired if _key(m) in scope)
                 options = replace(options, targets=frozenset(_ref(k) for k in scope))
+            if scope is not None and all(kind is Kind.DOMAIN for kind, _ in scope):
+                # A domain's plan reads no other domain (volumes and networks read
+                # them: their users): the planner need not go through them all.
+                seen = replace(
+                    fresh,
+                    objects={
+                        k: o
+                        for k, o in fresh.objects.items()
+                        if o.kind is not Kind.DOMAIN or k in scope
+                    },
+                )
             again = plan.build_host_plan(
                 [(m, self._render(m)) for m in desired],
-                fresh,
+                seen,
                 options,
                 placements=self.placements,
                 normalise=hosts.normalise,
