@@ -22,11 +22,10 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pathspec
 import yaml
 from lxml import etree
 from yaml._yaml import CParser
@@ -34,6 +33,9 @@ from yaml._yaml import CParser
 from reconciler import cache, cloudinit, errors, images, model, render, units
 from reconciler.defaults import IGNORE_FILE
 from reconciler.render import identity
+
+if TYPE_CHECKING:
+    import pathspec
 
 SCHEMA_PACKAGE = "reconciler"  # the JSON Schemas ship in it: reconciler/schemas/<Kind>.json
 MAX_FILE_BYTES = 4 << 20
@@ -290,7 +292,13 @@ def _read_documents(
 # Files
 
 
-_Rules = list[tuple[str, pathspec.GitIgnoreSpec]]
+_Rules = list[tuple[str, "pathspec.GitIgnoreSpec"]]
+
+
+def _gitignore(lines: Iterable[str]) -> pathspec.GitIgnoreSpec:
+    import pathspec  # on first use: most folders have no ignore file and no --exclude
+
+    return pathspec.GitIgnoreSpec.from_lines(lines)
 
 
 def _manifest_files(
@@ -308,7 +316,7 @@ def _manifest_files(
     """
     found: list[str] = []
     seen: set[str] = set()
-    excluded = pathspec.GitIgnoreSpec.from_lines(exclude)
+    excluded = _gitignore(exclude) if exclude else None
 
     def add(display: str) -> None:
         real = display if display == STDIN_NAME else os.path.realpath(display)
@@ -328,7 +336,7 @@ def _manifest_files(
                     ignore = os.path.join(root, IGNORE_FILE)
                     try:
                         with open(ignore, encoding="utf-8") as stream:
-                            here = [*here, (root, pathspec.GitIgnoreSpec.from_lines(stream))]
+                            here = [*here, (root, _gitignore(stream))]
                     except (OSError, UnicodeDecodeError, ValueError) as exc:
                         problems.append(
                             errors.Problem(file=ignore, line=0, path="", message=f"{exc}")
@@ -338,7 +346,11 @@ def _manifest_files(
                     name: str, tail: str, given: str = given, root: str = root, here: _Rules = here
                 ) -> bool:
                     path = os.path.join(root, name)
-                    return excluded.match_file(os.path.relpath(path, given) + tail) or any(
+                    if excluded is not None and excluded.match_file(
+                        os.path.relpath(path, given) + tail
+                    ):
+                        return True
+                    return any(
                         spec.match_file(os.path.relpath(path, base) + tail) for base, spec in here
                     )
 
@@ -350,7 +362,7 @@ def _manifest_files(
                     if not skipped(name, ""):
                         add(os.path.join(root, name))
         elif os.path.exists(given):
-            if not excluded.match_file(given):
+            if excluded is None or not excluded.match_file(given):
                 add(given)
         else:
             problems.append(
