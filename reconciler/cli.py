@@ -655,8 +655,9 @@ def _warn_in_memory(target: Target, err: Console) -> None:
 
 def _plan_or_apply(args: argparse.Namespace, out: Console, err: Console) -> int:
     # -c URI: read the host while the manifests load. An apply takes the host's
-    # lock first, so it still reads the host under its lock (--coordination
-    # locks other hosts first: there the read waits for the manifests).
+    # lock first, so it still reads the host under its lock; when another run
+    # holds it (or with --coordination, whose locks come first) the apply waits
+    # for it after loading, as without -c: a bad manifest is reported at once.
     applying = _applying(args)
     early = args.connect and not args.hosts_override
     if applying and getattr(args, "coordination", None):
@@ -665,8 +666,11 @@ def _plan_or_apply(args: argparse.Namespace, out: Console, err: Console) -> int:
         args.locked = ()
         if early and applying:
             host = Host(name=reconcile.DEFAULT_HOST, uri=args.connect)
-            held.enter_context(_lock([host], args, err))
-            args.locked = (host.uri,)
+            try:
+                held.enter_context(lock.hold([host], timeout=0, command="apply"))
+                args.locked = (host.uri,)
+            except lock.HostLocked:
+                early = False
         prefetch = reconcile.Prefetch(args.connect, read_only=not applying) if early else None
         try:
             return _plan_or_apply_loaded(args, out, err, prefetch)
