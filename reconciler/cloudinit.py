@@ -34,10 +34,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import pycdlib
-import pycdlib.dates
-import pycdlib.headervd
-import pycdlib.pycdlib
 import yaml
 
 MAX_SEED_BYTES = 10 << 20
@@ -133,15 +129,19 @@ class _FixedClock:
         return getattr(self._real, name)
 
 
-_CLOCKED = (pycdlib.dates, pycdlib.headervd, pycdlib.pycdlib)
-
-
 def build_iso(files: Mapping[str, bytes]) -> bytes:
     """The ISO 9660 image (label ``cidata``, Joliet and Rock Ridge names) with ``files``."""
+    # pycdlib loads here, on first use: most runs build no seed.
+    import pycdlib
+    import pycdlib.dates
+    import pycdlib.headervd
+    import pycdlib.pycdlib
+
+    clocked = (pycdlib.dates, pycdlib.headervd, pycdlib.pycdlib)
     iso = pycdlib.PyCdlib()
     with _CLOCK_LOCK:
-        saved = [m.time for m in _CLOCKED]
-        for m in _CLOCKED:
+        saved = [m.time for m in clocked]
+        for m in clocked:
             m.time = _FixedClock(time)  # type: ignore[attr-defined]
         try:
             iso.new(interchange_level=3, vol_ident=VOLUME_LABEL, joliet=3, rock_ridge="1.09")
@@ -160,7 +160,7 @@ def build_iso(files: Mapping[str, bytes]) -> bytes:
             out = io.BytesIO()
             iso.write_fp(out)
         finally:
-            for m, clock in zip(_CLOCKED, saved, strict=True):
+            for m, clock in zip(clocked, saved, strict=True):
                 m.time = clock  # type: ignore[attr-defined]
             iso.close()
     return out.getvalue()

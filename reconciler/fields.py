@@ -16,7 +16,7 @@ field: SPEC §4 "field": null for overlay-only changes).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,7 +128,29 @@ def _compile(kind: Kind) -> tuple[Field, ...]:
     return tuple(out)
 
 
-FIELDS: Mapping[Kind, tuple[Field, ...]] = {kind: _compile(kind) for kind in render.RENDERERS}
+class _Compiled(Mapping[Kind, tuple[Field, ...]]):
+    """Each kind's fields, compiled on first use: a run without changes needs none
+    (compiling every pattern costs tens of milliseconds at start-up)."""
+
+    def __init__(self) -> None:
+        self._done: dict[Kind, tuple[Field, ...]] = {}
+
+    def __getitem__(self, kind: Kind) -> tuple[Field, ...]:
+        if kind not in render.RENDERERS:
+            raise KeyError(kind)
+        found = self._done.get(kind)
+        if found is None:  # two threads may both compile: the same, one kept
+            found = self._done.setdefault(kind, _compile(kind))
+        return found
+
+    def __iter__(self) -> Iterator[Kind]:
+        return iter(render.RENDERERS)
+
+    def __len__(self) -> int:
+        return len(render.RENDERERS)
+
+
+FIELDS: Mapping[Kind, tuple[Field, ...]] = _Compiled()
 
 
 # Friendly fields that are not libvirt XML (where the object lives, how it is

@@ -18,7 +18,6 @@ import shutil
 import struct
 import tempfile
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +135,8 @@ def fetch(url: str, sha256: str | None, progress: Progress | None = None) -> str
     fd, partial = tempfile.mkstemp(dir=target.parent, prefix=".download-")
     digest = hashlib.sha256()
     try:
+        import urllib.request  # on first use: most runs download nothing
+
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
             total = int(response.headers.get("Content-Length") or 0)
             done = 0

@@ -22,12 +22,10 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
-import pathspec
 import yaml
 from lxml import etree
 from yaml._yaml import CParser
@@ -35,6 +33,9 @@ from yaml._yaml import CParser
 from reconciler import cache, cloudinit, errors, images, model, render, units
 from reconciler.defaults import IGNORE_FILE
 from reconciler.render import identity
+
+if TYPE_CHECKING:
+    import pathspec
 
 SCHEMA_PACKAGE = "reconciler"  # the JSON Schemas ship in it: reconciler/schemas/<Kind>.json
 MAX_FILE_BYTES = 4 << 20
@@ -291,7 +292,13 @@ def _read_documents(
 # Files
 
 
-_Rules = list[tuple[str, pathspec.GitIgnoreSpec]]
+_Rules = list[tuple[str, "pathspec.GitIgnoreSpec"]]
+
+
+def _gitignore(lines: Iterable[str]) -> pathspec.GitIgnoreSpec:
+    import pathspec  # on first use: most folders have no ignore file and no --exclude
+
+    return pathspec.GitIgnoreSpec.from_lines(lines)
 
 
 def _manifest_files(
@@ -309,7 +316,7 @@ def _manifest_files(
     """
     found: list[str] = []
     seen: set[str] = set()
-    excluded = pathspec.GitIgnoreSpec.from_lines(exclude)
+    excluded = _gitignore(exclude) if exclude else None
 
     def add(display: str) -> None:
         real = display if display == STDIN_NAME else os.path.realpath(display)
@@ -329,7 +336,7 @@ def _manifest_files(
                     ignore = os.path.join(root, IGNORE_FILE)
                     try:
                         with open(ignore, encoding="utf-8") as stream:
-                            here = [*here, (root, pathspec.GitIgnoreSpec.from_lines(stream))]
+                            here = [*here, (root, _gitignore(stream))]
                     except (OSError, UnicodeDecodeError, ValueError) as exc:
                         problems.append(
                             errors.Problem(file=ignore, line=0, path="", message=f"{exc}")
@@ -339,7 +346,11 @@ def _manifest_files(
                     name: str, tail: str, given: str = given, root: str = root, here: _Rules = here
                 ) -> bool:
                     path = os.path.join(root, name)
-                    return excluded.match_file(os.path.relpath(path, given) + tail) or any(
+                    if excluded is not None and excluded.match_file(
+                        os.path.relpath(path, given) + tail
+                    ):
+                        return True
+                    return any(
                         spec.match_file(os.path.relpath(path, base) + tail) for base, spec in here
                     )
 
@@ -351,7 +362,7 @@ def _manifest_files(
                     if not skipped(name, ""):
                         add(os.path.join(root, name))
         elif os.path.exists(given):
-            if not excluded.match_file(given):
+            if excluded is None or not excluded.match_file(given):
                 add(given)
         else:
             problems.append(
@@ -369,15 +380,16 @@ def _is_integer(_checker: Any, instance: Any) -> bool:
     return isinstance(instance, int) and not isinstance(instance, bool)
 
 
-_Validator = jsonschema.validators.extend(
-    jsonschema.Draft202012Validator,
-    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
-)
-
-
 @functools.cache
 def _validator(kind: model.Kind) -> Any:
-    return _Validator(json.loads(schema_text(kind)))
+    # jsonschema loads here, on first use: a folder the cache knows needs none.
+    import jsonschema
+
+    checker = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer)
+    validator = jsonschema.validators.extend(
+        jsonschema.Draft202012Validator, type_checker=checker
+    )
+    return validator(json.loads(schema_text(kind)))
 
 
 def schema_text(kind: model.Kind) -> str:

@@ -12,8 +12,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lxml import etree
-from xmldiff import formatting as xmldiff_formatting
-from xmldiff import main as xmldiff_main
 
 from reconciler import errors, ownership, status
 from reconciler.execute import Result
@@ -273,6 +271,9 @@ def xml_edits(before: str | None, after: str | None) -> list[str]:
     (``xmldiff``): what an overlay or ``ignoreDifferences`` would name."""
     if before is None or after is None or before == after:
         return []
+    from xmldiff import formatting as xmldiff_formatting  # on first use (-v)
+    from xmldiff import main as xmldiff_main
+
     text = xmldiff_main.diff_texts(
         _without_record(before).encode(),
         _without_record(after).encode(),

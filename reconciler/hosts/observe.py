@@ -390,7 +390,7 @@ def record_of(xml: str) -> ownership.Record | None:
         return None
 
 
-# --- a scoped read (watch) -------------------------------------------------------------
+# --- some objects read again (scoped watch passes, apply's convergence check) -------
 
 
 def some(conn: libvirt.virConnect, keys: Iterable[ObjectKey], base: HostState) -> HostState:

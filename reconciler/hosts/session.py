@@ -155,13 +155,24 @@ class Session:
         this connection, was a full ``observe``."""
         if self.observed is None:
             raise errors.HostError(self.host.name, "a scoped read before a full one (a bug)")
-        try:
-            state = observe.some(self.conn, keys, self.observed)
-        except libvirt.libvirtError as e:
-            raise errors.HostError(self.host.name, describe(e, uri=self.host.uri)) from e
-        self._calls.registry.current = state.registry
+        state = self.observe_again(self.observed, keys)
         self.observed = state
         return state
+
+    def observe_again(self, state: HostState, keys: Iterable[ObjectKey]) -> HostState:
+        """``state`` with the objects ``keys`` read again, and the registry: what a
+        convergence check needs after an apply that changed only those objects.
+
+        A domain or network is read by name, a pool with all its volumes, a
+        volume alone (``observe.some``); one gone now is left out. Secrets are
+        read only with the whole host (``observe``).
+        """
+        try:
+            fresh = observe.some(self.conn, keys, state)
+        except libvirt.libvirtError as e:
+            raise errors.HostError(self.host.name, describe(e, uri=self.host.uri)) from e
+        self._calls.registry.current = fresh.registry
+        return fresh
 
     def _capabilities_conn(self) -> libvirt.virConnect:
         """libvirt refuses domain capabilities and secret values on a read-only

@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-import jsonschema
 from lxml import etree
 
 from reconciler import units
@@ -622,6 +621,8 @@ def _validator(kind: str, key: str) -> Any:
     sub = subschema(kind, key)
     if sub is None:
         return None
+    import jsonschema  # on first use (see manifests._validator)
+
     whole = _schema(kind)
     cls = jsonschema.validators.validator_for(whole)
     return cls({**sub, "$defs": whole.get("$defs", {})})
