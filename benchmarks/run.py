@@ -796,7 +796,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, help="runs per median (default 3, quick 1)")
     p.add_argument("--sizes", type=int, nargs="+", help="test-host sizes (default 100 1000 5000)")
     p.add_argument("--real-sizes", type=int, nargs="+", help="real-host sizes (default 100 1000)")
-    p.add_argument("--ansible-n", type=int, help="domains of the Ansible rows (default 100)")
+    p.add_argument("--ansible-n", type=int, help="domains of the Ansible rows (default 200)")
     args = p.parse_args(argv)
     if not args.prefix or not re.fullmatch(r"[a-z][a-z0-9-]*-", args.prefix):
         p.error("--prefix must look like NAME- (lower case, ends with '-')")
@@ -811,7 +811,7 @@ def main(argv: list[str] | None = None) -> int:
         test_sizes=args.sizes or ([20, 100] if q else [100, 1000, 5000]),
         real_sizes=sorted(args.real_sizes or ([20] if q else [100, 1000])),
         hosts4_n=40 if q else 1000,
-        ansible_n=args.ansible_n or (10 if q else 100),
+        ansible_n=args.ansible_n or (10 if q else 200),
         trials=5 if q else 20,
         watch_budget=60 if q else 150,
         idle_s=5 if q else 30,

@@ -459,19 +459,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _plan_or_apply(args, out, err)
     except errors.ManifestError as e:
         if as_json:
-            out.print_json(json.dumps(report.errors_json(e.problems)))
+            _print_json(out, report.errors_json(e.problems))
         for problem in e.problems:
             err.print(escape(str(problem)), style="red")
         err.print(f"{len(e.problems)} error(s); nothing was changed", style="red")
         return EXIT_ERROR
     except errors.ReconcileError as e:
         if as_json:
-            out.print_json(json.dumps(report.errors_json(str(e).splitlines())))
+            _print_json(out, report.errors_json(str(e).splitlines()))
         err.print(f"error: {escape(str(e))}", style="red")
         return EXIT_ERROR
     except KeyboardInterrupt:
         err.print("interrupted", style="red")
         return EXIT_ERROR
+
+
+def _print_json(out: Console, doc: Mapping[str, Any]) -> None:
+    """A JSON document, indented; coloured on a terminal. Elsewhere (a pipe, a
+    file) written as is: the same text, without rich parsing and highlighting
+    it again (seconds for the plan of a thousand objects)."""
+    if out.is_terminal:
+        out.print_json(json.dumps(doc))
+    else:
+        out.file.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
 
 
 def _load(args: argparse.Namespace) -> ManifestSet:
@@ -482,10 +492,8 @@ def _validate(args: argparse.Namespace, out: Console) -> int:
     loaded = _load(args)
     documents = len(loaded.objects) + len(loaded.hosts)
     if args.output == "json":
-        out.print_json(
-            json.dumps(
-                report.errors_json([]) | {"documents": documents, "files": len(loaded.files)}
-            )
+        _print_json(
+            out, report.errors_json([]) | {"documents": documents, "files": len(loaded.files)}
         )
     else:
         out.print(f"{documents} document(s) in {len(loaded.files)} file(s) are valid")
@@ -598,7 +606,7 @@ def _status(args: argparse.Namespace, out: Console) -> int:
         if owners is not None:
             for h in doc["hosts"]:
                 h["owner"] = owners.get(h["host"])
-        out.print_json(json.dumps(doc))
+        _print_json(out, doc)
     else:
         for hs in statuses:
             reach = "" if hs.reachable else f" [red]unreachable: {escape(hs.error or '')}[/]"
@@ -646,14 +654,44 @@ def _warn_in_memory(target: Target, err: Console) -> None:
 
 
 def _plan_or_apply(args: argparse.Namespace, out: Console, err: Console) -> int:
-    # plan -c URI: read the host while the manifests load (apply reads it under its lock).
-    early = args.connect and not _applying(args) and not args.hosts_override
-    prefetch = reconcile.Prefetch(args.connect) if early else None
-    try:
-        return _plan_or_apply_loaded(args, out, err, prefetch)
-    finally:
-        if prefetch is not None:
-            prefetch.discard()  # unused: a bad manifest, or Host documents
+    # -c URI: read the host while the manifests load. An apply takes the host's
+    # lock first, so it still reads the host under its lock; when another run
+    # holds it (or with --coordination, whose locks come first) the apply waits
+    # for it after loading, as without -c: a bad manifest is reported at once.
+    applying = _applying(args)
+    early = args.connect and not args.hosts_override
+    if applying and getattr(args, "coordination", None):
+        early = False
+    with contextlib.ExitStack() as held:
+        args.locked = ()
+        if early and applying:
+            host = Host(name=reconcile.DEFAULT_HOST, uri=args.connect)
+            try:
+                held.enter_context(lock.hold([host], timeout=0, command="apply"))
+                args.locked = (host.uri,)
+            except lock.HostLocked:
+                early = False
+        prefetch = reconcile.Prefetch(args.connect, read_only=not applying) if early else None
+        try:
+            return _plan_or_apply_loaded(args, out, err, prefetch)
+        finally:
+            if prefetch is not None:
+                prefetch.discard()  # unused: a bad manifest, or Host documents
+
+
+def _lock(
+    hosts: Sequence[Host], args: argparse.Namespace, err: Console
+) -> contextlib.AbstractContextManager[None]:
+    """This machine's lock of ``hosts`` for an apply, waiting up to --lock-timeout."""
+
+    def waiting(host: Host, holder: lock.Holder) -> None:
+        err.print(
+            f"waiting up to {args.lock_timeout:g}s for host {escape(host.name)}: "
+            f"locked by {escape(str(holder))}",
+            style="yellow",
+        )
+
+    return lock.hold(hosts, timeout=args.lock_timeout, command="apply", on_wait=waiting)
 
 
 def _plan_or_apply_loaded(
@@ -673,23 +711,15 @@ def _plan_or_apply_loaded(
         targets=_selection(args).targets,
     )
     applying = _applying(args)
-
-    def waiting(host: Host, holder: lock.Holder) -> None:
-        err.print(
-            f"waiting up to {args.lock_timeout:g}s for host {escape(host.name)}: "
-            f"locked by {escape(str(holder))}",
-            style="yellow",
-        )
-
     # plan and --dry-run change nothing, so they take no lock.
     # The distributed locks first, then this machine's (the order a watch pass takes them).
     with contextlib.ExitStack() as held:
         if applying and getattr(args, "coordination", None):
             args.guard = held.enter_context(_coordinated(args, target))
-        if applying:
-            held.enter_context(
-                lock.hold(target.hosts, timeout=args.lock_timeout, command="apply", on_wait=waiting)
-            )
+        # Locked before the manifests loaded (apply -c URI): not again (flock would wait).
+        unlocked = [h for h in target.hosts if h.uri not in args.locked]
+        if applying and unlocked:
+            held.enter_context(_lock(unlocked, args, err))
         return _reconcile(args, target, options, out, err, prefetch)
 
 
@@ -786,16 +816,15 @@ def _reconcile(
             return EXIT_ERROR
         left = [(n, a) for n, actions in applied.left.items() for a in actions]
         if args.output == "json":
-            out.print_json(
-                json.dumps(
-                    report.plan_json(
-                        applied.plans,
-                        applied.results,
-                        converged=applied.converged,
-                        unplaced=run.unplaced(),
-                        pending_restart=applied.pending_restart,
-                    )
-                )
+            _print_json(
+                out,
+                report.plan_json(
+                    applied.plans,
+                    applied.results,
+                    converged=applied.converged,
+                    unplaced=run.unplaced(),
+                    pending_restart=applied.pending_restart,
+                ),
             )
         else:
             # What was not shown as it happened (an unreachable host, a placement record).
@@ -870,7 +899,7 @@ def _print_plan(
     unplaced: Sequence[tuple[Manifest, Placement]] = (),
 ) -> None:
     if args.output == "json":
-        out.print_json(json.dumps(report.plan_json(plans, unplaced=unplaced)))
+        _print_json(out, report.plan_json(plans, unplaced=unplaced))
         return
     for name, hp in plans.items():
         status = "" if hp.reachable else f" [red]unreachable: {escape(hp.error or '')}[/]"
@@ -1159,7 +1188,7 @@ def _watch_parser(sub: Any) -> None:
     w.add_argument(
         "--lease",
         type=_duration,
-        default=coordination.DEFAULT_LEASE,
+        default=defaults.DEFAULT_LEASE,
         metavar="DURATION",
         help="with --coordination: a replica that stops heartbeating loses its hosts and "
         "locks after this long (default 10s; whole seconds, at least 2s)",
@@ -1189,7 +1218,7 @@ def _watch(args: argparse.Namespace, err: Console) -> int:
         metrics_addr=None if args.no_metrics else args.metrics_addr,
         dry_run=args.dry_run,
     )
-    if (args.replica_id or args.lease != coordination.DEFAULT_LEASE) and not args.coordination:
+    if (args.replica_id or args.lease != defaults.DEFAULT_LEASE) and not args.coordination:
         raise errors.ReconcileError("--replica-id and --lease need --coordination URL")
     if args.lease < 2:
         raise errors.ReconcileError(

@@ -131,7 +131,7 @@ class _FixedClock:
 
 def build_iso(files: Mapping[str, bytes]) -> bytes:
     """The ISO 9660 image (label ``cidata``, Joliet and Rock Ridge names) with ``files``."""
-    # Imported here: only a changed seed is built, and pycdlib is slow to import.
+    # pycdlib loads here, on first use: most runs build no seed.
     import pycdlib
     import pycdlib.dates
     import pycdlib.headervd

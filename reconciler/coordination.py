@@ -49,12 +49,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler import errors
+from reconciler.defaults import DEFAULT_LEASE
 
 log = logging.getLogger(__name__)
 
 GROUP = b"virt-reconcile"
 LOCK_PREFIX = b"/virt-reconcile/host/"
-DEFAULT_LEASE = 10.0
 LOCK_LOG_ENV = "VIRT_RECONCILE_LOCK_LOG"
 # A lease counts as held for this share of its length after the heartbeat that
 # renewed it started (the rest is a margin for the backend's own timing).

@@ -12,3 +12,6 @@ IGNORE_FILE = ".virtreconcileignore"
 # on the same machine.
 DEFAULT_PORT = 9178
 DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_PORT}"
+# Seconds a watch replica's membership and host locks last without a heartbeat
+# (--lease; ``coordination``).
+DEFAULT_LEASE = 10.0

@@ -129,18 +129,19 @@ def _compile(kind: Kind) -> tuple[Field, ...]:
 
 
 class _Compiled(Mapping[Kind, tuple[Field, ...]]):
-    """Each kind's fields, compiled when first asked for: a no-op plan names no
-    field, and compiling every table's patterns costs tens of milliseconds."""
+    """Each kind's fields, compiled on first use: a run without changes needs none
+    (compiling every pattern costs tens of milliseconds at start-up)."""
 
     def __init__(self) -> None:
         self._done: dict[Kind, tuple[Field, ...]] = {}
 
     def __getitem__(self, kind: Kind) -> tuple[Field, ...]:
-        if kind not in self._done:
-            if kind not in render.RENDERERS:
-                raise KeyError(kind)
-            self._done[kind] = _compile(kind)
-        return self._done[kind]
+        if kind not in render.RENDERERS:
+            raise KeyError(kind)
+        found = self._done.get(kind)
+        if found is None:  # two threads may both compile: the same, one kept
+            found = self._done.setdefault(kind, _compile(kind))
+        return found
 
     def __iter__(self) -> Iterator[Kind]:
         return iter(render.RENDERERS)

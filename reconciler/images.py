@@ -135,7 +135,7 @@ def fetch(url: str, sha256: str | None, progress: Progress | None = None) -> str
     fd, partial = tempfile.mkstemp(dir=target.parent, prefix=".download-")
     digest = hashlib.sha256()
     try:
-        import urllib.request  # with http, ssl and email: only to download
+        import urllib.request  # on first use: most runs download nothing
 
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
             total = int(response.headers.get("Content-Length") or 0)

@@ -295,10 +295,8 @@ def _read_documents(
 _Rules = list[tuple[str, "pathspec.GitIgnoreSpec"]]
 
 
-def _ignore_spec(lines: Iterable[str]) -> pathspec.GitIgnoreSpec:
-    """Gitignore patterns; pathspec is imported only for them (it costs a tenth of a
-    second: hyperscan, re2), not by every run."""
-    import pathspec
+def _gitignore(lines: Iterable[str]) -> pathspec.GitIgnoreSpec:
+    import pathspec  # on first use: most folders have no ignore file and no --exclude
 
     return pathspec.GitIgnoreSpec.from_lines(lines)
 
@@ -318,7 +316,7 @@ def _manifest_files(
     """
     found: list[str] = []
     seen: set[str] = set()
-    excluded = _ignore_spec(exclude) if exclude else None
+    excluded = _gitignore(exclude) if exclude else None
     real_dirs: dict[str, str] = {}
 
     def add(display: str, folder: str | None = None) -> None:
@@ -348,7 +346,7 @@ def _manifest_files(
                     ignore = os.path.join(root, IGNORE_FILE)
                     try:
                         with open(ignore, encoding="utf-8") as stream:
-                            here = [*here, (root, _ignore_spec(stream))]
+                            here = [*here, (root, _gitignore(stream))]
                     except (OSError, UnicodeDecodeError, ValueError) as exc:
                         problems.append(
                             errors.Problem(file=ignore, line=0, path="", message=f"{exc}")
@@ -360,8 +358,11 @@ def _manifest_files(
                     if excluded is None and not here:
                         return False
                     path = os.path.join(root, name)
-                    rel = os.path.relpath(path, given) + tail
-                    return (excluded is not None and excluded.match_file(rel)) or any(
+                    if excluded is not None and excluded.match_file(
+                        os.path.relpath(path, given) + tail
+                    ):
+                        return True
+                    return any(
                         spec.match_file(os.path.relpath(path, base) + tail) for base, spec in here
                     )
 
@@ -393,13 +394,12 @@ def _is_integer(_checker: Any, instance: Any) -> bool:
 
 @functools.cache
 def _validator(kind: model.Kind) -> Any:
-    # Imported when first needed: an unchanged folder is not validated again
-    # (its files are cached), and jsonschema costs a tenth of a second to import.
+    # jsonschema loads here, on first use: a folder the cache knows needs none.
     import jsonschema
 
     checker = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer)
-    cls = jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=checker)
-    return cls(json.loads(schema_text(kind)))
+    validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=checker)
+    return validator(json.loads(schema_text(kind)))
 
 
 def schema_text(kind: model.Kind) -> str:
@@ -839,12 +839,20 @@ def _check_duplicates(
                 )
 
 
+def interface_macs(domain: str, spec: Mapping[str, Any]) -> list[tuple[int, str, str]]:
+    """(index, interface name, MAC) of each interface of a domain: its own, else derived."""
+    out = []
+    for index, nic in enumerate(spec.get("interfaces", [])):
+        name = nic.get("name", f"nic{index}")
+        mac = str(nic["mac"]).lower() if "mac" in nic else identity.derive_mac(domain, name)
+        out.append((index, name, mac))
+    return out
+
+
 def _check_macs(domains: list[_Valid], problem: Callable[[_Valid, str, str], None]) -> None:
     users: dict[str, list[tuple[_Valid, int, str]]] = {}
     for item in domains:
-        for index, nic in enumerate(item.spec.get("interfaces", [])):
-            name = nic.get("name", f"nic{index}")
-            mac = str(nic["mac"]).lower() if "mac" in nic else identity.derive_mac(item.name, name)
+        for index, name, mac in interface_macs(item.name, item.spec):
             users.setdefault(mac, []).append((item, index, name))
     for mac, group in users.items():
         if len(group) < 2:
@@ -1000,7 +1008,7 @@ def _checked_documents(
     """The documents of one file, each with ``_validate``'s verdict.
 
     A file whose every document is valid is cached on disk (in ``store``, keyed
-    by its name and bytes), so an unchanged folder is neither composed nor
+    by its bytes alone), so an unchanged folder is neither composed nor
     schema-checked again: both cost milliseconds per document. A file with a
     problem is never cached (its errors come from the full checks every time).
     """
@@ -1008,8 +1016,10 @@ def _checked_documents(
     if data is None:
         with contextlib.suppress(OSError), open(file, "rb") as stream:
             data = read[file] = stream.read(MAX_FILE_BYTES + 1)
+    # Keyed by the bytes alone (nothing cached depends on where the file is): a new
+    # git checkout, a folder elsewhere, reads its unchanged files from the cache.
     if data is not None and file not in digests:
-        digests[file] = cache.digest(file, data)
+        digests[file] = cache.digest(data)
     entry = "file:" + digests[file] if data is not None else None
     cached = store.get(entry) if entry is not None else None
     if isinstance(cached, list):
@@ -1116,7 +1126,7 @@ def _render_entry(manifest: model.Manifest) -> str | None:
     if manifest.kind is model.Kind.SECRET:
         return None
     if manifest.origin:  # the same file bytes and line: the same kind, name and spec
-        return "rendered:" + manifest.origin
+        return "rendered:" + manifest.origin.partition(":")[2]  # not where the file is
     try:
         spec = json.dumps(manifest.spec)
     except (TypeError, ValueError):
@@ -1142,7 +1152,7 @@ def load(
         read[STDIN_NAME] = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
     files = _manifest_files(paths, problems, exclude)
     scope = [os.path.abspath(p).encode() for p in paths]
-    digests: dict[str, str] = {}  # of each file's name and bytes
+    digests: dict[str, str] = {}  # of each file's bytes
     whole = _whole_key(files, read, digests, default_uri) if not problems else None
     sets = cache.Store.open("manifest-sets", *scope) if whole is not None else None
     if sets is not None and whole is not None:
@@ -1151,7 +1161,8 @@ def load(
             return found
     # One store for the folder (or files) given: the entries of every file and
     # rendering in one read (``cache.Store``), not one cache file each.
-    store = cache.Store.open("manifests", *scope)
+    # One store for every folder (its entries are keyed by bytes alone).
+    store = cache.Store.open("manifests")
     valid = _valid_documents(files, problems, read, store, digests)
 
     def problem(item: _Valid, path: str, message: str) -> None:
@@ -1189,7 +1200,7 @@ def load(
             # A seed's cdrom came from elsewhere (user data in another file).
             origin=""
             if item.name in seeds and item.kind is model.Kind.DOMAIN
-            else f"{digests[item.doc.file]}:{item.doc.line}",
+            else f"{cache.digest(item.doc.file)}:{digests[item.doc.file]}:{item.doc.line}",
         )
         rendered = _check_render(item, manifest, store)
         if isinstance(rendered, errors.Problem):
@@ -1251,8 +1262,8 @@ def _whole_key(
                 return None
         if len(read[file]) > MAX_FILE_BYTES:
             return None
-        digests[file] = cache.digest(file, read[file])
-    return "set:" + cache.digest(default_uri or "", *(digests[f] for f in files))
+        digests[file] = cache.digest(read[file])
+    return "set:" + cache.digest(default_uri or "", *(f"{f}\0{digests[f]}" for f in files))
 
 
 def _set_to_json(loaded: model.ManifestSet) -> dict[str, Any]:

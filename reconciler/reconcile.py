@@ -2,14 +2,18 @@
 
     resolve hosts -> observe every host (in parallel) -> render -> place
     -> plan -> execute (per host, in parallel; placement fallbacks)
-    -> observe again -> converged?
+    -> observe and plan again what was written -> converged?
 
-``apply`` is the one apply sequence (gate → execute → observe again → what
-is left) for ``apply`` and ``watch``; it returns one ``Applied`` report that
-``cli`` and ``watch`` only format and log.
+``apply`` is the one apply sequence (gate → execute → check again what was
+written, ``Run.check_again`` → what is left) for ``apply`` and ``watch``; it
+returns one ``Applied`` report that ``cli`` and ``watch`` only format and log.
 
 Per-host work runs in a thread per host, so independent hosts proceed in
 parallel and one unreachable host does not hold up the others.
+
+``Run.scope`` (``watch`` only) narrows a host to some objects: only they are
+read again (the rest as the session read it last), planned, executed and
+checked; nothing is pruned.
 
 Domains with ``spec.placement`` are assigned to a host only after every host
 was observed (``placement.decide``). When define or start of a new placed
@@ -52,6 +56,32 @@ class Target:
     # Domains with spec.placement and their candidate hosts, in order: placed
     # by ``Run`` once the hosts are observed.
     placed: tuple[tuple[Manifest, tuple[str, ...]], ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scope:
+    """What a scoped ``watch`` pass covers on one host: the manifests it plans
+    (``plan``), and the objects it reads again (``read``: those, the objects the
+    trigger named, the networks and volumes they reference); the rest of the host
+    is as the session read it last. No prune (orphans need the whole host)."""
+
+    plan: frozenset[ObjectKey]
+    read: frozenset[ObjectKey]
+    # The plan needs no domain outside the scope (it plans no network or volume,
+    # whose users are every domain, and no cloud-init domain, whose old seeds are).
+    narrow: bool = False
+
+    def view(self, state: HostState) -> HostState:
+        """The host as the plan sees it: without the other domains when ``narrow``
+        (a thousand domains' XML is not parsed again for one)."""
+        if not self.narrow:
+            return state
+        return replace(
+            state,
+            objects={
+                k: o for k, o in state.objects.items() if k[0] is not Kind.DOMAIN or k in self.read
+            },
+        )
 
 
 def resolve_hosts(
@@ -139,14 +169,17 @@ def parallel(fn: Callable[[Host], T], hosts: Iterable[Host]) -> dict[str, T]:
 
 
 class Prefetch:
-    """The one host of ``plan -c URI``, read (connect, observe) in a thread while
-    the manifests load: a plan's wall time is then about the larger of the two,
-    not their sum. ``Run`` uses it when its target is that host and it needs no
-    domain capabilities; otherwise, or when the read failed, the run reads the
-    host itself as always (and reports any error the usual way)."""
+    """The one host of ``plan -c URI`` or ``apply -c URI``, read (connect,
+    observe) in a thread while the manifests load: the wall time is then about
+    the larger of the two, not their sum. An apply starts it only once it holds
+    the host's lock (``cli``), and asks for a read-write session. ``Run`` uses
+    it when its target is that host, the session is of the kind it needs and it
+    needs no domain capabilities; otherwise, or when the read failed, the run
+    reads the host itself as always (and reports any error the usual way)."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, *, read_only: bool = True) -> None:
         self.host = Host(name=DEFAULT_HOST, uri=uri)
+        self.read_only = read_only
         self._lock = threading.Lock()
         self._got: tuple[Session, HostState] | None = None
         self._discarded = False
@@ -156,7 +189,7 @@ class Prefetch:
     def _read(self) -> None:
         session = None
         try:
-            session = Session.open(self.host, read_only=True)
+            session = Session.open(self.host, read_only=self.read_only)
             got = (session, session.observe())
         except Exception:  # any failure: the run reads again and reports it
             if session is not None:
@@ -207,8 +240,10 @@ class Run:
     on_result: Callable[[str, Result], None] | None = None
     # Around each long wait on a host: (host, what, timeout) -> a context.
     waiting: Callable[[str, str, float], AbstractContextManager[None]] | None = None
-    # A read-only run's host, being read already (``plan -c URI``).
+    # The run's one host, being read already (``plan -c URI``, ``apply -c URI``).
     prefetch: Prefetch | None = None
+    # watch: hosts whose pass is scoped (the others: every object).
+    scope: Mapping[str, Scope] = field(default_factory=dict)
 
     def connect_and_observe(self) -> None:
         wanted: dict[str, set[CapsKey]] = {}
@@ -217,7 +252,9 @@ class Run:
                 wanted.setdefault(c, set()).add(placement.caps_key(self._render(m)))
 
         prefetch, self.prefetch = self.prefetch, None
-        if prefetch is not None and (not self.read_only or wanted or self.sessions):
+        if prefetch is not None and (
+            prefetch.read_only != self.read_only or wanted or self.sessions
+        ):
             prefetch.discard()
             prefetch = None
 
@@ -228,10 +265,13 @@ class Run:
             # Capabilities are read once per host per run: a second observation
             # (the convergence check) reuses them.
             reuse = host.name in self.states and self.states[host.name].reachable
+            scope = self.scope.get(host.name)
             try:
                 session = self.sessions.get(host.name) or Session.open(
                     host, read_only=self.read_only
                 )
+                if scope is not None and session.observed is not None:
+                    return session, session.observe_some(scope.read)
                 state = session.observe(capabilities=wanted.get(host.name, ()), reuse=reuse)
                 return session, state
             except errors.HostError as e:
@@ -279,15 +319,18 @@ class Run:
     def build_plans(self) -> None:
         self.place()
         for host in self.target.hosts:
+            scope = self.scope.get(host.name)
             # Rendered text as loaded: parsed by the planner only for what it plans.
             desired: list[tuple[Manifest, etree._Element | str]] = [
                 (m, m.rendered if m.rendered is not None else self._render(m))
                 for m in self.assignments.get(host.name, ())
+                if scope is None or object_key(m.kind, m.name, m.spec.get("pool")) in scope.plan
             ]
             self.plans[host.name] = plan.build_host_plan(
                 desired,
-                self.states[host.name],
+                self.states[host.name] if scope is None else scope.view(self.states[host.name]),
                 self.options,
+                kinds=None if scope is None else frozenset(),  # scoped: no prune
                 placements=self.placements,
                 normalise=hosts.normalise,
             )
@@ -408,10 +451,120 @@ class Run:
                         Result(action=action, result=Outcome.FAILED, error=str(e))
                     )
 
+    def check_again(self, results: Mapping[str, list[Result]]) -> None:
+        """The convergence check after ``execute``: observe and plan again what it
+        wrote on each host, and what that can change (a pool's volumes, a
+        domain's cloud-init seeds); the rest of a host's plan stands, as nothing
+        touched it. A host where nothing was written is not read again.
+
+        A host is observed and planned whole when placed domains are in the run
+        (placement is decided afresh over every host) or a secret was written
+        (secrets are read with the whole host); it is observed whole, and
+        planned in part, when many objects were written (one pass over the host
+        is then quicker than reading them one by one).
+        """
+        if self.target.placed:
+            self.connect_and_observe()
+            self.build_plans()
+            return
+
+        def one(host: Host) -> tuple[HostState, plan.HostPlan] | None:
+            written = {_key(r.action) for r in results.get(host.name, ()) if r.action.steps}
+            session = self.sessions.get(host.name)
+            if not written or session is None:
+                return None
+            state, desired = self.states[host.name], self.assignments.get(host.name, ())
+            secret = any(k is Kind.SECRET for k, _ in written)
+            scope = None if secret else _affected(written, desired, state)
+            try:
+                if scope is None or len(written) > _READ_AGAIN_LIMIT:
+                    fresh = session.observe(reuse=True)
+                else:
+                    fresh = session.observe_again(state, written)
+            except errors.HostError as e:
+                fresh = HostState(host=host, reachable=False, error=str(e))
+            options, seen = self.options, fresh
+            if scope is not None:
+                desired = tuple(m for m in desired if _key(m) in scope)
+                options = replace(options, targets=frozenset(_ref(k) for k in scope))
+                # Only domains: their plans read no other domain (see ``Scope``).
+                only_domains = all(kind is Kind.DOMAIN for kind, _ in scope)
+                keys = frozenset(scope)
+                seen = Scope(plan=keys, read=keys, narrow=only_domains).view(fresh)
+            again = plan.build_host_plan(
+                [(m, self._render(m)) for m in desired],
+                seen,
+                options,
+                placements=self.placements,
+                normalise=hosts.normalise,
+            )
+            if scope is not None and fresh.reachable:
+                again = replace(again, actions=_merged(self.plans[host.name], again, scope))
+            return fresh, again
+
+        for name, done in parallel(one, self.target.hosts).items():
+            if done is not None:
+                self.states[name], self.plans[name] = done
+
     def close(self) -> None:
         for session in self.sessions.values():
             session.close()
         self.sessions.clear()
+
+
+# Written objects above this many are read again with the whole host, in one pass.
+_READ_AGAIN_LIMIT = 64
+
+
+def _key(obj: plan.Action | Manifest) -> ObjectKey:
+    pool = obj.pool if isinstance(obj, plan.Action) else obj.spec.get("pool")
+    return object_key(obj.kind, obj.name, pool)
+
+
+def _ref(key: ObjectKey) -> str:
+    kind, name = key
+    return f"{kind.value}/{name}"  # a volume's name in its key is POOL/NAME
+
+
+def _affected(
+    written: set[ObjectKey], desired: Sequence[Manifest], state: HostState
+) -> set[ObjectKey]:
+    """What to plan again after an apply wrote ``written``: those objects, the
+    volumes of a written pool, and the cloud-init seeds (declared, or recorded
+    on the host) of a written domain."""
+    pools = {name for kind, name in written if kind is Kind.STORAGE_POOL}
+    domains = {f"{Kind.DOMAIN.value}/{name}" for kind, name in written if kind is Kind.DOMAIN}
+    scope = set(written)
+    scope.update(
+        _key(m)
+        for m in desired
+        if (m.kind is Kind.VOLUME and m.spec.get("pool") in pools) or m.owner in domains
+    )
+    for key, obs in state.objects.items():
+        if obs.kind is not Kind.VOLUME:
+            continue
+        record = state.registry.volumes.get(key[1])
+        if obs.pool in pools or (record is not None and record.owner in domains):
+            scope.add(key)
+    return scope
+
+
+def _merged(
+    before: plan.HostPlan, again: plan.HostPlan, scope: set[ObjectKey]
+) -> tuple[plan.Action, ...]:
+    """``before``'s actions, those of ``scope`` replaced by their fresh plan (``again``)."""
+    fresh: dict[ObjectKey, list[plan.Action]] = {}
+    for a in again.actions:
+        if _key(a) in scope:
+            fresh.setdefault(_key(a), []).append(a)
+    out: list[plan.Action] = []
+    for a in before.actions:
+        key = _key(a)
+        if key not in scope:
+            out.append(a)
+        elif key in fresh:
+            out += fresh.pop(key)
+    return (*out, *(a for actions in fresh.values() for a in actions))
 
 
 def plan_failure(action: plan.Action, host_plan: plan.HostPlan) -> Result:
@@ -500,7 +653,8 @@ def apply(
     per_host: bool = False,
     before_execute: Callable[[Mapping[str, plan.HostPlan]], None] | None = None,
 ) -> Applied:
-    """Gate, execute, observe again, and what is left: the one apply sequence.
+    """Gate, execute, check again what was written, and what is left: the one
+    apply sequence.
 
     ``run`` is observed and planned already. A plan-time problem on a
     reachable host blocks every host, or with ``per_host`` (``watch``) only
@@ -539,11 +693,11 @@ def apply(
             rendered=run.rendered,
             on_result=run.on_result,
             waiting=run.waiting,
+            scope=run.scope,
         )
         results = doing.execute()
         executed = dict(run.plans)
-        doing.connect_and_observe()
-        doing.build_plans()
+        doing.check_again(results)
     else:
         executed = dict(run.plans)
     failed = {

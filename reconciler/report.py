@@ -271,9 +271,7 @@ def xml_edits(before: str | None, after: str | None) -> list[str]:
     (``xmldiff``): what an overlay or ``ignoreDifferences`` would name."""
     if before is None or after is None or before == after:
         return []
-    # Imported for a change only: xmldiff reads its version from the package
-    # metadata when imported (importlib.metadata, email), tens of milliseconds.
-    from xmldiff import formatting as xmldiff_formatting
+    from xmldiff import formatting as xmldiff_formatting  # on first use (-v)
     from xmldiff import main as xmldiff_main
 
     text = xmldiff_main.diff_texts(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import libvirt
@@ -15,7 +15,7 @@ from reconciler import ownership, values
 from reconciler.hosts.api import API
 from reconciler.hosts.causes import describe
 from reconciler.model import Kind
-from reconciler.observed import CapsKey, DomainCaps, Observed
+from reconciler.observed import CapsKey, DomainCaps, HostState, ObjectKey, Observed
 from reconciler.render.secret import secret_uuid
 
 _DOMAIN_STATES = {
@@ -113,21 +113,28 @@ def observe_pool(pool: libvirt.virStoragePool, registry: ownership.Registry) -> 
     if not active:
         return out
     for vol in pool.listAllVolumes(0):
-        vname = vol.name()
-        xml = unless_gone(functools.partial(_volume_xml, vol))
-        if xml is None:
-            continue
-        out.append(
-            Observed(
-                kind=Kind.VOLUME,
-                name=vname,
-                pool=name,
-                xml=xml,
-                state="active",
-                record=registry.volumes.get(f"{name}/{vname}"),
-            )
-        )
+        volume = _observe_volume(vol, name, registry)
+        if volume is not None:
+            out.append(volume)
     return out
+
+
+def _observe_volume(
+    vol: libvirt.virStorageVol, pool: str, registry: ownership.Registry
+) -> Observed | None:
+    """One volume of an active pool (None: deleted meanwhile)."""
+    vname = vol.name()
+    xml = unless_gone(functools.partial(_volume_xml, vol))
+    if xml is None:
+        return None
+    return Observed(
+        kind=Kind.VOLUME,
+        name=vname,
+        pool=pool,
+        xml=xml,
+        state="active",
+        record=registry.volumes.get(f"{pool}/{vname}"),
+    )
 
 
 def _observe_secrets(
@@ -378,3 +385,69 @@ def _domain_caps(xml: str) -> DomainCaps:
 
 def record_of(xml: str) -> ownership.Record | None:
     return ownership.record_in(xml)
+
+
+# --- some objects read again (scoped watch passes, apply's convergence check) -------
+
+
+def some(conn: libvirt.virConnect, keys: Iterable[ObjectKey], base: HostState) -> HostState:
+    """``base`` (an earlier full read of the host) with the objects ``keys`` name
+    and the registry read again: what a scoped ``watch`` pass sees. A key of an
+    object that is gone drops it; a pool is read with its volumes; secrets are not
+    read here (a pass that changes one is full)."""
+    registry = ownership.Registry()
+    found = unless_gone(lambda: API[Kind.NETWORK].lookup(conn, ownership.REGISTRY_NETWORK))
+    if found is not None:
+        registry = ownership.Registry.from_xml(_net_xml(found, inactive=True))
+    objects = dict(base.objects)
+    if registry != base.registry:  # pools, volumes and secrets carry their records
+        for key, o in objects.items():
+            if o.kind is Kind.STORAGE_POOL:
+                objects[key] = replace(o, record=registry.pools.get(o.name))
+            elif o.kind is Kind.VOLUME:
+                objects[key] = replace(o, record=registry.volumes.get(f"{o.pool}/{o.name}"))
+            elif o.kind is Kind.SECRET:
+                objects[key] = replace(o, record=registry.secrets.get(o.name))
+    for kind, name in sorted(set(keys), key=lambda k: (k[0].order, k[1])):
+        objects.pop((kind, name), None)
+        if kind is Kind.STORAGE_POOL:  # read again with its volumes
+            for key in [k for k, o in objects.items() if o.kind is Kind.VOLUME and o.pool == name]:
+                del objects[key]
+        objects.update((o.key, o) for o in _read_one(conn, kind, name, registry))
+    return replace(base, objects=objects, registry=registry)
+
+
+def _read_one(
+    conn: libvirt.virConnect, kind: Kind, name: str, registry: ownership.Registry
+) -> list[Observed]:
+    """One object as a full read reads it (a pool with its volumes); [] when gone."""
+    if kind is Kind.VOLUME:
+        pool_name, _, vol_name = name.partition("/")
+        volume = _read_volume(conn, pool_name, vol_name, registry)
+        return [] if volume is None else [volume]
+    if kind not in (Kind.DOMAIN, Kind.NETWORK, Kind.STORAGE_POOL):
+        raise ValueError(f"{kind.value}/{name}: a scoped read reads no {kind.value}")
+    obj = unless_gone(functools.partial(API[kind].lookup, conn, name))
+    if obj is None:
+        return []
+    found: list[Observed] | None
+    if kind is Kind.DOMAIN:
+        domain = unless_gone(functools.partial(_observe_domain, obj))
+        found = None if domain is None else [domain]
+    elif kind is Kind.NETWORK:
+        network = unless_gone(functools.partial(observe_network, obj, name))
+        found = None if network is None else [network]
+    else:
+        found = unless_gone(functools.partial(observe_pool, obj, registry))
+    return found or []
+
+
+def _read_volume(
+    conn: libvirt.virConnect, pool_name: str, name: str, registry: ownership.Registry
+) -> Observed | None:
+    """One volume, as ``observe_pool`` reads it (none when its pool is inactive)."""
+    pool = unless_gone(lambda: API[Kind.STORAGE_POOL].lookup(conn, pool_name))
+    if pool is None or not pool.isActive():
+        return None
+    vol = unless_gone(lambda: pool.storageVolLookupByName(name))
+    return None if vol is None else _observe_volume(vol, pool_name, registry)

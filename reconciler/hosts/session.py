@@ -13,7 +13,7 @@ from reconciler.hosts.calls import Calls, Guard, Progress, Waiting
 from reconciler.hosts.causes import describe
 from reconciler.hosts.events import HostEvent, Watcher
 from reconciler.model import Host
-from reconciler.observed import CapsKey, HostState
+from reconciler.observed import CapsKey, HostState, ObjectKey
 from reconciler.plan import Action
 from reconciler.steps import Step
 
@@ -33,6 +33,7 @@ class Session:
         self._calls = Calls(host, conn)
         self._caps = observe.Capabilities()
         self._watcher = Watcher(host.name, conn)
+        self.observed: HostState | None = None  # the host as last read (``observe``)
 
     @property
     def calls(self) -> collections.Counter[str]:
@@ -139,7 +140,7 @@ class Session:
         except libvirt.libvirtError as e:
             raise errors.HostError(self.host.name, describe(e, uri=self.host.uri)) from e
         self._calls.registry.current = registry
-        return HostState(
+        self.observed = HostState(
             host=self.host,
             objects={o.key: o for o in objects},
             registry=registry,
@@ -147,6 +148,32 @@ class Session:
             capabilities=caps,
             parser=str(libvirt.getVersion()),
         )
+        return self.observed
+
+    def observe_some(self, keys: Iterable[ObjectKey]) -> HostState:
+        """The host as last read (``observed``) with the objects ``keys`` name and
+        the registry read again: a scoped ``watch`` pass. The read before it, over
+        this connection, was a full ``observe``."""
+        if self.observed is None:
+            raise errors.HostError(self.host.name, "a scoped read before a full one (a bug)")
+        state = self.observe_again(self.observed, keys)
+        self.observed = state
+        return state
+
+    def observe_again(self, state: HostState, keys: Iterable[ObjectKey]) -> HostState:
+        """``state`` with the objects ``keys`` read again, and the registry: what a
+        convergence check needs after an apply that changed only those objects.
+
+        A domain or network is read by name, a pool with all its volumes, a
+        volume alone (``observe.some``); one gone now is left out. Secrets are
+        read only with the whole host (``observe``).
+        """
+        try:
+            fresh = observe.some(self.conn, keys, state)
+        except libvirt.libvirtError as e:
+            raise errors.HostError(self.host.name, describe(e, uri=self.host.uri)) from e
+        self._calls.registry.current = fresh.registry
+        return fresh
 
     def _capabilities_conn(self) -> libvirt.virConnect:
         """libvirt refuses domain capabilities and secret values on a read-only

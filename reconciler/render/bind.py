@@ -621,7 +621,7 @@ def _validator(kind: str, key: str) -> Any:
     sub = subschema(kind, key)
     if sub is None:
         return None
-    import jsonschema  # only on a miss of the manifests' cache: not at start-up
+    import jsonschema  # on first use (see manifests._validator)
 
     whole = _schema(kind)
     cls = jsonschema.validators.validator_for(whole)

@@ -1,7 +1,7 @@
 """The ``watch`` daemon: keep hosts matching the manifests, continuously.
 
 Level-based, like controller-runtime: a trigger says only *that* (and, where
-known, on which host) something may differ — never what to do.
+known, on which host and which objects) something may differ — never what to do.
 
     triggers ──mark──▶ WorkQueue ──debounced batch──▶ worker: one pass
     (file change, git poll, libvirt event,             load manifests (last good
@@ -10,6 +10,9 @@ known, on which host) something may differ — never what to do.
                                                        → observe → converged?
 
 The pass is the same ``reconcile.Run`` that ``apply`` uses; nothing here plans.
+A pass is *scoped* to the objects its triggers named when ``scope`` finds that
+enough (their manifests and live state read again, the rest of the host as last
+read), else *full* (every object of its hosts).
 A failing host is retried with exponential backoff; a trigger that may bring
 new desired state (file, git, reload) retries every host at once.
 """

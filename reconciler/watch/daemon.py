@@ -24,8 +24,9 @@ from reconciler.defaults import DEFAULT_ADDRESS
 from reconciler.execute import Outcome, Result
 from reconciler.hosts import HostEvent, Session
 from reconciler.model import Host, ManifestSet
-from reconciler.reconcile import HostResult, Run, Target, apply, resolve_hosts
-from reconciler.watch import notify, page
+from reconciler.observed import object_key
+from reconciler.reconcile import HostResult, Run, Scope, Target, apply, resolve_hosts
+from reconciler.watch import notify, page, scope
 from reconciler.watch.metrics import Metrics, parse_address, serve_http
 from reconciler.watch.sources import FolderSource, GitSource, Snapshot, Source
 from reconciler.watch.workqueue import ALL, Backoff, Batch, Clock, Reason, WorkQueue
@@ -89,6 +90,8 @@ class HostOutcome:
     changes: int = 0
     pending: int = 0  # --dry-run: the changes a pass would have made
     errors: tuple[str, ...] = ()
+    scoped: bool = False  # the pass covered the objects a trigger named, not every object
+    planned: int = 0  # the objects it planned
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -281,16 +284,27 @@ class Watcher:
         while not self._stopping.wait(self.config.resync):
             self._mark(Reason.RESYNC, "resync")
 
-    def _mark(self, reason: Reason, cause: str = "", host: str | None = None) -> None:
+    def _mark(
+        self,
+        reason: Reason,
+        cause: str = "",
+        host: str | None = None,
+        *,
+        obj: tuple[str, str] | None = None,
+        path: str | None = None,
+    ) -> None:
         self.metrics.triggers.labels(reason.value).inc()
-        self.queue.add(reason, host, cause)
+        self.queue.add(reason, host, cause, obj=obj, path=path)
 
     def on_event(self, event: HostEvent) -> None:
-        """A libvirt event (in libvirt's event thread): mark that host."""
+        """A libvirt event (in libvirt's event thread): mark that host, naming the object."""
         what = f"{event.kind}/{event.name} {event.event}" if event.name else event.event
         log.debug("event on %s: %s", event.host, what)
-        reason = Reason.RECONNECT if event.kind == "Connection" else Reason.EVENT
-        self._mark(reason, f"{event.host}: {what}", host=event.host)
+        if event.kind == "Connection":
+            self._mark(Reason.RECONNECT, f"{event.host}: {what}", host=event.host)
+            return
+        obj = (event.kind, event.name) if event.name else None
+        self._mark(Reason.EVENT, f"{event.host}: {what}", host=event.host, obj=obj)
 
     def _work(self) -> None:
         try:
@@ -346,16 +360,41 @@ class Watcher:
 
     # --- one pass ----------------------------------------------------------------
 
-    def load(self) -> Desired | None:
-        """The manifests to apply: freshly read, or the last good ones on bad input."""
+    def load(self, batch: Batch | None = None) -> Desired | None:
+        """The manifests to apply: freshly read, or the last good ones on bad input.
+
+        A batch of libvirt events only keeps the manifests as they are (every change
+        of the source marks work of its own); one of changed manifest files (a
+        folder) reads only those files when ``scope.reload`` can (else every file).
+        """
+        good = self.good
+        if batch is not None and good is not None and batch.reasons <= {Reason.EVENT}:
+            return good
         snap = self.source.snapshot()
         if snap is None:
-            if self.good is None:
+            if good is None:
                 log.info("waiting for the first checkout of %s", self.source.describe())
-            return self.good
-        if self.good is not None and snap.revision and snap.revision == self.good.snapshot.revision:
-            return self.good  # a git checkout never changes
+            return good
+        if good is not None and snap.revision and snap.revision == good.snapshot.revision:
+            return good  # a git checkout never changes
         try:
+            partial = None
+            if (
+                batch is not None
+                and good is not None
+                and batch.files
+                and not batch.all_full
+                and batch.reasons <= {Reason.EVENT, Reason.FILE}
+                and not snap.revision
+                and snap == good.snapshot
+                and self._load_error is None
+            ):
+                partial = scope.reload(good.manifests, batch.files)
+            if partial is not None and good is not None:
+                digest = hashlib.sha256((good.digest + partial.digest).encode()).hexdigest()
+                desired = dataclasses.replace(good, manifests=partial, digest=digest)
+                self.good = desired
+                return desired
             loaded = manifests.load(list(snap.paths))
             overrides = (
                 manifests.load_hosts_override(self.config.hosts_override)
@@ -393,7 +432,8 @@ class Watcher:
         started = time.monotonic()
         if batch.urgent:
             self.backoff.reset()
-        desired = self.load()
+        previous = self.good
+        desired = self.load(batch)
         if desired is None:
             return {}
         try:
@@ -413,6 +453,13 @@ class Watcher:
         hosts = tuple(
             h for h in target.hosts if batch.selects(h.name) and not self.backoff.gated(h.name, now)
         )
+        scopes = self._scopes(batch, previous, desired, target, hosts)
+        for name in [n for n, sc in scopes.items() if not sc.read]:
+            # Nothing of this host changed: it stays converged, at the new manifests too.
+            if previous is not None and self._applied.get(name) == previous.digest:
+                self._applied[name] = desired.digest
+            del scopes[name]
+            hosts = tuple(h for h in hosts if h.name != name)
         with contextlib.ExitStack() as held:
             dry = self.config.dry_run
             if self.coordination is not None:
@@ -422,9 +469,12 @@ class Watcher:
             self.passes += 1
             self._drop_dead_sessions(target.hosts)
             sub = dataclasses.replace(target, hosts=hosts)
+            # Observing only (the coordination backend is silent): every object, as
+            # --dry-run, so the pending changes it reports are the whole host's.
+            scopes = {} if dry else {h.name: scopes[h.name] for h in hosts if h.name in scopes}
             try:
                 with self.lock(hosts):
-                    outcomes = self._reconcile(sub, desired, dry)
+                    outcomes = self._reconcile(sub, desired, dry, scopes)
             except errors.ReconcileError as e:  # e.g. an apply holds a host's lock: retry later
                 outcomes = {
                     h.name: HostOutcome(host=h.name, result=HostResult.FAILED, errors=(str(e),))
@@ -435,14 +485,26 @@ class Watcher:
         self._record(outcomes, desired)
         rev = f" at {desired.snapshot.revision[:12]}" if desired.snapshot.revision else ""
         summary = "; ".join(_outcome_text(o) for o in outcomes.values())
+        planned = sum(o.planned for o in outcomes.values())
+        scoped = bool(outcomes) and all(o.scoped for o in outcomes.values())
+        self.metrics.pass_objects.labels("scoped" if scoped else "full").observe(planned)
+        # Scoped passes say so (and how many objects they planned); full ones need not.
+        how = f" (scoped: {planned} object{'s' if planned != 1 else ''})" if scoped else ""
         log.info(
-            "pass %d (%s)%s: %s in %.2fs",
+            "pass %d (%s)%s: %s in %.2fs%s",
             self.passes,
             _causes(batch),
             rev,
             summary,
             elapsed,
-            extra={"pass": self.passes, "seconds": round(elapsed, 3), "revision": rev[4:] or None},
+            how,
+            extra={
+                "pass": self.passes,
+                "seconds": round(elapsed, 3),
+                "revision": rev[4:] or None,
+                "scope": "scoped" if scoped else "full",
+                "objects": planned,
+            },
         )
         self.last_pass = (time.time(), f"pass {self.passes}{rev}: {summary} in {elapsed:.2f}s")
         return outcomes
@@ -511,14 +573,79 @@ class Watcher:
                 session.close()
                 del self._sessions[name]
 
-    def _reconcile(self, target: Target, desired: Desired, dry: bool) -> dict[str, HostOutcome]:
-        run = Run(target=target, options=self.options, sessions=self._sessions)
+    def _scopes(
+        self,
+        batch: Batch,
+        previous: Desired | None,
+        desired: Desired,
+        target: Target,
+        hosts: Sequence[Host],
+    ) -> dict[str, Scope]:
+        """The hosts of this pass that a scoped pass covers, and its scope there
+        (``watch.scope``); the others get a full pass.
+
+        A host is scoped only when no mark asked for a full pass of it, it
+        converged at the manifests applied before (its last pass ended ok), and
+        its connection read it whole before (it is not new or reconnected).
+        """
+        if self.config.dry_run or target.placed or previous is None or batch.all_full:
+            return {}
+        if desired is previous:
+            changed = scope.Changed(objects={})
+        elif desired.overrides != previous.overrides:
+            return {}
+        else:
+            changed = scope.changed(previous.manifests, desired.manifests)
+            if changed.full is not None:
+                log.debug("full pass: %s", changed.full)
+                return {}
+        out: dict[str, Scope] = {}
+        for h in hosts:
+            session = self._sessions.get(h.name)
+            last = self.last_outcomes.get(h.name)
+            if (
+                batch.full(h.name)
+                or session is None
+                or session.observed is None
+                or not session.alive()
+                or last is None
+                or last.result is not HostResult.OK
+                or self._applied.get(h.name) != previous.digest
+            ):
+                continue
+            named = scope.event_keys(batch.objects.get(h.name, frozenset()))
+            if named is None:
+                continue
+            got = scope.host_scope(
+                target.assignments.get(h.name, ()),
+                changed.objects.get(h.name, frozenset()),
+                named,
+                prune=self.options.prune,
+                last=session.observed,
+            )
+            if isinstance(got, str):
+                log.debug("host %s: full pass: %s", h.name, got)
+                continue
+            out[h.name] = got
+        return out
+
+    def _reconcile(
+        self, target: Target, desired: Desired, dry: bool, scopes: Mapping[str, Scope]
+    ) -> dict[str, HostOutcome]:
+        run = Run(target=target, options=self.options, sessions=self._sessions, scope=scopes)
         run.connect_and_observe()
         if self.coordination is not None:
             for name, opened in run.sessions.items():
                 opened.guard = functools.partial(self.coordination.check, name)
         self._subscribe(run)
         run.build_plans()
+        if any(a.error for name in scopes for a in run.plans[name].actions):
+            # A plan-time problem (say a referenced network missing): a full pass
+            # reports it as one always does, with the whole host in view.
+            log.info("a scoped pass found a plan-time problem; planning every object instead")
+            run = Run(target=target, options=self.options, sessions=self._sessions)
+            run.connect_and_observe()
+            run.build_plans()
         if dry:
             return self._report(run, target, desired)
         applied = apply(run, per_host=True)
@@ -555,8 +682,14 @@ class Watcher:
                 )
             else:
                 self._record_revision(run, h.name, desired)
+            sc = run.scope.get(h.name)
             outcomes[h.name] = HostOutcome(
-                host=h.name, result=result, changes=made, errors=problems
+                host=h.name,
+                result=result,
+                changes=made,
+                errors=problems,
+                scoped=sc is not None,
+                planned=len(sc.plan) if sc is not None else len(run.assignments.get(h.name, ())),
             )
         return outcomes
 
@@ -649,7 +782,21 @@ class Watcher:
             self._mark(Reason.RECONNECT, f"{name}: connected", host=name)
 
     def _update_objects(self, run: Run, target: Target) -> None:
-        for hs in status.build(run.assignments, run.plans, run.states):
+        assignments = {
+            name: tuple(
+                m for m in ms if name not in run.scope or scope.key_of(m) in run.scope[name].plan
+            )
+            for name, ms in run.assignments.items()
+        }
+        for hs in status.build(assignments, run.plans, run.states):
+            sc = run.scope.get(hs.host)
+            view = self.views.get(hs.host)
+            if sc is not None and view is not None:  # the other objects as last shown
+                fresh = {
+                    o.ref: o for o in hs.objects if object_key(o.kind, o.name, o.pool) in sc.plan
+                }
+                merged = [fresh.pop(o.ref, o) for o in view.objects]
+                hs = dataclasses.replace(hs, objects=(*merged, *fresh.values()))
             self._objects[hs.host] = hs
             counts = {s: 0 for s in status.Sync}
             for o in hs.objects:

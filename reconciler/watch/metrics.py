@@ -41,6 +41,14 @@ class Metrics:
             registry=r,
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
         )
+        self.pass_objects = prometheus_client.Histogram(
+            "virt_reconcile_pass_objects",
+            "Objects a pass planned (over its hosts), by scope: full (every object of the "
+            "hosts) or scoped (the objects a trigger named)",
+            ["scope"],
+            registry=r,
+            buckets=(1, 2, 5, 10, 50, 100, 500, 1000, 5000, 10000),
+        )
         self.objects: prometheus_client.Gauge = labelled(
             gauge, "objects", "Objects the manifests name, by host and sync state", "host", "sync"
         )

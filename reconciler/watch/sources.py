@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import tarfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -42,10 +42,18 @@ class Snapshot:
         return text.replace(self.root.rstrip("/") + "/", "") if self.root else text
 
 
+class Notify(Protocol):
+    """How a source marks work: why, a text for the log, and what changed when it
+    knows (``path``): a manifest file (a scoped pass may read only that file), or
+    a new git checkout (a scoped pass compares its objects with those applied)."""
+
+    def __call__(self, reason: Reason, cause: str = "", *, path: str | None = None) -> None: ...
+
+
 class Source(Protocol):
     """A manifest source: announces possible changes, hands out snapshots to read."""
 
-    def start(self, notify: Callable[[Reason, str], None]) -> None: ...
+    def start(self, notify: Notify) -> None: ...
 
     def stop(self) -> None: ...
 
@@ -65,12 +73,12 @@ class FolderSource:
         self.paths = tuple(paths)
         self._files = {str(Path(p).resolve()) for p in (*paths, *extra_files) if Path(p).is_file()}
         self._observer: Any = None
-        self._notify: Callable[[Reason, str], None] | None = None
+        self._notify: Notify | None = None
 
     def describe(self) -> str:
         return ", ".join(self.paths)
 
-    def start(self, notify: Callable[[Reason, str], None]) -> None:
+    def start(self, notify: Notify) -> None:
         self._notify = notify
         observer = Observer()
         handler = _ManifestEvents(notify, self._files)
@@ -105,9 +113,10 @@ _CHANGES = ("created", "modified", "deleted", "moved")
 
 
 class _ManifestEvents(FileSystemEventHandler):
-    """Passes on changes to manifest files (editors' swap files are ignored)."""
+    """Passes on changes to manifest files, each named (editors' swap files are
+    ignored); a change to a folder itself names no file."""
 
-    def __init__(self, notify: Callable[[Reason, str], None], files: set[str]) -> None:
+    def __init__(self, notify: Notify, files: set[str]) -> None:
         self._notify = notify
         self._files = files
 
@@ -115,11 +124,14 @@ class _ManifestEvents(FileSystemEventHandler):
         if event.event_type not in _CHANGES:
             return
         paths = [_text(event.src_path), _text(getattr(event, "dest_path", ""))]
-        relevant = any(
-            p.endswith(manifests.MANIFEST_SUFFIXES) or p in self._files for p in paths if p
-        ) or (event.is_directory and event.event_type != "modified")
-        if relevant:
-            self._notify(Reason.FILE, f"{event.event_type} {paths[1] or paths[0]}")
+        cause = f"{event.event_type} {paths[1] or paths[0]}"
+        if event.is_directory:
+            if event.event_type != "modified":
+                self._notify(Reason.FILE, cause)
+            return
+        for p in paths:
+            if p and (p.endswith(manifests.MANIFEST_SUFFIXES) or p in self._files):
+                self._notify(Reason.FILE, cause, path=p)
 
 
 def _text(path: str | bytes) -> str:
@@ -165,13 +177,13 @@ class GitSource:
         self._poke = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._notify: Callable[[Reason, str], None] | None = None
+        self._notify: Notify | None = None
         self.last_error: str | None = None
 
     def describe(self) -> str:
         return f"{redact_uri(self.url)}@{self.ref}"
 
-    def start(self, notify: Callable[[Reason, str], None]) -> None:
+    def start(self, notify: Notify) -> None:
         self._notify = notify
         self._thread = threading.Thread(target=self._loop, name="git-poll", daemon=True)
         self._thread.start()
@@ -216,7 +228,8 @@ class GitSource:
             f" (was {previous[:12]})" if previous else "",
         )
         if self._notify is not None:
-            self._notify(Reason.GIT, f"git {sha[:12]}")
+            checkout = self.cache / "checkouts" / sha
+            self._notify(Reason.GIT, f"git {sha[:12]}", path=str(checkout))
         return True
 
     def snapshot(self) -> Snapshot | None:

@@ -2,6 +2,12 @@
 
 Sources and libvirt events ``add`` marks; the worker ``get``s debounced
 batches; a host that failed waits out its ``Backoff`` before a retry.
+
+A mark may name what changed: a libvirt event its object (``obj``), a folder
+source the manifest file (``path``). A batch made only of such marks may be
+reconciled as a *scoped* pass (``watch.scope`` decides); any other mark (start,
+resync, reload, a reconnect, a retry, an event that names no object) asks for
+a full pass of its host, or of every host.
 """
 
 from __future__ import annotations
@@ -9,7 +15,7 @@ from __future__ import annotations
 import enum
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 Clock = Callable[[], float]
@@ -41,6 +47,12 @@ class Batch:
     hosts: frozenset[str]
     reasons: frozenset[Reason]
     causes: tuple[str, ...] = ()
+    # What the marks named: libvirt objects (kind, name) by host, and manifest files.
+    objects: Mapping[str, frozenset[tuple[str, str]]] = field(default_factory=dict)
+    files: frozenset[str] = frozenset()
+    # Hosts a mark asked a full pass of (``all_full``: every host).
+    full_hosts: frozenset[str] = frozenset()
+    all_full: bool = True
 
     @property
     def urgent(self) -> bool:
@@ -48,6 +60,10 @@ class Batch:
 
     def selects(self, host: str) -> bool:
         return self.all_hosts or host in self.hosts
+
+    def full(self, host: str) -> bool:
+        """Whether a mark of this batch needs a full pass of ``host``."""
+        return self.all_full or host in self.full_hosts
 
 
 def due_at(first: float, last: float, *, debounce: float, max_delay: float) -> float:
@@ -75,23 +91,53 @@ class WorkQueue:
         self._hosts: set[str] = set()
         self._reasons: set[Reason] = set()
         self._causes: dict[str, None] = {}
+        self._objects: dict[str, set[tuple[str, str]]] = {}
+        self._files: set[str] = set()
+        self._full: set[str] = set()
+        self._all_full = False
         self._first: float | None = None
         self._last = 0.0
         self._later: dict[str, tuple[float, Reason]] = {}
         self._closed = False
         self._in_flight = False
 
-    def add(self, reason: Reason, host: str | None = None, cause: str = "") -> None:
+    def add(
+        self,
+        reason: Reason,
+        host: str | None = None,
+        cause: str = "",
+        *,
+        obj: tuple[str, str] | None = None,
+        path: str | None = None,
+    ) -> None:
+        """Mark ``host`` (None: every host); ``obj`` (kind, name) on it, or the
+        manifest file ``path``, say what changed (else: a full pass)."""
         with self._cond:
-            self._mark(reason, host, cause)
+            self._mark(reason, host, cause, obj=obj, path=path)
             self._cond.notify_all()
 
-    def _mark(self, reason: Reason, host: str | None, cause: str) -> None:
+    def _mark(
+        self,
+        reason: Reason,
+        host: str | None,
+        cause: str,
+        *,
+        obj: tuple[str, str] | None = None,
+        path: str | None = None,
+    ) -> None:
         now = self._clock()
         if host is None:
             self._all = True
+            if path is not None:
+                self._files.add(path)
+            else:
+                self._all_full = True
         else:
             self._hosts.add(host)
+            if obj is not None:
+                self._objects.setdefault(host, set()).add(obj)
+            else:
+                self._full.add(host)
         self._reasons.add(reason)
         if len(self._causes) < 8:
             self._causes[cause or reason.value] = None
@@ -159,9 +205,17 @@ class WorkQueue:
             hosts=frozenset(self._hosts),
             reasons=frozenset(self._reasons),
             causes=tuple(self._causes),
+            objects={h: frozenset(o) for h, o in self._objects.items()},
+            files=frozenset(self._files),
+            full_hosts=frozenset(self._full),
+            all_full=self._all_full,
         )
         self._in_flight = True
         self._all = False
+        self._all_full = False
+        self._objects.clear()
+        self._files.clear()
+        self._full.clear()
         self._hosts.clear()
         self._reasons.clear()
         self._causes.clear()

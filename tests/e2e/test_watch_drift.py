@@ -210,6 +210,19 @@ def test_watch_reverts_drift_from_events_and_exits_0_on_sigterm(
 
     log = d.log
     assert "Domain/vrt-watch-def defined (updated)" in log  # the event that triggered it
+    # Each was reverted by a pass over the object its event named, not the whole host.
+    for cause in (
+        "Domain/vrt-watch-def defined (updated)",
+        "Domain/vrt-watch-run stopped (destroyed)",
+        "Network/vrt-watch-net stopped",
+        "Domain/vrt-watch-def undefined",
+    ):
+        assert re.search(
+            rf"pass \d+ \(.*{re.escape(cause)}.*1 change\(s\).*\(scoped: ", log
+        ), (
+            cause,
+            log,
+        )
     assert "[drift]" in log
     assert "resync" not in re.sub(r"resync every \S+", "", log)  # the timer did not do it
     with urllib.request.urlopen(f"http://127.0.0.1:{d.port()}/metrics", timeout=5) as resp:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import libvirt
 import pytest
@@ -113,3 +115,40 @@ def test_lock_dir_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     assert lock.lock_dir({}) == Path("/run/virt-reconcile")
+
+
+def test_apply_reads_the_host_only_once_it_holds_the_lock(
+    lock_dir: Path, host_uri: str, examples: Path, run: Run, conn: Conn
+) -> None:
+    """apply -c reads the host while the manifests load, but under the lock: what
+    the holder changed before letting go is what the apply plans against."""
+    assert run("apply", examples, "-c", host_uri)[0] == 0
+    db = examples / "db.yaml"
+    db.write_text(db.read_text().replace("memory: 512MiB", "memory: 1GiB"))
+
+    def holder_changes_then_releases(stdin: IO[str]) -> None:
+        c = conn(host_uri)
+        xml = c.lookupByName("vr-db-1").XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        c.defineXML(xml.replace("524288", "1048576"))  # what the manifest now says
+        stdin.close()
+
+    with hold_lock(host_uri, env={lock.LOCK_DIR_ENV: str(lock_dir)}) as proc:
+        assert proc.stdin is not None
+        threading.Timer(0.5, holder_changes_then_releases, (proc.stdin,)).start()
+        code, out, err = run(
+            "apply", examples, "-c", host_uri, "--lock-timeout", "30s", "-o", "json"
+        )
+    assert code == 0, out + err
+    doc = json.loads(out)
+    assert doc["converged"] is True
+    assert [a for h in doc["hosts"] for a in h["actions"] if a.get("calls")] == []
+
+
+def test_a_bad_manifest_is_reported_while_the_host_is_locked(
+    holder: subprocess.Popen[str], host_uri: str, tmp_path: Path, run: Run
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: virt-reconcile/v1\nkind: Domain\nmetadata:\n  name: x\nspec: 3\n")
+    code, out, err = run("apply", bad, "-c", host_uri)
+    assert code == 1, out + err
+    assert "bad.yaml" in err and "locked" not in err

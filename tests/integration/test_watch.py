@@ -505,3 +505,145 @@ def test_plan_time_problems_are_logged_one_per_line(
     assert [e.split(": ", 1)[0] for e in outcome.errors] == ["Domain/vrt-lonely"] * 2
     assert "'vrt-nonet-a'" in outcome.errors[0] and "'vrt-nonet-b'" in outcome.errors[1]
     assert all("\n" not in e for e in outcome.errors)
+
+
+# --- scoped passes ------------------------------------------------------------------
+
+
+def _passes(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [m for r in caplog.records if (m := r.getMessage()).startswith("pass ")]
+
+
+def _pass_objects(w: watch.Watcher, scope: str) -> float:
+    _, text = http(w, "/metrics")
+    prefix = f'virt_reconcile_pass_objects_sum{{scope="{scope}"}}'
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+@pytest.fixture
+def fleet(manifests: Path) -> Path:
+    """The network and 12 domains, one file each (vrt-w1 is the fixture's, running)."""
+    for i in range(2, 14):
+        doc = DOMAIN.format(memory="64MiB").replace("vrt-w1", f"vrt-w{i}")
+        doc = doc.replace("state: running\n", "interfaces: [{network: vrt-wnet}]\n")
+        (manifests / f"domain-{i}.yaml").write_text(doc)
+    return manifests
+
+
+@pytest.fixture
+def watch_fleet(watch_folder: WatchFolder, caplog: pytest.LogCaptureFixture) -> WatchFolder:
+    """Watch the fleet; returns once it is defined, with the log captured from then on."""
+
+    def start(**options: object) -> tuple[watch.Watcher, libvirt.virConnect]:
+        caplog.set_level("INFO", logger="reconciler")
+        w, c = watch_folder(**options)
+        wait_for(lambda: domain_exists(c, "vrt-w13"), 5, "the fleet is defined")
+        assert w.wait_idle(5)
+        caplog.clear()
+        return w, c
+
+    return start
+
+
+def test_one_edited_manifest_among_many_is_a_scoped_pass(
+    fleet: Path, watch_fleet: WatchFolder, caplog: pytest.LogCaptureFixture
+) -> None:
+    w, c = watch_fleet()
+    full = _pass_objects(w, "full")
+    assert full >= 14  # the first pass planned every object
+
+    text = (fleet / "domain-7.yaml").read_text().replace("64MiB", "96MiB")
+    (fleet / "domain-7.yaml").write_text(text)
+    took = wait_for(lambda: memory_kib(c, "vrt-w7") == 96 * 1024, 5, "the edit is applied")
+    assert took < 1.0, f"applied after {took:.2f}s"
+    assert w.wait_idle(5)
+    passes = _passes(caplog)
+    assert any("default ok, 1 change(s)" in p and "(scoped: 1 object)" in p for p in passes)
+    # Its own DEFINED event follows: one more scoped pass, of that domain only.
+    assert all("(scoped: 1 object)" in p for p in passes), passes
+    assert _pass_objects(w, "full") == full
+    assert [memory_kib(c, f"vrt-w{i}") for i in (1, 6, 8)] == [64 * 1024] * 3
+
+
+def test_drift_on_one_domain_is_corrected_by_a_scoped_pass(
+    fleet: Path, watch_fleet: WatchFolder, caplog: pytest.LogCaptureFixture
+) -> None:
+    w, c = watch_fleet()
+
+    el = etree.fromstring(
+        c.lookupByName("vrt-w9").XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE).encode()
+    )
+    el.find("memory").text = str(128 * 1024)  # type: ignore[union-attr]
+    c.defineXML(etree.tostring(el).decode())
+    wait_for(lambda: memory_kib(c, "vrt-w9") == 64 * 1024, 5, "the drift is reverted")
+    assert w.wait_idle(5)
+    fixed = [p for p in _passes(caplog) if "1 change(s)" in p]
+    assert len(fixed) == 1
+    assert "Domain/vrt-w9 defined (updated)" in fixed[0]
+    assert "(scoped: 1 object)" in fixed[0]
+    assert any("~ update Domain/vrt-w9: memory [drift]" in r.getMessage() for r in caplog.records)
+
+
+def test_a_removed_manifest_and_resync_are_full_passes(
+    fleet: Path, watch_fleet: WatchFolder, caplog: pytest.LogCaptureFixture
+) -> None:
+    w, c = watch_fleet(prune=True)
+
+    (fleet / "domain-13.yaml").unlink()  # pruning needs every object in view
+    wait_for(lambda: not domain_exists(c, "vrt-w13"), 5, "the domain is pruned")
+    assert w.wait_idle(5)
+    pruned = [p for p in _passes(caplog) if "1 change(s)" in p]
+    assert len(pruned) == 1 and "scoped" not in pruned[0], pruned
+
+    caplog.clear()
+    w.reload()  # SIGHUP: every object again
+    wait_for(lambda: bool(_passes(caplog)), 5, "the reload's pass")
+    assert w.wait_idle(5)
+    assert "scoped" not in _passes(caplog)[0]
+
+
+def test_a_new_git_revision_is_a_scoped_pass_of_the_objects_it_changes(
+    repo: tuple[Path, Path],
+    tmp_path: Path,
+    host_uri: str,
+    conn: Callable[[str], libvirt.virConnect],
+    start_watch: Start,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("INFO", logger="reconciler")
+    origin, work = repo
+    c = conn(host_uri)
+    w = start_watch(
+        paths=("lab",),
+        git_url=str(origin),
+        git_ref="main",
+        interval=0.3,
+        cache_dir=tmp_path / "cache",
+        connect=host_uri,
+    )
+    wait_for(lambda: domain_exists(c), 10, "the first revision is applied")
+    assert w.wait_idle(5)
+    caplog.clear()
+    second = push(work, "96MiB", "more memory")
+    wait_for(lambda: memory_kib(c) == 96 * 1024, 5, "the pushed revision is applied")
+    wait_for(lambda: w.health()["revision"] == second, 5, "the revision is remembered")
+    assert w.wait_idle(5)  # the pass has logged its line
+    applied = [p for p in _passes(caplog) if "1 change(s)" in p]
+    assert len(applied) == 1 and f"git {second[:12]}" in applied[0]
+    assert "(scoped: 1 object)" in applied[0]
+
+
+def test_a_plan_time_problem_in_a_scoped_pass_is_reported_by_a_full_one(
+    fleet: Path, watch_fleet: WatchFolder, caplog: pytest.LogCaptureFixture
+) -> None:
+    w, _c = watch_fleet()
+
+    text = (fleet / "domain-7.yaml").read_text().replace("vrt-wnet", "vrt-nowhere")
+    (fleet / "domain-7.yaml").write_text(text)
+    wait_for(lambda: bool(_passes(caplog)), 5, "the edit's pass")
+    assert w.wait_idle(5)
+    messages = [r.getMessage() for r in caplog.records]
+    assert "a scoped pass found a plan-time problem; planning every object instead" in messages
+    failed = _passes(caplog)[0]
+    assert "default failed" in failed and "scoped" not in failed, failed
+    assert any("network 'vrt-nowhere' does not exist" in m for m in messages), messages

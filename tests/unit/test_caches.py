@@ -42,6 +42,24 @@ def test_an_unchanged_folder_loads_the_same_from_the_cache(cache_dir: Path, tmp_
     assert [m.lines for m in second.objects] == [m.lines for m in first.objects]
 
 
+def test_a_copy_elsewhere_reads_the_cache_and_names_its_own_files(
+    cache_dir: Path, tmp_path: Path
+) -> None:
+    # A new git checkout is such a copy: its unchanged files are not parsed again.
+    first_dir, copy_dir = tmp_path / "rev-1", tmp_path / "rev-2"
+    shutil.copytree(EXAMPLES, first_dir)
+    (first_dir / "virt-reconcile.schema.json").unlink()
+    first = manifests.load([str(first_dir)])
+    before = _entries(cache_dir)
+    shutil.copytree(first_dir, copy_dir)
+    copy = manifests.load([str(copy_dir)])
+    assert _entries(cache_dir) == before
+    assert all(m.source.file.startswith(str(copy_dir)) for m in copy.objects)
+    assert [(m.kind, m.name, m.spec, m.lines) for m in copy.objects] == [
+        (m.kind, m.name, m.spec, m.lines) for m in first.objects
+    ]
+
+
 def test_a_quoted_number_is_restored_the_same_way_from_the_cache(
     cache_dir: Path, tmp_path: Path
 ) -> None:

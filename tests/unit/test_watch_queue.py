@@ -183,28 +183,36 @@ def test_parse_address_refuses(text: str) -> None:
 # --- which file-system events are manifest changes --------------------------------
 
 
-def _file_events(files: frozenset[str] = frozenset()) -> tuple[list[tuple[Reason, str]], Any]:
-    seen: list[tuple[Reason, str]] = []
-    return seen, _ManifestEvents(lambda reason, cause: seen.append((reason, cause)), set(files))
+def _file_events(
+    files: frozenset[str] = frozenset(),
+) -> tuple[list[tuple[Reason, str, str | None]], Any]:
+    seen: list[tuple[Reason, str, str | None]] = []
+
+    def notify(reason: Reason, cause: str = "", *, path: str | None = None) -> None:
+        seen.append((reason, cause, path))
+
+    return seen, _ManifestEvents(notify, set(files))
 
 
 @pytest.mark.parametrize(
-    "event",
+    ("event", "path"),
     [
-        events.FileModifiedEvent("/m/web.yaml"),
-        events.FileCreatedEvent("/m/sub/db.yml"),
-        events.FileDeletedEvent("/m/web.yaml"),
-        events.FileMovedEvent("/m/.web.yaml.swp", "/m/web.yaml"),  # an editor's atomic save
-        events.FileMovedEvent("/m/web.yaml", "/m/web.yaml.bak"),  # a manifest went away
-        events.DirDeletedEvent("/m/sub"),
-        events.DirMovedEvent("/m/old", "/m/new"),
-        events.FileModifiedEvent("/etc/vr/hosts-override.conf"),  # named on the command line
+        (events.FileModifiedEvent("/m/web.yaml"), "/m/web.yaml"),
+        (events.FileCreatedEvent("/m/sub/db.yml"), "/m/sub/db.yml"),
+        (events.FileDeletedEvent("/m/web.yaml"), "/m/web.yaml"),
+        # an editor's atomic save: the manifest file is named, not the swap file
+        (events.FileMovedEvent("/m/.web.yaml.swp", "/m/web.yaml"), "/m/web.yaml"),
+        (events.FileMovedEvent("/m/web.yaml", "/m/web.yaml.bak"), "/m/web.yaml"),  # went away
+        (events.DirDeletedEvent("/m/sub"), None),  # names no file: a full pass
+        (events.DirMovedEvent("/m/old", "/m/new"), None),
+        # named on the command line
+        (events.FileModifiedEvent("/etc/vr/hosts-override.conf"), "/etc/vr/hosts-override.conf"),
     ],
 )
-def test_manifest_changes_mark_every_host(event: events.FileSystemEvent) -> None:
+def test_manifest_changes_mark_every_host(event: events.FileSystemEvent, path: str | None) -> None:
     seen, handler = _file_events(frozenset({"/etc/vr/hosts-override.conf"}))
     handler.on_any_event(event)
-    assert [reason for reason, _ in seen] == [Reason.FILE]
+    assert [(reason, p) for reason, _, p in seen] == [(Reason.FILE, path)]
     assert seen[0][1].startswith(event.event_type)
 
 
