@@ -32,20 +32,20 @@ import functools
 import importlib
 import json
 import os
+import re
 import signal
 import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from reconciler import __version__, defaults, errors, shell, units
 from reconciler.model import Host, Kind, Manifest, ManifestSet
 
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.markup import escape
 
     from reconciler import (
         coordination,
@@ -94,8 +94,6 @@ else:
         def __call__(self, *args: Any, **kwargs: Any) -> Any:
             return self._get()(*args, **kwargs)
 
-    Console = _Lazy("rich.console", "Console")
-    escape = _Lazy("rich.markup", "escape")
     (
         coordination, export, hosts, lock, manifests, plan, reconcile, render, report, schema,
         status, watch,
@@ -124,6 +122,98 @@ else:
     redact_uri = _Lazy("reconciler.uris", "redact_uri")
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+
+# Console output: rich (~65 ms to import) only where it shows something a plain
+# write would not: a terminal, or text beyond markup tags (see _Plain).
+_MARKUP_TAG = re.compile(r"\[([a-z#/@][^\[\]]*)\]")
+# What rich would render differently from the text with its tags removed: an
+# escape, a control code it strips, a tab it expands, a possible :emoji: code.
+_RICH_ONLY = re.compile(r"[\\\a\b\t\v\f\r]|:\S*:")
+
+
+def escape(text: str) -> str:
+    """rich's markup escape; loads rich only for text with a ``[`` or a final
+    backslash (the only text it changes)."""
+    if "[" not in text and not text.endswith("\\"):
+        return text
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
+def _plain_text(text: str) -> str | None:
+    """``text`` as rich prints it off a terminal, with its balanced markup
+    tags removed; None when rich must render it (see _RICH_ONLY; a closing
+    tag that does not close the last one open: rich's error to give)."""
+    if _RICH_ONLY.search(text):
+        return None
+    if "[" not in text:
+        return text
+    open_tags: list[str] = []
+    for m in _MARKUP_TAG.finditer(text):
+        tag = m.group(1)
+        if not tag.startswith("/"):
+            open_tags.append(tag)
+        elif not open_tags or tag not in ("/", "/" + open_tags[-1]):
+            return None
+        else:
+            open_tags.pop()
+    return _MARKUP_TAG.sub("", text)
+
+
+class _Plain:
+    """A stand-in for ``rich.console.Console(highlight=False, soft_wrap=True)``
+    that writes plain text itself while its stream is not a terminal (as rich
+    decides: TTY_COMPATIBLE, FORCE_COLOR, isatty), so a run whose output goes
+    to a pipe or a file (cron, CI, ``watch`` logs) does not load rich. Anything
+    else — a terminal, text rich would render otherwise, a method other than
+    ``print`` — goes to a rich Console, made on first use."""
+
+    def __init__(self, *, stderr: bool = False) -> None:
+        self._stderr = stderr
+        self._rich: Any = None
+
+    @property
+    def file(self) -> Any:
+        return sys.stderr if self._stderr else sys.stdout
+
+    @property
+    def is_terminal(self) -> bool:
+        tty = os.environ.get("TTY_COMPATIBLE", "")
+        if tty in ("0", "1"):
+            return tty == "1"
+        force = os.environ.get("FORCE_COLOR")
+        if force is not None:
+            return force != ""
+        isatty = getattr(self.file, "isatty", None)
+        try:
+            return False if isatty is None else bool(isatty())
+        except ValueError:  # a closed stream
+            return False
+
+    def _console(self) -> Any:
+        if self._rich is None:
+            from rich.console import Console as RichConsole
+
+            self._rich = RichConsole(stderr=self._stderr, highlight=False, soft_wrap=True)
+        return self._rich
+
+    def print(self, *objects: Any, sep: str = " ", end: str = "\n", **kwargs: Any) -> None:
+        if not (set(kwargs) <= {"style"} and all(isinstance(o, str) for o in objects)):
+            self._console().print(*objects, sep=sep, end=end, **kwargs)
+            return
+        text = _plain_text(sep.join(objects)) if not self.is_terminal else None
+        if text is None:
+            self._console().print(*objects, sep=sep, end=end, **kwargs)
+        else:
+            self.file.write(text + end)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._console(), name)
+
+
+def _new_console(*, stderr: bool = False) -> Console:
+    return cast("Console", _Plain(stderr=stderr))
 
 
 @functools.cache
@@ -442,8 +532,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         text = schema.text() if args.command == "schema" else shell.completion(parser, args.shell)
         sys.stdout.write(text)
         return EXIT_OK
-    out = Console(highlight=False, soft_wrap=True)
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    out = _new_console()
+    err = _new_console(stderr=True)
     as_json = getattr(args, "output", "text") == "json"
     try:
         if args.command == "validate":

@@ -25,7 +25,6 @@ recorded in the registry of every other reachable candidate.
 
 from __future__ import annotations
 
-import concurrent.futures
 import enum
 import functools
 import os
@@ -163,6 +162,8 @@ def parallel(fn: Callable[[Host], T], hosts: Iterable[Host]) -> dict[str, T]:
     hosts = list(hosts)
     if len(hosts) <= 1:
         return {h.name: fn(h) for h in hosts}
+    import concurrent.futures  # here: one host (the usual run) needs no threads
+
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
         futures = {h.name: pool.submit(fn, h) for h in hosts}
         return {name: f.result() for name, f in futures.items()}

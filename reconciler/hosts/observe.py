@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -251,6 +250,8 @@ def read_domains(
     if not parallel or len(domains) < 2:
         found = [read(dom) for dom in domains]
     else:
+        import concurrent.futures  # here: a test host or a single domain needs no threads
+
         with concurrent.futures.ThreadPoolExecutor(_XML_READERS) as pool:
             found = list(pool.map(read, domains))
     return [o for o in found if o is not None]
