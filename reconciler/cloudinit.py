@@ -34,8 +34,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 MAX_SEED_BYTES = 10 << 20
 VOLUME_LABEL = "cidata"
 DEFAULT_BUS = "sata"
@@ -70,6 +68,8 @@ def instance_id(domain: str) -> str:
 
 
 def _dump(data: Mapping[str, Any]) -> bytes:
+    import yaml  # here: a plan whose seeds are cached loads no YAML library
+
     return yaml.safe_dump(dict(data), sort_keys=True, default_flow_style=False).encode()
 
 
@@ -79,6 +79,8 @@ def check_user_data(text: bytes) -> None:
     ``#include``) is passed on as it is."""
     if not text.startswith(b"#cloud-config"):
         return
+    import yaml
+
     try:
         yaml.safe_load(text)
     except yaml.YAMLError as e:

@@ -26,9 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from lxml import etree
-from yaml._yaml import CParser
 
 from reconciler import cache, cloudinit, errors, images, model, render, units
 from reconciler.defaults import IGNORE_FILE
@@ -36,6 +34,7 @@ from reconciler.render import identity
 
 if TYPE_CHECKING:
     import pathspec
+    import yaml
 
 SCHEMA_PACKAGE = "reconciler"  # the JSON Schemas ship in it: reconciler/schemas/<Kind>.json
 MAX_FILE_BYTES = 4 << 20
@@ -74,42 +73,51 @@ class _LoadAbort(Exception):
         self.message = message
 
 
-class _FastLoader(yaml.composer.Composer, CParser, yaml.resolver.Resolver):
-    """libyaml scans and parses (ten times faster than PyYAML's Python parser);
-    composing stays in Python so that aliases can be counted."""
+@functools.cache
+def _loader_class() -> type[Any]:
+    """``_Loader``, made on first use: PyYAML loads only when a file is parsed
+    (not for a folder the cache knows)."""
+    import yaml
+    from yaml._yaml import CParser
 
-    def __init__(self, stream: str) -> None:
-        CParser.__init__(self, stream)
-        yaml.composer.Composer.__init__(self)
-        yaml.resolver.Resolver.__init__(self)
+    class _FastLoader(yaml.composer.Composer, CParser, yaml.resolver.Resolver):
+        """libyaml scans and parses (ten times faster than PyYAML's Python parser);
+        composing stays in Python so that aliases can be counted."""
+
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            yaml.composer.Composer.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
 
 
-class _Loader(_FastLoader):
-    """Composes YAML nodes; plain scalars keep a marker tag for ``_Builder``.
+    class _Loader(_FastLoader):
+        """Composes YAML nodes; plain scalars keep a marker tag for ``_Builder``.
 
-    Implicit typing (YAML 1.1's ``on``/``no``/sexagesimal ints) is switched
-    off here; ``_plain_scalar`` applies the small YAML 1.2 core-like rule set.
-    Aliases are counted so that a "billion laughs" document fails fast.
-    """
+        Implicit typing (YAML 1.1's ``on``/``no``/sexagesimal ints) is switched
+        off here; ``_plain_scalar`` applies the small YAML 1.2 core-like rule set.
+        Aliases are counted so that a "billion laughs" document fails fast.
+        """
 
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self.alias_count = 0
+        def __init__(self, stream: str) -> None:
+            super().__init__(stream)
+            self.alias_count = 0
 
-    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
-        if kind is yaml.ScalarNode and implicit[0]:
-            return _PLAIN_TAG
-        return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+        def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+            if kind is yaml.ScalarNode and implicit[0]:
+                return _PLAIN_TAG
+            return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
 
-    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-        if self.check_event(yaml.AliasEvent):
-            self.alias_count += 1
-            if self.alias_count > MAX_ALIASES:
-                event = self.peek_event()
-                line = event.start_mark.line + 1 if event and event.start_mark else 0
-                raise _LoadAbort(line, f"document uses more than {MAX_ALIASES} aliases")
-        node: yaml.Node | None = super().compose_node(parent, index)
-        return node
+        def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+            if self.check_event(yaml.AliasEvent):
+                self.alias_count += 1
+                if self.alias_count > MAX_ALIASES:
+                    event = self.peek_event()
+                    line = event.start_mark.line + 1 if event and event.start_mark else 0
+                    raise _LoadAbort(line, f"document uses more than {MAX_ALIASES} aliases")
+            node: yaml.Node | None = super().compose_node(parent, index)
+            return node
+
+    return _Loader
 
 
 def _plain_scalar(text: str) -> Any:
@@ -143,6 +151,8 @@ class _Builder:
     nodes: int = 0
 
     def build(self, node: yaml.Node, path: str = "", depth: int = 0) -> Any:
+        import yaml
+
         self.nodes += 1
         line = node.start_mark.line + 1
         if self.nodes > MAX_NODES:
@@ -229,14 +239,16 @@ def _read_documents(
     text = _read_text(file, problems, read)
     if text is None:
         return []
+    import yaml
+
     documents: list[_Document] = []
 
     def problem(line: int, path: str, message: str) -> None:
         problems.append(errors.Problem(file=file, line=line, path=path, message=message))
 
-    loader: _Loader | None = None
+    loader: Any = None
     try:
-        loader = _Loader(text)
+        loader = _loader_class()(text)
         while loader.check_node():
             node = loader.get_node()
             if node is None:
