@@ -22,6 +22,7 @@ import json
 import os
 import re
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -1165,11 +1166,18 @@ def load(
     files = _manifest_files(paths, problems, exclude)
     scope = [os.path.abspath(p).encode() for p in paths]
     digests: dict[str, str] = {}  # of each file's bytes
-    whole = _whole_key(files, read, digests, default_uri) if not problems else None
-    sets = cache.Store.open("manifest-sets", *scope) if whole is not None else None
-    if sets is not None and whole is not None:
-        found = _set_from_json(sets.get(whole), files, read)
+    # Stat before reading: a file changed meanwhile then has other stats next time.
+    looked = _looked(files) if not problems and STDIN not in paths else None
+    sets = cache.Store.open("manifest-sets", *scope) if not problems else None
+    if sets is not None and looked is not None:
+        found = _unchanged_set(sets, looked, files, default_uri)
         if found is not None:
+            return found
+    whole = _whole_key(files, read, digests, default_uri) if not problems else None
+    if sets is not None and whole is not None:
+        found = _set_from_json(sets.get(whole), files, _files_digest(files, read))
+        if found is not None:
+            _remember_looked(sets, looked, default_uri, whole, found.digest)
             return found
     # One store for the folder (or files) given: the entries of every file and
     # rendering in one read (``cache.Store``), not one cache file each.
@@ -1240,6 +1248,7 @@ def load(
     secret = any(m.kind is model.Kind.SECRET for m in objects)
     if sets is not None and whole is not None and not seeds and not secret:
         sets.put(whole, _set_to_json(loaded))
+        _remember_looked(sets, looked, default_uri, whole, loaded.digest)
         # A folder changes: what it was before is seldom read again (two kept:
         # runs that alternate between default URIs or folder states).
         sets.save(unused=2)
@@ -1276,6 +1285,76 @@ def _whole_key(
             return None
         digests[file] = cache.digest(read[file])
     return "set:" + cache.digest(default_uri or "", *(f"{f}\0{digests[f]}" for f in files))
+
+
+# --- an unchanged folder, not read at all --------------------------------------------
+#
+# Like git's index: each file's (size, mtime, ctime, inode, device) as stat gave
+# them before the files were read last, with the whole set's key they had then.
+# Equal stats mean the same bytes, except for a file changed too close to that
+# read for its timestamps to tell (the "racy git" problem: a same-size edit
+# within the timestamps' granularity); such a file is read and hashed again.
+
+
+@dataclass(frozen=True)
+class _Looked:
+    at: int  # time.time_ns() before the first stat
+    stats: tuple[tuple[str, int, int, int, int, int], ...]  # file, size, mtime, ctime, ino, dev
+
+
+# A file whose last change (mtime or ctime) is not this much older than the
+# stats were taken is read whatever its stats say.
+_RACY_NS = 1_000_000_000
+
+
+def _looked(files: Sequence[str]) -> _Looked | None:
+    """The stats of ``files`` now (None: one cannot be stat'ed)."""
+    at = time.time_ns()
+    stats = []
+    for file in files:
+        try:
+            st = os.stat(file)
+        except OSError:
+            return None
+        stats.append((file, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev))
+    return _Looked(at, tuple(stats))
+
+
+def _looked_key(looked: _Looked, default_uri: str | None) -> str:
+    return "stat:" + cache.digest(
+        default_uri or "", *("\0".join(map(str, s)) for s in looked.stats)
+    )
+
+
+def _unchanged_set(
+    sets: cache.Store, looked: _Looked, files: Sequence[str], default_uri: str | None
+) -> model.ManifestSet | None:
+    """The set loaded before from these files with these stats, when none of
+    them changed near that time (None: they must be read)."""
+    known = sets.get(_looked_key(looked, default_uri))
+    if not isinstance(known, dict):
+        return None
+    whole, digest, at = known.get("set"), known.get("digest"), known.get("at")
+    if not (isinstance(whole, str) and isinstance(digest, str) and isinstance(at, int)):
+        return None
+    if _racy(looked.stats, at):
+        return None
+    return _set_from_json(sets.get(whole), files, digest)
+
+
+def _racy(stats: Sequence[tuple[str, int, int, int, int, int]], at: int) -> bool:
+    return any(max(s[2], s[3]) > at - _RACY_NS for s in stats)
+
+
+def _remember_looked(
+    sets: cache.Store, looked: _Looked | None, default_uri: str | None, whole: str, digest: str
+) -> None:
+    """Remember which set these stats were of; not while a file is racy (its
+    stats could not vouch for its bytes: a later run reads it and remembers)."""
+    if looked is None or _racy(looked.stats, looked.at):
+        return
+    sets.put(_looked_key(looked, default_uri), {"set": whole, "digest": digest, "at": looked.at})
+    sets.save(unused=2)
 
 
 def _set_to_json(loaded: model.ManifestSet) -> dict[str, Any]:
@@ -1327,9 +1406,7 @@ def _manifest_from(row: list[Any]) -> model.Manifest:
     )
 
 
-def _set_from_json(
-    data: object, files: Sequence[str], read: Mapping[str, bytes]
-) -> model.ManifestSet | None:
+def _set_from_json(data: object, files: Sequence[str], digest: str) -> model.ManifestSet | None:
     """``_set_to_json``'s set again (None: no entry, or not of its shape)."""
     if not isinstance(data, dict):
         return None
@@ -1347,7 +1424,7 @@ def _set_from_json(
     except (KeyError, TypeError, ValueError):
         return None
     return model.ManifestSet(
-        objects=objects, hosts=hosts, files=tuple(files), digest=_files_digest(files, read)
+        objects=objects, hosts=hosts, files=tuple(files), digest=digest
     )
 
 

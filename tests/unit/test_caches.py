@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -201,3 +203,122 @@ def test_a_store_keeps_what_it_is_told_of_the_unused_entries(cache_dir: Path) ->
     again.save(unused=2)  # a to d unused: the latest two stay
     kept = cache.Store.open("test", b"keep")
     assert [kept.get(k) for k in "abcde"] == [None, None, "c", "d", "e"]
+
+
+# --- an unchanged folder is not read at all: its files' stats vouch for their bytes ---
+
+
+def _net(name: str, bridge: str = "br0") -> str:
+    return (
+        "apiVersion: virt-reconcile/v1\nkind: Network\n"
+        f"metadata: {{name: {name}}}\nspec: {{bridge: {bridge}}}\n"
+    )
+
+
+def _small_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "small"
+    folder.mkdir()
+    for name in ("alpha", "beta", "gamma"):
+        (folder / f"{name}.yaml").write_text(_net(name))
+    return folder
+
+
+def _bridges(loaded: manifests.model.ManifestSet) -> dict[str, object]:
+    return {m.name: m.spec["bridge"] for m in loaded.objects}
+
+
+@pytest.fixture
+def not_racy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files written a moment ago count as old (else their stats vouch for
+    nothing for a second: see the racy test below)."""
+    monkeypatch.setattr(manifests, "_RACY_NS", 0)
+
+
+@pytest.fixture
+def no_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the loads that read and hashed the files."""
+    calls: list[int] = []
+    whole_key = manifests._whole_key
+
+    def counted(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        return whole_key(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(manifests, "_whole_key", counted)
+    return calls
+
+
+def test_an_unchanged_folder_is_not_read_again(
+    cache_dir: Path, tmp_path: Path, not_racy: None, no_reads: list[int]
+) -> None:
+    folder = _small_folder(tmp_path)
+    first = manifests.load([str(folder)])  # read: remembers the stats with the set
+    assert len(no_reads) == 1
+    again = manifests.load([str(folder)])
+    assert len(no_reads) == 1  # not read
+    assert again == first and again.digest == first.digest
+
+
+def test_every_change_to_the_folder_is_read(
+    cache_dir: Path, tmp_path: Path, not_racy: None, no_reads: list[int]
+) -> None:
+    folder = _small_folder(tmp_path)
+    for _ in range(2):
+        manifests.load([str(folder)])
+    beta = folder / "beta.yaml"
+    before = beta.stat()
+    time.sleep(0.05)  # past the kernel's timestamp tick: the ctime moves
+    # The same size, the mtime put back: the ctime (which no one can set) tells.
+    beta.write_text(_net("beta", "br1"))
+    os.utime(beta, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert beta.stat().st_size == before.st_size
+    assert _bridges(manifests.load([str(folder)]))["beta"] == "br1"
+    # Renamed: the set names the new file.
+    beta.rename(folder / "beta2.yaml")
+    renamed = manifests.load([str(folder)])
+    assert str(folder / "beta2.yaml") in renamed.files
+    assert {m.source.file for m in renamed.objects} == set(renamed.files)
+    # Added, deleted.
+    (folder / "delta.yaml").write_text(_net("delta"))
+    assert "delta" in _bridges(manifests.load([str(folder)]))
+    (folder / "alpha.yaml").unlink()
+    assert set(_bridges(manifests.load([str(folder)]))) == {"beta", "delta", "gamma"}
+    # The same file list and bytes as before the last change: the set made of them.
+    (folder / "alpha.yaml").write_text(_net("alpha"))
+    assert set(_bridges(manifests.load([str(folder)]))) == {"alpha", "beta", "delta", "gamma"}
+    reads = len(no_reads)
+    again = manifests.load([str(folder)])
+    assert len(no_reads) == reads  # the stats remembered by the last load vouch
+    assert set(_bridges(again)) == {"alpha", "beta", "delta", "gamma"}
+
+
+def test_an_edit_the_stats_do_not_show_is_read_while_the_file_is_racy(
+    cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A filesystem whose timestamps are coarse (or an edit in the same tick) can
+    # leave a same-size edit with the stats of the bytes read before: such a file,
+    # changed within a second of when the stats were taken, is read again.
+    folder = _small_folder(tmp_path)
+    looked = manifests._looked([str(p) for p in sorted(folder.iterdir())])
+    assert looked is not None
+    monkeypatch.setattr(manifests, "_looked", lambda files: looked)  # stats frozen
+    manifests.load([str(folder)])
+    manifests.load([str(folder)])
+    (folder / "gamma.yaml").write_text(_net("gamma", "br9"))  # the same size
+    assert _bridges(manifests.load([str(folder)]))["gamma"] == "br9"
+    # What the rule guards against: stats that vouch for bytes they were not taken of.
+    monkeypatch.setattr(manifests, "_RACY_NS", -(10**12))  # "racy" never
+    manifests.load([str(folder)])  # remembers the frozen stats with the new set
+    (folder / "gamma.yaml").write_text(_net("gamma", "br8"))
+    assert _bridges(manifests.load([str(folder)]))["gamma"] == "br9"  # hidden edit
+
+
+def test_stats_are_not_remembered_for_racy_files(
+    cache_dir: Path, tmp_path: Path
+) -> None:
+    folder = _small_folder(tmp_path)  # written just now: racy for a second
+    for _ in range(2):
+        manifests.load([str(folder)])
+    stores = list((cache_dir / "manifest-sets").rglob("*"))
+    keys = [k for p in stores if p.is_file() for k in json.loads(p.read_bytes())]
+    assert keys and not [k for k in keys if k.startswith("stat:")]
