@@ -130,6 +130,9 @@ class Store:
         text = self._entries.get(key)
         if text is None:
             return None
+        if text == "true":  # a cached verdict: no JSON parse (thousands per plan)
+            self._used.add(key)
+            return True
         try:
             value: object = json.loads(text)
         except ValueError:

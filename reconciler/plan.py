@@ -29,6 +29,7 @@ from reconciler.actions import (
 )
 from reconciler.defaults import DEFAULT_MAX_PRUNE
 from reconciler.kinds import KINDS, Context
+from reconciler.kinds.base import Reference
 from reconciler.model import Kind, Manifest, object_ref
 from reconciler.observed import HostState, ObjectKey, Observed, object_key
 from reconciler.placement import NO_FIT, Placement
@@ -77,13 +78,13 @@ def _old_seeds(
     state: HostState,
     actions: Sequence[Action],
     desired_keys: set[ObjectKey],
-    refs: Mapping[str, frozenset[str]],
+    users: Mapping[str, tuple[str, ...]],
 ) -> list[Action]:
     """Seeds of domains that are still declared here but use another seed now:
     deleted after the domain's action has swapped the media (it comes first),
-    with or without ``--prune``; kept while anything still uses them."""
+    with or without ``--prune``; kept while anything still uses them. ``users``:
+    ``_volume_users`` of the host (no domain leaving)."""
     domains = {a.name: a for a in actions if a.kind is Kind.DOMAIN}
-    users = _volume_users(state, refs=refs)
     out = []
     for key, obs in sorted(state.objects.items(), key=lambda kv: kv[0]):
         owner = _seed_owner(obs, state.registry)
@@ -426,15 +427,19 @@ def _references(
     state: HostState,
     desired_keys: set[ObjectKey],
     narrowed: bool = False,
+    references: Sequence[Reference] | None = None,
 ) -> list[str]:
-    """Plan-time checks that need the host: referenced pools, volumes, networks."""
+    """Plan-time checks that need the host: referenced pools, volumes, networks
+    (``references``: ``m``'s, when known already)."""
     problems = []
 
     def exists(kind: Kind, name: str, pool: str | None = None) -> bool:
         key = object_key(kind, name, pool)
         return key in state.objects or key in desired_keys
 
-    for ref in KINDS[m.kind].references(m):
+    if references is None:
+        references = KINDS[m.kind].references(m)
+    for ref in references:
         if not exists(ref.kind, ref.name, ref.pool):
             named = f"{ref.pool}/{ref.name}" if ref.pool else ref.name
             problems.append(
@@ -447,9 +452,12 @@ def _references(
     return [f"{m.source_of(p.partition(':')[0])}: {p}" for p in problems]
 
 
-def _depths(manifests: Sequence[Manifest]) -> dict[int, int]:
+def _depths(
+    manifests: Sequence[Manifest], references: Mapping[int, Sequence[Reference]]
+) -> dict[int, int]:
     """How deep each manifest sits below others of its kind that it needs (a clone
-    or an overlay after the volume it is made from): 0 needs none of them."""
+    or an overlay after the volume it is made from): 0 needs none of them.
+    ``references``: each manifest's, by ``id``."""
     by_key = {object_key(m.kind, m.name, m.spec.get("pool")): m for m in manifests}
     depth: dict[int, int] = {}
 
@@ -458,7 +466,7 @@ def _depths(manifests: Sequence[Manifest]) -> dict[int, int]:
             return depth[id(m)]
         below = [
             by_key[key]
-            for ref in KINDS[m.kind].references(m)
+            for ref in references[id(m)]
             if ref.kind is m.kind
             and (key := object_key(ref.kind, ref.name, ref.pool)) in by_key
             and id(by_key[key]) not in seen
@@ -540,7 +548,8 @@ def build_host_plan(
     )
     verdicts = Verdicts.open(store, state, options, context)
     actions: list[Action] = []
-    depth = _depths([m for m, _ in desired])
+    references = {id(m): KINDS[m.kind].references(m) for m, _ in desired}
+    depth = _depths([m for m, _ in desired], references)
     for m, el in sorted(
         desired,
         key=lambda d: (d[0].kind.order, depth[id(d[0])], d[0].spec.get("pool", ""), d[0].name),
@@ -559,7 +568,7 @@ def build_host_plan(
         if m.suspended:
             actions.append(Action(**base, type=ActionType.UNCHANGED, note="suspended"))
             continue
-        problems = _references(m, state, desired_keys, options.narrowed)
+        problems = _references(m, state, desired_keys, options.narrowed, references[id(m)])
         if placed is not None and placed.reason == NO_FIT and obs is None:
             problems = [
                 f"{m.source_of('spec.placement')}: spec.placement: no candidate host fits: "
@@ -594,7 +603,7 @@ def build_host_plan(
             verdicts.remember(verdict, action, bare(base))
         actions.append(action)
     verdicts.save()
-    seeds = _old_seeds(state, actions, desired_keys, refs)
+    seeds = _old_seeds(state, actions, desired_keys, context.volume_users)
     # Without --prune, orphans are shown with what --prune would do, and nothing happens.
     actions += seeds
     seed_keys = {object_key(a.kind, a.name, a.pool) for a in seeds}

@@ -9,16 +9,19 @@ from __future__ import annotations
 import difflib
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lxml import etree
 
-from reconciler import errors, ownership, status
+from reconciler import errors, ownership
 from reconciler.execute import Result
 from reconciler.model import Manifest
 from reconciler.placement import Placement
 from reconciler.plan import Action, ActionType, Disruption, HostPlan
 from reconciler.uris import redact_uri
+
+if TYPE_CHECKING:
+    from reconciler import status
 
 JSON_VERSION = 1
 SYMBOLS = {
@@ -223,6 +226,8 @@ def plan_json(
 
 def status_json(statuses: Sequence[status.HostStatus]) -> dict[str, Any]:
     """The ``status -o json`` document (same versioning rules as the plan document)."""
+    from reconciler import status  # here: plan and apply print no status
+
     return {
         "version": JSON_VERSION,
         "hosts": [
