@@ -386,6 +386,7 @@ def filled_paths(flat: Flat, kind: Kind) -> list[str]:
         if is_filled(kind, path, value, owner(flat, path))
     ]
 
+
 # --- values libvirt rewrites into an equivalent form ------------------------------
 
 EQUIVALENT: list[tuple[Kind, re.Pattern[str], Callable[[str, str], bool]]] = [
