@@ -206,7 +206,7 @@ class _Flags:
     per fact for the whole host instead of one per domain."""
 
     states: dict[str, tuple[int, int]]  # (state, reason)
-    persistent: frozenset[str]
+    transient: frozenset[str]  # the rest of ``states`` is persistent (the usual: few are not)
     autostart: frozenset[str]
 
     @classmethod
@@ -214,7 +214,7 @@ class _Flags:
         """None when the driver cannot list them (then: per-domain calls)."""
         try:
             stats = conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE, 0)
-            persistent = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT)
+            transient = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_TRANSIENT)
             autostart = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)
         except libvirt.libvirtError as e:
             if e.get_error_code() in (libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_RPC):
@@ -226,7 +226,7 @@ class _Flags:
                 for dom, s in stats
                 if "state.state" in s and "state.reason" in s
             },
-            persistent=frozenset(d.UUIDString() for d in persistent),
+            transient=frozenset(d.UUIDString() for d in transient),
             autostart=frozenset(d.UUIDString() for d in autostart),
         )
 
@@ -284,7 +284,7 @@ def _observe_domain(dom: libvirt.virDomain, flags: _Flags | None = None) -> Obse
     uuid = dom.UUIDString()
     if flags is not None and uuid in flags.states:
         state, reason = flags.states[uuid]
-        persistent = uuid in flags.persistent
+        persistent = uuid not in flags.transient
         autostart = uuid in flags.autostart
     else:  # no listings, or defined after they were read
         state, reason = dom.state()

@@ -61,3 +61,26 @@ def test_a_network_or_pool_removed_after_the_listing_is_left_out(tmp_path: Path)
     with pytest.raises(libvirt.libvirtError):
         observe.unless_gone(lambda: conn.defineXML("<domain type='test'/>"))
     conn.close()
+
+
+def test_persistence_and_autostart_come_from_the_host_wide_listings(tmp_path: Path) -> None:
+    # One listing of the transient domains (few) stands for every domain's
+    # persistence; autostart and state come from their own listings too.
+    host = tmp_path / "host.xml"
+    shutil.copy(EMPTY_HOST, host)
+    conn = libvirt.open(f"test://{host}")
+    try:
+        conn.defineXML(_domain("vr-defined")).setAutostart(1)
+        conn.defineXML(_domain("vr-started")).create()
+        conn.createXML(_domain("vr-transient"), 0)
+        flags = observe._Flags.read(conn)
+        assert flags is not None and len(flags.transient) == 1
+        observed = observe._observe_domains(conn)
+        seen = {o.name: (o.persistent, o.autostart, o.state) for o in observed}
+    finally:
+        conn.close()
+    assert seen == {
+        "vr-defined": (True, True, "shutoff"),
+        "vr-started": (True, False, "running"),
+        "vr-transient": (False, False, "running"),
+    }
