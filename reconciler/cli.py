@@ -95,8 +95,18 @@ else:
             return self._get()(*args, **kwargs)
 
     (
-        coordination, export, hosts, lock, manifests, plan, reconcile, render, report, schema,
-        status, watch,
+        coordination,
+        export,
+        hosts,
+        lock,
+        manifests,
+        plan,
+        reconcile,
+        render,
+        report,
+        schema,
+        status,
+        watch,
     ) = (
         _Lazy(f"reconciler.{m}")
         for m in (

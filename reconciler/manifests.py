@@ -90,7 +90,6 @@ def _loader_class() -> type[Any]:
             yaml.composer.Composer.__init__(self)
             yaml.resolver.Resolver.__init__(self)
 
-
     class _Loader(_FastLoader):
         """Composes YAML nodes; plain scalars keep a marker tag for ``_Builder``.
 
@@ -1423,9 +1422,7 @@ def _set_from_json(data: object, files: Sequence[str], digest: str) -> model.Man
         )
     except (KeyError, TypeError, ValueError):
         return None
-    return model.ManifestSet(
-        objects=objects, hosts=hosts, files=tuple(files), digest=digest
-    )
+    return model.ManifestSet(objects=objects, hosts=hosts, files=tuple(files), digest=digest)
 
 
 def schema_valid(kind: model.Kind, document: Mapping[str, Any]) -> bool:

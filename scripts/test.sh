@@ -8,6 +8,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 PYTHON="$REPO/.venv/bin/python" bash scripts/setup-testbed.sh  # runs scripts/install.sh
 .venv/bin/ruff check reconciler tests benchmarks
+.venv/bin/ruff format --check reconciler tests benchmarks
 .venv/bin/mypy reconciler
 .venv/bin/lint-imports --no-cache --no-logo
 bash scripts/wheel-smoke.sh  # the wheel in a fresh venv, run from outside the checkout

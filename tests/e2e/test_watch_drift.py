@@ -217,9 +217,7 @@ def test_watch_reverts_drift_from_events_and_exits_0_on_sigterm(
         "Network/vrt-watch-net stopped",
         "Domain/vrt-watch-def undefined",
     ):
-        assert re.search(
-            rf"pass \d+ \(.*{re.escape(cause)}.*1 change\(s\).*\(scoped: ", log
-        ), (
+        assert re.search(rf"pass \d+ \(.*{re.escape(cause)}.*1 change\(s\).*\(scoped: ", log), (
             cause,
             log,
         )

@@ -313,9 +313,7 @@ def test_an_edit_the_stats_do_not_show_is_read_while_the_file_is_racy(
     assert _bridges(manifests.load([str(folder)]))["gamma"] == "br9"  # hidden edit
 
 
-def test_stats_are_not_remembered_for_racy_files(
-    cache_dir: Path, tmp_path: Path
-) -> None:
+def test_stats_are_not_remembered_for_racy_files(cache_dir: Path, tmp_path: Path) -> None:
     folder = _small_folder(tmp_path)  # written just now: racy for a second
     for _ in range(2):
         manifests.load([str(folder)])
