@@ -148,13 +148,17 @@ class Store:
             self._added = True
         self._used.add(key)
 
-    def save(self, *, unused: int | None = None) -> None:
+    def save(self, *, unused: int | None = None, narrowed: bool = False) -> None:
         """Write the store if this run added to it; ``unused``: keep at most that
-        many of the entries this run did not use (the latest added)."""
+        many of the entries this run did not use (the latest added). A
+        ``narrowed`` run (some objects of many) drops none: it used few, and the
+        next whole run needs the others."""
         if not self._added or not self._path:
             return
         kept = self._entries
-        if unused is not None:
+        if narrowed:
+            pass
+        elif unused is not None:
             old = [k for k in kept if k not in self._used]
             drop = set(old[: max(0, len(old) - unused)])
             kept = {k: v for k, v in kept.items() if k not in drop}

@@ -602,7 +602,7 @@ def build_host_plan(
         if verdict is not None:
             verdicts.remember(verdict, action, bare(base))
         actions.append(action)
-    verdicts.save()
+    verdicts.save(narrowed=options.narrowed or kinds is not None)
     seeds = _old_seeds(state, actions, desired_keys, context.volume_users)
     # Without --prune, orphans are shown with what --prune would do, and nothing happens.
     actions += seeds

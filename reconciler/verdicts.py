@@ -195,8 +195,11 @@ class Verdicts:
         self._store.put(key, value)
         return value
 
-    def save(self) -> None:
-        self._store.save()
+    def save(self, *, narrowed: bool) -> None:
+        """Write the verdicts; a ``narrowed`` plan (some objects of the host: a
+        selection, a scoped ``watch`` pass, apply's check of what it wrote) keeps
+        every entry it did not use, for the next plan of the whole host."""
+        self._store.save(narrowed=narrowed)
 
 
 def bare(base: Mapping[str, Any]) -> Action:

@@ -245,3 +245,31 @@ def test_an_unchanged_host_is_planned_without_comparing_a_field(
 
     monkeypatch.setattr(diff, "diff_fields", refuse)
     assert _changed(plan_json(examples, "-c", host_uri)) == {}
+
+
+def test_a_narrowed_plan_keeps_the_verdicts_of_the_whole_host(
+    warm: Path,
+    examples: Path,
+    host_uri: str,
+    plan_json: Callable[..., dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A plan of one object (``--target``; a scoped watch pass; apply's check of
+    what it wrote) adds its own entries and must not drop the others: with many
+    objects (here: no slack at all) the next whole plan found none (benchmark)."""
+    from reconciler import diff
+
+    monkeypatch.setattr(cache, "_SLACK", 0)
+    before = _store_entries(warm)
+    plan = plan_json(examples, "-c", host_uri)
+    domain = next(
+        a["name"] for h in plan["hosts"] for a in h["actions"] if a.get("kind") == "Domain"
+    )
+    assert _changed(plan_json(examples, "-c", host_uri, "--target", f"Domain/{domain}")) == {}
+    assert _store_entries(warm) > before  # the narrowed plan's own, beside the others
+
+    def refuse(*_: object, **__: object) -> None:
+        raise AssertionError("a field diff in a no-op plan of cached verdicts")
+
+    monkeypatch.setattr(diff, "diff_fields", refuse)
+    assert _changed(plan_json(examples, "-c", host_uri)) == {}
