@@ -1,6 +1,6 @@
 """virt-reconcile's benchmark suite: one command, one table.
 
-    .venv/bin/python -m benchmarks                 # everything (~15 min on 2 cores)
+    .venv/bin/python -m benchmarks                 # everything (~8 min on 2 cores)
     .venv/bin/python -m benchmarks --quick         # small N, fewer trials (< 2 min)
     .venv/bin/python -m benchmarks --only plan-test --only help
 
