@@ -37,6 +37,8 @@ from typing import Any
 
 from lxml import etree
 
+from reconciler.model import Kind
+
 NAMESPACE = "https://virt-reconcile.dev/xmlns/owner/v1"
 PREFIX = "vr"
 REGISTRY_NETWORK = "virt-reconcile-registry"
@@ -205,6 +207,17 @@ class Registry:
     uuid: str = ""
     # What ``watch`` last applied to the host: {"revision": git sha, "source": URL}.
     applied: Mapping[str, str] = field(default_factory=dict)
+
+    def record_for(self, kind: Kind, name: str, pool: str | None = None) -> Record | None:
+        """The record kept here for a pool, a volume (of ``pool``) or a secret;
+        None for other kinds (a domain or network carries its own)."""
+        if kind is Kind.STORAGE_POOL:
+            return self.pools.get(name)
+        if kind is Kind.VOLUME:
+            return self.volumes.get(f"{pool}/{name}")
+        if kind is Kind.SECRET:
+            return self.secrets.get(name)
+        return None
 
     def to_xml(self) -> str:
         root = etree.Element("network")

@@ -106,7 +106,7 @@ def observe_pool(pool: libvirt.virStoragePool, registry: ownership.Registry) -> 
             state="active" if active else "inactive",
             autostart=bool(pool.autostart()),
             persistent=bool(pool.isPersistent()),
-            record=registry.pools.get(name),
+            record=registry.record_for(Kind.STORAGE_POOL, name),
         )
     ]
     if not active:
@@ -132,7 +132,7 @@ def _observe_volume(
         pool=pool,
         xml=xml,
         state="active",
-        record=registry.volumes.get(f"{pool}/{vname}"),
+        record=registry.record_for(Kind.VOLUME, vname, pool),
     )
 
 
@@ -166,7 +166,7 @@ def _observe_secrets(
                 xml=xml,
                 state="active",
                 persistent=root.get("ephemeral") != "yes",
-                record=registry.secrets.get(name),
+                record=registry.record_for(Kind.SECRET, name),
                 value_digest=_value_digest(
                     sec, registry.secret_key, readable if name in registry.secrets else None
                 ),
@@ -403,12 +403,8 @@ def some(conn: libvirt.virConnect, keys: Iterable[ObjectKey], base: HostState) -
     objects = dict(base.objects)
     if registry != base.registry:  # pools, volumes and secrets carry their records
         for key, o in objects.items():
-            if o.kind is Kind.STORAGE_POOL:
-                objects[key] = replace(o, record=registry.pools.get(o.name))
-            elif o.kind is Kind.VOLUME:
-                objects[key] = replace(o, record=registry.volumes.get(f"{o.pool}/{o.name}"))
-            elif o.kind is Kind.SECRET:
-                objects[key] = replace(o, record=registry.secrets.get(o.name))
+            if o.kind in (Kind.STORAGE_POOL, Kind.VOLUME, Kind.SECRET):
+                objects[key] = replace(o, record=registry.record_for(o.kind, o.name, o.pool))
     for kind, name in sorted(set(keys), key=lambda k: (k[0].order, k[1])):
         objects.pop((kind, name), None)
         if kind is Kind.STORAGE_POOL:  # read again with its volumes
