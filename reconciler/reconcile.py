@@ -292,11 +292,7 @@ class Run:
             h.name: list(self.target.assignments.get(h.name, ())) for h in self.target.hosts
         }
         provided: dict[str, frozenset[ObjectKey]] = {
-            name: frozenset(
-                object_key(m.kind, m.name, m.spec.get("pool"))
-                for m in ms
-                if m.kind is not Kind.DOMAIN
-            )
+            name: frozenset(_key(m) for m in ms if m.kind is not Kind.DOMAIN)
             for name, ms in assignments.items()
         }
         states = {n: s for n, s in self.states.items() if n in names}
@@ -325,7 +321,7 @@ class Run:
             desired: list[tuple[Manifest, etree._Element | str]] = [
                 (m, m.rendered if m.rendered is not None else self._render(m))
                 for m in self.assignments.get(host.name, ())
-                if scope is None or object_key(m.kind, m.name, m.spec.get("pool")) in scope.plan
+                if scope is None or _key(m) in scope.plan
             ]
             self.plans[host.name] = plan.build_host_plan(
                 desired,
